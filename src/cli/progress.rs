@@ -1,0 +1,75 @@
+//! Progress on stderr: a file counter while reading, a token bar with rate
+//! and ETA while the model reads the prompt. Bars only on a terminal; step
+//! lines (which window, how many tokens) always, unless `--quiet`.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+pub struct Progress {
+    bar: ProgressBar,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool, style: ProgressStyle) -> Self {
+        let target = if quiet || !std::io::stderr().is_terminal() {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr_with_hz(8)
+        };
+        let bar = ProgressBar::with_draw_target(None, target);
+        bar.set_style(style);
+        Self { bar, quiet }
+    }
+
+    /// A counter of files read, with the current path.
+    pub fn files(quiet: bool) -> Self {
+        let p = Self::new(
+            quiet,
+            ProgressStyle::with_template("{spinner} reading {pos} files ({per_sec}) {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        p.bar.enable_steady_tick(Duration::from_millis(120));
+        p
+    }
+
+    pub fn file(&self, path: &str) {
+        self.bar.inc(1);
+        self.bar.set_message(path.to_owned());
+    }
+
+    /// A bar of prompt tokens processed.
+    pub fn prefill(quiet: bool) -> Self {
+        Self::new(
+            quiet,
+            ProgressStyle::with_template("reading the prompt {bar:30} {pos}/{len} tokens, {per_sec}, ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
+    }
+
+    /// A model call begins.
+    pub fn step(&self, what: &str, prompt_tokens: u32) {
+        if self.quiet {
+            return;
+        }
+        self.bar
+            .suspend(|| eprintln!("scout: {what} ({prompt_tokens} prompt tokens)"));
+        self.bar.reset();
+        self.bar.set_length(u64::from(prompt_tokens));
+    }
+
+    pub fn prefill_progress(&self, done: u32, total: u32) {
+        self.bar.set_length(u64::from(total));
+        self.bar.set_position(u64::from(done));
+    }
+
+    pub fn clear(&self) {
+        self.bar.finish_and_clear();
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,659 @@
+//! The corpus store: one `SQLite` file per corpus.
+//!
+//! In: documents and skips from `ingest`. Out: documents with their
+//! segments in a stable order, the corpus's secret salt, cached token
+//! counts. Re-ingest only rewrites documents whose content hash changed.
+//! Every write of an ingest run happens in one transaction, so a crash never
+//! leaves a half-written corpus.
+//!
+//! Never knows about prompts or engines: token counts are stored under an
+//! opaque tokenizer id and an opaque text hash.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde::Serialize;
+
+use crate::anchor::Anchor;
+use crate::ingest::{Document, DocumentKind, ImageInfo, Segment, Skip};
+
+/// Bumped whenever the tables change shape; an older file is refused with a
+/// clear message rather than misread.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The application id `SQLite` stores in the file header ("scou").
+const APPLICATION_ID: i64 = 0x7363_6f75;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CorpusError {
+    #[error("corpus store {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("{path} is not a scout corpus (it is some other SQLite file)")]
+    NotACorpus { path: PathBuf },
+    #[error("{path} was written by a scout with corpus schema {found}; this one reads schema {SCHEMA_VERSION}. Re-ingest into a new file.")]
+    Schema { path: PathBuf, found: i64 },
+    #[error("corpus store {path}: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+/// A document as stored, with its segments in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDocument {
+    pub id: i64,
+    pub path: String,
+    pub kind: DocumentKind,
+    pub language: Option<String>,
+    pub content_hash: String,
+    pub bytes: u64,
+    pub modified: i64,
+    pub replaced_chars: u64,
+    pub image: Option<ImageInfo>,
+    pub segments: Vec<Segment>,
+}
+
+impl StoredDocument {
+    /// Number of lines (text) or pages (PDF) the document has; 0 for images.
+    #[must_use]
+    pub fn extent(&self) -> u32 {
+        match self.segments.last().map(|s| &s.anchor) {
+            Some(Anchor::Lines { end, .. }) => *end,
+            Some(Anchor::Page { page, .. }) => *page,
+            _ => 0,
+        }
+    }
+}
+
+/// What happened to one document on re-ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    Added,
+    Changed,
+    Unchanged,
+}
+
+/// Counts from one ingest run, as printed and as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IngestSummary {
+    pub documents: u64,
+    pub segments: u64,
+    pub tokens: u64,
+    pub bytes: u64,
+    pub added: u64,
+    pub changed: u64,
+    pub unchanged: u64,
+    pub removed: u64,
+    pub replaced_chars: u64,
+    pub by_kind: BTreeMap<String, u64>,
+    pub skipped: BTreeMap<String, u64>,
+    pub errors: u64,
+    pub skips: Vec<Skip>,
+}
+
+pub struct Corpus {
+    conn: Connection,
+    path: PathBuf,
+    salt: String,
+}
+
+impl std::fmt::Debug for Corpus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Corpus")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    language TEXT,
+    content_hash TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    modified INTEGER NOT NULL,
+    replaced_chars INTEGER NOT NULL,
+    width INTEGER,
+    height INTEGER
+);
+CREATE TABLE IF NOT EXISTS segments (
+    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    ord INTEGER NOT NULL,
+    line_start INTEGER,
+    line_end INTEGER,
+    page INTEGER,
+    text TEXT NOT NULL,
+    PRIMARY KEY (doc_id, ord)
+);
+CREATE TABLE IF NOT EXISTS token_counts (
+    text_hash TEXT NOT NULL,
+    tokenizer TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    PRIMARY KEY (text_hash, tokenizer)
+);
+CREATE TABLE IF NOT EXISTS ingest_runs (
+    id INTEGER PRIMARY KEY,
+    roots TEXT NOT NULL,
+    started INTEGER NOT NULL,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS skips (
+    run_id INTEGER NOT NULL REFERENCES ingest_runs(id) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Corpus {
+    /// Opens the corpus at `path`, creating it (with a fresh secret salt) if
+    /// the file does not exist.
+    pub fn open(path: &Path) -> Result<Corpus, CorpusError> {
+        let err = |source| CorpusError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let existed = path.exists();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| CorpusError::Corrupt {
+                path: path.to_owned(),
+                detail: format!("cannot create folder {}: {e}", parent.display()),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", true).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+        let app_id: i64 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .map_err(err)?;
+        if existed && app_id != APPLICATION_ID {
+            let tables: i64 = conn
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                .map_err(|e| {
+                    if matches!(e, rusqlite::Error::SqliteFailure(..)) {
+                        CorpusError::NotACorpus { path: path.to_owned() }
+                    } else {
+                        err(e)
+                    }
+                })?;
+            if tables > 0 {
+                return Err(CorpusError::NotACorpus { path: path.to_owned() });
+            }
+        }
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(err)?;
+        let version: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        match version.map(|v| v.parse::<i64>()) {
+            None => {
+                conn.execute("INSERT INTO meta VALUES ('schema', ?1)", [SCHEMA_VERSION.to_string()])
+                    .map_err(err)?;
+            }
+            Some(Ok(v)) if v == SCHEMA_VERSION => {}
+            Some(Ok(found)) => {
+                return Err(CorpusError::Schema {
+                    path: path.to_owned(),
+                    found,
+                })
+            }
+            Some(Err(_)) => {
+                return Err(CorpusError::Corrupt {
+                    path: path.to_owned(),
+                    detail: "unreadable schema version".into(),
+                })
+            }
+        }
+        let salt: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key='salt'", [], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        let salt = if let Some(s) = salt {
+            s
+        } else {
+            let s = new_salt();
+            conn.execute("INSERT INTO meta VALUES ('salt', ?1)", [&s])
+                .map_err(err)?;
+            s
+        };
+        Ok(Corpus {
+            conn,
+            path: path.to_owned(),
+            salt,
+        })
+    }
+
+    /// Whether `path` is a scout corpus file (by `SQLite` header and
+    /// application id), without creating anything.
+    #[must_use]
+    pub fn is_corpus_file(path: &Path) -> bool {
+        let Ok(bytes) = std::fs::read(path).map(|b| b.into_iter().take(100).collect::<Vec<u8>>()) else {
+            return false;
+        };
+        // SQLite header: magic string, application id at offset 68 (BE).
+        bytes.len() == 100
+            && bytes.starts_with(b"SQLite format 3\0")
+            && i64::from(u32::from_be_bytes([bytes[68], bytes[69], bytes[70], bytes[71]])) == APPLICATION_ID
+    }
+
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The per-corpus secret that goes into every document boundary, so a
+    /// file cannot write a boundary that closes its own block.
+    #[must_use]
+    pub fn salt(&self) -> &str {
+        &self.salt
+    }
+
+    fn err(&self, source: rusqlite::Error) -> CorpusError {
+        CorpusError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Stores one ingest run: every document (only changed ones rewritten),
+    /// every skip, and the removal of documents under `roots` that are no
+    /// longer there. One transaction: all of it lands or none.
+    pub fn store_run(
+        &mut self,
+        roots: &[String],
+        items: impl IntoIterator<Item = Result<Document, Skip>>,
+    ) -> Result<IngestSummary, CorpusError> {
+        let path = self.path.clone();
+        let err = |source| CorpusError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT INTO ingest_runs (roots, started) VALUES (?1, ?2)",
+            params![serde_json::to_string(roots).unwrap_or_default(), now()],
+        )
+        .map_err(err)?;
+        let run_id = tx.last_insert_rowid();
+        let mut summary = IngestSummary::default();
+        let mut seen: HashSet<String> = HashSet::new();
+        for item in items {
+            match item {
+                Ok(doc) => {
+                    seen.insert(doc.path.clone());
+                    match upsert_document(&tx, &doc).map_err(err)? {
+                        Upsert::Added => summary.added += 1,
+                        Upsert::Changed => summary.changed += 1,
+                        Upsert::Unchanged => summary.unchanged += 1,
+                    }
+                    summary.replaced_chars += doc.replaced_chars;
+                }
+                Err(skip) => {
+                    // A file that is now skipped but was a document before
+                    // must leave the corpus (it may have become too large).
+                    seen.remove(&skip.path);
+                    tx.execute(
+                        "INSERT INTO skips VALUES (?1, ?2, ?3, ?4)",
+                        params![run_id, skip.path, skip.reason.as_str(), skip.detail],
+                    )
+                    .map_err(err)?;
+                    *summary.skipped.entry(skip.reason.as_str().to_owned()).or_default() += 1;
+                    if skip.reason.is_error() {
+                        summary.errors += 1;
+                    }
+                    summary.skips.push(skip);
+                }
+            }
+        }
+        summary.removed = remove_missing(&tx, roots, &seen).map_err(err)?;
+        tx.execute(
+            "UPDATE ingest_runs SET summary = ?1 WHERE id = ?2",
+            params![serde_json::to_string(&summary).unwrap_or_default(), run_id],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        let totals = self.totals()?;
+        summary.documents = totals.0;
+        summary.segments = totals.1;
+        summary.bytes = totals.2;
+        summary.by_kind = self.count_by_kind()?;
+        Ok(summary)
+    }
+
+    fn totals(&self) -> Result<(u64, u64, u64), CorpusError> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM segments),
+                        (SELECT coalesce(sum(bytes), 0) FROM documents)",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                },
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    fn count_by_kind(&self) -> Result<BTreeMap<String, u64>, CorpusError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, count(*) FROM documents GROUP BY kind")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Every document with its segments, ordered by path.
+    pub fn documents(&self) -> Result<Vec<StoredDocument>, CorpusError> {
+        let mut docs: Vec<StoredDocument> = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, path, kind, language, content_hash, bytes, modified, replaced_chars, width, height
+                 FROM documents ORDER BY path",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let kind: String = r.get(2)?;
+                let width: Option<i64> = r.get(8)?;
+                let height: Option<i64> = r.get(9)?;
+                Ok(StoredDocument {
+                    id: r.get(0)?,
+                    path: r.get(1)?,
+                    kind: DocumentKind::parse(&kind).unwrap_or(DocumentKind::Text),
+                    language: r.get(3)?,
+                    content_hash: r.get(4)?,
+                    bytes: r.get::<_, i64>(5)? as u64,
+                    modified: r.get(6)?,
+                    replaced_chars: r.get::<_, i64>(7)? as u64,
+                    image: width.zip(height).map(|(w, h)| ImageInfo {
+                        width: w as u32,
+                        height: h as u32,
+                    }),
+                    segments: Vec::new(),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            docs.push(row.map_err(|e| self.err(e))?);
+        }
+        let index: BTreeMap<i64, usize> = docs.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT doc_id, line_start, line_end, page, text FROM segments ORDER BY doc_id, ord")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<u32>>(1)?,
+                    r.get::<_, Option<u32>>(2)?,
+                    r.get::<_, Option<u32>>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (doc_id, start, end, page, text) = row.map_err(|e| self.err(e))?;
+            let Some(&i) = index.get(&doc_id) else { continue };
+            let path = docs[i].path.clone();
+            let anchor = match (start, end, page) {
+                (Some(start), Some(end), _) => Anchor::Lines { path, start, end },
+                (_, _, Some(page)) => Anchor::Page { path, page },
+                _ => Anchor::Document { path },
+            };
+            docs[i].segments.push(Segment { anchor, text });
+        }
+        Ok(docs)
+    }
+
+    /// A content hash of the whole corpus (paths and content hashes, in
+    /// path order): equal hashes mean equal corpora.
+    pub fn content_hash(&self) -> Result<String, CorpusError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, content_hash FROM documents ORDER BY path")
+            .map_err(|e| self.err(e))?;
+        let mut hasher = blake3::Hasher::new();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (path, hash) = row.map_err(|e| self.err(e))?;
+            hasher.update(path.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(hash.as_bytes());
+            hasher.update(b"\n");
+        }
+        Ok(hasher.finalize().to_hex().to_string())
+    }
+
+    /// Cached token counts for `hashes` under `tokenizer`.
+    pub fn token_counts(&self, tokenizer: &str, hashes: &[String]) -> Result<Vec<Option<u32>>, CorpusError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT tokens FROM token_counts WHERE text_hash = ?1 AND tokenizer = ?2")
+            .map_err(|e| self.err(e))?;
+        hashes
+            .iter()
+            .map(|h| {
+                stmt.query_row(params![h, tokenizer], |r| r.get::<_, u32>(0))
+                    .optional()
+                    .map_err(|e| self.err(e))
+            })
+            .collect()
+    }
+
+    /// Stores token counts (text hash, tokens) under `tokenizer`.
+    pub fn store_token_counts(&mut self, tokenizer: &str, counts: &[(String, u32)]) -> Result<(), CorpusError> {
+        let path = self.path.clone();
+        let err = |source| CorpusError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT OR REPLACE INTO token_counts VALUES (?1, ?2, ?3)")
+                .map_err(err)?;
+            for (hash, tokens) in counts {
+                stmt.execute(params![hash, tokenizer, tokens]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+fn new_salt() -> String {
+    let mut bytes = [0u8; 8];
+    // Without OS randomness, fall back to a hash of time and process: the
+    // salt must be unpredictable to file authors, not cryptographically
+    // perfect.
+    if getrandom::fill(&mut bytes).is_err() {
+        let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+        bytes.copy_from_slice(&blake3::hash(seed.as_bytes()).as_bytes()[..8]);
+    }
+    blake3::hash(&bytes).to_hex()[..16].to_owned()
+}
+
+fn upsert_document(tx: &Transaction<'_>, doc: &Document) -> rusqlite::Result<Upsert> {
+    let existing: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT id, content_hash FROM documents WHERE path = ?1",
+            [&doc.path],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let outcome = match &existing {
+        Some((_, hash)) if *hash == doc.content_hash => {
+            // Same bytes: keep segments; only the modification time may move.
+            tx.execute(
+                "UPDATE documents SET modified = ?1 WHERE path = ?2",
+                params![doc.modified, doc.path],
+            )?;
+            return Ok(Upsert::Unchanged);
+        }
+        Some((id, _)) => {
+            tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+            Upsert::Changed
+        }
+        None => Upsert::Added,
+    };
+    tx.execute(
+        "INSERT INTO documents (path, kind, language, content_hash, bytes, modified, replaced_chars, width, height)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            doc.path,
+            doc.kind.as_str(),
+            doc.language,
+            doc.content_hash,
+            doc.bytes as i64,
+            doc.modified,
+            doc.replaced_chars as i64,
+            doc.image.map(|i| i.width),
+            doc.image.map(|i| i.height),
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    let mut stmt = tx.prepare_cached("INSERT INTO segments VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+    for (ord, seg) in doc.segments.iter().enumerate() {
+        let (start, end, page) = match seg.anchor {
+            Anchor::Lines { start, end, .. } => (Some(start), Some(end), None),
+            Anchor::Page { page, .. } => (None, None, Some(page)),
+            Anchor::Document { .. } => (None, None, None),
+        };
+        stmt.execute(params![id, ord as i64, start, end, page, seg.text])?;
+    }
+    Ok(outcome)
+}
+
+/// Deletes documents that lie under one of `roots` but were not seen in
+/// this run (deleted or now skipped files). Documents under other roots are
+/// left alone: ingesting a second folder adds to a corpus.
+fn remove_missing(tx: &Transaction<'_>, roots: &[String], seen: &HashSet<String>) -> rusqlite::Result<u64> {
+    let mut stmt = tx.prepare("SELECT id, path FROM documents")?;
+    let all: Vec<(i64, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut removed = 0;
+    for (id, path) in all {
+        let under = roots.iter().any(|root| {
+            root.is_empty()
+                || root == "."
+                || path == *root
+                || path.starts_with(&format!("{}/", root.trim_end_matches('/')))
+        });
+        if under && !seen.contains(&path) {
+            tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(path: &str, text: &str) -> Document {
+        Document {
+            path: path.into(),
+            kind: DocumentKind::Text,
+            language: None,
+            content_hash: blake3::hash(text.as_bytes()).to_hex().to_string(),
+            bytes: text.len() as u64,
+            modified: 1,
+            segments: crate::ingest::split_text(path, text),
+            replaced_chars: 0,
+            image: None,
+        }
+    }
+
+    #[test]
+    fn reingest_rewrites_only_what_changed_and_removes_what_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Corpus::open(&dir.path().join("c.db")).unwrap();
+        let s = c
+            .store_run(&["r".into()], vec![Ok(doc("r/a", "one\n")), Ok(doc("r/b", "two\n"))])
+            .unwrap();
+        assert_eq!((s.added, s.documents, s.segments), (2, 2, 2));
+        let s = c
+            .store_run(&["r".into()], vec![Ok(doc("r/a", "one\n")), Ok(doc("r/c", "three\n"))])
+            .unwrap();
+        assert_eq!((s.added, s.unchanged, s.removed, s.documents), (1, 1, 1, 2));
+        let s = c
+            .store_run(&["r".into()], vec![Ok(doc("r/a", "ONE\n")), Ok(doc("r/c", "three\n"))])
+            .unwrap();
+        assert_eq!((s.changed, s.unchanged), (1, 1));
+        let docs = c.documents().unwrap();
+        assert_eq!(
+            docs.iter().map(|d| d.path.as_str()).collect::<Vec<_>>(),
+            vec!["r/a", "r/c"]
+        );
+        assert_eq!(docs[0].segments[0].text, "ONE\n");
+    }
+
+    use crate::ingest::SkipReason;
+
+    #[test]
+    fn other_roots_are_kept_and_skips_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Corpus::open(&dir.path().join("c.db")).unwrap();
+        c.store_run(&["x".into()], vec![Ok(doc("x/a", "a\n"))]).unwrap();
+        let skip = Skip {
+            path: "y/bad".into(),
+            reason: SkipReason::Unreadable,
+            detail: "denied".into(),
+        };
+        let s = c
+            .store_run(&["y".into()], vec![Ok(doc("y/b", "b\n")), Err(skip)])
+            .unwrap();
+        assert_eq!((s.documents, s.removed, s.errors), (2, 0, 1));
+        assert_eq!(s.skipped.get("unreadable"), Some(&1));
+    }
+
+    #[test]
+    fn salt_is_kept_and_other_sqlite_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.db");
+        let salt = Corpus::open(&p).unwrap().salt().to_owned();
+        assert_eq!(salt.len(), 16);
+        assert_eq!(Corpus::open(&p).unwrap().salt(), salt);
+        assert!(Corpus::is_corpus_file(&p));
+        let other = dir.path().join("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        assert!(matches!(Corpus::open(&other), Err(CorpusError::NotACorpus { .. })));
+        assert!(!Corpus::is_corpus_file(&other));
+    }
+
+    #[test]
+    fn token_counts_are_cached_per_tokenizer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Corpus::open(&dir.path().join("c.db")).unwrap();
+        c.store_token_counts("tokA", &[("h1".into(), 7)]).unwrap();
+        assert_eq!(
+            c.token_counts("tokA", &["h1".into(), "h2".into()]).unwrap(),
+            vec![Some(7), None]
+        );
+        assert_eq!(c.token_counts("tokB", &["h1".into()]).unwrap(), vec![None]);
+    }
+}

@@ -1,0 +1,230 @@
+//! Engines: the models scout can run, behind one [`Engine`] trait.
+//!
+//! In: chat messages laid out by `prompt`. Out: streamed text and usage.
+//! An engine renders messages in its own chat format, counts tokens exactly
+//! with its own tokenizer, and reports what it can do ([`Capabilities`]).
+//! Document text is always tokenized as plain text, never parsed for special
+//! tokens, so a file cannot smuggle a chat-format token into the prompt.
+//!
+//! Never knows about tasks, corpora or citations.
+
+pub mod llamacpp;
+pub mod models;
+pub mod threads;
+
+use serde::Serialize;
+
+pub use crate::prompt::{ChatMessage, Role, Tokenizer};
+
+/// What an engine and its model can do; tasks check these before running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Tokens of context the engine will accept (prompt + answer).
+    pub context_length: u32,
+    /// Images can be placed in the prompt.
+    pub vision: bool,
+    /// Output can be constrained to a JSON schema while decoding.
+    pub json_schema: bool,
+    /// KV operations (sequence copy, state save/restore) are available.
+    pub kv_operations: bool,
+}
+
+/// How to sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateParams {
+    pub max_tokens: u32,
+    /// 0 means greedy (deterministic).
+    pub temperature: f32,
+    pub seed: u32,
+    /// Penalty on tokens repeated within the last 64 generated ones; small
+    /// models loop without it.
+    pub repeat_penalty: f32,
+    /// Generation ends where any of these appears; it is not part of the
+    /// answer.
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        Self {
+            max_tokens: crate::limits::ANSWER_TOKENS,
+            temperature: 0.0,
+            seed: 0,
+            repeat_penalty: 1.1,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// What an engine reports while it works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineEvent<'a> {
+    /// Prompt tokens processed so far, of the total.
+    Prefill { done: u32, total: u32 },
+    /// A piece of the answer (whole UTF-8 characters).
+    Text(&'a str),
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    EndOfText,
+    MaxTokens,
+    StopSequence,
+}
+
+/// The result of one generation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generation {
+    pub text: String,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub stop: StopReason,
+    /// Time from the call to the first answer token.
+    pub ttft_ms: u64,
+    pub prefill_ms: u64,
+    pub decode_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("model file {path}: {detail}")]
+    Load { path: String, detail: String },
+    #[error(
+        "the prompt is {prompt} tokens and the answer needs {answer} more, over the engine's context of {context}"
+    )]
+    ContextOverflow { prompt: u32, answer: u32, context: u32 },
+    #[error("chat template: {0}")]
+    Template(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// A model that answers.
+pub trait Engine: Tokenizer {
+    /// Backend name, e.g. `llamacpp`.
+    fn backend(&self) -> &'static str;
+    /// Identifies the model (name and a hash of the file), for caches.
+    fn model_id(&self) -> &str;
+    fn capabilities(&self) -> Capabilities;
+    /// Tokens the messages take once rendered in the chat format, with the
+    /// assistant's turn opened.
+    fn count_chat_tokens(&self, messages: &[ChatMessage]) -> Result<u32, EngineError>;
+    /// Generates an answer to `messages`, reporting progress and text.
+    fn generate(
+        &mut self,
+        messages: &[ChatMessage],
+        params: &GenerateParams,
+        on_event: &mut dyn FnMut(EngineEvent<'_>),
+    ) -> Result<Generation, EngineError>;
+}
+
+/// Streams generated text while holding back anything that could still turn
+/// into a stop sequence, so a stop sequence is never shown, even in part.
+#[derive(Debug, Default)]
+pub struct StopFilter {
+    stops: Vec<String>,
+    text: String,
+    emitted: usize,
+}
+
+impl StopFilter {
+    #[must_use]
+    pub fn new(stops: &[String]) -> Self {
+        Self {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds generated text. Returns the text now safe to show, and whether
+    /// a stop sequence was reached (generation should end).
+    pub fn push(&mut self, chunk: &str) -> (&str, bool) {
+        let from = self.emitted;
+        self.text.push_str(chunk);
+        // A stop may begin in text held back earlier, so search from the
+        // start of what has not been shown (answers are short).
+        let earliest = self
+            .stops
+            .iter()
+            .filter_map(|s| self.text[from..].find(s.as_str()).map(|i| i + from))
+            .min();
+        if let Some(at) = earliest {
+            self.text.truncate(at);
+            self.emitted = at;
+            return (&self.text[from..at], true);
+        }
+        let mut safe = self.text.len();
+        for s in &self.stops {
+            for k in (1..s.len()).rev() {
+                if self.text.len() >= k
+                    && self.text.is_char_boundary(self.text.len() - k)
+                    && s.starts_with(&self.text[self.text.len() - k..])
+                {
+                    safe = safe.min(self.text.len() - k);
+                    break;
+                }
+            }
+        }
+        let safe = safe.max(self.emitted);
+        let start = self.emitted;
+        self.emitted = safe;
+        (&self.text[start..safe], false)
+    }
+
+    /// Text held back at the end of generation (no stop came).
+    pub fn flush(&mut self) -> &str {
+        let start = self.emitted;
+        self.emitted = self.text.len();
+        &self.text[start..]
+    }
+
+    /// Everything generated, up to the stop sequence.
+    #[must_use]
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(stops: &[&str], chunks: &[&str]) -> (String, String, bool) {
+        let stops: Vec<String> = stops.iter().map(|s| (*s).to_owned()).collect();
+        let mut f = StopFilter::new(&stops);
+        let mut shown = String::new();
+        let mut stopped = false;
+        for c in chunks {
+            let (s, stop) = f.push(c);
+            shown.push_str(s);
+            if stop {
+                stopped = true;
+                break;
+            }
+        }
+        if !stopped {
+            shown.push_str(f.flush());
+        }
+        (shown, f.text().to_owned(), stopped)
+    }
+
+    #[test]
+    fn a_stop_split_across_chunks_is_never_shown() {
+        let (shown, text, stopped) = run(&["\n<<<"], &["Answer.", "\n<", "<", "<doc"]);
+        assert_eq!((shown.as_str(), text.as_str(), stopped), ("Answer.", "Answer.", true));
+    }
+
+    #[test]
+    fn held_back_text_is_released_when_it_is_not_a_stop() {
+        let (shown, _, stopped) = run(&["\n<<<"], &["a\n<", "b"]);
+        assert_eq!((shown.as_str(), stopped), ("a\n<b", false));
+    }
+
+    #[test]
+    fn no_stops_streams_everything() {
+        let (shown, _, _) = run(&[], &["x", "y"]);
+        assert_eq!(shown, "xy");
+    }
+}

@@ -1,0 +1,157 @@
+//! Ingest: turn files into [`Document`]s made of anchored [`Segment`]s.
+//!
+//! In: paths (folders or files). Out: one `Result<Document, Skip>` per file
+//! found, handed to a callback as soon as it is read, so the caller can store
+//! and count as it goes. Every file the walk sees ends up as exactly one of
+//! the two: nothing is dropped without a counted reason.
+//!
+//! Never calls an engine and never touches the corpus store.
+
+mod image;
+mod pdf;
+mod repo;
+mod text;
+
+use serde::{Deserialize, Serialize};
+
+use crate::anchor::Anchor;
+
+pub use repo::{display_path, walk, WalkOptions};
+pub use text::split_text;
+
+/// What kind of content a document holds; decides how it is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    /// Prose, configuration, data: anything textual that is not code.
+    Text,
+    /// Source code (gets sparse line markers in the prompt).
+    Code,
+    /// A PDF: one segment per page.
+    Pdf,
+    /// An image: no text of its own in this version (OCR comes with the
+    /// ingest issue); recorded so the prompt says it exists.
+    Image,
+}
+
+impl DocumentKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentKind::Text => "text",
+            DocumentKind::Code => "code",
+            DocumentKind::Pdf => "pdf",
+            DocumentKind::Image => "image",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "text" => DocumentKind::Text,
+            "code" => DocumentKind::Code,
+            "pdf" => DocumentKind::Pdf,
+            "image" => DocumentKind::Image,
+            _ => return None,
+        })
+    }
+}
+
+/// A piece of a document with the anchor that cites it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub anchor: Anchor,
+    pub text: String,
+}
+
+/// Pixel size and format of an image document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub width: u32,
+    pub height: u32,
+}
+
+/// One file, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// The path as the user will open it: the root they named joined with
+    /// the path below it.
+    pub path: String,
+    pub kind: DocumentKind,
+    /// Language name for code (from the extension), for the reader's sake.
+    pub language: Option<&'static str>,
+    /// blake3 of the file's bytes, hex.
+    pub content_hash: String,
+    pub bytes: u64,
+    /// Last modification, seconds since the epoch (orders the prompt).
+    pub modified: i64,
+    pub segments: Vec<Segment>,
+    /// Invalid UTF-8 sequences replaced with U+FFFD while reading.
+    pub replaced_chars: u64,
+    pub image: Option<ImageInfo>,
+}
+
+/// Why a file was not made into a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Over the file size limit; not read.
+    TooLarge,
+    /// A NUL byte in the first bytes and no ingestor for its format.
+    Binary,
+    /// Zero bytes, or nothing but whitespace.
+    Empty,
+    /// The corpus store itself, or its journal, inside the walked tree.
+    CorpusFile,
+    /// The corpus byte limit was reached before this file.
+    CorpusFull,
+    /// The file or folder could not be read (permissions, vanished, I/O).
+    Unreadable,
+    /// The PDF parser returned an error (broken, encrypted, unsupported).
+    PdfError,
+    /// The PDF parser panicked; the panic was caught.
+    PdfPanic,
+    /// The PDF parser ran past its time limit.
+    PdfTimeout,
+    /// An image whose header could not be read.
+    ImageError,
+}
+
+impl SkipReason {
+    /// Errors make the run exit 2; the other reasons are policy, not faults.
+    #[must_use]
+    pub fn is_error(self) -> bool {
+        matches!(
+            self,
+            SkipReason::Unreadable
+                | SkipReason::PdfError
+                | SkipReason::PdfPanic
+                | SkipReason::PdfTimeout
+                | SkipReason::ImageError
+        )
+    }
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::TooLarge => "too_large",
+            SkipReason::Binary => "binary",
+            SkipReason::Empty => "empty",
+            SkipReason::CorpusFile => "corpus_file",
+            SkipReason::CorpusFull => "corpus_full",
+            SkipReason::Unreadable => "unreadable",
+            SkipReason::PdfError => "pdf_error",
+            SkipReason::PdfPanic => "pdf_panic",
+            SkipReason::PdfTimeout => "pdf_timeout",
+            SkipReason::ImageError => "image_error",
+        }
+    }
+}
+
+/// A file that did not become a document, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skip {
+    pub path: String,
+    pub reason: SkipReason,
+    pub detail: String,
+}

@@ -1,0 +1,19 @@
+//! scout: read whole repositories, PDFs and scans into one long prompt and
+//! answer questions over it with citations that can be checked.
+//!
+//! Data flows one way, one module per stage:
+//! `ingest` (files -> documents) -> `corpus` (`SQLite` store) -> `prompt`
+//! (layout, windows) -> `engine` (a model behind the `Engine` trait) ->
+//! `tasks` (ask: map/reduce, citation checks) -> `report` (text / JSON).
+//! `anchor` and `limits` hold the value types and bounds every stage shares;
+//! `cli` is the binary's edge and holds no logic a library user would need.
+
+pub mod anchor;
+pub mod cli;
+pub mod corpus;
+pub mod engine;
+pub mod ingest;
+pub mod limits;
+pub mod prompt;
+pub mod report;
+pub mod tasks;

@@ -1,0 +1,56 @@
+//! Resource bounds, each a named constant with the reason it exists.
+//!
+//! Every bound can be overridden through [`Limits`], which the CLI fills from
+//! flags; library code reads the struct, never the constants directly.
+
+/// Files larger than this are skipped before they are read: a prompt that a
+/// person audits is made of source and documents, and a 4 MiB text file is
+/// already about a million tokens, well past any single window.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// PDFs are often larger than source files (embedded fonts and scans), so
+/// they get their own cap.
+pub const MAX_PDF_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The whole corpus: past this, ingest stops adding documents and counts
+/// the rest as skipped, so a mistaken `scout ingest /` cannot fill the disk.
+pub const MAX_CORPUS_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// pdf-extract has no time limit of its own and some broken PDFs make it
+/// spin; past this the document is reported as timed out and the run goes on.
+pub const PDF_EXTRACT_SECONDS: u64 = 30;
+
+/// A text segment is at most this many lines: small enough that a window can
+/// split a huge document between segments, large enough that anchors stay
+/// few. Segments end at line boundaries so anchors stay exact.
+pub const SEGMENT_MAX_LINES: usize = 120;
+
+/// ... and at most this many bytes, for files with very long lines.
+pub const SEGMENT_MAX_BYTES: usize = 8 * 1024;
+
+/// Bytes sniffed for a NUL to call a file binary (the same rule as git and
+/// ripgrep use).
+pub const BINARY_SNIFF_BYTES: usize = 8 * 1024;
+
+/// Tokens kept free for the answer when a prompt is fitted to the context.
+pub const ANSWER_TOKENS: u32 = 512;
+
+/// The bounds in force for one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_file_bytes: u64,
+    pub max_pdf_bytes: u64,
+    pub max_corpus_bytes: u64,
+    pub pdf_extract_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: MAX_FILE_BYTES,
+            max_pdf_bytes: MAX_PDF_BYTES,
+            max_corpus_bytes: MAX_CORPUS_BYTES,
+            pdf_extract_seconds: PDF_EXTRACT_SECONDS,
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Reports: results as text for people and JSON for programs.
+//!
+//! In: plain result data from `tasks` and `corpus`. Out: strings. Never
+//! calls an engine and never decides anything: what is valid or skipped
+//! was settled before it gets here.
+
+use std::fmt::Write as _;
+
+use crate::corpus::IngestSummary;
+use crate::tasks::ask::AskResult;
+use crate::tasks::citations::{Citation, CitationSource, CitationStatus};
+
+/// Skips listed one by one in the text summary before "and N more".
+const SKIPS_LISTED: usize = 20;
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The ingest summary as people read it.
+#[must_use]
+pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
+    let mut out = String::new();
+    let kinds: Vec<String> = s.by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let _ = writeln!(
+        out,
+        "{} documents ({}), {} segments, {} bytes{}",
+        thousands(s.documents),
+        if kinds.is_empty() {
+            "none".to_owned()
+        } else {
+            kinds.join(", ")
+        },
+        thousands(s.segments),
+        thousands(s.bytes),
+        if tokens_counted {
+            format!(", {} tokens", thousands(s.tokens))
+        } else {
+            String::new()
+        },
+    );
+    let _ = writeln!(
+        out,
+        "this run: {} added, {} changed, {} unchanged, {} removed",
+        s.added, s.changed, s.unchanged, s.removed
+    );
+    if s.replaced_chars > 0 {
+        let _ = writeln!(
+            out,
+            "invalid UTF-8: {} sequences replaced with U+FFFD",
+            s.replaced_chars
+        );
+    }
+    if s.skipped.is_empty() {
+        let _ = writeln!(out, "skipped: none");
+    } else {
+        let parts: Vec<String> = s.skipped.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let _ = writeln!(out, "skipped: {}", parts.join(", "));
+        for skip in s.skips.iter().take(SKIPS_LISTED) {
+            let _ = writeln!(out, "  {} [{}]: {}", skip.path, skip.reason.as_str(), skip.detail);
+        }
+        if s.skips.len() > SKIPS_LISTED {
+            let _ = writeln!(
+                out,
+                "  ... and {} more (--json lists all)",
+                s.skips.len() - SKIPS_LISTED
+            );
+        }
+    }
+    out
+}
+
+fn mark(status: CitationStatus) -> &'static str {
+    match status {
+        CitationStatus::Valid => "ok",
+        CitationStatus::OutOfRange => "OUT OF RANGE",
+        CitationStatus::Unknown => "UNKNOWN",
+    }
+}
+
+fn citation_line(c: &Citation) -> String {
+    let mut line = format!("  [{}] {}", mark(c.status), c.anchor);
+    if let Some(w) = &c.written {
+        let _ = write!(line, " (written as {w})");
+    }
+    if let Some(q) = &c.quote {
+        let first = q.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+        let short: String = first.chars().take(90).collect();
+        let ellipsis = if short.len() < first.len() || q.lines().count() > 1 {
+            " …"
+        } else {
+            ""
+        };
+        let _ = write!(line, "  \"{short}{ellipsis}\"");
+    }
+    line
+}
+
+/// The citations block printed after a streamed answer: the model's own
+/// anchors and scout's attribution, kept apart.
+#[must_use]
+pub fn citations_text(result: &AskResult) -> String {
+    let mut out = String::new();
+    for (source, title, none) in [
+        (CitationSource::Model, "Citations written by the model:", "  (none)"),
+        (
+            CitationSource::Attribution,
+            "Found by scout in the corpus:",
+            "  (no span of the corpus holds the answer's distinctive words)",
+        ),
+    ] {
+        let _ = writeln!(out, "{title}");
+        let mut any = false;
+        for c in result.citations.iter().filter(|c| c.source == source) {
+            any = true;
+            let _ = writeln!(out, "{}", citation_line(c));
+        }
+        if !any {
+            let _ = writeln!(out, "{none}");
+        }
+    }
+    out
+}
+
+/// One line of usage and speed, for `--verbose` and the end of a run.
+#[must_use]
+pub fn usage_text(result: &AskResult) -> String {
+    format!(
+        "{} window(s), {} model call(s), {} prompt + {} answer tokens; first token after {:.1} s, {:.1} tokens/s",
+        result.windows.len(),
+        result.usage.calls,
+        thousands(result.usage.prompt_tokens),
+        thousands(result.usage.completion_tokens),
+        result.timings.ttft_ms as f64 / 1000.0,
+        result.timings.decode_tokens_per_s
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}

@@ -1,0 +1,458 @@
+//! Ask: a question over a whole corpus, answered with checked citations.
+//!
+//! If the corpus fits the engine's context, one prompt holds all of it. If
+//! not, every window is asked for the facts it holds (map), and the notes
+//! are combined into one answer (reduce), in rounds if the notes themselves
+//! overflow a window. Every token of the corpus is read once.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::corpus::{Corpus, CorpusError, StoredDocument};
+use crate::engine::{Engine, EngineError, EngineEvent, GenerateParams, Generation};
+use crate::prompt::{
+    count_units, data_block, order_documents, plan_windows, preamble, render_document, BlockTokens, ChatMessage,
+    DocumentBlock, PieceTooLarge, Role, Window,
+};
+use crate::tasks::citations::{attribute, resolve_written, Citation, CitationStatus, CorpusIndex};
+
+const ASK_TEMPLATE: &str = include_str!("../../prompts/ask.txt");
+const MAP_TEMPLATE: &str = include_str!("../../prompts/ask_map.txt");
+const REDUCE_TEMPLATE: &str = include_str!("../../prompts/ask_reduce.txt");
+
+/// What a window's map step says when it holds nothing relevant.
+const NOTHING: &str = "NOTHING";
+/// What an answer says when the corpus does not hold it.
+const NOT_FOUND: &str = "NOT FOUND";
+
+/// Where an answer turns into an echo of the corpus's own format (a
+/// boundary line, or a line starting with a line marker), it has ended:
+/// small models drift into copying the prompt after answering.
+fn echo_stops() -> Vec<String> {
+    let mut stops = vec!["<<<".to_owned()];
+    stops.extend((1..=9).map(|d| format!("\n[L{d}")));
+    stops
+}
+
+/// Tokens kept spare when fitting a prompt, for the few tokens a template
+/// adds at message joins that separate counting cannot see.
+const FIT_MARGIN: u32 = 16;
+
+#[derive(Debug, Clone)]
+pub struct AskOptions {
+    pub question: String,
+    pub generate: GenerateParams,
+}
+
+/// Progress and output while asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AskEvent<'a> {
+    /// A model call begins: which step, and which window of how many.
+    Step {
+        step: Step,
+        index: usize,
+        of: usize,
+        prompt_tokens: u32,
+    },
+    Prefill {
+        done: u32,
+        total: u32,
+    },
+    /// A piece of the final answer.
+    Answer(&'a str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// The whole corpus in one prompt.
+    Answer,
+    /// Facts from one window.
+    Map,
+    /// Notes combined into an answer.
+    Reduce,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    /// Model calls made (1 when the corpus fits one window).
+    pub calls: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timings {
+    /// From the start of the ask to the first token of the final answer.
+    pub ttft_ms: u64,
+    /// Prompt processing, summed over all calls.
+    pub prefill_ms: u64,
+    /// Generation of the final answer.
+    pub decode_ms: u64,
+    pub decode_tokens_per_s: f64,
+    pub total_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WindowReport {
+    pub documents: Vec<String>,
+    pub tokens: u32,
+    /// The window's map notes (absent when the corpus is one window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AskResult {
+    pub question: String,
+    pub answer: String,
+    /// False when the model said the corpus does not hold the answer.
+    pub found: bool,
+    pub citations: Vec<Citation>,
+    pub usage: Usage,
+    pub windows: Vec<WindowReport>,
+    pub timings: Timings,
+    pub engine: String,
+    pub model: String,
+}
+
+impl AskResult {
+    /// At least one citation, from either source, resolves.
+    #[must_use]
+    pub fn has_valid_citation(&self) -> bool {
+        self.citations.iter().any(|c| c.status == CitationStatus::Valid)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error(transparent)]
+    Corpus(#[from] CorpusError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the corpus is empty: nothing was ingested (see the skip counts above)")]
+    EmptyCorpus,
+    #[error("the question and instructions alone take {needed} tokens of the engine's {context}; ask a shorter question or use a model with a longer context")]
+    NoRoom { needed: u32, context: u32 },
+    #[error(transparent)]
+    Window(#[from] PieceTooLarge),
+    #[error("could not fit the corpus into windows of this engine's context after several tries")]
+    CannotFit,
+    #[error("{notes} notes of {tokens} tokens cannot be combined within this engine's context")]
+    NotesTooLarge { notes: usize, tokens: u32 },
+}
+
+fn fill(template: &str, question: &str) -> String {
+    template.replace("{question}", question.trim())
+}
+
+fn messages(system: &str, body: &str, task: &str) -> Vec<ChatMessage> {
+    let user = if body.is_empty() {
+        task.to_owned()
+    } else {
+        format!("{body}\n{task}")
+    };
+    vec![
+        ChatMessage::new(Role::System, system),
+        ChatMessage::new(Role::User, user),
+    ]
+}
+
+/// Runs model calls and keeps the usage and timing books.
+struct Caller<'e, 'f, 'g> {
+    engine: &'e mut dyn Engine,
+    params: &'f GenerateParams,
+    on_event: &'g mut dyn FnMut(AskEvent<'_>),
+    usage: Usage,
+    prefill_ms: u64,
+}
+
+impl Caller<'_, '_, '_> {
+    fn call(
+        &mut self,
+        msgs: &[ChatMessage],
+        step: Step,
+        index: usize,
+        of: usize,
+        stream: bool,
+    ) -> Result<Generation, AskError> {
+        let prompt_tokens = self.engine.count_chat_tokens(msgs)?;
+        (self.on_event)(AskEvent::Step {
+            step,
+            index,
+            of,
+            prompt_tokens,
+        });
+        let on_event = &mut *self.on_event;
+        let g = self.engine.generate(msgs, self.params, &mut |e| match e {
+            EngineEvent::Prefill { done, total } => on_event(AskEvent::Prefill { done, total }),
+            EngineEvent::Text(t) if stream => on_event(AskEvent::Answer(t)),
+            EngineEvent::Text(_) => {}
+        })?;
+        self.usage.prompt_tokens += u64::from(g.prompt_tokens);
+        self.usage.completion_tokens += u64::from(g.completion_tokens);
+        self.usage.total_tokens = self.usage.prompt_tokens + self.usage.completion_tokens;
+        self.usage.calls += 1;
+        self.prefill_ms += g.prefill_ms;
+        Ok(g)
+    }
+}
+
+/// Answers `opts.question` over `corpus` with `engine`.
+pub fn ask(
+    corpus: &mut Corpus,
+    engine: &mut dyn Engine,
+    opts: &AskOptions,
+    on_event: &mut dyn FnMut(AskEvent<'_>),
+) -> Result<AskResult, AskError> {
+    let started = Instant::now();
+    let mut docs = corpus.documents()?;
+    if docs.is_empty() {
+        return Err(AskError::EmptyCorpus);
+    }
+    order_documents(&mut docs);
+    let salt = corpus.salt().to_owned();
+    let blocks: Vec<DocumentBlock> = docs.iter().map(|d| render_document(d, &salt)).collect();
+    let counts = count_units(&blocks, corpus, &*engine)?;
+    let system = preamble(&salt);
+    let ask_task = fill(ASK_TEMPLATE, &opts.question);
+    let map_task = fill(MAP_TEMPLATE, &opts.question);
+    let reduce_task = fill(REDUCE_TEMPLATE, &opts.question);
+    // Whether one window or several is only known after fitting, so fit
+    // with the longer of the two task texts.
+    let longest = if map_task.len() >= ask_task.len() {
+        &map_task
+    } else {
+        &ask_task
+    };
+    let windows = fit_windows(
+        &*engine,
+        &blocks,
+        &counts,
+        &system,
+        &salt,
+        longest,
+        opts.generate.max_tokens,
+    )?;
+    let mut reports: Vec<WindowReport> = windows
+        .iter()
+        .map(|w| WindowReport {
+            documents: w.paths(&blocks).into_iter().map(str::to_owned).collect(),
+            tokens: w.tokens,
+            notes: None,
+        })
+        .collect();
+    let engine_name = engine.backend().to_owned();
+    let model = engine.model_id().to_owned();
+    let mut params = opts.generate.clone();
+    params.stop.extend(echo_stops());
+    let mut caller = Caller {
+        engine,
+        params: &params,
+        on_event,
+        usage: Usage::default(),
+        prefill_ms: 0,
+    };
+
+    let (final_messages, step) = if windows.len() == 1 {
+        (
+            messages(&system, &windows[0].render(&blocks, &salt), &ask_task),
+            Step::Answer,
+        )
+    } else {
+        let mut notes: Vec<String> = Vec::new();
+        for (i, w) in windows.iter().enumerate() {
+            let msgs = messages(&system, &w.render(&blocks, &salt), &map_task);
+            let text = caller
+                .call(&msgs, Step::Map, i, windows.len(), false)?
+                .text
+                .trim()
+                .to_owned();
+            if !is_nothing(&text) {
+                notes.push(text.clone());
+            }
+            reports[i].notes = Some(text);
+        }
+        if notes.is_empty() {
+            // No window held anything relevant: the answer is known
+            // without another call.
+            (caller.on_event)(AskEvent::Answer(NOT_FOUND));
+            let timings = Timings {
+                prefill_ms: caller.prefill_ms,
+                total_ms: started.elapsed().as_millis() as u64,
+                ..Timings::default()
+            };
+            let usage = caller.usage;
+            return Ok(finish(
+                &docs,
+                opts,
+                NOT_FOUND.to_owned(),
+                usage,
+                reports,
+                timings,
+                engine_name,
+                model,
+            ));
+        }
+        let notes = reduce_until_fits(&mut caller, &system, &salt, notes, &reduce_task)?;
+        (
+            messages(&system, &notes_body(&notes, &salt), &reduce_task),
+            Step::Reduce,
+        )
+    };
+    let before_final = started.elapsed().as_millis() as u64;
+    let g = caller.call(&final_messages, step, 0, 1, true)?;
+    let timings = Timings {
+        ttft_ms: before_final + g.ttft_ms,
+        prefill_ms: caller.prefill_ms,
+        decode_ms: g.decode_ms,
+        decode_tokens_per_s: if g.decode_ms > 0 {
+            f64::from(g.completion_tokens) * 1000.0 / g.decode_ms as f64
+        } else {
+            0.0
+        },
+        total_ms: started.elapsed().as_millis() as u64,
+    };
+    let usage = caller.usage;
+    Ok(finish(&docs, opts, g.text, usage, reports, timings, engine_name, model))
+}
+
+/// Map notes laid out as data blocks, like documents (they quote the
+/// corpus, so they get the same boundary protection).
+fn notes_body(notes: &[String], salt: &str) -> String {
+    let n = notes.len();
+    notes
+        .iter()
+        .enumerate()
+        .map(|(i, note)| data_block(&format!("notes {} of {n}", i + 1), note, salt))
+        .collect()
+}
+
+/// While all notes together do not fit one prompt, combine them in groups
+/// that do (each group's answer becomes a note of the next round).
+fn reduce_until_fits(
+    caller: &mut Caller<'_, '_, '_>,
+    system: &str,
+    salt: &str,
+    mut notes: Vec<String>,
+    task: &str,
+) -> Result<Vec<String>, AskError> {
+    let context = caller.engine.capabilities().context_length;
+    let answer = caller.params.max_tokens;
+    let fits = |engine: &dyn Engine, group: &[String]| -> Result<bool, AskError> {
+        Ok(engine.count_chat_tokens(&messages(system, &notes_body(group, salt), task))? + answer <= context)
+    };
+    while !fits(&*caller.engine, &notes)? {
+        let mut groups: Vec<Vec<String>> = Vec::new();
+        let mut current: Vec<String> = Vec::new();
+        for note in notes.drain(..) {
+            current.push(note);
+            if current.len() > 1 && !fits(&*caller.engine, &current)? {
+                let last = current.pop().expect("pushed above");
+                groups.push(std::mem::take(&mut current));
+                current.push(last);
+            }
+        }
+        groups.push(current);
+        if groups.iter().any(|g| g.len() == 1) && groups.len() == 1 {
+            let tokens = caller
+                .engine
+                .count_chat_tokens(&messages(system, &notes_body(&groups[0], salt), task))?;
+            return Err(AskError::NotesTooLarge { notes: 1, tokens });
+        }
+        let rounds = groups.len();
+        for (i, group) in groups.iter().enumerate() {
+            let msgs = messages(system, &notes_body(group, salt), task);
+            let text = caller
+                .call(&msgs, Step::Reduce, i, rounds, false)?
+                .text
+                .trim()
+                .to_owned();
+            if !is_nothing(&text) {
+                notes.push(text);
+            }
+        }
+        if notes.is_empty() {
+            notes.push(NOT_FOUND.to_owned());
+        }
+    }
+    Ok(notes)
+}
+
+/// Whether a map step said its window holds nothing relevant.
+fn is_nothing(text: &str) -> bool {
+    let t = text
+        .trim()
+        .trim_matches(|c: char| !c.is_alphanumeric())
+        .to_ascii_uppercase();
+    t.is_empty() || t == NOTHING || t.starts_with(NOT_FOUND)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    docs: &[StoredDocument],
+    opts: &AskOptions,
+    answer: String,
+    usage: Usage,
+    windows: Vec<WindowReport>,
+    timings: Timings,
+    engine: String,
+    model: String,
+) -> AskResult {
+    let index = CorpusIndex::new(docs);
+    let trimmed = answer.trim();
+    let found = !trimmed.is_empty() && !trimmed.to_ascii_uppercase().starts_with(NOT_FOUND);
+    let mut citations = resolve_written(&answer, &index);
+    if found {
+        let extra = attribute(&answer, &opts.question, &index, &citations);
+        citations.extend(extra);
+    }
+    AskResult {
+        question: opts.question.clone(),
+        answer,
+        found,
+        citations,
+        usage,
+        windows,
+        timings,
+        engine,
+        model,
+    }
+}
+
+/// Packs the corpus into windows whose prompts, with `task`, fit the
+/// engine's context with room for the answer. Counts are checked on the
+/// exact rendered prompts; on overflow the budget shrinks and packing runs
+/// again.
+fn fit_windows(
+    engine: &dyn Engine,
+    blocks: &[DocumentBlock],
+    counts: &[BlockTokens],
+    system: &str,
+    salt: &str,
+    task: &str,
+    answer_tokens: u32,
+) -> Result<Vec<Window>, AskError> {
+    let context = engine.capabilities().context_length;
+    let fixed = engine.count_chat_tokens(&messages(system, "", task))?;
+    let needed = fixed + answer_tokens + FIT_MARGIN;
+    if needed >= context {
+        return Err(AskError::NoRoom { needed, context });
+    }
+    let mut budget = context - needed;
+    for _ in 0..5 {
+        let windows = plan_windows(blocks, counts, budget)?;
+        let mut worst_over = 0;
+        for w in &windows {
+            let n = engine.count_chat_tokens(&messages(system, &w.render(blocks, salt), task))?;
+            worst_over = worst_over.max((n + answer_tokens).saturating_sub(context));
+        }
+        if worst_over == 0 {
+            return Ok(windows);
+        }
+        budget = budget.saturating_sub(worst_over + FIT_MARGIN);
+    }
+    Err(AskError::CannotFit)
+}

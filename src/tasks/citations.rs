@@ -1,0 +1,457 @@
+//! Citations: every anchor in an answer resolved against the corpus, and
+//! scout's own attribution of the answer to the spans that contain it.
+//!
+//! Small models cite badly, so an answer gets citations from two sources,
+//! kept apart: the anchors the model wrote, and the corpus spans that hold
+//! the answer's distinctive words. Both are checked the same way: the path
+//! must exist and the lines or page must lie inside the document.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::Serialize;
+
+use crate::anchor::{find_citations, Anchor};
+use crate::corpus::StoredDocument;
+use crate::ingest::DocumentKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CitationStatus {
+    /// The path exists and the lines or page lie inside it.
+    Valid,
+    /// The path exists, the lines or page do not.
+    OutOfRange,
+    /// No document has that path.
+    Unknown,
+}
+
+impl CitationStatus {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CitationStatus::Valid => "valid",
+            CitationStatus::OutOfRange => "out of range",
+            CitationStatus::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CitationSource {
+    /// The model wrote this anchor.
+    Model,
+    /// scout found the answer's content in this span.
+    Attribution,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Citation {
+    /// As resolved (a path given by a unique suffix is completed).
+    pub anchor: String,
+    pub status: CitationStatus,
+    /// The cited text, for valid citations (at most a few lines).
+    pub quote: Option<String>,
+    pub source: CitationSource,
+    /// What the model wrote, when it differs from `anchor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub written: Option<String>,
+}
+
+/// Longest quote kept with a citation.
+const QUOTE_CHARS: usize = 400;
+
+/// Finds documents by path for resolution.
+pub struct CorpusIndex<'a> {
+    by_path: HashMap<&'a str, &'a StoredDocument>,
+    docs: &'a [StoredDocument],
+}
+
+impl<'a> CorpusIndex<'a> {
+    #[must_use]
+    pub fn new(docs: &'a [StoredDocument]) -> Self {
+        Self {
+            by_path: docs.iter().map(|d| (d.path.as_str(), d)).collect(),
+            docs,
+        }
+    }
+
+    /// The document at `path`, or the only one whose path ends with
+    /// `/path` (models often drop the leading folders).
+    fn find(&self, path: &str) -> Option<&'a StoredDocument> {
+        if let Some(d) = self.by_path.get(path) {
+            return Some(d);
+        }
+        let suffix = format!("/{path}");
+        let mut hits = self.docs.iter().filter(|d| d.path.ends_with(&suffix));
+        match (hits.next(), hits.next()) {
+            (Some(d), None) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Resolves one anchor: its status and, when valid, the cited text.
+    #[must_use]
+    pub fn resolve(&self, anchor: &Anchor) -> (Anchor, CitationStatus, Option<String>) {
+        let Some(doc) = self.find(anchor.path()) else {
+            return (anchor.clone(), CitationStatus::Unknown, None);
+        };
+        let anchor = anchor.with_path(&doc.path);
+        let quote = match (&anchor, doc.kind) {
+            (Anchor::Document { .. }, _) => Some(String::new()),
+            (Anchor::Lines { start, end, .. }, DocumentKind::Text | DocumentKind::Code) => {
+                (*start >= 1 && *end <= doc.extent()).then(|| lines_of(doc, *start, *end))
+            }
+            (Anchor::Page { page, .. }, DocumentKind::Pdf) => (*page >= 1 && *page <= doc.extent()).then(|| {
+                doc.segments
+                    .get(*page as usize - 1)
+                    .map(|s| s.text.clone())
+                    .unwrap_or_default()
+            }),
+            _ => None,
+        };
+        match quote {
+            Some(q) => (
+                anchor,
+                CitationStatus::Valid,
+                Some(shorten(&q)).filter(|q| !q.is_empty()),
+            ),
+            None => (anchor, CitationStatus::OutOfRange, None),
+        }
+    }
+}
+
+fn shorten(text: &str) -> String {
+    let t = text.trim();
+    if t.chars().count() <= QUOTE_CHARS {
+        return t.to_owned();
+    }
+    let cut: String = t.chars().take(QUOTE_CHARS).collect();
+    format!("{cut}…")
+}
+
+/// Lines `start..=end` of a text document.
+fn lines_of(doc: &StoredDocument, start: u32, end: u32) -> String {
+    let mut out = String::new();
+    for seg in &doc.segments {
+        let Anchor::Lines { start: s, end: e, .. } = seg.anchor else {
+            continue;
+        };
+        if e < start || s > end {
+            continue;
+        }
+        for (i, line) in seg.text.split_inclusive('\n').enumerate() {
+            let n = s + i as u32;
+            if (start..=end).contains(&n) {
+                out.push_str(line);
+            }
+        }
+    }
+    out
+}
+
+/// Every anchor the model wrote in `answer`, resolved.
+#[must_use]
+pub fn resolve_written(answer: &str, index: &CorpusIndex<'_>) -> Vec<Citation> {
+    find_citations(answer)
+        .into_iter()
+        .map(|w| {
+            let (anchor, status, quote) = index.resolve(&w.anchor);
+            let resolved = anchor.to_string();
+            let written = (w.anchor.to_string() != resolved).then(|| w.anchor.to_string());
+            Citation {
+                anchor: resolved,
+                status,
+                quote,
+                source: CitationSource::Model,
+                written,
+            }
+        })
+        .collect()
+}
+
+static WORD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[\p{L}\p{N}_][\p{L}\p{N}_\-.]*[\p{L}\p{N}_]|[\p{L}\p{N}_]").expect("valid"));
+
+/// Words too common to say where an answer came from.
+const STOPWORDS: &[&str] = &[
+    "the",
+    "and",
+    "for",
+    "are",
+    "was",
+    "were",
+    "that",
+    "this",
+    "with",
+    "from",
+    "not",
+    "found",
+    "has",
+    "have",
+    "had",
+    "its",
+    "it's",
+    "but",
+    "can",
+    "you",
+    "your",
+    "all",
+    "any",
+    "one",
+    "file",
+    "files",
+    "line",
+    "lines",
+    "which",
+    "what",
+    "when",
+    "where",
+    "who",
+    "how",
+    "there",
+    "their",
+    "they",
+    "them",
+    "then",
+    "than",
+    "into",
+    "also",
+    "use",
+    "used",
+    "uses",
+    "using",
+    "value",
+    "answer",
+    "question",
+    "source",
+    "according",
+    "above",
+    "based",
+];
+
+fn words(text: &str) -> Vec<String> {
+    WORD.find_iter(text)
+        .map(|m| m.as_str().to_lowercase())
+        .filter(|w| w.chars().count() >= 3 && !STOPWORDS.contains(&w.as_str()))
+        .collect()
+}
+
+/// At most this many spans are attributed to one answer.
+const MAX_ATTRIBUTIONS: usize = 3;
+
+/// scout's own attribution: the corpus lines (or PDF pages) that contain
+/// the answer's distinctive words, weighted by how rare each word is in the
+/// corpus. Words that also appear in the question count less: they say what
+/// was asked, not where the answer is. Anchors already cited by the model
+/// are not repeated.
+#[must_use]
+pub fn attribute(answer: &str, question: &str, index: &CorpusIndex<'_>, already: &[Citation]) -> Vec<Citation> {
+    let answer_words: HashSet<String> = words(answer).into_iter().collect();
+    if answer_words.is_empty() {
+        return Vec::new();
+    }
+    let question_words: HashSet<String> = words(question).into_iter().collect();
+    // Every line of every text document, and every page of every PDF.
+    let mut units: Vec<(Anchor, HashSet<String>)> = Vec::new();
+    for doc in index.docs {
+        for seg in &doc.segments {
+            match &seg.anchor {
+                Anchor::Lines { start, .. } => {
+                    for (i, line) in seg.text.lines().enumerate() {
+                        let n = start + i as u32;
+                        let present: HashSet<String> =
+                            words(line).into_iter().filter(|w| answer_words.contains(w)).collect();
+                        units.push((
+                            Anchor::Lines {
+                                path: doc.path.clone(),
+                                start: n,
+                                end: n,
+                            },
+                            present,
+                        ));
+                    }
+                }
+                Anchor::Page { .. } => {
+                    let present = words(&seg.text)
+                        .into_iter()
+                        .filter(|w| answer_words.contains(w))
+                        .collect();
+                    units.push((seg.anchor.clone(), present));
+                }
+                Anchor::Document { .. } => {}
+            }
+        }
+    }
+    let n = units.len().max(1) as f64;
+    let mut df: HashMap<&str, usize> = HashMap::new();
+    for (_, present) in &units {
+        for w in present {
+            *df.entry(w.as_str()).or_default() += 1;
+        }
+    }
+    // A word is distinctive when it is in few units of the corpus.
+    let rare_limit = (n * 0.02).max(2.0);
+    let idf = |w: &str| (n / (df.get(w).copied().unwrap_or(0) as f64 + 0.5)).ln().max(0.0);
+    let mut scored: Vec<(f64, usize)> = units
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, present))| {
+            present
+                .iter()
+                .any(|w| !question_words.contains(w) && (df[w.as_str()] as f64) <= rare_limit)
+        })
+        .map(|(i, (_, present))| {
+            let score: f64 = present
+                .iter()
+                .map(|w| idf(w) * if question_words.contains(w) { 0.3 } else { 1.0 })
+                .sum();
+            (score, i)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let Some(&(best, _)) = scored.first() else {
+        return Vec::new();
+    };
+    let cited: HashSet<&str> = already
+        .iter()
+        .filter(|c| c.status == CitationStatus::Valid)
+        .map(|c| c.anchor.as_str())
+        .collect();
+    let mut out = Vec::new();
+    for (score, i) in scored {
+        if out.len() == MAX_ATTRIBUTIONS || score < best * 0.5 {
+            break;
+        }
+        let (anchor, status, quote) = index.resolve(&units[i].0);
+        let anchor = anchor.to_string();
+        if cited.iter().any(|c| covers(c, &anchor)) || out.iter().any(|c: &Citation| c.anchor == anchor) {
+            continue;
+        }
+        out.push(Citation {
+            anchor,
+            status,
+            quote,
+            source: CitationSource::Attribution,
+            written: None,
+        });
+    }
+    out
+}
+
+/// Whether the model's citation `cited` already covers the single-line or
+/// page anchor `found`.
+fn covers(cited: &str, found: &str) -> bool {
+    let (Some(c), Some(f)) = (find_citations(cited).pop(), find_citations(found).pop()) else {
+        return false;
+    };
+    match (c.anchor, f.anchor) {
+        (Anchor::Lines { path: p1, start, end }, Anchor::Lines { path: p2, start: s, .. }) => {
+            p1 == p2 && (start..=end).contains(&s)
+        }
+        (a, b) => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::split_text;
+
+    fn doc(path: &str, text: &str) -> StoredDocument {
+        StoredDocument {
+            id: 0,
+            path: path.into(),
+            kind: DocumentKind::Text,
+            language: None,
+            content_hash: String::new(),
+            bytes: 0,
+            modified: 0,
+            replaced_chars: 0,
+            image: None,
+            segments: split_text(path, text),
+        }
+    }
+
+    fn corpus() -> Vec<StoredDocument> {
+        vec![
+            doc(
+                "src/config.rs",
+                "fn a() {}\n// deploy\nconst PASS: &str = \"ZEBRA-4417-QUARTZ\";\n",
+            ),
+            doc(
+                "docs/deploy.md",
+                "# Deploy\nThe deploy passphrase lives in the config.\nAsk ops.\n",
+            ),
+            doc("README.md", "hello\n"),
+        ]
+    }
+
+    #[test]
+    fn written_citations_are_checked_against_the_corpus() {
+        let docs = corpus();
+        let index = CorpusIndex::new(&docs);
+        let cites = resolve_written(
+            "See [src/config.rs:3], [config.rs:2-3], [src/config.rs:9], [nope.rs:1].",
+            &index,
+        );
+        let got: Vec<(&str, CitationStatus)> = cites.iter().map(|c| (c.anchor.as_str(), c.status)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("src/config.rs:3", CitationStatus::Valid),
+                ("src/config.rs:2-3", CitationStatus::Valid),
+                ("src/config.rs:9", CitationStatus::OutOfRange),
+                ("nope.rs:1", CitationStatus::Unknown),
+            ]
+        );
+        assert_eq!(
+            cites[0].quote.as_deref(),
+            Some("const PASS: &str = \"ZEBRA-4417-QUARTZ\";")
+        );
+        assert_eq!(
+            cites[1].written.as_deref(),
+            Some("config.rs:2-3"),
+            "suffix paths are completed"
+        );
+    }
+
+    #[test]
+    fn ambiguous_suffixes_are_unknown() {
+        let docs = vec![doc("a/x.rs", "1\n"), doc("b/x.rs", "1\n")];
+        let index = CorpusIndex::new(&docs);
+        assert_eq!(resolve_written("x.rs:1", &index)[0].status, CitationStatus::Unknown);
+    }
+
+    #[test]
+    fn attribution_finds_the_line_with_the_distinctive_answer() {
+        let docs = corpus();
+        let index = CorpusIndex::new(&docs);
+        let cites = attribute(
+            "The deploy passphrase is ZEBRA-4417-QUARTZ.",
+            "What is the deploy passphrase?",
+            &index,
+            &[],
+        );
+        assert_eq!(cites[0].anchor, "src/config.rs:3");
+        assert_eq!(cites[0].status, CitationStatus::Valid);
+        assert_eq!(cites[0].source, CitationSource::Attribution);
+    }
+
+    #[test]
+    fn attribution_finds_nothing_for_words_not_in_the_corpus() {
+        let docs = corpus();
+        let index = CorpusIndex::new(&docs);
+        assert!(attribute("Paris is the capital of France.", "capital?", &index, &[]).is_empty());
+    }
+
+    #[test]
+    fn attribution_does_not_repeat_what_the_model_cited() {
+        let docs = corpus();
+        let index = CorpusIndex::new(&docs);
+        let model = resolve_written("ZEBRA-4417-QUARTZ [src/config.rs:1-3]", &index);
+        assert!(attribute("ZEBRA-4417-QUARTZ", "passphrase?", &index, &model).is_empty());
+    }
+}

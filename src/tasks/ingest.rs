@@ -1,0 +1,45 @@
+//! Ingest into a corpus: walk, store, count tokens.
+
+use std::path::PathBuf;
+
+use crate::corpus::{Corpus, CorpusError, IngestSummary};
+use crate::ingest::{display_path, walk, WalkOptions};
+use crate::prompt::{count_units, order_documents, render_document, Tokenizer};
+
+/// Walks `roots` into `corpus` (only changed files are rewritten), then
+/// counts the corpus's tokens as laid out in a prompt, with `tokenizer`.
+/// `on_file` is called with each path as it is read, for progress.
+pub fn ingest(
+    corpus: &mut Corpus,
+    roots: &[PathBuf],
+    opts: &WalkOptions,
+    tokenizer: Option<&dyn Tokenizer>,
+    on_file: &mut dyn FnMut(&str),
+) -> Result<IngestSummary, CorpusError> {
+    let mut items = Vec::new();
+    let mut opts = opts.clone();
+    opts.exclude.push(corpus.path().to_owned());
+    walk(roots, &opts, |item| {
+        on_file(match &item {
+            Ok(d) => &d.path,
+            Err(s) => &s.path,
+        });
+        items.push(item);
+    });
+    let root_names: Vec<String> = roots.iter().map(|r| display_path(r)).collect();
+    let mut summary = corpus.store_run(&root_names, items)?;
+    if let Some(tok) = tokenizer {
+        summary.tokens = corpus_tokens(corpus, tok)?;
+    }
+    Ok(summary)
+}
+
+/// Tokens the whole corpus takes in a prompt (documents with boundaries
+/// and markers), exact for `tokenizer`; cached in the corpus.
+pub fn corpus_tokens(corpus: &mut Corpus, tokenizer: &dyn Tokenizer) -> Result<u64, CorpusError> {
+    let mut docs = corpus.documents()?;
+    order_documents(&mut docs);
+    let blocks: Vec<_> = docs.iter().map(|d| render_document(d, corpus.salt())).collect();
+    let counts = count_units(&blocks, corpus, tokenizer)?;
+    Ok(counts.iter().map(|c| u64::from(c.total())).sum())
+}

@@ -1,0 +1,1 @@
+//! Integration tests: the real `scout` binary on real files.
