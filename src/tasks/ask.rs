@@ -102,6 +102,12 @@ pub struct WindowReport {
     /// The window's map notes (absent when the corpus is one window).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+    /// Whether scout found the notes' distinctive content in this window's
+    /// own documents. Notes that are not grounded are kept here but do not
+    /// go on to the reduce step: small models invent facts for windows that
+    /// do not hold the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grounded: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -149,14 +155,14 @@ fn fill(template: &str, question: &str) -> String {
 }
 
 fn messages(system: &str, body: &str, task: &str) -> Vec<ChatMessage> {
-    let user = if body.is_empty() {
-        task.to_owned()
+    let system = if body.is_empty() {
+        system.to_owned()
     } else {
-        format!("{body}\n{task}")
+        format!("{system}\n\n{body}")
     };
     vec![
         ChatMessage::new(Role::System, system),
-        ChatMessage::new(Role::User, user),
+        ChatMessage::new(Role::User, task),
     ]
 }
 
@@ -242,6 +248,7 @@ pub fn ask(
             documents: w.paths(&blocks).into_iter().map(str::to_owned).collect(),
             tokens: w.tokens,
             notes: None,
+            grounded: None,
         })
         .collect();
     let engine_name = engine.backend().to_owned();
@@ -271,7 +278,16 @@ pub fn ask(
                 .trim()
                 .to_owned();
             if !is_nothing(&text) {
-                notes.push(text.clone());
+                let in_window: Vec<StoredDocument> = docs
+                    .iter()
+                    .filter(|d| reports[i].documents.contains(&d.path))
+                    .cloned()
+                    .collect();
+                let grounded = !attribute(&text, &opts.question, &CorpusIndex::new(&in_window), &[]).is_empty();
+                reports[i].grounded = Some(grounded);
+                if grounded {
+                    notes.push(text.clone());
+                }
             }
             reports[i].notes = Some(text);
         }

@@ -232,21 +232,41 @@ const STOPWORDS: &[&str] = &[
     "based",
 ];
 
+/// The words of `text` that can say where it came from: lowercased, at
+/// least 3 characters (or containing a digit), not stopwords. Compound
+/// identifiers (`release_codename`, `copper-heron`) count whole and by
+/// their parts, so an answer that spells a value differently still meets it.
 fn words(text: &str) -> Vec<String> {
-    WORD.find_iter(text)
-        .map(|m| m.as_str().to_lowercase())
-        .filter(|w| w.chars().count() >= 3 && !STOPWORDS.contains(&w.as_str()))
-        .collect()
+    let mut out = Vec::new();
+    for m in WORD.find_iter(text) {
+        let w = m.as_str().trim_end_matches('.').to_lowercase();
+        let keep =
+            |w: &str| (w.chars().count() >= 3 || w.chars().any(|c| c.is_ascii_digit())) && !STOPWORDS.contains(&w);
+        if w.contains(['_', '-', '.']) {
+            out.extend(w.split(['_', '-', '.']).filter(|p| keep(p)).map(str::to_owned));
+        }
+        if keep(&w) {
+            out.push(w);
+        }
+    }
+    out
+}
+
+/// Values (numbers, identifiers, codes) say more about where an answer came
+/// from than prose words do.
+fn is_value(word: &str) -> bool {
+    word.chars().any(|c| c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// At most this many spans are attributed to one answer.
 const MAX_ATTRIBUTIONS: usize = 3;
 
-/// scout's own attribution: the corpus lines (or PDF pages) that contain
-/// the answer's distinctive words, weighted by how rare each word is in the
-/// corpus. Words that also appear in the question count less: they say what
-/// was asked, not where the answer is. Anchors already cited by the model
-/// are not repeated.
+/// scout's own attribution: the corpus lines that contain the answer's
+/// distinctive words, weighted by how rare each word is in the corpus.
+/// Values (numbers, identifiers) weigh double; words that also appear in
+/// the question count less, since they say what was asked, not where the
+/// answer is. A line of a PDF is cited by its page, with that line as the
+/// quote. Anchors the model already cited are not repeated.
 #[must_use]
 pub fn attribute(answer: &str, question: &str, index: &CorpusIndex<'_>, already: &[Citation]) -> Vec<Citation> {
     let answer_words: HashSet<String> = words(answer).into_iter().collect();
@@ -254,82 +274,79 @@ pub fn attribute(answer: &str, question: &str, index: &CorpusIndex<'_>, already:
         return Vec::new();
     }
     let question_words: HashSet<String> = words(question).into_iter().collect();
-    // Every line of every text document, and every page of every PDF.
-    let mut units: Vec<(Anchor, HashSet<String>)> = Vec::new();
+    // Every line of the corpus: (anchor, line text, answer words in it).
+    let mut units: Vec<(Anchor, &str, HashSet<String>)> = Vec::new();
     for doc in index.docs {
         for seg in &doc.segments {
-            match &seg.anchor {
-                Anchor::Lines { start, .. } => {
-                    for (i, line) in seg.text.lines().enumerate() {
+            for (i, line) in seg.text.lines().enumerate() {
+                let anchor = match &seg.anchor {
+                    Anchor::Lines { start, .. } => {
                         let n = start + i as u32;
-                        let present: HashSet<String> =
-                            words(line).into_iter().filter(|w| answer_words.contains(w)).collect();
-                        units.push((
-                            Anchor::Lines {
-                                path: doc.path.clone(),
-                                start: n,
-                                end: n,
-                            },
-                            present,
-                        ));
+                        Anchor::Lines {
+                            path: doc.path.clone(),
+                            start: n,
+                            end: n,
+                        }
                     }
-                }
-                Anchor::Page { .. } => {
-                    let present = words(&seg.text)
-                        .into_iter()
-                        .filter(|w| answer_words.contains(w))
-                        .collect();
-                    units.push((seg.anchor.clone(), present));
-                }
-                Anchor::Document { .. } => {}
+                    Anchor::Page { .. } => seg.anchor.clone(),
+                    Anchor::Document { .. } => continue,
+                };
+                let present: HashSet<String> = words(line).into_iter().filter(|w| answer_words.contains(w)).collect();
+                units.push((anchor, line, present));
             }
         }
     }
     let n = units.len().max(1) as f64;
     let mut df: HashMap<&str, usize> = HashMap::new();
-    for (_, present) in &units {
+    for (_, _, present) in &units {
         for w in present {
             *df.entry(w.as_str()).or_default() += 1;
         }
     }
-    // A word is distinctive when it is in few units of the corpus.
+    // A word is distinctive when it is in few lines of the corpus.
     let rare_limit = (n * 0.02).max(2.0);
-    let idf = |w: &str| (n / (df.get(w).copied().unwrap_or(0) as f64 + 0.5)).ln().max(0.0);
+    let weight = |w: &str| {
+        let idf = (n / (df.get(w).copied().unwrap_or(0) as f64 + 0.5)).ln().max(0.0);
+        let factor = if question_words.contains(w) {
+            0.3
+        } else if is_value(w) {
+            2.0
+        } else {
+            1.0
+        };
+        idf * factor
+    };
     let mut scored: Vec<(f64, usize)> = units
         .iter()
         .enumerate()
-        .filter(|(_, (_, present))| {
+        .filter(|(_, (_, _, present))| {
             present
                 .iter()
                 .any(|w| !question_words.contains(w) && (df[w.as_str()] as f64) <= rare_limit)
         })
-        .map(|(i, (_, present))| {
-            let score: f64 = present
-                .iter()
-                .map(|w| idf(w) * if question_words.contains(w) { 0.3 } else { 1.0 })
-                .sum();
-            (score, i)
-        })
+        .map(|(i, (_, _, present))| (present.iter().map(|w| weight(w)).sum::<f64>(), i))
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let Some(&(best, _)) = scored.first() else {
         return Vec::new();
     };
-    let cited: HashSet<&str> = already
+    let cited: Vec<&str> = already
         .iter()
         .filter(|c| c.status == CitationStatus::Valid)
         .map(|c| c.anchor.as_str())
         .collect();
-    let mut out = Vec::new();
+    let mut out: Vec<Citation> = Vec::new();
     for (score, i) in scored {
         if out.len() == MAX_ATTRIBUTIONS || score < best * 0.5 {
             break;
         }
-        let (anchor, status, quote) = index.resolve(&units[i].0);
+        let (anchor, line, _) = &units[i];
+        let (anchor, status, _) = index.resolve(anchor);
         let anchor = anchor.to_string();
-        if cited.iter().any(|c| covers(c, &anchor)) || out.iter().any(|c: &Citation| c.anchor == anchor) {
+        if cited.iter().any(|c| covers(c, &anchor)) || out.iter().any(|c| c.anchor == anchor) {
             continue;
         }
+        let quote = Some(shorten(line)).filter(|q| !q.is_empty());
         out.push(Citation {
             anchor,
             status,
@@ -438,6 +455,27 @@ mod tests {
         assert_eq!(cites[0].anchor, "src/config.rs:3");
         assert_eq!(cites[0].status, CitationStatus::Valid);
         assert_eq!(cites[0].source, CitationSource::Attribution);
+    }
+
+    #[test]
+    fn attribution_prefers_the_line_holding_the_value_over_topic_words() {
+        // Regression: for "The release codename for the Tidewater inventory
+        // service is Copper-Heron" attribution cited the module docstring
+        // (three topic words) instead of the line with the value.
+        let docs = vec![
+            doc(
+                "settings.py",
+                "\"\"\"Settings for the Tidewater inventory service.\"\"\"\n\nRELEASE_CODENAME = \"copper-heron\"\nPORT = 8412\n",
+            ),
+            doc("README.md", "# Tidewater\nThe Tidewater inventory service tracks stock.\nRun the service.\n"),
+            doc("other.md", "Tidewater service notes.\nInventory is counted daily.\n"),
+        ];
+        let index = CorpusIndex::new(&docs);
+        let answer = "The release codename for the Tidewater inventory service is \"Copper-Heron\".";
+        let cites = attribute(answer, "What is the release codename?", &index, &[]);
+        assert_eq!(cites[0].anchor, "settings.py:3", "{cites:?}");
+        let cites = attribute("It listens on port 8412.", "Which port?", &index, &[]);
+        assert_eq!(cites[0].anchor, "settings.py:4", "{cites:?}");
     }
 
     #[test]

@@ -1,0 +1,3 @@
+"""Tidewater: stock levels across warehouses."""
+
+__version__ = "2.4.1"
