@@ -13,6 +13,7 @@ pub mod cli;
 pub mod corpus;
 pub mod engine;
 pub mod ingest;
+pub mod kv;
 pub mod limits;
 pub mod prompt;
 pub mod report;

