@@ -5,4 +5,5 @@
 mod ask;
 mod cli;
 mod ingest;
+mod plan;
 mod util;

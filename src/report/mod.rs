@@ -4,6 +4,8 @@
 //! calls an engine and never decides anything: what is valid or skipped
 //! was settled before it gets here.
 
+pub mod plan;
+
 use std::fmt::Write as _;
 
 use crate::corpus::IngestSummary;

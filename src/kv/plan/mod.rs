@@ -18,6 +18,7 @@
 pub mod devices;
 pub mod facts;
 pub mod gguf;
+pub mod machine;
 
 use serde::Serialize;
 
