@@ -177,11 +177,12 @@ fn windows_cover_every_document_once_and_still_find_the_needle() {
     }
     assert_eq!(seen.len(), 5, "all five documents appear: {seen:?}");
     assert_eq!(total, 5, "each in one window only");
+    // A map call per window, and a reduce call only when more than one
+    // window's notes were grounded in its own documents.
+    let grounded = windows.iter().filter(|w| w["grounded"] == true).count();
+    assert!(grounded >= 1, "the window with the needle is grounded: {r:#}");
     let calls = r["usage"]["calls"].as_u64().unwrap() as usize;
-    assert!(
-        calls > windows.len(),
-        "a map call per window and a reduce call: {calls}"
-    );
+    assert_eq!(calls, windows.len() + usize::from(grounded > 1), "{r:#}");
     assert!(r["answer"].as_str().unwrap().contains("amber-falcon-7731"), "{r:#}");
 }
 

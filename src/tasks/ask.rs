@@ -312,6 +312,20 @@ pub fn ask(
                 model,
             ));
         }
+        if let [only] = notes.as_slice() {
+            // One window holds the answer: its notes are the answer, and a
+            // reduce call would only paraphrase them.
+            (caller.on_event)(AskEvent::Answer(only));
+            let timings = Timings {
+                ttft_ms: started.elapsed().as_millis() as u64,
+                prefill_ms: caller.prefill_ms,
+                total_ms: started.elapsed().as_millis() as u64,
+                ..Timings::default()
+            };
+            let answer = only.clone();
+            let usage = caller.usage;
+            return Ok(finish(&docs, opts, answer, usage, reports, timings, engine_name, model));
+        }
         let notes = reduce_until_fits(&mut caller, &system, &salt, notes, &reduce_task)?;
         (
             messages(&system, &notes_body(&notes, &salt), &reduce_task),
@@ -338,12 +352,16 @@ pub fn ask(
 /// Map notes laid out as data blocks, like documents (they quote the
 /// corpus, so they get the same boundary protection).
 fn notes_body(notes: &[String], salt: &str) -> String {
-    let n = notes.len();
-    notes
+    // One data block holding a numbered list: the notes quote the corpus,
+    // so they stay inside a salted boundary, but as one block; given one
+    // block per note, the default model echoed the block format instead of
+    // answering.
+    let list: String = notes
         .iter()
         .enumerate()
-        .map(|(i, note)| data_block(&format!("notes {} of {n}", i + 1), note, salt))
-        .collect()
+        .map(|(i, note)| format!("{}. {}\n", i + 1, note.trim()))
+        .collect();
+    data_block("notes from every part of the corpus", &list, salt)
 }
 
 /// While all notes together do not fit one prompt, combine them in groups
