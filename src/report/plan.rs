@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::kv::plan::facts::LocalAttention;
-use crate::kv::plan::{Fit, Plan, GIB, QUANTS};
+use crate::kv::plan::{overhead_bytes, Fit, KvCost, KvType, Plan, GIB, QUANTS, RUNTIME_OVERHEAD_BYTES, UBATCH};
 
 fn gib(bytes: f64) -> String {
     format!("{:.1} GiB", bytes / GIB)
@@ -95,6 +95,25 @@ pub fn plan_text(p: &Plan, detail_quant: &str) -> String {
         p.context,
         gib(p.kv_naive_bytes),
         gib(p.kv_chunk_aware_bytes)
+    );
+    let types: Vec<String> = [KvType::Bf16, KvType::Fp8, KvType::Q8_0, KvType::Q4_0]
+        .iter()
+        .map(|&t| {
+            let c = KvCost::new(m, t);
+            format!(
+                "{} {:.1}/{:.1}",
+                t.name(),
+                c.naive_per_token / 1024.0,
+                c.chunk_aware_per_token / 1024.0
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "  KiB/token naive/chunk-aware by KV type: {}", types.join(", "));
+    let _ = writeln!(
+        out,
+        "  overhead: {:.1} GiB runtime per GPU + a compute buffer for {UBATCH}-token micro-batches ({})",
+        RUNTIME_OVERHEAD_BYTES / GIB,
+        gib(overhead_bytes(m, 1) - RUNTIME_OVERHEAD_BYTES)
     );
     let _ = writeln!(out);
     let _ = writeln!(
