@@ -85,11 +85,22 @@ fn reingest_reuses_unchanged_files_and_sees_edits_and_deletions() {
         [
             &second["added"],
             &second["changed"],
-            &second["unchanged"],
+            &second["reused"],
             &second["removed"],
             &second["documents"]
         ],
         [1, 1, 0, 1, 2]
+    );
+    // Nothing touched: nothing is read again.
+    let third = run();
+    assert_eq!(
+        [
+            &third["reused"],
+            &third["added"],
+            &third["changed"],
+            &third["documents"]
+        ],
+        [2, 0, 0, 2]
     );
 }
 

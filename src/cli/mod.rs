@@ -73,9 +73,16 @@ struct WalkArgs {
     /// Also read files excluded by .gitignore, .ignore and git excludes.
     #[arg(long)]
     no_ignore: bool,
-    /// Follow symbolic links.
+    /// Follow symbolic links (a link back to a folder above it is reported and skipped).
     #[arg(long)]
     follow: bool,
+    /// Only read files matching this glob (gitignore syntax, relative to each source;
+    /// repeatable), e.g. --include '*.py' --include 'docs/**'.
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Never read files matching this glob (repeatable), e.g. --exclude 'vendor/**'.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
     /// Skip files larger than this many bytes (PDFs have their own, larger limit).
     #[arg(long, value_name = "BYTES", default_value_t = crate::limits::MAX_FILE_BYTES)]
     max_file_size: u64,
@@ -90,12 +97,16 @@ impl WalkArgs {
             hidden: self.hidden,
             follow_links: self.follow,
             no_ignore: self.no_ignore,
+            include: self.include.clone(),
+            exclude_globs: self.exclude.clone(),
             limits: Limits {
                 max_file_bytes: self.max_file_size,
                 pdf_extract_seconds: self.pdf_timeout,
                 ..Limits::default()
             },
-            exclude: Vec::new(),
+            // scout's own models and on-the-fly corpora are never data.
+            exclude: vec![models::models_dir(), models::corpora_dir()],
+            ..WalkOptions::default()
         }
     }
 }

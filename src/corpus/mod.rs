@@ -9,18 +9,20 @@
 //! Never knows about prompts or engines: token counts are stored under an
 //! opaque tokenizer id and an opaque text hash.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use crate::anchor::Anchor;
-use crate::ingest::{Document, DocumentKind, ImageInfo, Segment, Skip};
+#[cfg(test)]
+use crate::ingest::Skip;
+use crate::ingest::{Document, DocumentKind, ImageInfo, KnownFile, Segment, WalkItem};
 
 /// Bumped whenever the tables change shape; an older file is refused with a
 /// clear message rather than misread.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The application id `SQLite` stores in the file header ("scou").
 const APPLICATION_ID: i64 = 0x7363_6f75;
@@ -81,13 +83,16 @@ pub struct IngestSummary {
     pub bytes: u64,
     pub added: u64,
     pub changed: u64,
+    /// Read again (modification time moved) but with the same content.
     pub unchanged: u64,
+    /// Not read at all: same size and modification time as stored.
+    pub reused: u64,
     pub removed: u64,
     pub replaced_chars: u64,
     pub by_kind: BTreeMap<String, u64>,
     pub skipped: BTreeMap<String, u64>,
     pub errors: u64,
-    pub skips: Vec<Skip>,
+    pub skips: Vec<crate::ingest::Skip>,
 }
 
 pub struct Corpus {
@@ -114,6 +119,7 @@ CREATE TABLE IF NOT EXISTS documents (
     content_hash TEXT NOT NULL,
     bytes INTEGER NOT NULL,
     modified INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
     replaced_chars INTEGER NOT NULL,
     width INTEGER,
     height INTEGER
@@ -271,7 +277,7 @@ impl Corpus {
     pub fn store_run(
         &mut self,
         roots: &[String],
-        items: impl IntoIterator<Item = Result<Document, Skip>>,
+        items: impl IntoIterator<Item = WalkItem>,
     ) -> Result<IngestSummary, CorpusError> {
         let path = self.path.clone();
         let err = |source| CorpusError::Sqlite {
@@ -289,7 +295,11 @@ impl Corpus {
         let mut seen: HashSet<String> = HashSet::new();
         for item in items {
             match item {
-                Ok(doc) => {
+                WalkItem::Unchanged { path } => {
+                    seen.insert(path);
+                    summary.reused += 1;
+                }
+                WalkItem::Document(doc) => {
                     seen.insert(doc.path.clone());
                     match upsert_document(&tx, &doc).map_err(err)? {
                         Upsert::Added => summary.added += 1,
@@ -298,7 +308,7 @@ impl Corpus {
                     }
                     summary.replaced_chars += doc.replaced_chars;
                 }
-                Err(skip) => {
+                WalkItem::Skip(skip) => {
                     // A file that is now skipped but was a document before
                     // must leave the corpus (it may have become too large).
                     seen.remove(&skip.path);
@@ -423,6 +433,27 @@ impl Corpus {
         Ok(docs)
     }
 
+    /// Size and modification time of every stored file, by path: a walk
+    /// skips reading files that still match.
+    pub fn known_files(&self) -> Result<HashMap<String, KnownFile>, CorpusError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, bytes, mtime_ns FROM documents")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    KnownFile {
+                        bytes: r.get::<_, i64>(1)? as u64,
+                        mtime_ns: r.get(2)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     /// A content hash of the whole corpus (paths and content hashes, in
     /// path order): equal hashes mean equal corpora.
     pub fn content_hash(&self) -> Result<String, CorpusError> {
@@ -504,8 +535,8 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document) -> rusqlite::Result<Ups
         Some((_, hash)) if *hash == doc.content_hash => {
             // Same bytes: keep segments; only the modification time may move.
             tx.execute(
-                "UPDATE documents SET modified = ?1 WHERE path = ?2",
-                params![doc.modified, doc.path],
+                "UPDATE documents SET modified = ?1, mtime_ns = ?2 WHERE path = ?3",
+                params![doc.modified, doc.mtime_ns, doc.path],
             )?;
             return Ok(Upsert::Unchanged);
         }
@@ -516,8 +547,8 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document) -> rusqlite::Result<Ups
         None => Upsert::Added,
     };
     tx.execute(
-        "INSERT INTO documents (path, kind, language, content_hash, bytes, modified, replaced_chars, width, height)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO documents (path, kind, language, content_hash, bytes, modified, mtime_ns, replaced_chars, width, height)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             doc.path,
             doc.kind.as_str(),
@@ -525,6 +556,7 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document) -> rusqlite::Result<Ups
             doc.content_hash,
             doc.bytes as i64,
             doc.modified,
+            doc.mtime_ns,
             doc.replaced_chars as i64,
             doc.image.map(|i| i.width),
             doc.image.map(|i| i.height),
@@ -579,6 +611,7 @@ mod tests {
             content_hash: blake3::hash(text.as_bytes()).to_hex().to_string(),
             bytes: text.len() as u64,
             modified: 1,
+            mtime_ns: 1,
             segments: crate::ingest::split_text(path, text),
             replaced_chars: 0,
             image: None,
@@ -590,15 +623,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Corpus::open(&dir.path().join("c.db")).unwrap();
         let s = c
-            .store_run(&["r".into()], vec![Ok(doc("r/a", "one\n")), Ok(doc("r/b", "two\n"))])
+            .store_run(
+                &["r".into()],
+                vec![
+                    WalkItem::Document(doc("r/a", "one\n")),
+                    WalkItem::Document(doc("r/b", "two\n")),
+                ],
+            )
             .unwrap();
         assert_eq!((s.added, s.documents, s.segments), (2, 2, 2));
         let s = c
-            .store_run(&["r".into()], vec![Ok(doc("r/a", "one\n")), Ok(doc("r/c", "three\n"))])
+            .store_run(
+                &["r".into()],
+                vec![
+                    WalkItem::Document(doc("r/a", "one\n")),
+                    WalkItem::Document(doc("r/c", "three\n")),
+                ],
+            )
             .unwrap();
         assert_eq!((s.added, s.unchanged, s.removed, s.documents), (1, 1, 1, 2));
         let s = c
-            .store_run(&["r".into()], vec![Ok(doc("r/a", "ONE\n")), Ok(doc("r/c", "three\n"))])
+            .store_run(
+                &["r".into()],
+                vec![
+                    WalkItem::Document(doc("r/a", "ONE\n")),
+                    WalkItem::Document(doc("r/c", "three\n")),
+                ],
+            )
             .unwrap();
         assert_eq!((s.changed, s.unchanged), (1, 1));
         let docs = c.documents().unwrap();
@@ -615,14 +666,18 @@ mod tests {
     fn other_roots_are_kept_and_skips_counted() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Corpus::open(&dir.path().join("c.db")).unwrap();
-        c.store_run(&["x".into()], vec![Ok(doc("x/a", "a\n"))]).unwrap();
+        c.store_run(&["x".into()], vec![WalkItem::Document(doc("x/a", "a\n"))])
+            .unwrap();
         let skip = Skip {
             path: "y/bad".into(),
             reason: SkipReason::Unreadable,
             detail: "denied".into(),
         };
         let s = c
-            .store_run(&["y".into()], vec![Ok(doc("y/b", "b\n")), Err(skip)])
+            .store_run(
+                &["y".into()],
+                vec![WalkItem::Document(doc("y/b", "b\n")), WalkItem::Skip(skip)],
+            )
             .unwrap();
         assert_eq!((s.documents, s.removed, s.errors), (2, 0, 1));
         assert_eq!(s.skipped.get("unreadable"), Some(&1));

@@ -90,6 +90,12 @@ pub fn models_dir() -> PathBuf {
     cache_dir().join("models")
 }
 
+/// Where on-the-fly corpora live (one per set of sources).
+#[must_use]
+pub fn corpora_dir() -> PathBuf {
+    cache_dir().join("corpora")
+}
+
 /// The default model's path in the cache (whether or not it is there yet).
 #[must_use]
 pub fn default_model_path() -> PathBuf {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::anchor::Anchor;
 
-pub use repo::{display_path, walk, WalkOptions};
+pub use repo::{display_path, walk, KnownFile, WalkItem, WalkOptions};
 pub use text::split_text;
 
 /// What kind of content a document holds; decides how it is laid out.
@@ -85,6 +85,9 @@ pub struct Document {
     pub bytes: u64,
     /// Last modification, seconds since the epoch (orders the prompt).
     pub modified: i64,
+    /// Last modification in nanoseconds: with the size, tells a re-ingest
+    /// whether the file must be read again.
+    pub mtime_ns: i64,
     pub segments: Vec<Segment>,
     /// Invalid UTF-8 sequences replaced with U+FFFD while reading.
     pub replaced_chars: u64,
@@ -115,6 +118,11 @@ pub enum SkipReason {
     PdfTimeout,
     /// An image whose header could not be read.
     ImageError,
+    /// A symbolic link that leads back to a folder above it (with
+    /// `--follow`); the walk goes on without it.
+    SymlinkLoop,
+    /// The file kept changing while it was read.
+    Changing,
 }
 
 impl SkipReason {
@@ -128,6 +136,7 @@ impl SkipReason {
                 | SkipReason::PdfPanic
                 | SkipReason::PdfTimeout
                 | SkipReason::ImageError
+                | SkipReason::Changing
         )
     }
 
@@ -144,6 +153,8 @@ impl SkipReason {
             SkipReason::PdfPanic => "pdf_panic",
             SkipReason::PdfTimeout => "pdf_timeout",
             SkipReason::ImageError => "image_error",
+            SkipReason::SymlinkLoop => "symlink_loop",
+            SkipReason::Changing => "changing",
         }
     }
 }

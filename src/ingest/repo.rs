@@ -1,13 +1,21 @@
 //! Walking sources: folders (with .gitignore rules) and single files.
 //!
-//! Each file found becomes one `Result<Document, Skip>` handed to the
-//! caller's callback. Walk errors (unreadable folders, vanished files) are
-//! skips with reason `unreadable`, never dropped.
+//! Files are read on parallel worker threads; each becomes one
+//! [`WalkItem`] (a document, a file known unchanged, or a counted skip)
+//! sent to the caller in the order the workers finish. Walk errors
+//! (unreadable folders, symlink loops, vanished files) are skips, never
+//! dropped. A file whose size and modification time match what the corpus
+//! already holds is not read again.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, UNIX_EPOCH};
 
-use ignore::WalkBuilder;
+use ignore::overrides::OverrideBuilder;
+use ignore::{WalkBuilder, WalkState};
 
 use crate::limits::{Limits, BINARY_SNIFF_BYTES};
 
@@ -17,80 +25,232 @@ use super::text::{code_language, decode, split_text};
 use super::{Document, DocumentKind, Segment, Skip, SkipReason};
 use crate::anchor::Anchor;
 
+/// What the corpus already knows of a file, to skip re-reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownFile {
+    pub bytes: u64,
+    pub mtime_ns: i64,
+}
+
 /// How to walk.
 #[derive(Debug, Clone, Default)]
 pub struct WalkOptions {
     /// Also read hidden files and folders (dot-files).
     pub hidden: bool,
-    /// Follow symbolic links.
+    /// Follow symbolic links (loops are recorded as skips).
     pub follow_links: bool,
     /// Also read files that .gitignore and friends exclude.
     pub no_ignore: bool,
+    /// Only files matching one of these globs (gitignore syntax, relative
+    /// to each root); empty means all.
+    pub include: Vec<String>,
+    /// Never files matching these globs.
+    pub exclude_globs: Vec<String>,
     pub limits: Limits,
-    /// Files never to ingest: the corpus store itself and its journal.
+    /// Files and folders never to ingest: the corpus store and its journal,
+    /// scout's own cache folder.
     pub exclude: Vec<PathBuf>,
+    /// Files already in the corpus, by display path.
+    pub known: Arc<HashMap<String, KnownFile>>,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+}
+
+/// One file, as the walk saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalkItem {
+    Document(Document),
+    /// Same size and modification time as in the corpus: not read again.
+    Unchanged {
+        path: String,
+    },
+    Skip(Skip),
+}
+
+impl WalkItem {
+    #[must_use]
+    pub fn path(&self) -> &str {
+        match self {
+            WalkItem::Document(d) => &d.path,
+            WalkItem::Unchanged { path } => path,
+            WalkItem::Skip(s) => &s.path,
+        }
+    }
 }
 
 /// The path a user would open: the root as they named it, joined with the
-/// path below it, with forward slashes and no leading `./`.
+/// path below it, with forward slashes and no leading `./`. Bytes that are
+/// not UTF-8 are written as `\xNN` (and a literal backslash as `\\`), so a
+/// name stays lossless and distinct.
 #[must_use]
 pub fn display_path(path: &Path) -> String {
-    let s = path.to_string_lossy().replace('\\', "/");
+    let s = lossless(path);
     let s = s.strip_prefix("./").unwrap_or(&s);
     s.to_owned()
 }
 
-/// Walks every root and reports each file as a document or a skip, in a
-/// stable order (sorted by path within each root).
-pub fn walk(roots: &[PathBuf], opts: &WalkOptions, mut on_item: impl FnMut(Result<Document, Skip>)) {
+#[cfg(unix)]
+fn lossless(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(not(unix))]
+fn lossless(path: &Path) -> String {
+    path.to_string_lossy().replace('\\', "/")
+}
+
+/// Walks every root on worker threads and hands each file to `on_item` as
+/// it is done.
+pub fn walk(roots: &[PathBuf], opts: &WalkOptions, mut on_item: impl FnMut(WalkItem)) {
     let excluded: Vec<PathBuf> = opts.exclude.iter().filter_map(|p| p.canonicalize().ok()).collect();
-    let mut corpus_bytes = 0u64;
-    for root in roots {
-        let mut builder = WalkBuilder::new(root);
-        builder
-            .hidden(!opts.hidden)
-            .follow_links(opts.follow_links)
-            .git_ignore(!opts.no_ignore)
-            .git_global(!opts.no_ignore)
-            .git_exclude(!opts.no_ignore)
-            .ignore(!opts.no_ignore)
-            .parents(!opts.no_ignore)
-            // .gitignore is honoured even outside a git repository: users
-            // point scout at exported trees and tarballs too.
-            .require_git(false)
-            .sort_by_file_path(Ord::cmp);
-        for entry in builder.build() {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(err) => {
-                    let path = walk_error_path(&err).map_or_else(|| display_path(root), |p| display_path(&p));
-                    on_item(Err(Skip {
-                        path,
-                        reason: SkipReason::Unreadable,
-                        detail: err.to_string(),
-                    }));
-                    continue;
-                }
-            };
-            if !entry.file_type().is_some_and(|t| t.is_file()) {
-                continue;
+    let corpus_bytes = AtomicU64::new(0);
+    let (tx, rx) = mpsc::channel::<WalkItem>();
+    std::thread::scope(|scope| {
+        let (excluded, corpus_bytes) = (&excluded, &corpus_bytes);
+        scope.spawn(move || {
+            for root in roots {
+                walk_root(root, opts, excluded, corpus_bytes, &tx);
             }
-            let path = entry.path();
-            let shown = display_path(path);
-            if path
-                .canonicalize()
-                .is_ok_and(|c| excluded.iter().any(|e| *e == c || is_journal_of(&c, e)))
-            {
-                on_item(Err(Skip {
-                    path: shown,
-                    reason: SkipReason::CorpusFile,
-                    detail: "the corpus store itself".into(),
-                }));
-                continue;
-            }
-            let item = read_file(path, &shown, &opts.limits, &mut corpus_bytes);
+        });
+        for item in rx {
             on_item(item);
         }
+    });
+}
+
+fn overrides(root: &Path, opts: &WalkOptions) -> Result<Option<ignore::overrides::Override>, String> {
+    if opts.include.is_empty() && opts.exclude_globs.is_empty() {
+        return Ok(None);
+    }
+    let base = if root.is_dir() {
+        root
+    } else {
+        root.parent().unwrap_or(root)
+    };
+    let mut ov = OverrideBuilder::new(base);
+    for g in &opts.include {
+        ov.add(g).map_err(|e| format!("--include {g}: {e}"))?;
+    }
+    for g in &opts.exclude_globs {
+        ov.add(&format!("!{g}")).map_err(|e| format!("--exclude {g}: {e}"))?;
+    }
+    ov.build().map(Some).map_err(|e| e.to_string())
+}
+
+fn walk_root(
+    root: &Path,
+    opts: &WalkOptions,
+    excluded: &[PathBuf],
+    corpus_bytes: &AtomicU64,
+    tx: &mpsc::Sender<WalkItem>,
+) {
+    let mut builder = WalkBuilder::new(root);
+    builder
+        .hidden(!opts.hidden)
+        .follow_links(opts.follow_links)
+        .git_ignore(!opts.no_ignore)
+        .git_global(!opts.no_ignore)
+        .git_exclude(!opts.no_ignore)
+        .ignore(!opts.no_ignore)
+        .parents(!opts.no_ignore)
+        // .gitignore is honoured even outside a git repository: users
+        // point scout at exported trees and tarballs too.
+        .require_git(false)
+        .threads(opts.threads);
+    match overrides(root, opts) {
+        Ok(Some(o)) => {
+            builder.overrides(o);
+        }
+        Ok(None) => {}
+        Err(detail) => {
+            let _ = tx.send(WalkItem::Skip(Skip {
+                path: display_path(root),
+                reason: SkipReason::Unreadable,
+                detail,
+            }));
+            return;
+        }
+    }
+    builder.build_parallel().run(|| {
+        let tx = tx.clone();
+        Box::new(move |entry| {
+            let item = match entry {
+                Err(err) => Some(walk_error(root, &err)),
+                Ok(e) => {
+                    let path = e.path();
+                    let is_dir = e.file_type().is_some_and(|t| t.is_dir());
+                    let canonical = || path.canonicalize().ok();
+                    if is_dir {
+                        if canonical().is_some_and(|c| excluded.contains(&c)) {
+                            let _ = tx.send(WalkItem::Skip(Skip {
+                                path: display_path(path),
+                                reason: SkipReason::CorpusFile,
+                                detail: "scout's own cache folder, not read".into(),
+                            }));
+                            return WalkState::Skip;
+                        }
+                        None
+                    } else if !e.file_type().is_some_and(|t| t.is_file()) {
+                        None
+                    } else if canonical().is_some_and(|c| {
+                        excluded
+                            .iter()
+                            .any(|x| c == *x || is_journal_of(&c, x) || c.starts_with(x))
+                    }) {
+                        Some(WalkItem::Skip(Skip {
+                            path: display_path(path),
+                            reason: SkipReason::CorpusFile,
+                            detail: "scout's own store or cache".into(),
+                        }))
+                    } else {
+                        Some(read_entry(path, opts, corpus_bytes))
+                    }
+                }
+            };
+            if let Some(item) = item {
+                if tx.send(item).is_err() {
+                    return WalkState::Quit;
+                }
+            }
+            WalkState::Continue
+        })
+    });
+}
+
+fn walk_error(root: &Path, err: &ignore::Error) -> WalkItem {
+    let loop_child = find_loop(err);
+    let path = loop_child
+        .clone()
+        .or_else(|| walk_error_path(err))
+        .map_or_else(|| display_path(root), |p| display_path(&p));
+    let reason = if loop_child.is_some() {
+        SkipReason::SymlinkLoop
+    } else {
+        SkipReason::Unreadable
+    };
+    WalkItem::Skip(Skip {
+        path,
+        reason,
+        detail: err.to_string(),
+    })
+}
+
+fn find_loop(err: &ignore::Error) -> Option<PathBuf> {
+    match err {
+        ignore::Error::Loop { child, .. } => Some(child.clone()),
+        ignore::Error::WithPath { err, .. }
+        | ignore::Error::WithDepth { err, .. }
+        | ignore::Error::WithLineNumber { err, .. } => find_loop(err),
+        _ => None,
     }
 }
 
@@ -118,14 +278,59 @@ fn extension(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Reads one file into a document, or says why not.
-fn read_file(path: &Path, shown: &str, limits: &Limits, corpus_bytes: &mut u64) -> Result<Document, Skip> {
-    let skip = |reason, detail: String| Skip {
-        path: shown.to_owned(),
-        reason,
-        detail,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| skip(SkipReason::Unreadable, e.to_string()))?;
+fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Reads a file whole, checking that it did not change while it was read
+/// (size and modification time before and after); tries once more if it
+/// did.
+fn read_stable(path: &Path) -> Result<(Vec<u8>, std::fs::Metadata), (SkipReason, String)> {
+    let unreadable = |e: std::io::Error| (SkipReason::Unreadable, e.to_string());
+    for _ in 0..2 {
+        let before = std::fs::metadata(path).map_err(unreadable)?;
+        let bytes = std::fs::read(path).map_err(unreadable)?;
+        let after = std::fs::metadata(path).map_err(unreadable)?;
+        if before.len() == after.len() && mtime_ns(&before) == mtime_ns(&after) && bytes.len() as u64 == after.len() {
+            return Ok((bytes, after));
+        }
+    }
+    Err((SkipReason::Changing, "the file changed while it was read, twice".into()))
+}
+
+/// Reads one file into a walk item: a document, unchanged, or a skip.
+fn read_entry(path: &Path, opts: &WalkOptions, corpus_bytes: &AtomicU64) -> WalkItem {
+    let shown = display_path(path);
+    match read_file(path, &shown, opts, corpus_bytes) {
+        Ok(item) => item,
+        Err((reason, detail)) => WalkItem::Skip(Skip {
+            path: shown,
+            reason,
+            detail,
+        }),
+    }
+}
+
+fn read_file(
+    path: &Path,
+    shown: &str,
+    opts: &WalkOptions,
+    corpus_bytes: &AtomicU64,
+) -> Result<WalkItem, (SkipReason, String)> {
+    let limits = &opts.limits;
+    let meta = std::fs::metadata(path).map_err(|e| (SkipReason::Unreadable, e.to_string()))?;
+    if opts.known.get(shown)
+        == Some(&KnownFile {
+            bytes: meta.len(),
+            mtime_ns: mtime_ns(&meta),
+        })
+    {
+        corpus_bytes.fetch_add(meta.len(), Ordering::Relaxed);
+        return Ok(WalkItem::Unchanged { path: shown.to_owned() });
+    }
     let ext = extension(path);
     let is_pdf = ext == "pdf";
     let cap = if is_pdf {
@@ -134,32 +339,28 @@ fn read_file(path: &Path, shown: &str, limits: &Limits, corpus_bytes: &mut u64) 
         limits.max_file_bytes
     };
     if meta.len() > cap {
-        return Err(skip(SkipReason::TooLarge, format!("{} bytes, limit {cap}", meta.len())));
+        return Err((SkipReason::TooLarge, format!("{} bytes, limit {cap}", meta.len())));
     }
-    if *corpus_bytes + meta.len() > limits.max_corpus_bytes {
-        return Err(skip(
+    let before = corpus_bytes.fetch_add(meta.len(), Ordering::Relaxed);
+    if before + meta.len() > limits.max_corpus_bytes {
+        return Err((
             SkipReason::CorpusFull,
             format!("corpus limit of {} bytes reached", limits.max_corpus_bytes),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| skip(SkipReason::Unreadable, e.to_string()))?;
-    *corpus_bytes += bytes.len() as u64;
+    let (bytes, meta) = read_stable(path)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(skip(SkipReason::Empty, "no content".into()));
+        return Err((SkipReason::Empty, "no content".into()));
     }
-    let modified = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs() as i64);
-    let content_hash = blake3::hash(&bytes).to_hex().to_string();
+    let modified_ns = mtime_ns(&meta);
     let mut doc = Document {
         path: shown.to_owned(),
         kind: DocumentKind::Text,
         language: None,
-        content_hash,
+        content_hash: blake3::hash(&bytes).to_hex().to_string(),
         bytes: bytes.len() as u64,
-        modified,
+        modified: modified_ns.div_euclid(1_000_000_000),
+        mtime_ns: modified_ns,
         segments: Vec::new(),
         replaced_chars: 0,
         image: None,
@@ -167,21 +368,22 @@ fn read_file(path: &Path, shown: &str, limits: &Limits, corpus_bytes: &mut u64) 
     if is_pdf || bytes.starts_with(b"%PDF-") {
         doc.kind = DocumentKind::Pdf;
         doc.segments = pdf::extract_pages(shown, bytes, Duration::from_secs(limits.pdf_extract_seconds))
-            .map_err(|f| skip(f.reason, f.detail))?;
-        return Ok(doc);
+            .map_err(|f| (f.reason, f.detail))?;
+        return Ok(WalkItem::Document(doc));
     }
     if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
-        let info = image::probe(&bytes).map_err(|(reason, detail)| skip(reason, detail))?;
         doc.kind = DocumentKind::Image;
-        doc.image = Some(info);
+        doc.image = Some(image::probe(&bytes)?);
         doc.segments = vec![Segment {
             anchor: Anchor::Document { path: shown.to_owned() },
             text: String::new(),
         }];
-        return Ok(doc);
+        return Ok(WalkItem::Document(doc));
     }
-    if bytes[..bytes.len().min(BINARY_SNIFF_BYTES)].contains(&0) {
-        return Err(skip(SkipReason::Binary, "NUL byte in the first 8 KiB".into()));
+    // UTF-16 text is full of NUL bytes; its byte-order mark says what it is.
+    let is_utf16 = bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF");
+    if !is_utf16 && bytes[..bytes.len().min(BINARY_SNIFF_BYTES)].contains(&0) {
+        return Err((SkipReason::Binary, "NUL byte in the first 8 KiB".into()));
     }
     let (text, replaced) = decode(&bytes);
     doc.replaced_chars = replaced;
@@ -190,20 +392,27 @@ fn read_file(path: &Path, shown: &str, limits: &Limits, corpus_bytes: &mut u64) 
         doc.kind = DocumentKind::Code;
     }
     doc.segments = split_text(shown, &text);
-    Ok(doc)
+    Ok(WalkItem::Document(doc))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn walk_all(root: &Path, opts: &WalkOptions) -> (Vec<Document>, Vec<Skip>) {
-        let (mut docs, mut skips) = (Vec::new(), Vec::new());
+    fn walk_all(root: &Path, opts: &WalkOptions) -> (Vec<Document>, Vec<Skip>, Vec<String>) {
+        let (mut docs, mut skips, mut unchanged) = (Vec::new(), Vec::new(), Vec::new());
         walk(&[root.to_path_buf()], opts, |item| match item {
-            Ok(d) => docs.push(d),
-            Err(s) => skips.push(s),
+            WalkItem::Document(d) => docs.push(d),
+            WalkItem::Skip(s) => skips.push(s),
+            WalkItem::Unchanged { path } => unchanged.push(path),
         });
-        (docs, skips)
+        docs.sort_by(|a, b| a.path.cmp(&b.path));
+        skips.sort_by(|a, b| a.path.cmp(&b.path));
+        (docs, skips, unchanged)
+    }
+
+    fn name(p: &str) -> &str {
+        p.rsplit('/').next().unwrap()
     }
 
     #[test]
@@ -227,16 +436,12 @@ mod tests {
             exclude: vec![root.join("store.db")],
             ..WalkOptions::default()
         };
-        let (docs, skips) = walk_all(root, &opts);
-        let names: Vec<&str> = docs.iter().map(|d| d.path.rsplit('/').next().unwrap()).collect();
+        let (docs, skips, _) = walk_all(root, &opts);
+        let names: Vec<&str> = docs.iter().map(|d| name(&d.path)).collect();
         assert_eq!(names, vec!["a.rs", "notes.md"]);
         assert_eq!(docs[0].kind, DocumentKind::Code);
         assert_eq!(docs[1].kind, DocumentKind::Text);
-        let mut reasons: Vec<(&str, SkipReason)> = skips
-            .iter()
-            .map(|s| (s.path.rsplit('/').next().unwrap(), s.reason))
-            .collect();
-        reasons.sort();
+        let reasons: Vec<(&str, SkipReason)> = skips.iter().map(|s| (name(&s.path), s.reason)).collect();
         assert_eq!(
             reasons,
             vec![
@@ -254,12 +459,119 @@ mod tests {
         assert_eq!(display_path(Path::new("examples/demo/x.py")), "examples/demo/x.py");
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_names_are_kept_lossless() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let raw = std::ffi::OsStr::from_bytes(b"caf\xE9.txt");
+        std::fs::write(dir.path().join(raw), "menu\n").unwrap();
+        let (docs, skips, _) = walk_all(dir.path(), &WalkOptions::default());
+        assert!(skips.is_empty(), "{skips:?}");
+        assert!(docs[0].path.ends_with("/caf\\xE9.txt"), "{}", docs[0].path);
+        // A literal backslash cannot be mistaken for an escaped byte.
+        assert_eq!(display_path(Path::new("a\\xE9")), "a\\\\xE9");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_loop_is_recorded_and_the_walk_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("real.md"), "real\n").unwrap();
+        std::os::unix::fs::symlink(dir.path(), sub.join("loop")).unwrap();
+        let opts = WalkOptions {
+            follow_links: true,
+            ..WalkOptions::default()
+        };
+        let (docs, skips, _) = walk_all(dir.path(), &opts);
+        assert_eq!(docs.len(), 1, "{docs:?}");
+        assert_eq!(skips.len(), 1, "{skips:?}");
+        assert_eq!(skips[0].reason, SkipReason::SymlinkLoop);
+        assert!(!skips[0].reason.is_error());
+    }
+
+    #[test]
+    fn utf16_files_are_text_not_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = b"\xFF\xFE".to_vec();
+        bytes.extend("Hello from Windows\r\n".encode_utf16().flat_map(u16::to_le_bytes));
+        std::fs::write(dir.path().join("win.txt"), bytes).unwrap();
+        let (docs, skips, _) = walk_all(dir.path(), &WalkOptions::default());
+        assert!(skips.is_empty(), "{skips:?}");
+        assert_eq!(docs[0].segments[0].text, "Hello from Windows\n");
+    }
+
+    #[test]
+    fn include_and_exclude_globs_select_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("vendor")).unwrap();
+        std::fs::write(dir.path().join("a.py"), "a\n").unwrap();
+        std::fs::write(dir.path().join("b.md"), "b\n").unwrap();
+        std::fs::write(dir.path().join("vendor/c.py"), "c\n").unwrap();
+        let opts = WalkOptions {
+            include: vec!["*.py".into()],
+            exclude_globs: vec!["vendor/**".into()],
+            ..WalkOptions::default()
+        };
+        let (docs, _, _) = walk_all(dir.path(), &opts);
+        assert_eq!(docs.iter().map(|d| name(&d.path)).collect::<Vec<_>>(), vec!["a.py"]);
+    }
+
+    #[test]
+    fn files_that_match_the_corpus_are_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("same.md"), "same\n").unwrap();
+        std::fs::write(dir.path().join("edited.md"), "before\n").unwrap();
+        let (first, _, _) = walk_all(dir.path(), &WalkOptions::default());
+        let known: HashMap<String, KnownFile> = first
+            .iter()
+            .map(|d| {
+                (
+                    d.path.clone(),
+                    KnownFile {
+                        bytes: d.bytes,
+                        mtime_ns: d.mtime_ns,
+                    },
+                )
+            })
+            .collect();
+        std::fs::write(dir.path().join("edited.md"), "after, longer\n").unwrap();
+        let opts = WalkOptions {
+            known: Arc::new(known),
+            ..WalkOptions::default()
+        };
+        let (docs, _, unchanged) = walk_all(dir.path(), &opts);
+        assert_eq!(unchanged.iter().map(|p| name(p)).collect::<Vec<_>>(), vec!["same.md"]);
+        assert_eq!(
+            docs.iter().map(|d| name(&d.path)).collect::<Vec<_>>(),
+            vec!["edited.md"]
+        );
+    }
+
+    #[test]
+    fn excluded_folders_are_not_walked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("cache")).unwrap();
+        std::fs::write(dir.path().join("cache/model.gguf"), "weights").unwrap();
+        std::fs::write(dir.path().join("keep.md"), "keep\n").unwrap();
+        let opts = WalkOptions {
+            exclude: vec![dir.path().join("cache")],
+            ..WalkOptions::default()
+        };
+        let (docs, skips, _) = walk_all(dir.path(), &opts);
+        assert_eq!(docs.len(), 1);
+        assert_eq!(skips.len(), 1, "the folder is one counted skip: {skips:?}");
+        assert!(skips[0].path.ends_with("/cache"));
+    }
+
     #[test]
     fn a_single_file_root_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("one.txt");
         std::fs::write(&f, "only line").unwrap();
-        let (docs, skips) = walk_all(&f, &WalkOptions::default());
+        let (docs, skips, _) = walk_all(&f, &WalkOptions::default());
         assert!(skips.is_empty());
         assert_eq!(docs.len(), 1);
         assert_eq!(docs[0].segments[0].text, "only line\n");

@@ -11,6 +11,9 @@ use super::Segment;
 /// so line numbers match what editors show.
 #[must_use]
 pub fn decode(bytes: &[u8]) -> (String, u64) {
+    if let Some(decoded) = decode_utf16(bytes) {
+        return decoded;
+    }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut replaced = 0u64;
     let text = if let Ok(s) = std::str::from_utf8(bytes) {
@@ -32,6 +35,41 @@ pub fn decode(bytes: &[u8]) -> (String, u64) {
         text
     };
     (text, replaced)
+}
+
+/// Text with a UTF-16 byte-order mark (as Windows tools write it),
+/// decoded; unpaired surrogates and a dangling odd byte count as replaced.
+fn decode_utf16(bytes: &[u8]) -> Option<(String, u64)> {
+    let little = match bytes.get(..2) {
+        Some(b"\xFF\xFE") => true,
+        Some(b"\xFE\xFF") => false,
+        _ => return None,
+    };
+    let body = &bytes[2..];
+    let units = body.chunks_exact(2).map(|p| {
+        if little {
+            u16::from_le_bytes([p[0], p[1]])
+        } else {
+            u16::from_be_bytes([p[0], p[1]])
+        }
+    });
+    let mut replaced = u64::from(body.len() % 2 == 1);
+    let mut text = String::with_capacity(body.len() / 2);
+    for c in char::decode_utf16(units) {
+        text.push(c.unwrap_or_else(|_| {
+            replaced += 1;
+            char::REPLACEMENT_CHARACTER
+        }));
+    }
+    if replaced > 0 && body.len() % 2 == 1 {
+        text.push(char::REPLACEMENT_CHARACTER);
+    }
+    let text = if text.contains("\r\n") {
+        text.replace("\r\n", "\n")
+    } else {
+        text
+    };
+    Some((text, replaced))
 }
 
 /// Splits text into segments of whole lines, at most [`SEGMENT_MAX_LINES`]
@@ -124,6 +162,17 @@ mod tests {
         assert_eq!(text, "ok\nbad \u{FFFD}\u{FFFD} here\n");
         assert_eq!(replaced, 2);
         assert_eq!(decode(b"clean\n"), ("clean\n".to_owned(), 0));
+    }
+
+    #[test]
+    fn utf16_with_a_bom_is_decoded() {
+        let mut le = b"\xFF\xFE".to_vec();
+        le.extend("héllo\r\nwörld\n".encode_utf16().flat_map(u16::to_le_bytes));
+        assert_eq!(decode(&le), ("héllo\nwörld\n".to_owned(), 0));
+        let mut be = b"\xFE\xFF".to_vec();
+        be.extend("ok".encode_utf16().flat_map(u16::to_be_bytes));
+        be.extend([0xD8, 0x00]); // an unpaired high surrogate
+        assert_eq!(decode(&be), ("ok\u{FFFD}".to_owned(), 1));
     }
 
     #[test]

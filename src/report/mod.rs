@@ -51,8 +51,8 @@ pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
     );
     let _ = writeln!(
         out,
-        "this run: {} added, {} changed, {} unchanged, {} removed",
-        s.added, s.changed, s.unchanged, s.removed
+        "this run: {} added, {} changed, {} re-read unchanged, {} not re-read (same size and time), {} removed",
+        s.added, s.changed, s.unchanged, s.reused, s.removed
     );
     if s.replaced_chars > 0 {
         let _ = writeln!(

@@ -19,13 +19,13 @@ pub fn ingest(
     let mut items = Vec::new();
     let mut opts = opts.clone();
     opts.exclude.push(corpus.path().to_owned());
+    opts.known = std::sync::Arc::new(corpus.known_files()?);
     walk(roots, &opts, |item| {
-        on_file(match &item {
-            Ok(d) => &d.path,
-            Err(s) => &s.path,
-        });
+        on_file(item.path());
         items.push(item);
     });
+    // Workers finish in any order; store and report in path order.
+    items.sort_by(|a, b| a.path().cmp(b.path()));
     let root_names: Vec<String> = roots.iter().map(|r| display_path(r)).collect();
     let mut summary = corpus.store_run(&root_names, items)?;
     if let Some(tok) = tokenizer {
