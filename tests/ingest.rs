@@ -160,3 +160,75 @@ fn token_counts_are_exact_and_stable_across_runs() {
     assert!((400..1500).contains(&first), "{first}");
     assert_eq!(run(), first, "the cached count equals the fresh one");
 }
+
+#[test]
+fn secrets_are_redacted_listed_and_kept_out_of_the_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.db");
+    let run = |extra: &[&str]| {
+        let out = scout(dir.path())
+            .args(["ingest", "--no-tokens", "--json", "--corpus"])
+            .arg(&corpus)
+            .args(extra)
+            .arg(data("secrets"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        json(&out)
+    };
+    let s = run(&[]);
+    let found: Vec<(String, u64, String)> = s["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let path = f["path"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+            (
+                path,
+                f["line"].as_u64().unwrap(),
+                f["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64, String)> = [
+        ("id_rsa.pem", 1, "private_key"),
+        ("settings.py", 3, "aws_access_key_id"),
+        ("settings.py", 4, "url_password"),
+        ("settings.py", 5, "stripe_secret_key"),
+        ("settings.py", 6, "assigned_secret"),
+    ]
+    .iter()
+    .map(|(p, l, k)| ((*p).to_owned(), *l, (*k).to_owned()))
+    .collect();
+    assert_eq!(found, expected);
+    assert_eq!(s["secrets_in_corpus"], 5);
+    let stored = |path_end: &str| -> String {
+        let c = scout::corpus::Corpus::open(&corpus).unwrap();
+        let docs = c.documents().unwrap();
+        let d = docs.iter().find(|d| d.path.ends_with(path_end)).unwrap();
+        d.segments.iter().map(|s| s.text.as_str()).collect()
+    };
+    let settings = stored("settings.py");
+    for secret in [
+        "AKIAQ3EGRL7WF2XSJN4D",
+        "Wd8#kq2Lx9",
+        "sk_live_4eC39",
+        "kX9f2Lq8Vz3Rm7Tp1Wc5",
+        "MIIEow",
+    ] {
+        assert!(
+            !settings.contains(secret) && !stored("id_rsa.pem").contains(secret),
+            "{secret} leaked"
+        );
+    }
+    assert_eq!(settings.lines().count(), 11, "line numbers are kept");
+    assert!(
+        settings.contains("password = load_password_from_vault()"),
+        "code is not a secret"
+    );
+    // --keep-secrets stores them, and re-reads every file to do so.
+    let kept = run(&["--keep-secrets"]);
+    assert_eq!(kept["reused"], 0);
+    assert!(kept["secrets"].as_array().unwrap().is_empty());
+    assert!(stored("settings.py").contains("AKIAQ3EGRL7WF2XSJN4D"));
+}

@@ -86,6 +86,10 @@ struct WalkArgs {
     /// Skip files larger than this many bytes (PDFs have their own, larger limit).
     #[arg(long, value_name = "BYTES", default_value_t = crate::limits::MAX_FILE_BYTES)]
     max_file_size: u64,
+    /// Keep likely secrets (keys, tokens, passwords) as they are. By default they are
+    /// redacted before the text is stored, and each is listed in the summary.
+    #[arg(long)]
+    keep_secrets: bool,
     /// Seconds one PDF may take to parse before it is reported as timed out.
     #[arg(long, value_name = "SECONDS", default_value_t = crate::limits::PDF_EXTRACT_SECONDS)]
     pdf_timeout: u64,
@@ -99,6 +103,7 @@ impl WalkArgs {
             no_ignore: self.no_ignore,
             include: self.include.clone(),
             exclude_globs: self.exclude.clone(),
+            keep_secrets: self.keep_secrets,
             limits: Limits {
                 max_file_bytes: self.max_file_size,
                 pdf_extract_seconds: self.pdf_timeout,

@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use crate::anchor::Anchor;
+use crate::ingest::secrets::SecretFinding;
 #[cfg(test)]
 use crate::ingest::Skip;
 use crate::ingest::{Document, DocumentKind, ImageInfo, KnownFile, Segment, WalkItem};
@@ -93,6 +94,10 @@ pub struct IngestSummary {
     pub skipped: BTreeMap<String, u64>,
     pub errors: u64,
     pub skips: Vec<crate::ingest::Skip>,
+    /// Secrets redacted in the documents read this run.
+    pub secrets: Vec<SecretFinding>,
+    /// Secrets redacted in the whole corpus.
+    pub secrets_in_corpus: u64,
 }
 
 pub struct Corpus {
@@ -132,6 +137,12 @@ CREATE TABLE IF NOT EXISTS segments (
     page INTEGER,
     text TEXT NOT NULL,
     PRIMARY KEY (doc_id, ord)
+);
+CREATE TABLE IF NOT EXISTS secrets (
+    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    line INTEGER NOT NULL,
+    page INTEGER,
+    kind TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS token_counts (
     text_hash TEXT NOT NULL,
@@ -278,6 +289,7 @@ impl Corpus {
         &mut self,
         roots: &[String],
         items: impl IntoIterator<Item = WalkItem>,
+        rewrite_all: bool,
     ) -> Result<IngestSummary, CorpusError> {
         let path = self.path.clone();
         let err = |source| CorpusError::Sqlite {
@@ -301,12 +313,13 @@ impl Corpus {
                 }
                 WalkItem::Document(doc) => {
                     seen.insert(doc.path.clone());
-                    match upsert_document(&tx, &doc).map_err(err)? {
+                    match upsert_document(&tx, &doc, rewrite_all).map_err(err)? {
                         Upsert::Added => summary.added += 1,
                         Upsert::Changed => summary.changed += 1,
                         Upsert::Unchanged => summary.unchanged += 1,
                     }
                     summary.replaced_chars += doc.replaced_chars;
+                    summary.secrets.extend(doc.secrets.iter().cloned());
                 }
                 WalkItem::Skip(skip) => {
                     // A file that is now skipped but was a document before
@@ -337,6 +350,10 @@ impl Corpus {
         summary.segments = totals.1;
         summary.bytes = totals.2;
         summary.by_kind = self.count_by_kind()?;
+        summary.secrets_in_corpus = self
+            .conn
+            .query_row("SELECT count(*) FROM secrets", [], |r| r.get::<_, i64>(0))
+            .map_err(|e| self.err(e))? as u64;
         Ok(summary)
     }
 
@@ -454,6 +471,27 @@ impl Corpus {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// Whether the stored text keeps secrets (`true`) or has them redacted;
+    /// `None` for a corpus never ingested into.
+    pub fn keeps_secrets(&self) -> Result<Option<bool>, CorpusError> {
+        let v: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'keep_secrets'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(v.map(|v| v == "1"))
+    }
+
+    pub fn set_keeps_secrets(&self, keep: bool) -> Result<(), CorpusError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO meta VALUES ('keep_secrets', ?1)",
+                [if keep { "1" } else { "0" }],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     /// A content hash of the whole corpus (paths and content hashes, in
     /// path order): equal hashes mean equal corpora.
     pub fn content_hash(&self) -> Result<String, CorpusError> {
@@ -523,7 +561,7 @@ fn new_salt() -> String {
     blake3::hash(&bytes).to_hex()[..16].to_owned()
 }
 
-fn upsert_document(tx: &Transaction<'_>, doc: &Document) -> rusqlite::Result<Upsert> {
+fn upsert_document(tx: &Transaction<'_>, doc: &Document, rewrite: bool) -> rusqlite::Result<Upsert> {
     let existing: Option<(i64, String)> = tx
         .query_row(
             "SELECT id, content_hash FROM documents WHERE path = ?1",
@@ -532,7 +570,7 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document) -> rusqlite::Result<Ups
         )
         .optional()?;
     let outcome = match &existing {
-        Some((_, hash)) if *hash == doc.content_hash => {
+        Some((_, hash)) if *hash == doc.content_hash && !rewrite => {
             // Same bytes: keep segments; only the modification time may move.
             tx.execute(
                 "UPDATE documents SET modified = ?1, mtime_ns = ?2 WHERE path = ?3",
@@ -563,6 +601,12 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document) -> rusqlite::Result<Ups
         ],
     )?;
     let id = tx.last_insert_rowid();
+    for f in &doc.secrets {
+        tx.execute(
+            "INSERT INTO secrets VALUES (?1, ?2, ?3, ?4)",
+            params![id, f.line, f.page, f.kind],
+        )?;
+    }
     let mut stmt = tx.prepare_cached("INSERT INTO segments VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
     for (ord, seg) in doc.segments.iter().enumerate() {
         let (start, end, page) = match seg.anchor {
@@ -615,6 +659,7 @@ mod tests {
             segments: crate::ingest::split_text(path, text),
             replaced_chars: 0,
             image: None,
+            secrets: Vec::new(),
         }
     }
 
@@ -629,6 +674,7 @@ mod tests {
                     WalkItem::Document(doc("r/a", "one\n")),
                     WalkItem::Document(doc("r/b", "two\n")),
                 ],
+                false,
             )
             .unwrap();
         assert_eq!((s.added, s.documents, s.segments), (2, 2, 2));
@@ -639,6 +685,7 @@ mod tests {
                     WalkItem::Document(doc("r/a", "one\n")),
                     WalkItem::Document(doc("r/c", "three\n")),
                 ],
+                false,
             )
             .unwrap();
         assert_eq!((s.added, s.unchanged, s.removed, s.documents), (1, 1, 1, 2));
@@ -649,6 +696,7 @@ mod tests {
                     WalkItem::Document(doc("r/a", "ONE\n")),
                     WalkItem::Document(doc("r/c", "three\n")),
                 ],
+                false,
             )
             .unwrap();
         assert_eq!((s.changed, s.unchanged), (1, 1));
@@ -666,7 +714,7 @@ mod tests {
     fn other_roots_are_kept_and_skips_counted() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Corpus::open(&dir.path().join("c.db")).unwrap();
-        c.store_run(&["x".into()], vec![WalkItem::Document(doc("x/a", "a\n"))])
+        c.store_run(&["x".into()], vec![WalkItem::Document(doc("x/a", "a\n"))], false)
             .unwrap();
         let skip = Skip {
             path: "y/bad".into(),
@@ -677,6 +725,7 @@ mod tests {
             .store_run(
                 &["y".into()],
                 vec![WalkItem::Document(doc("y/b", "b\n")), WalkItem::Skip(skip)],
+                false,
             )
             .unwrap();
         assert_eq!((s.documents, s.removed, s.errors), (2, 0, 1));

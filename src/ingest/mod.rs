@@ -10,6 +10,7 @@
 mod image;
 mod pdf;
 mod repo;
+pub mod secrets;
 mod text;
 
 use serde::{Deserialize, Serialize};
@@ -92,6 +93,8 @@ pub struct Document {
     /// Invalid UTF-8 sequences replaced with U+FFFD while reading.
     pub replaced_chars: u64,
     pub image: Option<ImageInfo>,
+    /// Secrets found and redacted in the text (empty with `keep_secrets`).
+    pub secrets: Vec<secrets::SecretFinding>,
 }
 
 /// Why a file was not made into a document.

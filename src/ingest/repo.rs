@@ -21,6 +21,7 @@ use crate::limits::{Limits, BINARY_SNIFF_BYTES};
 
 use super::image::{self, IMAGE_EXTENSIONS};
 use super::pdf;
+use super::secrets::{self, SecretFinding};
 use super::text::{code_language, decode, split_text};
 use super::{Document, DocumentKind, Segment, Skip, SkipReason};
 use crate::anchor::Anchor;
@@ -54,6 +55,8 @@ pub struct WalkOptions {
     pub known: Arc<HashMap<String, KnownFile>>,
     /// Worker threads (0: one per core).
     pub threads: usize,
+    /// Store secrets as they are instead of redacting them.
+    pub keep_secrets: bool,
 }
 
 /// One file, as the walk saw it.
@@ -364,11 +367,22 @@ fn read_file(
         segments: Vec::new(),
         replaced_chars: 0,
         image: None,
+        secrets: Vec::new(),
     };
     if is_pdf || bytes.starts_with(b"%PDF-") {
         doc.kind = DocumentKind::Pdf;
         doc.segments = pdf::extract_pages(shown, bytes, Duration::from_secs(limits.pdf_extract_seconds))
             .map_err(|f| (f.reason, f.detail))?;
+        if !opts.keep_secrets {
+            for seg in &mut doc.segments {
+                let (clean, found) = secrets::redact(shown, &seg.text);
+                if let Anchor::Page { page, .. } = seg.anchor {
+                    doc.secrets
+                        .extend(found.into_iter().map(|f| SecretFinding { page: Some(page), ..f }));
+                }
+                seg.text = clean;
+            }
+        }
         return Ok(WalkItem::Document(doc));
     }
     if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
@@ -386,6 +400,13 @@ fn read_file(
         return Err((SkipReason::Binary, "NUL byte in the first 8 KiB".into()));
     }
     let (text, replaced) = decode(&bytes);
+    let text = if opts.keep_secrets {
+        text
+    } else {
+        let (clean, found) = secrets::redact(shown, &text);
+        doc.secrets = found;
+        clean
+    };
     doc.replaced_chars = replaced;
     doc.language = code_language(shown);
     if doc.language.is_some() {

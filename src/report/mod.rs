@@ -61,6 +61,28 @@ pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
             s.replaced_chars
         );
     }
+    if !s.secrets.is_empty() || s.secrets_in_corpus > 0 {
+        let _ = writeln!(
+            out,
+            "secrets redacted: {} in the files read this run, {} in the corpus (--keep-secrets to keep them)",
+            s.secrets.len(),
+            s.secrets_in_corpus
+        );
+        for f in s.secrets.iter().take(SKIPS_LISTED) {
+            let place = f.page.map_or_else(
+                || format!("{}:{}", f.path, f.line),
+                |p| format!("{}#page={p} line {}", f.path, f.line),
+            );
+            let _ = writeln!(out, "  {place} [{}]", f.kind);
+        }
+        if s.secrets.len() > SKIPS_LISTED {
+            let _ = writeln!(
+                out,
+                "  ... and {} more (--json lists all)",
+                s.secrets.len() - SKIPS_LISTED
+            );
+        }
+    }
     if s.skipped.is_empty() {
         let _ = writeln!(out, "skipped: none");
     } else {

@@ -19,7 +19,12 @@ pub fn ingest(
     let mut items = Vec::new();
     let mut opts = opts.clone();
     opts.exclude.push(corpus.path().to_owned());
-    opts.known = std::sync::Arc::new(corpus.known_files()?);
+    // Stored text depends on redaction: if the setting changed, read
+    // every file again.
+    let same_redaction = corpus.keeps_secrets()?.is_none_or(|keep| keep == opts.keep_secrets);
+    if same_redaction {
+        opts.known = std::sync::Arc::new(corpus.known_files()?);
+    }
     walk(roots, &opts, |item| {
         on_file(item.path());
         items.push(item);
@@ -27,7 +32,10 @@ pub fn ingest(
     // Workers finish in any order; store and report in path order.
     items.sort_by(|a, b| a.path().cmp(b.path()));
     let root_names: Vec<String> = roots.iter().map(|r| display_path(r)).collect();
-    let mut summary = corpus.store_run(&root_names, items)?;
+    let mut summary = corpus.store_run(&root_names, items, !same_redaction)?;
+    // Recorded after the run is stored: a crash in between costs one more
+    // full read, never text stored under the wrong setting.
+    corpus.set_keeps_secrets(opts.keep_secrets)?;
     if let Some(tok) = tokenizer {
         summary.tokens = corpus_tokens(corpus, tok)?;
     }

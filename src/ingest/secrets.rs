@@ -1,0 +1,245 @@
+//! Secrets: likely credentials found in text and redacted before the text
+//! is stored, so neither the corpus file nor any prompt holds them.
+//!
+//! Detected: private key blocks, cloud and service tokens with known
+//! shapes (AWS, GitHub, GitLab, Slack, Google, Stripe, OpenAI-style, JWT),
+//! passwords inside connection URLs, and high-entropy values assigned to
+//! key-like names (`password = "..."`, `API_TOKEN=...`). A redaction keeps
+//! the line structure (`[REDACTED:kind]` in place of the value), so line
+//! anchors stay exact.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// One secret found, where, and of what kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretFinding {
+    pub path: String,
+    /// Line number (in the file, or in the PDF page).
+    pub line: u32,
+    /// The PDF page the line is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    pub kind: String,
+}
+
+struct Rule {
+    kind: &'static str,
+    re: Regex,
+    /// Capture group holding the secret (0: the whole match).
+    group: usize,
+}
+
+fn rule(kind: &'static str, pattern: &str, group: usize) -> Rule {
+    Rule {
+        kind,
+        re: Regex::new(pattern).expect("secret patterns are valid"),
+        group,
+    }
+}
+
+static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
+    vec![
+        rule("aws_access_key_id", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", 0),
+        rule(
+            "github_token",
+            r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{60,})\b",
+            0,
+        ),
+        rule("gitlab_token", r"\bglpat-[A-Za-z0-9_\-]{20,}\b", 0),
+        rule("slack_token", r"\bxox[abprs]-[A-Za-z0-9\-]{10,}\b", 0),
+        rule("google_api_key", r"\bAIza[0-9A-Za-z_\-]{35}\b", 0),
+        rule("stripe_secret_key", r"\b(?:sk|rk)_live_[0-9A-Za-z]{20,}\b", 0),
+        rule("openai_api_key", r"\bsk-(?:proj-)?[A-Za-z0-9_\-]{32,}\b", 0),
+        rule(
+            "jwt",
+            r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
+            0,
+        ),
+        rule(
+            "url_password",
+            r"[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:([^@\s/]{4,})@",
+            1,
+        ),
+        // name = "value" / name: 'value' / "name": "value"
+        rule(
+            "assigned_secret",
+            r#"(?i)\b[\w.\-]*(?:password|passwd|pwd|secret|token|api[_\-]?key|apikey|access[_\-]?key|auth[_\-]?key|private[_\-]?key|credentials?)[\w.\-]*["']?\s*[:=]\s*["']([^"'\s]{8,})["']"#,
+            1,
+        ),
+        // NAME=value lines of .env files and shell scripts.
+        rule(
+            "assigned_secret",
+            r"(?im)^\s*(?:export\s+)?[A-Z0-9_]*(?:PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY)[A-Z0-9_]*\s*=\s*([^\s'\x22#]{8,})\s*$",
+            1,
+        ),
+    ]
+});
+
+static PRIVATE_KEY_BEGIN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"-----BEGIN [A-Z ]*PRIVATE KEY( BLOCK)?-----").expect("valid"));
+static PRIVATE_KEY_END: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"-----END [A-Z ]*PRIVATE KEY( BLOCK)?-----").expect("valid"));
+
+/// Bits of Shannon entropy per character.
+fn entropy(s: &str) -> f64 {
+    let mut counts = std::collections::HashMap::new();
+    for c in s.chars() {
+        *counts.entry(c).or_insert(0usize) += 1;
+    }
+    let n = s.chars().count() as f64;
+    counts.values().map(|&k| k as f64 / n).map(|p| -p * p.log2()).sum()
+}
+
+/// Whether a value assigned to a key-like name looks like a real secret
+/// rather than code, a placeholder or a variable reference.
+fn looks_secret(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    let placeholder = [
+        "changeme",
+        "change_me",
+        "example",
+        "placeholder",
+        "your_",
+        "xxxx",
+        "****",
+        "redacted",
+        "dummy",
+        "<",
+        "${",
+        "{{",
+        "%(",
+    ];
+    if placeholder.iter().any(|p| lower.contains(p)) {
+        return false;
+    }
+    // Code, not a literal: calls, attribute paths, environment lookups.
+    if value.contains('(') || lower.starts_with("os.") || lower.starts_with("env") || lower.starts_with("process.") {
+        return false;
+    }
+    let has_digit = value.chars().any(|c| c.is_ascii_digit());
+    let has_alpha = value.chars().any(char::is_alphabetic);
+    entropy(value) >= 3.0 && (has_digit || !has_alpha || value.len() >= 20)
+}
+
+/// Finds and redacts secrets in `text` (a file, or a PDF page), returning
+/// the redacted text and what was found. Lines are never added or removed.
+#[must_use]
+pub fn redact(path: &str, text: &str) -> (String, Vec<SecretFinding>) {
+    let mut findings = Vec::new();
+    let mut out = String::with_capacity(text.len());
+    let mut in_key = false;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let n = i as u32 + 1;
+        let (body, newline) = line.strip_suffix('\n').map_or((line, ""), |b| (b, "\n"));
+        if in_key || PRIVATE_KEY_BEGIN.is_match(body) {
+            if !in_key {
+                findings.push(SecretFinding {
+                    path: path.to_owned(),
+                    line: n,
+                    page: None,
+                    kind: "private_key".into(),
+                });
+            }
+            in_key = !PRIVATE_KEY_END.is_match(body);
+            out.push_str(if findings.last().is_some_and(|f| f.line == n) {
+                "[REDACTED:private_key]"
+            } else {
+                "[REDACTED]"
+            });
+            out.push_str(newline);
+            continue;
+        }
+        let mut redacted = body.to_owned();
+        for r in RULES.iter() {
+            // Collect spans first: replacing shifts offsets.
+            let spans: Vec<(usize, usize)> =
+                r.re.captures_iter(&redacted)
+                    .filter_map(|c| c.get(r.group))
+                    .filter(|m| r.kind != "assigned_secret" || looks_secret(m.as_str()))
+                    .map(|m| (m.start(), m.end()))
+                    .collect();
+            for &(start, end) in spans.iter().rev() {
+                redacted.replace_range(start..end, &format!("[REDACTED:{}]", r.kind));
+            }
+            if !spans.is_empty() {
+                findings.push(SecretFinding {
+                    path: path.to_owned(),
+                    line: n,
+                    page: None,
+                    kind: r.kind.to_owned(),
+                });
+            }
+        }
+        out.push_str(&redacted);
+        out.push_str(newline);
+    }
+    (out, findings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(text: &str) -> Vec<(u32, String)> {
+        redact("f", text).1.into_iter().map(|f| (f.line, f.kind)).collect()
+    }
+
+    #[test]
+    fn known_token_shapes_are_found_and_redacted() {
+        let text = "aws = AKIAIOSFODNN7EXAMPLQ\n\
+                    gh = ghp_0123456789abcdefghijklmnopqrstuvwxyz\n\
+                    db = postgres://app:s3cr3tP4ss@db.internal/app\n\
+                    nothing here\n";
+        let (out, found) = redact("f", text);
+        assert_eq!(
+            found.iter().map(|f| (f.line, f.kind.as_str())).collect::<Vec<_>>(),
+            vec![(1, "aws_access_key_id"), (2, "github_token"), (3, "url_password")]
+        );
+        assert!(
+            !out.contains("AKIAIOSFODNN7EXAMPLQ") && !out.contains("s3cr3tP4ss"),
+            "{out}"
+        );
+        assert!(
+            out.contains("postgres://app:[REDACTED:url_password]@db.internal/app"),
+            "{out}"
+        );
+        assert_eq!(out.lines().count(), 4, "lines are kept");
+    }
+
+    #[test]
+    fn private_key_blocks_are_redacted_line_for_line() {
+        let text = "before\n-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nAIBAAK\n-----END RSA PRIVATE KEY-----\nafter\n";
+        let (out, found) = redact("k", text);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].line, 2);
+        assert_eq!(
+            out,
+            "before\n[REDACTED:private_key]\n[REDACTED]\n[REDACTED]\n[REDACTED]\nafter\n"
+        );
+    }
+
+    #[test]
+    fn high_entropy_values_of_key_like_names_are_secrets_and_code_is_not() {
+        assert_eq!(
+            kinds("DB_PASSWORD = \"x9Qv!2mLp#7Rt\"\n"),
+            vec![(1, "assigned_secret".into())]
+        );
+        assert_eq!(
+            kinds("API_TOKEN=9f8e7d6c5b4a39281706\n"),
+            vec![(1, "assigned_secret".into())]
+        );
+        assert!(kinds("password = get_password(user)\n").is_empty());
+        assert!(kinds("token = \"changeme-please\"\n").is_empty());
+        assert!(kinds("SECRET_KEY = os.environ[\"SECRET_KEY\"]\n").is_empty());
+        assert!(kinds("password_hint = \"ask the admin\"\n").is_empty());
+    }
+
+    #[test]
+    fn ordinary_code_has_no_findings() {
+        let code = "fn main() {\n    let token_count = tokens.len();\n    println!(\"{token_count}\");\n}\n";
+        assert!(kinds(code).is_empty());
+    }
+}
