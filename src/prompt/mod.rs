@@ -69,8 +69,9 @@ impl ChatMessage {
     }
 }
 
-/// Exact token counting with an engine's tokenizer.
-pub trait Tokenizer {
+/// Exact token counting with an engine's tokenizer. `Sync`, so large
+/// corpora are counted on every core.
+pub trait Tokenizer: Sync {
     /// Identifies the tokenizer (a hash of its vocabulary), for caches.
     fn tokenizer_id(&self) -> &str;
     /// Tokens `text` takes when placed in a prompt as plain text.

@@ -49,15 +49,19 @@ pub fn count_units(
         .map(|t| blake3::hash(t.as_bytes()).to_hex().to_string())
         .collect();
     let cached = corpus.token_counts(tokenizer.tokenizer_id(), &hashes)?;
-    let mut fresh = Vec::new();
-    let mut flat = Vec::with_capacity(hashes.len());
-    for ((text, hash), hit) in texts.iter().flatten().zip(&hashes).zip(cached) {
-        let n = hit.unwrap_or_else(|| {
-            let n = tokenizer.count_tokens(text);
-            fresh.push((hash.clone(), n));
-            n
-        });
-        flat.push(n);
+    let all: Vec<&String> = texts.iter().flatten().collect();
+    let missing: Vec<usize> = cached
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    let counted = count_parallel(tokenizer, &missing.iter().map(|&i| all[i].as_str()).collect::<Vec<_>>());
+    let mut flat: Vec<u32> = cached.into_iter().map(|c| c.unwrap_or(0)).collect();
+    let mut fresh = Vec::with_capacity(missing.len());
+    for (&i, n) in missing.iter().zip(counted) {
+        flat[i] = n;
+        fresh.push((hashes[i].clone(), n));
     }
     if !fresh.is_empty() {
         corpus.store_token_counts(tokenizer.tokenizer_id(), &fresh)?;
@@ -72,6 +76,26 @@ pub fn count_units(
             BlockTokens { header, pieces, footer }
         })
         .collect())
+}
+
+/// Counts `texts` on every core (tokenizing is most of a first ingest's
+/// time on large repositories).
+fn count_parallel(tokenizer: &dyn Tokenizer, texts: &[&str]) -> Vec<u32> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if threads == 1 || texts.len() < 64 {
+        return texts.iter().map(|t| tokenizer.count_tokens(t)).collect();
+    }
+    let chunk = texts.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = texts
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|t| tokenizer.count_tokens(t)).collect::<Vec<u32>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("token counting does not panic"))
+            .collect()
+    })
 }
 
 /// A contiguous run of one document's pieces inside a window.
@@ -268,6 +292,30 @@ mod tests {
                 footer: 5,
             })
             .collect()
+    }
+
+    /// Counts whitespace-separated words: a stand-in tokenizer.
+    struct Words;
+    impl Tokenizer for Words {
+        fn tokenizer_id(&self) -> &str {
+            "words"
+        }
+        fn count_tokens(&self, text: &str) -> u32 {
+            text.split_whitespace().count() as u32
+        }
+    }
+
+    #[test]
+    fn parallel_and_serial_counting_agree_in_order() {
+        let texts: Vec<String> = (0..500).map(|i| "w ".repeat(i % 37)).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let serial: Vec<u32> = refs.iter().map(|t| Words.count_tokens(t)).collect();
+        assert_eq!(count_parallel(&Words, &refs), serial);
+        assert_eq!(
+            count_parallel(&Words, &refs[..10]),
+            serial[..10],
+            "the small-input path too"
+        );
     }
 
     #[test]
