@@ -297,7 +297,7 @@ mod tests {
     /// Counts whitespace-separated words: a stand-in tokenizer.
     struct Words;
     impl Tokenizer for Words {
-        fn tokenizer_id(&self) -> &str {
+        fn tokenizer_id(&self) -> &'static str {
             "words"
         }
         fn count_tokens(&self, text: &str) -> u32 {
