@@ -28,6 +28,7 @@ fn corpus() -> Vec<StoredDocument> {
                 replaced_chars: 0,
                 image: None,
                 segments: split_text(&path, &text),
+                symbols: Vec::new(),
             }
         })
         .collect()

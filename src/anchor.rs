@@ -69,6 +69,88 @@ static CITATION: LazyLock<Regex> = LazyLock::new(|| {
     .expect("citation pattern is valid")
 });
 
+/// Extensions of files people cite; a bare `name.ext` without a line or
+/// page is taken as a citation only with one of these.
+const FILE_EXTENSIONS: &[&str] = &[
+    "rs",
+    "py",
+    "pyi",
+    "js",
+    "mjs",
+    "cjs",
+    "jsx",
+    "ts",
+    "tsx",
+    "go",
+    "java",
+    "kt",
+    "c",
+    "h",
+    "cc",
+    "cpp",
+    "cxx",
+    "hpp",
+    "cs",
+    "rb",
+    "php",
+    "swift",
+    "scala",
+    "sh",
+    "bash",
+    "sql",
+    "lua",
+    "pl",
+    "hs",
+    "ml",
+    "ex",
+    "exs",
+    "erl",
+    "zig",
+    "r",
+    "md",
+    "rst",
+    "txt",
+    "adoc",
+    "pdf",
+    "json",
+    "yaml",
+    "yml",
+    "toml",
+    "ini",
+    "cfg",
+    "conf",
+    "xml",
+    "html",
+    "htm",
+    "css",
+    "csv",
+    "tsv",
+    "lock",
+    "gradle",
+    "proto",
+    "tf",
+    "env",
+    "png",
+    "jpg",
+    "jpeg",
+    "gif",
+    "webp",
+    "tif",
+    "tiff",
+    "bmp",
+    "svg",
+    "dockerfile",
+    "mk",
+    "cmake",
+    "vue",
+    "svelte",
+];
+
+fn has_file_extension(path: &str) -> bool {
+    path.rsplit_once('.')
+        .is_some_and(|(_, ext)| FILE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+}
+
 /// A citation as the model wrote it, with where it stood in the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrittenCitation {
@@ -108,8 +190,12 @@ pub fn find_citations(text: &str) -> Vec<WrittenCitation> {
                 start: start.min(end),
                 end: start.max(end),
             }
-        } else {
+        } else if path.contains('/') || has_file_extension(&path) {
             Anchor::Document { path }
+        } else {
+            // A dotted identifier (`level.units`, `os.path`) is code, not a
+            // file; with a line number it would still be checked.
+            continue;
         };
         if !out.iter().any(|c| c.anchor == anchor) {
             out.push(WrittenCitation {
@@ -190,6 +276,22 @@ mod tests {
         ] {
             assert_eq!(find_citations(&a.to_string())[0].anchor, a);
         }
+    }
+
+    #[test]
+    fn dotted_identifiers_are_not_bare_file_citations() {
+        // Regression: "if level.units + delta" in an answer was reported as
+        // an unknown citation `level.units`.
+        assert!(anchors("if level.units + delta > settings.MAX and os.path").is_empty());
+        assert_eq!(
+            anchors("see config.yaml and docs/notes"),
+            vec!["config.yaml", "docs/notes"]
+        );
+        assert_eq!(
+            anchors("stock.units:4"),
+            vec!["stock.units:4"],
+            "with a line it is still checked"
+        );
     }
 
     #[test]

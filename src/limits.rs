@@ -8,6 +8,10 @@
 /// already about a million tokens, well past any single window.
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// tree-sitter has no limit of its own; a pathological file could take
+/// seconds. Past this the file is kept as plain text, without an outline.
+pub const PARSE_MILLIS: u64 = 2000;
+
 /// PDFs are often larger than source files (embedded fonts and scans), so
 /// they get their own cap.
 pub const MAX_PDF_BYTES: u64 = 64 * 1024 * 1024;
@@ -42,6 +46,7 @@ pub struct Limits {
     pub max_pdf_bytes: u64,
     pub max_corpus_bytes: u64,
     pub pdf_extract_seconds: u64,
+    pub parse_millis: u64,
 }
 
 impl Default for Limits {
@@ -51,6 +56,7 @@ impl Default for Limits {
             max_pdf_bytes: MAX_PDF_BYTES,
             max_corpus_bytes: MAX_CORPUS_BYTES,
             pdf_extract_seconds: PDF_EXTRACT_SECONDS,
+            parse_millis: PARSE_MILLIS,
         }
     }
 }

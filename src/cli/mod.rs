@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::corpus::Corpus;
+use crate::corpus::{Corpus, CorpusError};
 use crate::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions, LlamaCppTokenizer};
 use crate::engine::{models, threads, GenerateParams};
 use crate::ingest::WalkOptions;
@@ -318,7 +318,17 @@ fn run_ask(a: &AskArgs) -> Result<i32> {
             );
         }
         let path = cache_corpus_path(&a.sources);
-        let mut corpus = Corpus::open(&path)?;
+        let mut corpus = match Corpus::open(&path) {
+            // The cache is scout's own: an older layout is rebuilt, not refused.
+            Err(CorpusError::Schema { found, .. }) => {
+                say(&format!(
+                    "scout: the cached corpus was written by an older scout (schema {found}); rebuilding it"
+                ));
+                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                Corpus::open(&path)?
+            }
+            other => other?,
+        };
         let progress = Progress::files(a.quiet);
         let summary = ingest(&mut corpus, &a.sources, &a.walk.options(), None, &mut |p| {
             progress.file(p);

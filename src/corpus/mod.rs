@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use crate::anchor::Anchor;
+use crate::ingest::outline::Symbol;
 use crate::ingest::secrets::SecretFinding;
 #[cfg(test)]
 use crate::ingest::Skip;
@@ -53,6 +54,8 @@ pub struct StoredDocument {
     pub replaced_chars: u64,
     pub image: Option<ImageInfo>,
     pub segments: Vec<Segment>,
+    /// Definitions, from the tree-sitter outline (source files only).
+    pub symbols: Vec<Symbol>,
 }
 
 impl StoredDocument {
@@ -98,6 +101,11 @@ pub struct IngestSummary {
     pub secrets: Vec<SecretFinding>,
     /// Secrets redacted in the whole corpus.
     pub secrets_in_corpus: u64,
+    /// Source files read this run that got an outline.
+    pub outlined: u64,
+    /// Source files kept as plain text because their parse timed out or
+    /// was mostly errors, by reason.
+    pub outline_fallbacks: BTreeMap<String, u64>,
 }
 
 pub struct Corpus {
@@ -143,6 +151,13 @@ CREATE TABLE IF NOT EXISTS secrets (
     line INTEGER NOT NULL,
     page INTEGER,
     kind TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS symbols (
+    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    start_line INTEGER NOT NULL,
+    end_line INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS token_counts (
     text_hash TEXT NOT NULL,
@@ -320,6 +335,11 @@ impl Corpus {
                     }
                     summary.replaced_chars += doc.replaced_chars;
                     summary.secrets.extend(doc.secrets.iter().cloned());
+                    if let Some(reason) = doc.outline_failure {
+                        *summary.outline_fallbacks.entry(reason.to_owned()).or_default() += 1;
+                    } else if !doc.symbols.is_empty() {
+                        summary.outlined += 1;
+                    }
                 }
                 WalkItem::Skip(skip) => {
                     // A file that is now skipped but was a document before
@@ -414,6 +434,7 @@ impl Corpus {
                         height: h as u32,
                     }),
                     segments: Vec::new(),
+                    symbols: Vec::new(),
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -446,6 +467,29 @@ impl Corpus {
                 _ => Anchor::Document { path },
             };
             docs[i].segments.push(Segment { anchor, text });
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT doc_id, name, kind, start_line, end_line FROM symbols ORDER BY doc_id, start_line, end_line DESC")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    Symbol {
+                        name: r.get(1)?,
+                        kind: r.get(2)?,
+                        start_line: r.get(3)?,
+                        end_line: r.get(4)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (doc_id, sym) = row.map_err(|e| self.err(e))?;
+            if let Some(&i) = index.get(&doc_id) {
+                docs[i].symbols.push(sym);
+            }
         }
         Ok(docs)
     }
@@ -601,6 +645,12 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document, rewrite: bool) -> rusql
         ],
     )?;
     let id = tx.last_insert_rowid();
+    for sym in &doc.symbols {
+        tx.execute(
+            "INSERT INTO symbols VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, sym.name, sym.kind, sym.start_line, sym.end_line],
+        )?;
+    }
     for f in &doc.secrets {
         tx.execute(
             "INSERT INTO secrets VALUES (?1, ?2, ?3, ?4)",
@@ -660,6 +710,8 @@ mod tests {
             replaced_chars: 0,
             image: None,
             secrets: Vec::new(),
+            symbols: Vec::new(),
+            outline_failure: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! Never calls an engine and never touches the corpus store.
 
 mod image;
+pub mod outline;
 mod pdf;
 mod repo;
 pub mod secrets;
@@ -95,6 +96,10 @@ pub struct Document {
     pub image: Option<ImageInfo>,
     /// Secrets found and redacted in the text (empty with `keep_secrets`).
     pub secrets: Vec<secrets::SecretFinding>,
+    /// Definitions in a source file, from its tree-sitter outline.
+    pub symbols: Vec<outline::Symbol>,
+    /// Why a source file in a supported language has no outline.
+    pub outline_failure: Option<&'static str>,
 }
 
 /// Why a file was not made into a document.

@@ -20,6 +20,7 @@ use ignore::{WalkBuilder, WalkState};
 use crate::limits::{Limits, BINARY_SNIFF_BYTES};
 
 use super::image::{self, IMAGE_EXTENSIONS};
+use super::outline::{self, OutlineFailure};
 use super::pdf;
 use super::secrets::{self, SecretFinding};
 use super::text::{code_language, decode, split_text};
@@ -368,6 +369,8 @@ fn read_file(
         replaced_chars: 0,
         image: None,
         secrets: Vec::new(),
+        symbols: Vec::new(),
+        outline_failure: None,
     };
     if is_pdf || bytes.starts_with(b"%PDF-") {
         doc.kind = DocumentKind::Pdf;
@@ -411,6 +414,13 @@ fn read_file(
     doc.language = code_language(shown);
     if doc.language.is_some() {
         doc.kind = DocumentKind::Code;
+    }
+    if let Some(language) = doc.language {
+        match outline::outline(language, &text, Duration::from_millis(limits.parse_millis)) {
+            Ok(symbols) => doc.symbols = symbols.unwrap_or_default(),
+            Err(OutlineFailure::Timeout) => doc.outline_failure = Some("timeout"),
+            Err(OutlineFailure::MostlyErrors) => doc.outline_failure = Some("mostly_errors"),
+        }
     }
     doc.segments = split_text(shown, &text);
     Ok(WalkItem::Document(doc))

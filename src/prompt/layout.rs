@@ -111,12 +111,13 @@ pub fn render_document(doc: &StoredDocument, salt: &str) -> DocumentBlock {
         }
         DocumentKind::Text | DocumentKind::Code => format!("lines={}", doc.extent()),
     };
+    let symbol_starts: std::collections::BTreeSet<u32> = doc.symbols.iter().map(|s| s.start_line).collect();
     let pieces = doc
         .segments
         .iter()
         .map(|seg| {
             let body = match &seg.anchor {
-                Anchor::Lines { start, .. } => mark_lines(&seg.text, *start),
+                Anchor::Lines { start, .. } => mark_lines(&seg.text, *start, &symbol_starts),
                 Anchor::Page { page, .. } => format!("[page {page}]\n{}", ensure_newline(&seg.text)),
                 Anchor::Document { .. } => {
                     "(an image; this engine has no vision and no text was extracted from it)\n".to_owned()
@@ -142,13 +143,14 @@ fn ensure_newline(s: &str) -> String {
     }
 }
 
-/// Prefixes `[Ln] ` to the first line and to every line whose number is
-/// 1 more than a multiple of [`LINE_MARKER_EVERY`].
-fn mark_lines(text: &str, first_line: u32) -> String {
+/// Prefixes `[Ln] ` to the first line, to every line whose number is 1
+/// more than a multiple of [`LINE_MARKER_EVERY`], and to every line where a
+/// definition starts (from the file's outline).
+fn mark_lines(text: &str, first_line: u32, symbol_starts: &std::collections::BTreeSet<u32>) -> String {
     let mut out = String::with_capacity(text.len() + text.len() / 40);
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let n = first_line + i as u32;
-        if i == 0 || (n - 1) % LINE_MARKER_EVERY == 0 {
+        if i == 0 || (n - 1) % LINE_MARKER_EVERY == 0 || symbol_starts.contains(&n) {
             let _ = write!(out, "[L{n}] ");
         }
         out.push_str(line);
@@ -203,6 +205,7 @@ mod tests {
             replaced_chars: 0,
             image: None,
             segments: split_text(path, text),
+            symbols: Vec::new(),
         }
     }
 
@@ -249,6 +252,21 @@ mod tests {
         let block = render_document(&doc("f.rs", &text, 0), "s").render();
         let marked: Vec<&str> = block.lines().filter(|l| l.starts_with("[L")).collect();
         assert_eq!(marked, vec!["[L1] l1", "[L11] l11", "[L21] l21"]);
+    }
+
+    #[test]
+    fn definitions_get_a_marker_where_they_start() {
+        let text: String = (1..=25).map(|i| format!("l{i}\n")).collect();
+        let mut d = doc("f.rs", &text, 0);
+        d.symbols = vec![crate::ingest::outline::Symbol {
+            name: "f".into(),
+            kind: "fn".into(),
+            start_line: 7,
+            end_line: 9,
+        }];
+        let block = render_document(&d, "s").render();
+        let marked: Vec<&str> = block.lines().filter(|l| l.starts_with("[L")).collect();
+        assert_eq!(marked, vec!["[L1] l1", "[L7] l7", "[L11] l11", "[L21] l21"]);
     }
 
     #[test]

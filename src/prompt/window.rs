@@ -278,6 +278,7 @@ mod tests {
             replaced_chars: 0,
             image: None,
             segments: split_text(path, &text),
+            symbols: Vec::new(),
         };
         render_document(&doc, "salt")
     }

@@ -83,6 +83,19 @@ pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
             );
         }
     }
+    if s.outlined > 0 || !s.outline_fallbacks.is_empty() {
+        let fallbacks: Vec<String> = s.outline_fallbacks.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let _ = writeln!(
+            out,
+            "outlines: {} source files read this run{}",
+            s.outlined,
+            if fallbacks.is_empty() {
+                String::new()
+            } else {
+                format!("; kept as plain text: {}", fallbacks.join(", "))
+            }
+        );
+    }
     if s.skipped.is_empty() {
         let _ = writeln!(out, "skipped: none");
     } else {
@@ -112,6 +125,9 @@ fn mark(status: CitationStatus) -> &'static str {
 
 fn citation_line(c: &Citation) -> String {
     let mut line = format!("  [{}] {}", mark(c.status), c.anchor);
+    if let Some(sym) = &c.symbol {
+        let _ = write!(line, " ({sym})");
+    }
     if let Some(w) = &c.written {
         let _ = write!(line, " (written as {w})");
     }

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::anchor::{find_citations, Anchor};
 use crate::corpus::StoredDocument;
+use crate::ingest::outline::enclosing;
 use crate::ingest::DocumentKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,6 +59,9 @@ pub struct Citation {
     /// What the model wrote, when it differs from `anchor`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub written: Option<String>,
+    /// The definition that encloses the cited lines, e.g. `fn load`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
 }
 
 /// Longest quote kept with a citation.
@@ -90,6 +94,16 @@ impl<'a> CorpusIndex<'a> {
             (Some(d), None) => Some(d),
             _ => None,
         }
+    }
+
+    /// The innermost definition enclosing a valid line anchor.
+    #[must_use]
+    pub fn symbol(&self, anchor: &Anchor) -> Option<String> {
+        let Anchor::Lines { path, start, .. } = anchor else {
+            return None;
+        };
+        let doc = self.by_path.get(path.as_str())?;
+        enclosing(&doc.symbols, *start).map(|s| format!("{} {}", s.kind, s.name))
     }
 
     /// Resolves one anchor: its status and, when valid, the cited text.
@@ -161,12 +175,16 @@ pub fn resolve_written(answer: &str, index: &CorpusIndex<'_>) -> Vec<Citation> {
             let (anchor, status, quote) = index.resolve(&w.anchor);
             let resolved = anchor.to_string();
             let written = (w.anchor.to_string() != resolved).then(|| w.anchor.to_string());
+            let symbol = (status == CitationStatus::Valid)
+                .then(|| index.symbol(&anchor))
+                .flatten();
             Citation {
                 anchor: resolved,
                 status,
                 quote,
                 source: CitationSource::Model,
                 written,
+                symbol,
             }
         })
         .collect()
@@ -341,8 +359,9 @@ pub fn attribute(answer: &str, question: &str, index: &CorpusIndex<'_>, already:
             break;
         }
         let (anchor, line, _) = &units[i];
-        let (anchor, status, _) = index.resolve(anchor);
-        let anchor = anchor.to_string();
+        let (resolved, status, _) = index.resolve(anchor);
+        let symbol = index.symbol(&resolved);
+        let anchor = resolved.to_string();
         if cited.iter().any(|c| covers(c, &anchor)) || out.iter().any(|c| c.anchor == anchor) {
             continue;
         }
@@ -353,6 +372,7 @@ pub fn attribute(answer: &str, question: &str, index: &CorpusIndex<'_>, already:
             quote,
             source: CitationSource::Attribution,
             written: None,
+            symbol,
         });
     }
     out
@@ -389,6 +409,7 @@ mod tests {
             replaced_chars: 0,
             image: None,
             segments: split_text(path, text),
+            symbols: Vec::new(),
         }
     }
 
@@ -433,6 +454,22 @@ mod tests {
             Some("config.rs:2-3"),
             "suffix paths are completed"
         );
+    }
+
+    #[test]
+    fn citations_name_their_enclosing_definition() {
+        let mut d = doc(
+            "src/app.rs",
+            "mod m {\n    fn load() {\n        let key = 7;\n    }\n}\n",
+        );
+        d.symbols = crate::ingest::outline::outline("rust", &d.segments[0].text, std::time::Duration::from_secs(5))
+            .unwrap()
+            .unwrap();
+        let docs = vec![d];
+        let index = CorpusIndex::new(&docs);
+        let cites = resolve_written("see src/app.rs:3 and src/app.rs:1", &index);
+        assert_eq!(cites[0].symbol.as_deref(), Some("fn load"));
+        assert_eq!(cites[1].symbol.as_deref(), Some("mod m"));
     }
 
     #[test]
