@@ -26,6 +26,8 @@ fn summary_counts_every_file_and_every_skip() {
     assert_eq!(s["skipped"], serde_json::json!({"binary": 1, "empty": 1}));
     assert_eq!(s["replaced_chars"], 2, "latin1.txt has two invalid UTF-8 bytes");
     assert_eq!(s["errors"], 0);
+    // diagram.png is 4 x 3 px: one tile, 147 tokens.
+    assert_eq!(s["llama4_image_tokens"], 147);
     assert_eq!(s["tokens"], serde_json::Value::Null, "--no-tokens counts nothing");
     let skipped: Vec<&str> = s["skips"]
         .as_array()

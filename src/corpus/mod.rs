@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use crate::anchor::Anchor;
+use crate::ingest::image::llama4_tiling;
 use crate::ingest::outline::Symbol;
 use crate::ingest::secrets::SecretFinding;
 #[cfg(test)]
@@ -101,6 +102,9 @@ pub struct IngestSummary {
     pub secrets: Vec<SecretFinding>,
     /// Secrets redacted in the whole corpus.
     pub secrets_in_corpus: u64,
+    /// Prompt tokens the corpus's images would take as Llama 4 vision
+    /// tiles (336 px tiles, up to 16 plus a global tile).
+    pub llama4_image_tokens: u64,
     /// Source files read this run that got an outline.
     pub outlined: u64,
     /// Source files kept as plain text because their parse timed out or
@@ -370,6 +374,7 @@ impl Corpus {
         summary.segments = totals.1;
         summary.bytes = totals.2;
         summary.by_kind = self.count_by_kind()?;
+        summary.llama4_image_tokens = self.llama4_image_tokens()?;
         summary.secrets_in_corpus = self
             .conn
             .query_row("SELECT count(*) FROM secrets", [], |r| r.get::<_, i64>(0))
@@ -513,6 +518,23 @@ impl Corpus {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Llama 4 vision tokens for every image in the corpus.
+    pub fn llama4_image_tokens(&self) -> Result<u64, CorpusError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT width, height FROM documents WHERE width IS NOT NULL AND height IS NOT NULL")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut total = 0u64;
+        for row in rows {
+            let (w, h) = row.map_err(|e| self.err(e))?;
+            total += u64::from(llama4_tiling(w, h).tokens);
+        }
+        Ok(total)
     }
 
     /// Whether the stored text keeps secrets (`true`) or has them redacted;

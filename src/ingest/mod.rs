@@ -7,7 +7,7 @@
 //!
 //! Never calls an engine and never touches the corpus store.
 
-mod image;
+pub mod image;
 pub mod outline;
 mod pdf;
 mod repo;

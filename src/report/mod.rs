@@ -54,6 +54,13 @@ pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
         "this run: {} added, {} changed, {} re-read unchanged, {} not re-read (same size and time), {} removed",
         s.added, s.changed, s.unchanged, s.reused, s.removed
     );
+    if s.llama4_image_tokens > 0 {
+        let _ = writeln!(
+            out,
+            "images: {} prompt tokens as Llama 4 vision tiles (not sent to engines without vision)",
+            thousands(s.llama4_image_tokens)
+        );
+    }
     if s.replaced_chars > 0 {
         let _ = writeln!(
             out,
