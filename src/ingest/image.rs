@@ -68,16 +68,16 @@ pub fn llama4_tiling(width: u32, height: u32) -> Llama4Tiling {
         .min_by_key(|g| g.0 * g.1)
         .copied()
         .expect("the chosen scale comes from a grid");
-    let tiles = rows * cols;
-    let tiled = if tiles > 1 {
-        tiles * LLAMA4_TOKENS_PER_TILE + rows * (cols - 1) + rows
+    let n_tiles = rows * cols;
+    let tile_tokens = if n_tiles > 1 {
+        n_tiles * LLAMA4_TOKENS_PER_TILE + rows * (cols - 1) + rows
     } else {
         0
     };
     Llama4Tiling {
         rows,
         cols,
-        tokens: 1 + tiled + 1 + LLAMA4_TOKENS_PER_TILE + 1,
+        tokens: 1 + tile_tokens + 1 + LLAMA4_TOKENS_PER_TILE + 1,
     }
 }
 
