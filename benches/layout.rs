@@ -29,6 +29,7 @@ fn corpus() -> Vec<StoredDocument> {
                 image: None,
                 segments: split_text(&path, &text),
                 symbols: Vec::new(),
+                title: None,
             }
         })
         .collect()

@@ -2,9 +2,12 @@
 """Write a small text PDF (standard Helvetica font, one page per input file
 section) with no dependencies. Used to make the example and test PDFs:
 
-    scripts/make-text-pdf.py OUT.pdf "Page one line 1|line 2" "Page two ..."
+    scripts/make-text-pdf.py [--outline "Title=PAGE,..."] [--encrypt] OUT.pdf "Page one line 1|line 2" "Page two ..."
 
-Each argument is one page; '|' separates lines.
+Each argument is one page; '|' separates lines. --outline adds bookmarks
+(top level, pages counted from 1). --encrypt adds a standard security
+handler whose user password is not empty, so readers need a password
+(the content itself is left as is: enough to test that it is refused).
 """
 import sys
 
@@ -14,7 +17,15 @@ def escape(s):
 
 
 def main():
-    out, pages = sys.argv[1], sys.argv[2:]
+    args = sys.argv[1:]
+    outline, encrypt = [], False
+    while args and args[0].startswith("--"):
+        flag = args.pop(0)
+        if flag == "--outline":
+            outline = [(t, int(p)) for t, p in (item.rsplit("=", 1) for item in args.pop(0).split(","))]
+        elif flag == "--encrypt":
+            encrypt = True
+    out, pages = args[0], args[1:]
     objects = []  # body of object i+1
 
     def add(body):
@@ -37,7 +48,27 @@ def main():
             b"/Resources << /Font << /F1 %d 0 R >> >> >>" % (pages_id, content, font)))
     kids = b" ".join(b"%d 0 R" % p for p in page_ids)
     assert add(b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, len(page_ids))) == pages_id
-    catalog = add(b"<< /Type /Catalog /Pages %d 0 R >>" % pages_id)
+    outlines_ref = b""
+    if outline:
+        first = len(objects) + 2
+        outlines_id = len(objects) + 1
+        ids = list(range(first, first + len(outline)))
+        add(b"<< /Type /Outlines /First %d 0 R /Last %d 0 R /Count %d >>" % (ids[0], ids[-1], len(ids)))
+        for k, (title, page) in enumerate(outline):
+            links = b""
+            if k > 0:
+                links += b" /Prev %d 0 R" % ids[k - 1]
+            if k < len(ids) - 1:
+                links += b" /Next %d 0 R" % ids[k + 1]
+            add(b"<< /Title (%s) /Parent %d 0 R /Dest [%d 0 R /Fit]%s >>"
+                % (escape(title).encode("latin-1"), outlines_id, page_ids[page - 1], links))
+        outlines_ref = b" /Outlines %d 0 R" % outlines_id
+    catalog = add(b"<< /Type /Catalog /Pages %d 0 R%s >>" % (pages_id, outlines_ref))
+    encrypt_ref = b""
+    if encrypt:
+        enc = add(b"<< /Filter /Standard /V 1 /R 2 /Length 40 /P -44 "
+                  b"/O <" + b"7a" * 32 + b"> /U <" + b"3c" * 32 + b"> >>")
+        encrypt_ref = b" /Encrypt %d 0 R /ID [<00112233445566778899aabbccddeeff> <00112233445566778899aabbccddeeff>]" % enc
     info = add(b"<< /Title (scout example) /Producer (scripts/make-text-pdf.py) >>")
 
     data = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
@@ -49,8 +80,8 @@ def main():
     data += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     for off in offsets:
         data += b"%010d 00000 n \n" % off
-    data += b"trailer\n<< /Size %d /Root %d 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1, catalog, info, xref)
+    data += b"trailer\n<< /Size %d /Root %d 0 R /Info %d 0 R%s >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1, catalog, info, encrypt_ref, xref)
     with open(out, "wb") as f:
         f.write(data)
 

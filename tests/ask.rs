@@ -203,3 +203,23 @@ fn asks_a_corpus_made_by_ingest() {
     assert_eq!(r["corpus"].as_str().unwrap(), corpus.to_str().unwrap());
     assert!(r["answer"].as_str().unwrap().contains("amber-falcon-7731"));
 }
+
+#[test]
+fn a_page_citation_names_its_bookmarked_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ask(
+        dir.path(),
+        &data("pdfs/bookmarked.pdf"),
+        "How many days overdue was the key rotation?",
+        &[],
+    );
+    let r = json(&out);
+    let cite = r["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["anchor"].as_str().unwrap().ends_with("bookmarked.pdf#page=2"))
+        .unwrap_or_else(|| panic!("no citation of page 2: {r:#}"));
+    assert_eq!(cite["symbol"], "section Findings", "{cite}");
+    assert_eq!(cite["status"], "valid");
+}

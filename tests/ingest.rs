@@ -234,3 +234,33 @@ fn secrets_are_redacted_listed_and_kept_out_of_the_corpus() {
     assert!(kept["secrets"].as_array().unwrap().is_empty());
     assert!(stored("settings.py").contains("AKIAQ3EGRL7WF2XSJN4D"));
 }
+
+#[test]
+fn pdf_bookmarks_become_sections_and_encrypted_pdfs_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.db");
+    let out = scout(dir.path())
+        .args(["ingest", "--no-tokens", "--json", "--corpus"])
+        .arg(&corpus)
+        .arg(data("pdfs"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "the encrypted PDF is an error");
+    let s = json(&out);
+    assert_eq!(s["skipped"]["pdf_encrypted"], 1);
+    let skip = &s["skips"][0];
+    assert!(skip["detail"].as_str().unwrap().contains("needs a password"), "{skip}");
+    let c = scout::corpus::Corpus::open(&corpus).unwrap();
+    let docs = c.documents().unwrap();
+    let pdf = &docs[0];
+    assert_eq!(pdf.title.as_deref(), Some("scout example"));
+    let sections: Vec<(&str, u32, u32)> = pdf
+        .symbols
+        .iter()
+        .map(|s| (s.name.as_str(), s.start_line, s.end_line))
+        .collect();
+    assert_eq!(
+        sections,
+        vec![("Introduction", 1, 1), ("Findings", 2, 2), ("Appendix", 3, 3)]
+    );
+}

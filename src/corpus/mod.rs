@@ -55,8 +55,11 @@ pub struct StoredDocument {
     pub replaced_chars: u64,
     pub image: Option<ImageInfo>,
     pub segments: Vec<Segment>,
-    /// Definitions, from the tree-sitter outline (source files only).
+    /// Definitions, from the tree-sitter outline (source files), or a
+    /// PDF's bookmarks with pages in place of lines.
     pub symbols: Vec<Symbol>,
+    /// A PDF's title from its metadata.
+    pub title: Option<String>,
 }
 
 impl StoredDocument {
@@ -139,7 +142,8 @@ CREATE TABLE IF NOT EXISTS documents (
     mtime_ns INTEGER NOT NULL,
     replaced_chars INTEGER NOT NULL,
     width INTEGER,
-    height INTEGER
+    height INTEGER,
+    title TEXT
 );
 CREATE TABLE IF NOT EXISTS segments (
     doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
@@ -416,7 +420,7 @@ impl Corpus {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, path, kind, language, content_hash, bytes, modified, replaced_chars, width, height
+                "SELECT id, path, kind, language, content_hash, bytes, modified, replaced_chars, width, height, title
                  FROM documents ORDER BY path",
             )
             .map_err(|e| self.err(e))?;
@@ -440,6 +444,7 @@ impl Corpus {
                     }),
                     segments: Vec::new(),
                     symbols: Vec::new(),
+                    title: r.get(10)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -651,8 +656,8 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document, rewrite: bool) -> rusql
         None => Upsert::Added,
     };
     tx.execute(
-        "INSERT INTO documents (path, kind, language, content_hash, bytes, modified, mtime_ns, replaced_chars, width, height)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO documents (path, kind, language, content_hash, bytes, modified, mtime_ns, replaced_chars, width, height, title)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             doc.path,
             doc.kind.as_str(),
@@ -664,6 +669,7 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document, rewrite: bool) -> rusql
             doc.replaced_chars as i64,
             doc.image.map(|i| i.width),
             doc.image.map(|i| i.height),
+            doc.title,
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -734,6 +740,7 @@ mod tests {
             secrets: Vec::new(),
             symbols: Vec::new(),
             outline_failure: None,
+            title: None,
         }
     }
 

@@ -96,8 +96,11 @@ pub struct Document {
     pub image: Option<ImageInfo>,
     /// Secrets found and redacted in the text (empty with `keep_secrets`).
     pub secrets: Vec<secrets::SecretFinding>,
-    /// Definitions in a source file, from its tree-sitter outline.
+    /// Definitions in a source file, from its tree-sitter outline; for a
+    /// PDF, its bookmarks, with pages in place of lines.
     pub symbols: Vec<outline::Symbol>,
+    /// A PDF's title from its metadata.
+    pub title: Option<String>,
     /// Why a source file in a supported language has no outline.
     pub outline_failure: Option<&'static str>,
 }
@@ -124,6 +127,8 @@ pub enum SkipReason {
     PdfPanic,
     /// The PDF parser ran past its time limit.
     PdfTimeout,
+    /// The PDF is encrypted with a password scout does not have.
+    PdfEncrypted,
     /// An image whose header could not be read.
     ImageError,
     /// A symbolic link that leads back to a folder above it (with
@@ -143,6 +148,7 @@ impl SkipReason {
                 | SkipReason::PdfError
                 | SkipReason::PdfPanic
                 | SkipReason::PdfTimeout
+                | SkipReason::PdfEncrypted
                 | SkipReason::ImageError
                 | SkipReason::Changing
         )
@@ -160,6 +166,7 @@ impl SkipReason {
             SkipReason::PdfError => "pdf_error",
             SkipReason::PdfPanic => "pdf_panic",
             SkipReason::PdfTimeout => "pdf_timeout",
+            SkipReason::PdfEncrypted => "pdf_encrypted",
             SkipReason::ImageError => "image_error",
             SkipReason::SymlinkLoop => "symlink_loop",
             SkipReason::Changing => "changing",

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::anchor::Anchor;
 
+use super::outline::Symbol;
 use super::{Segment, SkipReason};
 
 /// Why a PDF gave no pages.
@@ -23,13 +24,65 @@ pub struct PdfFailure {
     pub detail: String,
 }
 
-/// Text of each page of the PDF in `bytes`, as one segment per page. Pages
-/// with no text still get a segment (saying so), so page numbers in the
-/// prompt match the document.
-pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result<Vec<Segment>, PdfFailure> {
+/// What a PDF holds: one segment per page, its bookmarks as sections,
+/// its title.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PdfContent {
+    pub pages: Vec<Segment>,
+    /// Bookmarks as symbols whose "lines" are pages: each section runs from
+    /// its page to the page before the next section at its level or above.
+    pub sections: Vec<Symbol>,
+    pub title: Option<String>,
+}
+
+/// Structure from lopdf: (encrypted, bookmarks as (level, title, page),
+/// title).
+type Structure = (bool, Vec<(usize, String, u32)>, Option<String>);
+
+fn structure(bytes: &[u8]) -> Option<Structure> {
+    let doc = lopdf::Document::load_mem(bytes).ok()?;
+    let toc = doc
+        .get_toc()
+        .map(|t| {
+            t.toc
+                .into_iter()
+                .map(|e| (e.level, e.title.trim().to_owned(), e.page as u32))
+                .collect()
+        })
+        .unwrap_or_default();
+    let title = doc
+        .trailer
+        .get(b"Info")
+        .ok()
+        .and_then(|o| o.as_reference().ok())
+        .and_then(|id| doc.get_dictionary(id).ok())
+        .and_then(|info| info.get(b"Title").ok())
+        .and_then(|t| t.as_str().ok())
+        .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+        .filter(|t| !t.is_empty());
+    Some((doc.is_encrypted(), toc, title))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// Text of each page of the PDF in `bytes`, one segment per page, with its
+/// bookmarks and title. Pages with no text still get a segment (saying so),
+/// so page numbers in the prompt match the document.
+pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result<PdfContent, PdfFailure> {
     let (tx, rx) = mpsc::channel();
     let spawned = thread::Builder::new().name("pdf-extract".into()).spawn(move || {
-        let outcome = catch_unwind(AssertUnwindSafe(|| pdf_extract::extract_text_from_mem_by_pages(&bytes)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            // Structure is best effort: a PDF whose outline lopdf cannot
+            // read still gets its text.
+            let structure = catch_unwind(AssertUnwindSafe(|| structure(&bytes))).ok().flatten();
+            (pdf_extract::extract_text_from_mem_by_pages(&bytes), structure)
+        }));
         // The receiver may have given up (timeout); nothing to do then.
         let _ = tx.send(outcome);
     });
@@ -39,23 +92,26 @@ pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result
             detail: format!("could not start parser thread: {e}"),
         });
     }
-    let pages = match rx.recv_timeout(time_limit) {
-        Ok(Ok(Ok(pages))) => pages,
-        Ok(Ok(Err(e))) => {
-            return Err(PdfFailure {
-                reason: SkipReason::PdfError,
-                detail: e.to_string(),
-            })
+    let (pages, (encrypted, toc, title)) = match rx.recv_timeout(time_limit) {
+        Ok(Ok((Ok(pages), structure))) => (pages, structure.unwrap_or_default()),
+        Ok(Ok((Err(e), structure))) => {
+            let encrypted = structure.is_some_and(|s| s.0);
+            return Err(if encrypted {
+                PdfFailure {
+                    reason: SkipReason::PdfEncrypted,
+                    detail: format!("encrypted PDF that needs a password; scout does not decrypt it ({e})"),
+                }
+            } else {
+                PdfFailure {
+                    reason: SkipReason::PdfError,
+                    detail: e.to_string(),
+                }
+            });
         }
         Ok(Err(panic)) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_owned());
             return Err(PdfFailure {
                 reason: SkipReason::PdfPanic,
-                detail: format!("parser panicked: {msg}"),
+                detail: format!("parser panicked: {}", panic_message(panic.as_ref())),
             });
         }
         Err(_) => {
@@ -65,7 +121,9 @@ pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result
             })
         }
     };
-    Ok(pages
+    let _ = encrypted; // opened with the empty password: readable, so read
+    let n_pages = pages.len() as u32;
+    let pages: Vec<Segment> = pages
         .into_iter()
         .enumerate()
         .map(|(i, text)| {
@@ -82,7 +140,34 @@ pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result
                 },
             }
         })
-        .collect())
+        .collect();
+    Ok(PdfContent {
+        pages,
+        sections: sections(&toc, n_pages),
+        title,
+    })
+}
+
+/// Bookmarks as page ranges: a section ends before the next bookmark at its
+/// level or above, or at the last page. Bookmarks pointing outside the
+/// document are dropped from the outline (the text is all still there).
+fn sections(toc: &[(usize, String, u32)], pages: u32) -> Vec<Symbol> {
+    toc.iter()
+        .enumerate()
+        .filter(|(_, (_, title, page))| (1..=pages).contains(page) && !title.is_empty())
+        .map(|(i, (level, title, page))| {
+            let end = toc[i + 1..]
+                .iter()
+                .find(|(l, _, p)| l <= level && (1..=pages).contains(p))
+                .map_or(pages, |(_, _, p)| p.saturating_sub(1).max(*page));
+            Symbol {
+                name: title.clone(),
+                kind: "section".into(),
+                start_line: *page,
+                end_line: end,
+            }
+        })
+        .collect()
 }
 
 /// pdf-extract leaves runs of blank lines and trailing spaces from the page
@@ -125,6 +210,37 @@ mod tests {
             matches!(err.reason, SkipReason::PdfError | SkipReason::PdfPanic),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn bookmarks_become_page_ranges() {
+        let toc = vec![
+            (1, "Intro".to_owned(), 1),
+            (2, "Scope".to_owned(), 2),
+            (1, "Methods".to_owned(), 4),
+            (1, "Broken".to_owned(), 99),
+        ];
+        let got: Vec<(String, u32, u32)> = sections(&toc, 6)
+            .into_iter()
+            .map(|s| (s.name, s.start_line, s.end_line))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("Intro".into(), 1, 3), ("Scope".into(), 2, 3), ("Methods".into(), 4, 6)]
+        );
+    }
+
+    #[test]
+    fn a_real_pdf_gives_pages_and_title() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/demo/docs/operations-handbook.pdf"
+        ))
+        .unwrap();
+        let c = extract_pages("h.pdf", bytes, Duration::from_secs(10)).unwrap();
+        assert_eq!(c.pages.len(), 2);
+        assert_eq!(c.title.as_deref(), Some("scout example"));
+        assert!(c.pages[1].text.contains("Priya Raman"));
     }
 
     #[test]

@@ -371,11 +371,15 @@ fn read_file(
         secrets: Vec::new(),
         symbols: Vec::new(),
         outline_failure: None,
+        title: None,
     };
     if is_pdf || bytes.starts_with(b"%PDF-") {
         doc.kind = DocumentKind::Pdf;
-        doc.segments = pdf::extract_pages(shown, bytes, Duration::from_secs(limits.pdf_extract_seconds))
+        let content = pdf::extract_pages(shown, bytes, Duration::from_secs(limits.pdf_extract_seconds))
             .map_err(|f| (f.reason, f.detail))?;
+        doc.segments = content.pages;
+        doc.symbols = content.sections;
+        doc.title = content.title;
         if !opts.keep_secrets {
             for seg in &mut doc.segments {
                 let (clean, found) = secrets::redact(shown, &seg.text);

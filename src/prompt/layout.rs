@@ -103,6 +103,9 @@ pub fn render_document(doc: &StoredDocument, salt: &str) -> DocumentBlock {
     if let Some(lang) = &doc.language {
         let _ = write!(attributes, " lang={lang}");
     }
+    if let Some(title) = &doc.title {
+        let _ = write!(attributes, " title=\"{}\"", escape_attr(title, salt));
+    }
     let extent = match doc.kind {
         DocumentKind::Pdf => format!("pages={}", doc.extent()),
         DocumentKind::Image => {
@@ -206,6 +209,7 @@ mod tests {
             image: None,
             segments: split_text(path, text),
             symbols: Vec::new(),
+            title: None,
         }
     }
 

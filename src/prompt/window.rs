@@ -279,6 +279,7 @@ mod tests {
             image: None,
             segments: split_text(path, &text),
             symbols: Vec::new(),
+            title: None,
         };
         render_document(&doc, "salt")
     }

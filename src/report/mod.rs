@@ -94,7 +94,7 @@ pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
         let fallbacks: Vec<String> = s.outline_fallbacks.iter().map(|(k, n)| format!("{n} {k}")).collect();
         let _ = writeln!(
             out,
-            "outlines: {} source files read this run{}",
+            "outlines: {} files read this run (definitions in source code, bookmarks in PDFs){}",
             s.outlined,
             if fallbacks.is_empty() {
                 String::new()

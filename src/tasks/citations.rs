@@ -96,14 +96,17 @@ impl<'a> CorpusIndex<'a> {
         }
     }
 
-    /// The innermost definition enclosing a valid line anchor.
+    /// The innermost definition enclosing a line anchor, or the innermost
+    /// bookmarked section holding a page.
     #[must_use]
     pub fn symbol(&self, anchor: &Anchor) -> Option<String> {
-        let Anchor::Lines { path, start, .. } = anchor else {
-            return None;
+        let (path, at) = match anchor {
+            Anchor::Lines { path, start, .. } => (path, *start),
+            Anchor::Page { path, page } => (path, *page),
+            Anchor::Document { .. } => return None,
         };
         let doc = self.by_path.get(path.as_str())?;
-        enclosing(&doc.symbols, *start).map(|s| format!("{} {}", s.kind, s.name))
+        enclosing(&doc.symbols, at).map(|s| format!("{} {}", s.kind, s.name))
     }
 
     /// Resolves one anchor: its status and, when valid, the cited text.
@@ -410,6 +413,7 @@ mod tests {
             image: None,
             segments: split_text(path, text),
             symbols: Vec::new(),
+            title: None,
         }
     }
 
