@@ -16,16 +16,38 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Anchor {
-    Lines { path: String, start: u32, end: u32 },
-    Page { path: String, page: u32 },
-    Document { path: String },
+    Lines {
+        path: String,
+        start: u32,
+        end: u32,
+    },
+    Page {
+        path: String,
+        page: u32,
+    },
+    /// A region of a page (OCR words, lines, blocks), in pixels of the
+    /// page image: left, top, width, height.
+    Region {
+        path: String,
+        page: u32,
+        x: u32,
+        y: u32,
+        w: u32,
+        h: u32,
+    },
+    Document {
+        path: String,
+    },
 }
 
 impl Anchor {
     #[must_use]
     pub fn path(&self) -> &str {
         match self {
-            Anchor::Lines { path, .. } | Anchor::Page { path, .. } | Anchor::Document { path } => path,
+            Anchor::Lines { path, .. }
+            | Anchor::Page { path, .. }
+            | Anchor::Region { path, .. }
+            | Anchor::Document { path } => path,
         }
     }
 
@@ -37,6 +59,7 @@ impl Anchor {
         match *self {
             Anchor::Lines { start, end, .. } => Anchor::Lines { path, start, end },
             Anchor::Page { page, .. } => Anchor::Page { path, page },
+            Anchor::Region { page, x, y, w, h, .. } => Anchor::Region { path, page, x, y, w, h },
             Anchor::Document { .. } => Anchor::Document { path },
         }
     }
@@ -48,6 +71,7 @@ impl fmt::Display for Anchor {
             Anchor::Lines { path, start, end } if start == end => write!(f, "{path}:{start}"),
             Anchor::Lines { path, start, end } => write!(f, "{path}:{start}-{end}"),
             Anchor::Page { path, page } => write!(f, "{path}#page={page}"),
+            Anchor::Region { path, page, x, y, w, h } => write!(f, "{path}#page={page}&bbox={x},{y},{w},{h}"),
             Anchor::Document { path } => write!(f, "{path}"),
         }
     }
@@ -62,7 +86,7 @@ static CITATION: LazyLock<Regex> = LazyLock::new(|| {
         r"(?x)
         (?P<path>{PATH_CHARS}\.[A-Za-z0-9_]+|{PATH_CHARS}/[A-Za-z0-9_.-]+)
         (?:
-            \#page=(?P<page>\d+)
+            \#page=(?P<page>\d+)(?:&bbox=(?P<x>\d+),(?P<y>\d+),(?P<w>\d+),(?P<h>\d+))?
           | (?::|\#)L?(?P<start>\d+)(?:\s*[-–]\s*L?(?P<end>\d+))?
         )?"
     ))
@@ -181,7 +205,11 @@ pub fn find_citations(text: &str) -> Vec<WrittenCitation> {
         }
         let path = path.trim_start_matches("./").to_owned();
         let number = |name: &str| caps.name(name).and_then(|m| m.as_str().parse::<u32>().ok());
-        let anchor = if let Some(page) = number("page") {
+        let anchor = if let (Some(page), Some(x), Some(y), Some(w), Some(h)) =
+            (number("page"), number("x"), number("y"), number("w"), number("h"))
+        {
+            Anchor::Region { path, page, x, y, w, h }
+        } else if let Some(page) = number("page") {
             Anchor::Page { path, page }
         } else if let Some(start) = number("start") {
             let end = number("end").unwrap_or(start);
@@ -269,6 +297,14 @@ mod tests {
             Anchor::Page {
                 path: "p.pdf".into(),
                 page: 7,
+            },
+            Anchor::Region {
+                path: "scan.png".into(),
+                page: 1,
+                x: 10,
+                y: 20,
+                w: 300,
+                h: 40,
             },
             Anchor::Document {
                 path: "img/scan.png".into(),

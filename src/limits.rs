@@ -12,6 +12,10 @@ pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// seconds. Past this the file is kept as plain text, without an outline.
 pub const PARSE_MILLIS: u64 = 2000;
 
+/// tesseract takes about a second for a page at 150 dpi here; a minute
+/// means something is wrong with the image.
+pub const OCR_SECONDS: u64 = 60;
+
 /// PDFs are often larger than source files (embedded fonts and scans), so
 /// they get their own cap.
 pub const MAX_PDF_BYTES: u64 = 64 * 1024 * 1024;
@@ -47,6 +51,7 @@ pub struct Limits {
     pub max_corpus_bytes: u64,
     pub pdf_extract_seconds: u64,
     pub parse_millis: u64,
+    pub ocr_seconds: u64,
 }
 
 impl Default for Limits {
@@ -57,6 +62,7 @@ impl Default for Limits {
             max_corpus_bytes: MAX_CORPUS_BYTES,
             pdf_extract_seconds: PDF_EXTRACT_SECONDS,
             parse_millis: PARSE_MILLIS,
+            ocr_seconds: OCR_SECONDS,
         }
     }
 }

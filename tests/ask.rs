@@ -223,3 +223,23 @@ fn a_page_citation_names_its_bookmarked_section() {
     assert_eq!(cite["symbol"], "section Findings", "{cite}");
     assert_eq!(cite["status"], "valid");
 }
+
+/// A scanned page (an image rendered from a PDF): OCR reads it, and the
+/// answer is cited as a region of the page.
+#[test]
+fn answers_from_a_scanned_page_with_a_region_citation() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ask(dir.path(), &data("scans"), "Who is the service owner?", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r = json(&out);
+    assert!(r["answer"].as_str().unwrap().contains("Priya Raman"), "{r:#}");
+    let cite = r["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["quote"].as_str().is_some_and(|q| q.contains("Priya Raman")))
+        .unwrap_or_else(|| panic!("{r:#}"));
+    assert_eq!(cite["status"], "valid");
+    let anchor = cite["anchor"].as_str().unwrap();
+    assert!(anchor.contains("handbook-page2.png#page=1&bbox="), "{anchor}");
+}

@@ -264,3 +264,22 @@ fn pdf_bookmarks_become_sections_and_encrypted_pdfs_a_clear_error() {
         vec![("Introduction", 1, 1), ("Findings", 2, 2), ("Appendix", 3, 3)]
     );
 }
+
+#[test]
+fn without_tesseract_images_are_kept_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.db");
+    let empty_path = dir.path().join("bin");
+    std::fs::create_dir(&empty_path).unwrap();
+    let out = scout(dir.path())
+        .args(["ingest", "--no-tokens", "--json", "--corpus"])
+        .arg(&corpus)
+        .arg(data("scans"))
+        .env("PATH", &empty_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = json(&out);
+    assert_eq!(s["documents"], 1);
+    assert_eq!(s["ocr"]["ocr_unavailable"], 1);
+}

@@ -86,6 +86,12 @@ struct WalkArgs {
     /// Skip files larger than this many bytes (PDFs have their own, larger limit).
     #[arg(long, value_name = "BYTES", default_value_t = crate::limits::MAX_FILE_BYTES)]
     max_file_size: u64,
+    /// Languages for OCR of images, as tesseract names them (`eng`, `eng+deu`).
+    #[arg(long, value_name = "LANGS", default_value = "eng")]
+    ocr_lang: String,
+    /// Do not OCR images (they are then recorded without text).
+    #[arg(long)]
+    no_ocr: bool,
     /// Keep likely secrets (keys, tokens, passwords) as they are. By default they are
     /// redacted before the text is stored, and each is listed in the summary.
     #[arg(long)]
@@ -104,6 +110,7 @@ impl WalkArgs {
             include: self.include.clone(),
             exclude_globs: self.exclude.clone(),
             keep_secrets: self.keep_secrets,
+            ocr_lang: (!self.no_ocr).then(|| self.ocr_lang.clone()),
             limits: Limits {
                 max_file_bytes: self.max_file_size,
                 pdf_extract_seconds: self.pdf_timeout,

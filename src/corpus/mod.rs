@@ -108,6 +108,10 @@ pub struct IngestSummary {
     /// Prompt tokens the corpus's images would take as Llama 4 vision
     /// tiles (336 px tiles, up to 16 plus a global tile).
     pub llama4_image_tokens: u64,
+    /// Images read this run, by OCR outcome: `ok`, `no_text`, or the
+    /// reason it gave none (`ocr_unavailable`, `ocr_timeout`, `ocr_failed`,
+    /// `ocr_off`).
+    pub ocr: BTreeMap<String, u64>,
     /// Source files read this run that got an outline.
     pub outlined: u64,
     /// Source files kept as plain text because their parse timed out or
@@ -151,6 +155,10 @@ CREATE TABLE IF NOT EXISTS segments (
     line_start INTEGER,
     line_end INTEGER,
     page INTEGER,
+    x INTEGER,
+    y INTEGER,
+    w INTEGER,
+    h INTEGER,
     text TEXT NOT NULL,
     PRIMARY KEY (doc_id, ord)
 );
@@ -166,6 +174,16 @@ CREATE TABLE IF NOT EXISTS symbols (
     kind TEXT NOT NULL,
     start_line INTEGER NOT NULL,
     end_line INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ocr_lines (
+    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    page INTEGER NOT NULL,
+    x INTEGER NOT NULL,
+    y INTEGER NOT NULL,
+    w INTEGER NOT NULL,
+    h INTEGER NOT NULL,
+    confidence REAL NOT NULL,
+    text TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS token_counts (
     text_hash TEXT NOT NULL,
@@ -343,6 +361,9 @@ impl Corpus {
                     }
                     summary.replaced_chars += doc.replaced_chars;
                     summary.secrets.extend(doc.secrets.iter().cloned());
+                    if let Some(status) = doc.ocr_status {
+                        *summary.ocr.entry(status.to_owned()).or_default() += 1;
+                    }
                     if let Some(reason) = doc.outline_failure {
                         *summary.outline_fallbacks.entry(reason.to_owned()).or_default() += 1;
                     } else if !doc.symbols.is_empty() {
@@ -454,26 +475,34 @@ impl Corpus {
         let index: BTreeMap<i64, usize> = docs.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
         let mut stmt = self
             .conn
-            .prepare("SELECT doc_id, line_start, line_end, page, text FROM segments ORDER BY doc_id, ord")
+            .prepare("SELECT doc_id, line_start, line_end, page, x, y, w, h, text FROM segments ORDER BY doc_id, ord")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
+                let bbox = (
+                    r.get::<_, Option<u32>>(4)?,
+                    r.get::<_, Option<u32>>(5)?,
+                    r.get::<_, Option<u32>>(6)?,
+                    r.get::<_, Option<u32>>(7)?,
+                );
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, Option<u32>>(1)?,
                     r.get::<_, Option<u32>>(2)?,
                     r.get::<_, Option<u32>>(3)?,
-                    r.get::<_, String>(4)?,
+                    bbox,
+                    r.get::<_, String>(8)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         for row in rows {
-            let (doc_id, start, end, page, text) = row.map_err(|e| self.err(e))?;
+            let (doc_id, start, end, page, bbox, text) = row.map_err(|e| self.err(e))?;
             let Some(&i) = index.get(&doc_id) else { continue };
             let path = docs[i].path.clone();
-            let anchor = match (start, end, page) {
-                (Some(start), Some(end), _) => Anchor::Lines { path, start, end },
-                (_, _, Some(page)) => Anchor::Page { path, page },
+            let anchor = match (start, end, page, bbox) {
+                (Some(start), Some(end), _, _) => Anchor::Lines { path, start, end },
+                (_, _, Some(page), (Some(x), Some(y), Some(w), Some(h))) => Anchor::Region { path, page, x, y, w, h },
+                (_, _, Some(page), _) => Anchor::Page { path, page },
                 _ => Anchor::Document { path },
             };
             docs[i].segments.push(Segment { anchor, text });
@@ -685,14 +714,39 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document, rewrite: bool) -> rusql
             params![id, f.line, f.page, f.kind],
         )?;
     }
-    let mut stmt = tx.prepare_cached("INSERT INTO segments VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+    let mut stmt = tx.prepare_cached("INSERT INTO segments VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?;
     for (ord, seg) in doc.segments.iter().enumerate() {
-        let (start, end, page) = match seg.anchor {
-            Anchor::Lines { start, end, .. } => (Some(start), Some(end), None),
-            Anchor::Page { page, .. } => (None, None, Some(page)),
-            Anchor::Document { .. } => (None, None, None),
+        let (start, end, page, bbox) = match seg.anchor {
+            Anchor::Lines { start, end, .. } => (Some(start), Some(end), None, None),
+            Anchor::Page { page, .. } => (None, None, Some(page), None),
+            Anchor::Region { page, x, y, w, h, .. } => (None, None, Some(page), Some((x, y, w, h))),
+            Anchor::Document { .. } => (None, None, None, None),
         };
-        stmt.execute(params![id, ord as i64, start, end, page, seg.text])?;
+        stmt.execute(params![
+            id,
+            ord as i64,
+            start,
+            end,
+            page,
+            bbox.map(|b| b.0),
+            bbox.map(|b| b.1),
+            bbox.map(|b| b.2),
+            bbox.map(|b| b.3),
+            seg.text
+        ])?;
+    }
+    let mut stmt = tx.prepare_cached("INSERT INTO ocr_lines VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
+    for line in &doc.ocr_lines {
+        stmt.execute(params![
+            id,
+            1,
+            line.x,
+            line.y,
+            line.w,
+            line.h,
+            f64::from(line.confidence),
+            line.text
+        ])?;
     }
     Ok(outcome)
 }
@@ -741,6 +795,8 @@ mod tests {
             symbols: Vec::new(),
             outline_failure: None,
             title: None,
+            ocr_lines: Vec::new(),
+            ocr_status: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! Never calls an engine and never touches the corpus store.
 
 pub mod image;
+pub mod ocr;
 pub mod outline;
 mod pdf;
 mod repo;
@@ -74,7 +75,7 @@ pub struct ImageInfo {
 }
 
 /// One file, read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Document {
     /// The path as the user will open it: the root they named joined with
     /// the path below it.
@@ -103,6 +104,10 @@ pub struct Document {
     pub title: Option<String>,
     /// Why a source file in a supported language has no outline.
     pub outline_failure: Option<&'static str>,
+    /// An image's text lines as OCR read them (boxes, confidences).
+    pub ocr_lines: Vec<ocr::OcrLine>,
+    /// For images: `ok`, `no_text`, or why OCR gave no text.
+    pub ocr_status: Option<&'static str>,
 }
 
 /// Why a file was not made into a document.

@@ -20,6 +20,7 @@ use ignore::{WalkBuilder, WalkState};
 use crate::limits::{Limits, BINARY_SNIFF_BYTES};
 
 use super::image::{self, IMAGE_EXTENSIONS};
+use super::ocr;
 use super::outline::{self, OutlineFailure};
 use super::pdf;
 use super::secrets::{self, SecretFinding};
@@ -58,10 +59,13 @@ pub struct WalkOptions {
     pub threads: usize,
     /// Store secrets as they are instead of redacting them.
     pub keep_secrets: bool,
+    /// OCR for images: tesseract's languages (`eng`, `eng+deu`); `None`
+    /// turns OCR off.
+    pub ocr_lang: Option<String>,
 }
 
 /// One file, as the walk saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WalkItem {
     Document(Document),
     /// Same size and modification time as in the corpus: not read again.
@@ -282,6 +286,77 @@ fn extension(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// OCR an image document: blocks of text become its segments, with region
+/// anchors; with no text (or no OCR), one placeholder segment stands for
+/// the image, and `ocr_status` says why.
+fn read_image_text(doc: &mut Document, bytes: &[u8], opts: &WalkOptions) {
+    let placeholder = vec![Segment {
+        anchor: Anchor::Document { path: doc.path.clone() },
+        text: String::new(),
+    }];
+    let Some(lang) = &opts.ocr_lang else {
+        doc.ocr_status = Some("ocr_off");
+        doc.segments = placeholder;
+        return;
+    };
+    let lines = match ocr::ocr(bytes, lang, Duration::from_secs(opts.limits.ocr_seconds)) {
+        Ok(lines) => lines,
+        Err(failure) => {
+            doc.ocr_status = Some(failure.reason());
+            doc.segments = placeholder;
+            return;
+        }
+    };
+    if lines.is_empty() {
+        doc.ocr_status = Some("no_text");
+        doc.segments = placeholder;
+        return;
+    }
+    let mut blocks: Vec<Vec<&ocr::OcrLine>> = Vec::new();
+    for line in &lines {
+        match blocks.last_mut() {
+            Some(b) if b[0].block == line.block => b.push(line),
+            _ => blocks.push(vec![line]),
+        }
+    }
+    let mut segments = Vec::new();
+    for block in blocks {
+        let (x, y, w, h) = ocr::union(&block);
+        let text: String = block.iter().map(|l| format!("{}\n", l.text)).collect();
+        let (text, found) = if opts.keep_secrets {
+            (text, Vec::new())
+        } else {
+            secrets::redact(&doc.path, &text)
+        };
+        doc.secrets
+            .extend(found.into_iter().map(|f| SecretFinding { page: Some(1), ..f }));
+        segments.push(Segment {
+            anchor: Anchor::Region {
+                path: doc.path.clone(),
+                page: 1,
+                x,
+                y,
+                w,
+                h,
+            },
+            text,
+        });
+    }
+    doc.segments = segments;
+    doc.ocr_status = Some("ok");
+    doc.ocr_lines = if opts.keep_secrets {
+        lines
+    } else {
+        lines
+            .into_iter()
+            .map(|l| ocr::OcrLine {
+                text: secrets::redact(&doc.path, &l.text).0,
+                ..l
+            })
+            .collect()
+    };
+}
+
 fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     meta.modified()
         .ok()
@@ -372,6 +447,8 @@ fn read_file(
         symbols: Vec::new(),
         outline_failure: None,
         title: None,
+        ocr_lines: Vec::new(),
+        ocr_status: None,
     };
     if is_pdf || bytes.starts_with(b"%PDF-") {
         doc.kind = DocumentKind::Pdf;
@@ -395,10 +472,7 @@ fn read_file(
     if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
         doc.kind = DocumentKind::Image;
         doc.image = Some(image::probe(&bytes)?);
-        doc.segments = vec![Segment {
-            anchor: Anchor::Document { path: shown.to_owned() },
-            text: String::new(),
-        }];
+        read_image_text(&mut doc, &bytes, opts);
         return Ok(WalkItem::Document(doc));
     }
     // UTF-16 text is full of NUL bytes; its byte-order mark says what it is.

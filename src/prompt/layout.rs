@@ -122,8 +122,11 @@ pub fn render_document(doc: &StoredDocument, salt: &str) -> DocumentBlock {
             let body = match &seg.anchor {
                 Anchor::Lines { start, .. } => mark_lines(&seg.text, *start, &symbol_starts),
                 Anchor::Page { page, .. } => format!("[page {page}]\n{}", ensure_newline(&seg.text)),
+                Anchor::Region { page, x, y, w, h, .. } => {
+                    format!("[page {page} bbox={x},{y},{w},{h}]\n{}", ensure_newline(&seg.text))
+                }
                 Anchor::Document { .. } => {
-                    "(an image; this engine has no vision and no text was extracted from it)\n".to_owned()
+                    "(an image; this engine has no vision and OCR found no text in it)\n".to_owned()
                 }
             };
             (seg.anchor.clone(), escape(&body, salt))

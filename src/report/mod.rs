@@ -61,6 +61,10 @@ pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
             thousands(s.llama4_image_tokens)
         );
     }
+    if !s.ocr.is_empty() {
+        let parts: Vec<String> = s.ocr.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let _ = writeln!(out, "OCR of images read this run: {}", parts.join(", "));
+    }
     if s.replaced_chars > 0 {
         let _ = writeln!(
             out,

@@ -102,7 +102,7 @@ impl<'a> CorpusIndex<'a> {
     pub fn symbol(&self, anchor: &Anchor) -> Option<String> {
         let (path, at) = match anchor {
             Anchor::Lines { path, start, .. } => (path, *start),
-            Anchor::Page { path, page } => (path, *page),
+            Anchor::Page { path, page } | Anchor::Region { path, page, .. } => (path, *page),
             Anchor::Document { .. } => return None,
         };
         let doc = self.by_path.get(path.as_str())?;
@@ -127,6 +127,9 @@ impl<'a> CorpusIndex<'a> {
                     .map(|s| s.text.clone())
                     .unwrap_or_default()
             }),
+            (Anchor::Region { page, x, y, w, h, .. }, DocumentKind::Image | DocumentKind::Pdf) => {
+                region_text(doc, *page, (*x, *y, *w, *h))
+            }
             _ => None,
         };
         match quote {
@@ -138,6 +141,35 @@ impl<'a> CorpusIndex<'a> {
             None => (anchor, CitationStatus::OutOfRange, None),
         }
     }
+}
+
+/// The OCR text of a page region: the blocks on `page` that overlap the
+/// box. `None` (out of range) when the page does not exist, the box lies
+/// outside the image, or no text is there.
+fn region_text(doc: &StoredDocument, page: u32, (x, y, w, h): (u32, u32, u32, u32)) -> Option<String> {
+    if let Some(img) = doc.image {
+        if x.saturating_add(w) > img.width || y.saturating_add(h) > img.height {
+            return None;
+        }
+    }
+    let overlaps = |a: &Anchor| match a {
+        Anchor::Region {
+            page: p,
+            x: bx,
+            y: by,
+            w: bw,
+            h: bh,
+            ..
+        } => *p == page && x < bx + bw && *bx < x + w && y < by + bh && *by < y + h,
+        _ => false,
+    };
+    let text: String = doc
+        .segments
+        .iter()
+        .filter(|s| overlaps(&s.anchor))
+        .map(|s| s.text.as_str())
+        .collect();
+    (!text.is_empty()).then_some(text)
 }
 
 fn shorten(text: &str) -> String {
@@ -309,7 +341,7 @@ pub fn attribute(answer: &str, question: &str, index: &CorpusIndex<'_>, already:
                             end: n,
                         }
                     }
-                    Anchor::Page { .. } => seg.anchor.clone(),
+                    Anchor::Page { .. } | Anchor::Region { .. } => seg.anchor.clone(),
                     Anchor::Document { .. } => continue,
                 };
                 let present: HashSet<String> = words(line).into_iter().filter(|w| answer_words.contains(w)).collect();
@@ -474,6 +506,55 @@ mod tests {
         let cites = resolve_written("see src/app.rs:3 and src/app.rs:1", &index);
         assert_eq!(cites[0].symbol.as_deref(), Some("fn load"));
         assert_eq!(cites[1].symbol.as_deref(), Some("mod m"));
+    }
+
+    #[test]
+    fn regions_resolve_to_the_ocr_text_they_overlap() {
+        let region = |x, y, w, h| Anchor::Region {
+            path: "scan.png".into(),
+            page: 1,
+            x,
+            y,
+            w,
+            h,
+        };
+        let d = StoredDocument {
+            kind: DocumentKind::Image,
+            image: Some(crate::ingest::ImageInfo {
+                width: 800,
+                height: 600,
+            }),
+            segments: vec![
+                crate::ingest::Segment {
+                    anchor: region(10, 10, 200, 30),
+                    text: "Total: 42.00\n".into(),
+                },
+                crate::ingest::Segment {
+                    anchor: region(10, 300, 200, 30),
+                    text: "Thank you\n".into(),
+                },
+            ],
+            ..doc("scan.png", "")
+        };
+        let docs = vec![d];
+        let index = CorpusIndex::new(&docs);
+        let (_, status, quote) = index.resolve(&region(0, 0, 300, 50));
+        assert_eq!(
+            (status, quote.as_deref()),
+            (CitationStatus::Valid, Some("Total: 42.00"))
+        );
+        assert_eq!(
+            index.resolve(&region(700, 500, 200, 200)).1,
+            CitationStatus::OutOfRange,
+            "outside the image"
+        );
+        assert_eq!(
+            index.resolve(&region(400, 400, 10, 10)).1,
+            CitationStatus::OutOfRange,
+            "no text there"
+        );
+        let written = resolve_written("see scan.png#page=1&bbox=5,5,100,20", &index);
+        assert_eq!(written[0].status, CitationStatus::Valid);
     }
 
     #[test]
