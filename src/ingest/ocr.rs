@@ -100,7 +100,9 @@ pub fn ocr(image: &[u8], lang: &str, limit: Duration) -> Result<Vec<OcrLine>, Oc
 /// line), in reading order.
 #[must_use]
 pub fn parse_tsv(tsv: &str) -> Vec<OcrLine> {
-    let mut lines: Vec<((u32, u32, u32), OcrLine, f32, u32)> = Vec::new();
+    // (block, paragraph, line) key, the line so far, confidence sum, words.
+    type Building = ((u32, u32, u32), OcrLine, f32, u32);
+    let mut lines: Vec<Building> = Vec::new();
     for row in tsv.lines().skip(1) {
         let f: Vec<&str> = row.split('\t').collect();
         if f.len() < 12 || f[0] != "5" {
