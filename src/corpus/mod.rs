@@ -808,8 +808,8 @@ mod tests {
             .store_run(
                 &["r".into()],
                 vec![
-                    WalkItem::Document(doc("r/a", "one\n")),
-                    WalkItem::Document(doc("r/b", "two\n")),
+                    WalkItem::Document(Box::new(doc("r/a", "one\n"))),
+                    WalkItem::Document(Box::new(doc("r/b", "two\n"))),
                 ],
                 false,
             )
@@ -819,8 +819,8 @@ mod tests {
             .store_run(
                 &["r".into()],
                 vec![
-                    WalkItem::Document(doc("r/a", "one\n")),
-                    WalkItem::Document(doc("r/c", "three\n")),
+                    WalkItem::Document(Box::new(doc("r/a", "one\n"))),
+                    WalkItem::Document(Box::new(doc("r/c", "three\n"))),
                 ],
                 false,
             )
@@ -830,8 +830,8 @@ mod tests {
             .store_run(
                 &["r".into()],
                 vec![
-                    WalkItem::Document(doc("r/a", "ONE\n")),
-                    WalkItem::Document(doc("r/c", "three\n")),
+                    WalkItem::Document(Box::new(doc("r/a", "ONE\n"))),
+                    WalkItem::Document(Box::new(doc("r/c", "three\n"))),
                 ],
                 false,
             )
@@ -851,8 +851,12 @@ mod tests {
     fn other_roots_are_kept_and_skips_counted() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Corpus::open(&dir.path().join("c.db")).unwrap();
-        c.store_run(&["x".into()], vec![WalkItem::Document(doc("x/a", "a\n"))], false)
-            .unwrap();
+        c.store_run(
+            &["x".into()],
+            vec![WalkItem::Document(Box::new(doc("x/a", "a\n")))],
+            false,
+        )
+        .unwrap();
         let skip = Skip {
             path: "y/bad".into(),
             reason: SkipReason::Unreadable,
@@ -861,7 +865,7 @@ mod tests {
         let s = c
             .store_run(
                 &["y".into()],
-                vec![WalkItem::Document(doc("y/b", "b\n")), WalkItem::Skip(skip)],
+                vec![WalkItem::Document(Box::new(doc("y/b", "b\n"))), WalkItem::Skip(skip)],
                 false,
             )
             .unwrap();

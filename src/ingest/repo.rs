@@ -67,7 +67,7 @@ pub struct WalkOptions {
 /// One file, as the walk saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WalkItem {
-    Document(Document),
+    Document(Box<Document>),
     /// Same size and modification time as in the corpus: not read again.
     Unchanged {
         path: String,
@@ -467,13 +467,13 @@ fn read_file(
                 seg.text = clean;
             }
         }
-        return Ok(WalkItem::Document(doc));
+        return Ok(WalkItem::Document(Box::new(doc)));
     }
     if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
         doc.kind = DocumentKind::Image;
         doc.image = Some(image::probe(&bytes)?);
         read_image_text(&mut doc, &bytes, opts);
-        return Ok(WalkItem::Document(doc));
+        return Ok(WalkItem::Document(Box::new(doc)));
     }
     // UTF-16 text is full of NUL bytes; its byte-order mark says what it is.
     let is_utf16 = bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF");
@@ -501,7 +501,7 @@ fn read_file(
         }
     }
     doc.segments = split_text(shown, &text);
-    Ok(WalkItem::Document(doc))
+    Ok(WalkItem::Document(Box::new(doc)))
 }
 
 #[cfg(test)]
@@ -511,7 +511,7 @@ mod tests {
     fn walk_all(root: &Path, opts: &WalkOptions) -> (Vec<Document>, Vec<Skip>, Vec<String>) {
         let (mut docs, mut skips, mut unchanged) = (Vec::new(), Vec::new(), Vec::new());
         walk(&[root.to_path_buf()], opts, |item| match item {
-            WalkItem::Document(d) => docs.push(d),
+            WalkItem::Document(d) => docs.push(*d),
             WalkItem::Skip(s) => skips.push(s),
             WalkItem::Unchanged { path } => unchanged.push(path),
         });
