@@ -51,6 +51,15 @@ impl Anchor {
         }
     }
 
+    /// The page a page or region anchor points into.
+    #[must_use]
+    pub fn page(&self) -> Option<u32> {
+        match self {
+            Anchor::Page { page, .. } | Anchor::Region { page, .. } => Some(*page),
+            Anchor::Lines { .. } | Anchor::Document { .. } => None,
+        }
+    }
+
     /// The same anchor on another path (used when a citation named a path by
     /// a unique suffix and is normalised to the corpus's own path).
     #[must_use]

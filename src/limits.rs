@@ -16,6 +16,11 @@ pub const PARSE_MILLIS: u64 = 2000;
 /// means something is wrong with the image.
 pub const OCR_SECONDS: u64 = 60;
 
+/// A scanned page image larger than this many pixels is not decoded for
+/// OCR (a 600 dpi A3 scan is about 70 M); it guards against decompression
+/// bombs hiding behind a small file.
+pub const MAX_SCAN_PIXELS: u64 = 100_000_000;
+
 /// PDFs are often larger than source files (embedded fonts and scans), so
 /// they get their own cap.
 pub const MAX_PDF_BYTES: u64 = 64 * 1024 * 1024;

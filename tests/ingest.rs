@@ -280,6 +280,38 @@ fn without_tesseract_images_are_kept_and_counted() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let s = json(&out);
-    assert_eq!(s["documents"], 1);
-    assert_eq!(s["ocr"]["ocr_unavailable"], 1);
+    // The PNG scan and the scanned PDF are both kept; the image and the
+    // PDF's two pages are each counted as unread.
+    assert_eq!(s["documents"], 2);
+    assert_eq!(s["ocr"]["ocr_unavailable"], 3, "{s:#}");
+}
+
+#[test]
+fn scanned_pdf_pages_and_images_are_read_by_ocr() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.db");
+    let out = scout(dir.path())
+        .args(["ingest", "--no-tokens", "--json", "--corpus"])
+        .arg(&corpus)
+        .arg(data("scans"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = json(&out);
+    // The PNG scan, and both pages of the scanned PDF (one JPEG, one Flate).
+    assert_eq!(s["ocr"]["ok"], 3, "{s:#}");
+    let c = scout::corpus::Corpus::open(&corpus).unwrap();
+    let docs = c.documents().unwrap();
+    let pdf = docs.iter().find(|d| d.path.ends_with("scanned-handbook.pdf")).unwrap();
+    let page2: String = pdf
+        .segments
+        .iter()
+        .filter(|s| s.anchor.page() == Some(2))
+        .map(|s| s.text.as_str())
+        .collect();
+    assert!(page2.contains("Priya Raman"), "{page2}");
+    assert!(pdf
+        .segments
+        .iter()
+        .all(|s| matches!(s.anchor, scout::anchor::Anchor::Region { .. })));
 }

@@ -68,8 +68,8 @@ impl StoredDocument {
     pub fn extent(&self) -> u32 {
         match self.segments.last().map(|s| &s.anchor) {
             Some(Anchor::Lines { end, .. }) => *end,
-            Some(Anchor::Page { page, .. }) => *page,
-            _ => 0,
+            Some(a) => a.page().unwrap_or(0),
+            None => 0,
         }
     }
 }
@@ -108,9 +108,9 @@ pub struct IngestSummary {
     /// Prompt tokens the corpus's images would take as Llama 4 vision
     /// tiles (336 px tiles, up to 16 plus a global tile).
     pub llama4_image_tokens: u64,
-    /// Images read this run, by OCR outcome: `ok`, `no_text`, or the
-    /// reason it gave none (`ocr_unavailable`, `ocr_timeout`, `ocr_failed`,
-    /// `ocr_off`).
+    /// Images and scanned PDF pages read this run, by OCR outcome: `ok`,
+    /// `no_text`, or the reason there is none (`ocr_unavailable`,
+    /// `ocr_timeout`, `ocr_failed`, `ocr_off`, `unsupported_image`).
     pub ocr: BTreeMap<String, u64>,
     /// Source files read this run that got an outline.
     pub outlined: u64,
@@ -361,8 +361,8 @@ impl Corpus {
                     }
                     summary.replaced_chars += doc.replaced_chars;
                     summary.secrets.extend(doc.secrets.iter().cloned());
-                    if let Some(status) = doc.ocr_status {
-                        *summary.ocr.entry(status.to_owned()).or_default() += 1;
+                    for outcome in &doc.ocr_outcomes {
+                        *summary.ocr.entry((*outcome).to_owned()).or_default() += 1;
                     }
                     if let Some(reason) = doc.outline_failure {
                         *summary.outline_fallbacks.entry(reason.to_owned()).or_default() += 1;
@@ -739,7 +739,7 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document, rewrite: bool) -> rusql
     for line in &doc.ocr_lines {
         stmt.execute(params![
             id,
-            1,
+            line.page,
             line.x,
             line.y,
             line.w,
@@ -796,7 +796,7 @@ mod tests {
             outline_failure: None,
             title: None,
             ocr_lines: Vec::new(),
-            ocr_status: None,
+            ocr_outcomes: Vec::new(),
         }
     }
 

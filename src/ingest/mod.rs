@@ -106,8 +106,9 @@ pub struct Document {
     pub outline_failure: Option<&'static str>,
     /// An image's text lines as OCR read them (boxes, confidences).
     pub ocr_lines: Vec<ocr::OcrLine>,
-    /// For images: `ok`, `no_text`, or why OCR gave no text.
-    pub ocr_status: Option<&'static str>,
+    /// One per image file or scanned PDF page: `ok`, `no_text`, or why
+    /// OCR gave no text.
+    pub ocr_outcomes: Vec<&'static str>,
 }
 
 /// Why a file was not made into a document.

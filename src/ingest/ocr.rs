@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 /// One line of text as OCR read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OcrLine {
+    /// The page (1 for an image file).
+    pub page: u32,
     pub block: u32,
     pub text: String,
     pub x: u32,
@@ -131,6 +133,7 @@ pub fn parse_tsv(tsv: &str) -> Vec<OcrLine> {
             _ => lines.push((
                 key,
                 OcrLine {
+                    page: 1,
                     block: key.0,
                     text: text.to_owned(),
                     x,

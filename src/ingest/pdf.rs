@@ -16,6 +16,7 @@ use crate::anchor::Anchor;
 
 use super::outline::Symbol;
 use super::{Segment, SkipReason};
+use crate::limits::MAX_SCAN_PIXELS;
 
 /// Why a PDF gave no pages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,14 +34,37 @@ pub struct PdfContent {
     /// its page to the page before the next section at its level or above.
     pub sections: Vec<Symbol>,
     pub title: Option<String>,
+    /// Pages with no text layer whose content is an image (scans): the
+    /// image as JPEG or PNG bytes to OCR, or why it could not be taken out.
+    pub scans: Vec<(u32, Result<Vec<u8>, String>)>,
 }
 
-/// Structure from lopdf: (encrypted, bookmarks as (level, title, page),
-/// title).
-type Structure = (bool, Vec<(usize, String, u32)>, Option<String>);
+/// Structure from lopdf: encrypted, bookmarks as (level, title, page),
+/// title, and the images of the pages asked for.
+#[derive(Debug, Default)]
+struct Structure {
+    encrypted: bool,
+    toc: Vec<(usize, String, u32)>,
+    title: Option<String>,
+    scans: Vec<(u32, Result<Vec<u8>, String>)>,
+}
 
-fn structure(bytes: &[u8]) -> Option<Structure> {
+/// A page whose text layer has fewer visible characters than this is taken
+/// to be a scan (page numbers and stray marks aside).
+const SCAN_TEXT_CHARS: usize = 16;
+
+fn structure(bytes: &[u8], textless_pages: &[u32]) -> Option<Structure> {
     let doc = lopdf::Document::load_mem(bytes).ok()?;
+    let page_ids = doc.get_pages();
+    let scans = textless_pages
+        .iter()
+        .filter_map(|&n| {
+            let id = page_ids.get(&n)?;
+            let images = doc.get_page_images(*id).ok()?;
+            let largest = images.iter().max_by_key(|i| i.width.max(0) * i.height.max(0))?;
+            Some((n, page_image(largest, MAX_SCAN_PIXELS)))
+        })
+        .collect();
     let toc = doc
         .get_toc()
         .map(|t| {
@@ -60,7 +84,91 @@ fn structure(bytes: &[u8]) -> Option<Structure> {
         .and_then(|t| t.as_str().ok())
         .map(|b| String::from_utf8_lossy(b).trim().to_owned())
         .filter(|t| !t.is_empty());
-    Some((doc.is_encrypted(), toc, title))
+    Some(Structure {
+        encrypted: doc.is_encrypted(),
+        toc,
+        title,
+        scans,
+    })
+}
+
+/// A page image as bytes tesseract reads: JPEG as stored, or 8-bit gray or
+/// RGB pixels (raw or Flate) wrapped as PNG. Decompression stops at the
+/// size the image declares, so a bomb cannot grow past `max_pixels`.
+fn page_image(img: &lopdf::xobject::PdfImage<'_>, max_pixels: u64) -> Result<Vec<u8>, String> {
+    let filters: Vec<&str> = img.filters.iter().flatten().map(String::as_str).collect();
+    if filters == ["DCTDecode"] {
+        return Ok(img.content.to_vec());
+    }
+    let (w, h) = (
+        u64::try_from(img.width).unwrap_or(0),
+        u64::try_from(img.height).unwrap_or(0),
+    );
+    if w == 0 || h == 0 || w * h > max_pixels {
+        return Err(format!(
+            "image of {w} x {h} pixels is outside the limit of {max_pixels}"
+        ));
+    }
+    let channels: u64 = match img.color_space.as_deref() {
+        Some("DeviceGray") => 1,
+        Some("DeviceRGB") => 3,
+        other => return Err(format!("unsupported color space {other:?}")),
+    };
+    if img.bits_per_component != Some(8) {
+        return Err(format!("unsupported {:?} bits per component", img.bits_per_component));
+    }
+    if img.origin_dict.get(b"DecodeParms").is_ok() {
+        return Err("image with a predictor (DecodeParms) is not supported".into());
+    }
+    let expected = w * h * channels;
+    let pixels = match filters.as_slice() {
+        [] => img.content.to_vec(),
+        ["FlateDecode"] => {
+            let mut out = Vec::with_capacity(expected as usize);
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(flate2::read::ZlibDecoder::new(img.content), expected + 1),
+                &mut out,
+            )
+            .map_err(|e| format!("Flate stream: {e}"))?;
+            out
+        }
+        other => return Err(format!("unsupported image filter {other:?}")),
+    };
+    if pixels.len() as u64 != expected {
+        return Err(format!("image data is {} bytes, {expected} expected", pixels.len()));
+    }
+    Ok(png(w as u32, h as u32, channels == 3, &pixels))
+}
+
+/// A minimal PNG: one IDAT of rows without filtering.
+fn png(width: u32, height: u32, rgb: bool, pixels: &[u8]) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: [u8; 4], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(&kind);
+        crc.update(data);
+        out.extend(kind);
+        out.extend(data);
+        out.extend(crc.sum().to_be_bytes());
+    }
+    let row = width as usize * if rgb { 3 } else { 1 };
+    let mut raw = Vec::with_capacity(pixels.len() + height as usize);
+    for line in pixels.chunks(row) {
+        raw.push(0);
+        raw.extend_from_slice(line);
+    }
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    let _ = std::io::Write::write_all(&mut z, &raw);
+    let idat = z.finish().unwrap_or_default();
+    let mut ihdr = Vec::with_capacity(13);
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, if rgb { 2 } else { 0 }, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut out, *b"IHDR", &ihdr);
+    chunk(&mut out, *b"IDAT", &idat);
+    chunk(&mut out, *b"IEND", &[]);
+    out
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -78,10 +186,23 @@ pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result
     let (tx, rx) = mpsc::channel();
     let spawned = thread::Builder::new().name("pdf-extract".into()).spawn(move || {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let text = pdf_extract::extract_text_from_mem_by_pages(&bytes);
+            let textless: Vec<u32> = text.as_ref().map_or_else(
+                |_| Vec::new(),
+                |pages| {
+                    (1..=pages.len() as u32)
+                        .filter(|&n| {
+                            pages[n as usize - 1].chars().filter(|c| !c.is_whitespace()).count() < SCAN_TEXT_CHARS
+                        })
+                        .collect()
+                },
+            );
             // Structure is best effort: a PDF whose outline lopdf cannot
             // read still gets its text.
-            let structure = catch_unwind(AssertUnwindSafe(|| structure(&bytes))).ok().flatten();
-            (pdf_extract::extract_text_from_mem_by_pages(&bytes), structure)
+            let structure = catch_unwind(AssertUnwindSafe(|| structure(&bytes, &textless)))
+                .ok()
+                .flatten();
+            (text, structure)
         }));
         // The receiver may have given up (timeout); nothing to do then.
         let _ = tx.send(outcome);
@@ -92,10 +213,18 @@ pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result
             detail: format!("could not start parser thread: {e}"),
         });
     }
-    let (pages, (encrypted, toc, title)) = match rx.recv_timeout(time_limit) {
+    let (
+        pages,
+        Structure {
+            encrypted,
+            toc,
+            title,
+            scans,
+        },
+    ) = match rx.recv_timeout(time_limit) {
         Ok(Ok((Ok(pages), structure))) => (pages, structure.unwrap_or_default()),
         Ok(Ok((Err(e), structure))) => {
-            let encrypted = structure.is_some_and(|s| s.0);
+            let encrypted = structure.is_some_and(|s| s.encrypted);
             return Err(if encrypted {
                 PdfFailure {
                     reason: SkipReason::PdfEncrypted,
@@ -145,6 +274,7 @@ pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result
         pages,
         sections: sections(&toc, n_pages),
         title,
+        scans,
     })
 }
 
@@ -241,6 +371,42 @@ mod tests {
         assert_eq!(c.pages.len(), 2);
         assert_eq!(c.title.as_deref(), Some("scout example"));
         assert!(c.pages[1].text.contains("Priya Raman"));
+    }
+
+    #[test]
+    fn scanned_pages_yield_their_images() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/scans/scanned-handbook.pdf"
+        ))
+        .unwrap();
+        let c = extract_pages("s.pdf", bytes.clone(), Duration::from_secs(20)).unwrap();
+        assert_eq!(c.pages.len(), 2);
+        assert_eq!(c.scans.len(), 2, "both pages have no text layer");
+        let jpeg = c.scans[0].1.as_ref().unwrap();
+        assert!(jpeg.starts_with(b"\xFF\xD8"), "DCT images are passed on as JPEG");
+        let png = c.scans[1].1.as_ref().unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "Flate pixels are wrapped as PNG");
+        let info = super::super::image::probe(png).unwrap();
+        assert_eq!((info.width, info.height), (850, 1100));
+        // The same page is refused under a pixel limit smaller than it.
+        let doc = lopdf::Document::load_mem(&bytes).unwrap();
+        let page2 = doc.get_pages()[&2];
+        let images = doc.get_page_images(page2).unwrap();
+        assert!(page_image(&images[0], 1000).unwrap_err().contains("outside the limit"));
+    }
+
+    #[test]
+    fn a_text_pdf_has_no_scans() {
+        let bytes = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/demo/docs/operations-handbook.pdf"
+        ))
+        .unwrap();
+        assert!(extract_pages("h.pdf", bytes, Duration::from_secs(10))
+            .unwrap()
+            .scans
+            .is_empty());
     }
 
     #[test]

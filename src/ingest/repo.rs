@@ -286,31 +286,19 @@ fn extension(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// OCR an image document: blocks of text become its segments, with region
-/// anchors; with no text (or no OCR), one placeholder segment stands for
-/// the image, and `ocr_status` says why.
-fn read_image_text(doc: &mut Document, bytes: &[u8], opts: &WalkOptions) {
-    let placeholder = vec![Segment {
-        anchor: Anchor::Document { path: doc.path.clone() },
-        text: String::new(),
-    }];
+/// What OCR made of one page: segments, lines, secrets redacted.
+type PageText = (Vec<Segment>, Vec<ocr::OcrLine>, Vec<SecretFinding>);
+
+/// OCR of one page image: its text blocks as region-anchored segments of
+/// `page`, its lines, and the secrets redacted from them; or the outcome
+/// that explains why there is no text.
+fn ocr_page(path: &str, page: u32, image: &[u8], opts: &WalkOptions) -> Result<PageText, &'static str> {
     let Some(lang) = &opts.ocr_lang else {
-        doc.ocr_status = Some("ocr_off");
-        doc.segments = placeholder;
-        return;
+        return Err("ocr_off");
     };
-    let lines = match ocr::ocr(bytes, lang, Duration::from_secs(opts.limits.ocr_seconds)) {
-        Ok(lines) => lines,
-        Err(failure) => {
-            doc.ocr_status = Some(failure.reason());
-            doc.segments = placeholder;
-            return;
-        }
-    };
+    let lines = ocr::ocr(image, lang, Duration::from_secs(opts.limits.ocr_seconds)).map_err(|f| f.reason())?;
     if lines.is_empty() {
-        doc.ocr_status = Some("no_text");
-        doc.segments = placeholder;
-        return;
+        return Err("no_text");
     }
     let mut blocks: Vec<Vec<&ocr::OcrLine>> = Vec::new();
     for line in &lines {
@@ -320,20 +308,20 @@ fn read_image_text(doc: &mut Document, bytes: &[u8], opts: &WalkOptions) {
         }
     }
     let mut segments = Vec::new();
+    let mut found_all = Vec::new();
     for block in blocks {
         let (x, y, w, h) = ocr::union(&block);
         let text: String = block.iter().map(|l| format!("{}\n", l.text)).collect();
         let (text, found) = if opts.keep_secrets {
             (text, Vec::new())
         } else {
-            secrets::redact(&doc.path, &text)
+            secrets::redact(path, &text)
         };
-        doc.secrets
-            .extend(found.into_iter().map(|f| SecretFinding { page: Some(1), ..f }));
+        found_all.extend(found.into_iter().map(|f| SecretFinding { page: Some(page), ..f }));
         segments.push(Segment {
             anchor: Anchor::Region {
-                path: doc.path.clone(),
-                page: 1,
+                path: path.to_owned(),
+                page,
                 x,
                 y,
                 w,
@@ -342,19 +330,64 @@ fn read_image_text(doc: &mut Document, bytes: &[u8], opts: &WalkOptions) {
             text,
         });
     }
-    doc.segments = segments;
-    doc.ocr_status = Some("ok");
-    doc.ocr_lines = if opts.keep_secrets {
-        lines
-    } else {
-        lines
-            .into_iter()
-            .map(|l| ocr::OcrLine {
-                text: secrets::redact(&doc.path, &l.text).0,
-                ..l
-            })
-            .collect()
-    };
+    let lines = lines
+        .into_iter()
+        .map(|l| {
+            let text = if opts.keep_secrets {
+                l.text
+            } else {
+                secrets::redact(path, &l.text).0
+            };
+            ocr::OcrLine { page, text, ..l }
+        })
+        .collect();
+    Ok((segments, lines, found_all))
+}
+
+/// An image file: OCR blocks become its segments; with no text (or no
+/// OCR), one placeholder segment stands for the image.
+fn read_image_text(doc: &mut Document, bytes: &[u8], opts: &WalkOptions) {
+    match ocr_page(&doc.path, 1, bytes, opts) {
+        Ok((segments, lines, found)) => {
+            doc.segments = segments;
+            doc.ocr_lines = lines;
+            doc.secrets.extend(found);
+            doc.ocr_outcomes.push("ok");
+        }
+        Err(outcome) => {
+            doc.segments = vec![Segment {
+                anchor: Anchor::Document { path: doc.path.clone() },
+                text: String::new(),
+            }];
+            doc.ocr_outcomes.push(outcome);
+        }
+    }
+}
+
+/// Scanned PDF pages: each page's placeholder segment is replaced by the
+/// OCR blocks of its image.
+fn read_scanned_pages(doc: &mut Document, scans: Vec<(u32, Result<Vec<u8>, String>)>, opts: &WalkOptions) {
+    for (page, image) in scans {
+        let outcome = match image {
+            Err(_) => Err("unsupported_image"),
+            Ok(bytes) => ocr_page(&doc.path, page, &bytes, opts),
+        };
+        match outcome {
+            Ok((segments, lines, found)) => {
+                let at = doc
+                    .segments
+                    .iter()
+                    .position(|s| matches!(s.anchor, Anchor::Page { page: p, .. } if p == page));
+                if let Some(at) = at {
+                    doc.segments.splice(at..=at, segments);
+                }
+                doc.ocr_lines.extend(lines);
+                doc.secrets.extend(found);
+                doc.ocr_outcomes.push("ok");
+            }
+            Err(outcome) => doc.ocr_outcomes.push(outcome),
+        }
+    }
 }
 
 fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
@@ -448,7 +481,7 @@ fn read_file(
         outline_failure: None,
         title: None,
         ocr_lines: Vec::new(),
-        ocr_status: None,
+        ocr_outcomes: Vec::new(),
     };
     if is_pdf || bytes.starts_with(b"%PDF-") {
         doc.kind = DocumentKind::Pdf;
@@ -467,6 +500,7 @@ fn read_file(
                 seg.text = clean;
             }
         }
+        read_scanned_pages(&mut doc, content.scans, opts);
         return Ok(WalkItem::Document(Box::new(doc)));
     }
     if IMAGE_EXTENSIONS.contains(&ext.as_str()) {

@@ -210,9 +210,12 @@ pub fn plan_windows(
 
 /// The anchor range a part shows, e.g. `lines 121-240` or `pages 3-5`.
 fn showing(pieces: &[(Anchor, String)]) -> String {
-    match (pieces.first().map(|p| &p.0), pieces.last().map(|p| &p.0)) {
+    let (first, last) = (pieces.first().map(|p| &p.0), pieces.last().map(|p| &p.0));
+    match (first, last) {
         (Some(Anchor::Lines { start, .. }), Some(Anchor::Lines { end, .. })) => format!("lines {start}-{end}"),
-        (Some(Anchor::Page { page: a, .. }), Some(Anchor::Page { page: b, .. })) => format!("pages {a}-{b}"),
+        (Some(a), Some(b)) if a.page().is_some() && b.page().is_some() => {
+            format!("pages {}-{}", a.page().unwrap_or(0), b.page().unwrap_or(0))
+        }
         _ => "whole".to_owned(),
     }
 }

@@ -122,10 +122,12 @@ impl<'a> CorpusIndex<'a> {
                 (*start >= 1 && *end <= doc.extent()).then(|| lines_of(doc, *start, *end))
             }
             (Anchor::Page { page, .. }, DocumentKind::Pdf) => (*page >= 1 && *page <= doc.extent()).then(|| {
+                // A scanned page is several OCR blocks; a text page one.
                 doc.segments
-                    .get(*page as usize - 1)
-                    .map(|s| s.text.clone())
-                    .unwrap_or_default()
+                    .iter()
+                    .filter(|s| s.anchor.page() == Some(*page))
+                    .map(|s| s.text.as_str())
+                    .collect()
             }),
             (Anchor::Region { page, x, y, w, h, .. }, DocumentKind::Image | DocumentKind::Pdf) => {
                 region_text(doc, *page, (*x, *y, *w, *h))
