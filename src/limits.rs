@@ -21,6 +21,11 @@ pub const OCR_SECONDS: u64 = 60;
 /// bombs hiding behind a small file.
 pub const MAX_SCAN_PIXELS: u64 = 100_000_000;
 
+/// Address space a PDF worker process may use: far more than any sane PDF
+/// needs, far less than the machine has, so a decompression bomb fails
+/// inside the worker.
+pub const PDF_WORKER_MEMORY_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
 /// PDFs are often larger than source files (embedded fonts and scans), so
 /// they get their own cap.
 pub const MAX_PDF_BYTES: u64 = 64 * 1024 * 1024;

@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::corpus::{Corpus, CorpusError};
 use crate::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions, LlamaCppTokenizer};
 use crate::engine::{models, threads, GenerateParams};
+use crate::ingest::pdf::PdfIsolation;
 use crate::ingest::WalkOptions;
 use crate::limits::{Limits, ANSWER_TOKENS};
 use crate::report;
@@ -62,6 +63,20 @@ enum Command {
     /// Size a deployment: weights by quantization, KV per token, what fits on which
     /// device at which context, and an upper bound on decode speed.
     Plan(plan::PlanArgs),
+    /// Internal: parse one PDF from stdin in this process and print the result as JSON
+    /// (scout runs this for every PDF, so a crash or hang in the parser is contained).
+    #[command(hide = true)]
+    PdfWorker(PdfWorkerArgs),
+}
+
+#[derive(Debug, Args)]
+struct PdfWorkerArgs {
+    #[arg(long)]
+    path: String,
+    #[arg(long)]
+    seconds: u64,
+    #[arg(long)]
+    max_memory: u64,
 }
 
 /// How sources are walked; shared by `ingest` and `ask`.
@@ -111,6 +126,12 @@ impl WalkArgs {
             exclude_globs: self.exclude.clone(),
             keep_secrets: self.keep_secrets,
             ocr_lang: (!self.no_ocr).then(|| self.ocr_lang.clone()),
+            // Each PDF is parsed in a child scout, so a hang is killed and a
+            // crash stays there; without a path to ourselves, on a thread.
+            pdf_isolation: std::env::current_exe().map_or(PdfIsolation::Thread, |exe| PdfIsolation::Process {
+                exe,
+                max_memory_bytes: crate::limits::PDF_WORKER_MEMORY_BYTES,
+            }),
             limits: Limits {
                 max_file_bytes: self.max_file_size,
                 pdf_extract_seconds: self.pdf_timeout,
@@ -214,6 +235,7 @@ pub fn main() -> i32 {
         Command::Ask(a) => run_ask(&a),
         Command::Models(a) => run_models(&a),
         Command::Plan(a) => plan::run(&a),
+        Command::PdfWorker(a) => Ok(crate::ingest::pdf::worker_main(&a.path, a.seconds, a.max_memory)),
     };
     match result {
         Ok(code) => code,

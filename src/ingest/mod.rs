@@ -7,10 +7,11 @@
 //!
 //! Never calls an engine and never touches the corpus store.
 
+mod child;
 pub mod image;
 pub mod ocr;
 pub mod outline;
-mod pdf;
+pub mod pdf;
 mod repo;
 pub mod secrets;
 mod text;

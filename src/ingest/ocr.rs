@@ -6,9 +6,10 @@
 //! is not installed, OCR is reported unavailable and the image is kept
 //! without text (counted, never dropped).
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use super::child::{self, ChildError};
 
 /// One line of text as OCR read it.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,52 +51,30 @@ impl OcrFailure {
 /// Runs tesseract on `image` with languages `lang` (tesseract's `-l`,
 /// e.g. `eng` or `eng+deu`), for at most `limit`.
 pub fn ocr(image: &[u8], lang: &str, limit: Duration) -> Result<Vec<OcrLine>, OcrFailure> {
-    let mut child = Command::new("tesseract")
-        .args(["-", "-", "-l", lang, "tsv"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| OcrFailure::Unavailable(format!("tesseract: {e} (Debian: apt-get install tesseract-ocr)")))?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let mut stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
-    let input = image.to_vec();
-    // Feed and drain on their own threads so a full pipe never stalls us.
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let reader = std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        out
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut err = String::new();
-        let _ = stderr.read_to_string(&mut err);
-        err
-    });
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(OcrFailure::Timeout);
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(OcrFailure::Failed(e.to_string())),
+    let done = child::run(
+        Command::new("tesseract").args(["-", "-", "-l", lang, "tsv"]),
+        image,
+        limit,
+    )
+    .map_err(|e| match e {
+        ChildError::Spawn(e) => {
+            OcrFailure::Unavailable(format!("tesseract: {e} (Debian: apt-get install tesseract-ocr)"))
         }
-    };
-    let _ = writer.join();
-    let tsv = reader.join().unwrap_or_default();
-    let err = err_reader.join().unwrap_or_default();
-    if !status.success() {
-        let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message");
-        return Err(OcrFailure::Failed(format!("tesseract exited with {status}: {first}")));
+        ChildError::Timeout => OcrFailure::Timeout,
+        ChildError::Wait(e) => OcrFailure::Failed(e.to_string()),
+    })?;
+    if !done.status.success() {
+        let first = done
+            .stderr
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no message");
+        return Err(OcrFailure::Failed(format!(
+            "tesseract exited with {}: {first}",
+            done.status
+        )));
     }
-    Ok(parse_tsv(&tsv))
+    Ok(parse_tsv(&String::from_utf8_lossy(&done.stdout)))
 }
 
 /// Groups tesseract's TSV words (level 5) into lines by (block, paragraph,

@@ -14,12 +14,18 @@ use std::time::Duration;
 
 use crate::anchor::Anchor;
 
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use super::child::{self, ChildError};
 use super::outline::Symbol;
 use super::{Segment, SkipReason};
 use crate::limits::MAX_SCAN_PIXELS;
 
 /// Why a PDF gave no pages.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PdfFailure {
     pub reason: SkipReason,
     pub detail: String,
@@ -27,7 +33,7 @@ pub struct PdfFailure {
 
 /// What a PDF holds: one segment per page, its bookmarks as sections,
 /// its title.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PdfContent {
     pub pages: Vec<Segment>,
     /// Bookmarks as symbols whose "lines" are pages: each section runs from
@@ -37,6 +43,91 @@ pub struct PdfContent {
     /// Pages with no text layer whose content is an image (scans): the
     /// image as JPEG or PNG bytes to OCR, or why it could not be taken out.
     pub scans: Vec<(u32, Result<Vec<u8>, String>)>,
+}
+
+/// Where PDFs are parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PdfIsolation {
+    /// On a thread of this process: a panic is caught, a hang is abandoned
+    /// (the thread cannot be killed). For library use and tests.
+    #[default]
+    Thread,
+    /// In a child process (`exe pdf-worker`): a hang is killed at the time
+    /// limit, memory is capped, a crash in the parser stays in the child.
+    Process { exe: PathBuf, max_memory_bytes: u64 },
+}
+
+/// Extra seconds the parent waits beyond the worker's own limit, so the
+/// worker reports its timeout itself when it can.
+const WORKER_GRACE_SECONDS: u64 = 3;
+
+/// Text, structure and scanned page images of a PDF, parsed as
+/// `isolation` says.
+pub fn extract(
+    path: &str,
+    bytes: Vec<u8>,
+    limit: Duration,
+    isolation: &PdfIsolation,
+) -> Result<PdfContent, PdfFailure> {
+    let PdfIsolation::Process { exe, max_memory_bytes } = isolation else {
+        return extract_pages(path, bytes, limit);
+    };
+    let mut cmd = Command::new(exe);
+    cmd.args(["pdf-worker", "--path", path, "--seconds"])
+        .arg(limit.as_secs().max(1).to_string())
+        .arg("--max-memory")
+        .arg(max_memory_bytes.to_string());
+    let died = |detail: String| PdfFailure {
+        reason: SkipReason::PdfPanic,
+        detail,
+    };
+    match child::run(&mut cmd, &bytes, limit + Duration::from_secs(WORKER_GRACE_SECONDS)) {
+        Err(ChildError::Timeout) => Err(PdfFailure {
+            reason: SkipReason::PdfTimeout,
+            detail: format!("the parser was killed after {} s", limit.as_secs()),
+        }),
+        Err(ChildError::Spawn(e) | ChildError::Wait(e)) => Err(died(format!("could not run the PDF worker: {e}"))),
+        Ok(done) if !done.status.success() => {
+            let last = done
+                .stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no message");
+            Err(died(format!(
+                "the parser process died ({}; it may have hit its {} MiB memory cap): {last}",
+                done.status,
+                max_memory_bytes / 1_048_576
+            )))
+        }
+        Ok(done) => serde_json::from_slice::<Result<PdfContent, PdfFailure>>(&done.stdout)
+            .unwrap_or_else(|e| Err(died(format!("unreadable answer from the PDF worker: {e}")))),
+    }
+}
+
+/// The worker process: reads a PDF on stdin, writes the result as JSON on
+/// stdout. Memory is capped first, so a decompression bomb fails here.
+#[must_use]
+pub fn worker_main(path: &str, seconds: u64, max_memory_bytes: u64) -> i32 {
+    #[cfg(unix)]
+    if let Err(e) = rlimit::setrlimit(rlimit::Resource::AS, max_memory_bytes, max_memory_bytes) {
+        eprintln!("scout pdf-worker: could not cap memory: {e}");
+    }
+    #[cfg(not(unix))]
+    let _ = max_memory_bytes;
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
+        eprintln!("scout pdf-worker: reading stdin: {e}");
+        return 2;
+    }
+    let result = extract_pages(path, bytes, Duration::from_secs(seconds));
+    match serde_json::to_writer(std::io::stdout().lock(), &result) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("scout pdf-worker: writing the result: {e}");
+            2
+        }
+    }
 }
 
 /// Structure from lopdf: encrypted, bookmarks as (level, title, page),
@@ -407,6 +498,60 @@ mod tests {
             .unwrap()
             .scans
             .is_empty());
+    }
+
+    #[cfg(unix)]
+    fn stand_in_worker(dir: &std::path::Path, script: &str) -> PdfIsolation {
+        use std::os::unix::fs::PermissionsExt;
+        let exe = dir.join("worker.sh");
+        std::fs::write(&exe, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        PdfIsolation::Process {
+            exe,
+            max_memory_bytes: 1 << 30,
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_hung_worker_is_killed_and_reported_as_a_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let err = extract(
+            "h.pdf",
+            b"%PDF".to_vec(),
+            Duration::from_secs(1),
+            &stand_in_worker(dir.path(), "sleep 60"),
+        )
+        .unwrap_err();
+        assert_eq!(err.reason, SkipReason::PdfTimeout);
+        assert!(
+            started.elapsed() < Duration::from_secs(1 + WORKER_GRACE_SECONDS + 3),
+            "killed, not waited for"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_crashed_or_confused_worker_is_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let crash = extract(
+            "c.pdf",
+            b"%PDF".to_vec(),
+            Duration::from_secs(5),
+            &stand_in_worker(dir.path(), "kill -SEGV $$"),
+        )
+        .unwrap_err();
+        assert_eq!(crash.reason, SkipReason::PdfPanic);
+        assert!(crash.detail.contains("died"), "{}", crash.detail);
+        let garbage = extract(
+            "g.pdf",
+            b"%PDF".to_vec(),
+            Duration::from_secs(5),
+            &stand_in_worker(dir.path(), "echo nonsense"),
+        )
+        .unwrap_err();
+        assert!(garbage.detail.contains("unreadable answer"), "{}", garbage.detail);
     }
 
     #[test]

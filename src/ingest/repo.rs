@@ -59,6 +59,8 @@ pub struct WalkOptions {
     pub threads: usize,
     /// Store secrets as they are instead of redacting them.
     pub keep_secrets: bool,
+    /// Where PDFs are parsed (a worker process for the CLI).
+    pub pdf_isolation: pdf::PdfIsolation,
     /// OCR for images: tesseract's languages (`eng`, `eng+deu`); `None`
     /// turns OCR off.
     pub ocr_lang: Option<String>,
@@ -485,8 +487,13 @@ fn read_file(
     };
     if is_pdf || bytes.starts_with(b"%PDF-") {
         doc.kind = DocumentKind::Pdf;
-        let content = pdf::extract_pages(shown, bytes, Duration::from_secs(limits.pdf_extract_seconds))
-            .map_err(|f| (f.reason, f.detail))?;
+        let content = pdf::extract(
+            shown,
+            bytes,
+            Duration::from_secs(limits.pdf_extract_seconds),
+            &opts.pdf_isolation,
+        )
+        .map_err(|f| (f.reason, f.detail))?;
         doc.segments = content.pages;
         doc.symbols = content.sections;
         doc.title = content.title;
