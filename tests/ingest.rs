@@ -315,3 +315,38 @@ fn scanned_pdf_pages_and_images_are_read_by_ocr() {
         .iter()
         .all(|s| matches!(s.anchor, scout::anchor::Anchor::Region { .. })));
 }
+
+#[test]
+fn the_map_page_holds_every_document_and_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.db");
+    let map = dir.path().join("map.html");
+    let out = scout(dir.path())
+        .args(["ingest", "--no-tokens", "--corpus"])
+        .arg(&corpus)
+        .arg("--map")
+        .arg(&map)
+        .arg(data("mixed"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let html = std::fs::read_to_string(&map).unwrap();
+    assert!(html.starts_with("<!doctype html>"));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "self-contained: nothing fetched"
+    );
+    for name in [
+        "src/lib.rs",
+        "docs/report.pdf",
+        "docs/diagram.png",
+        "binary.txt",
+        "empty.txt",
+    ] {
+        assert!(html.contains(name), "{name} missing from the map");
+    }
+    assert!(
+        html.contains("\"unit\":\"bytes\""),
+        "without token counts, sizes are bytes"
+    );
+}

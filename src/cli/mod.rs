@@ -21,8 +21,9 @@ use crate::ingest::pdf::PdfIsolation;
 use crate::ingest::WalkOptions;
 use crate::limits::{Limits, ANSWER_TOKENS};
 use crate::report;
+use crate::report::map::{map_html, MapEntry};
 use crate::tasks::ask::{ask, AskEvent, AskOptions, Step};
-use crate::tasks::ingest::ingest;
+use crate::tasks::ingest::{document_tokens, ingest};
 
 use progress::Progress;
 
@@ -176,6 +177,10 @@ struct IngestArgs {
     /// No progress on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Also write a self-contained HTML page with a treemap of where the corpus's
+    /// tokens go, its biggest documents, and every skipped file.
+    #[arg(long, value_name = "FILE.html")]
+    map: Option<PathBuf>,
     #[command(flatten)]
     walk: WalkArgs,
     #[command(flatten)]
@@ -274,12 +279,12 @@ fn check_sources(paths: &[PathBuf]) -> Result<()> {
 fn run_ingest(a: &IngestArgs) -> Result<i32> {
     check_sources(&a.paths)?;
     let mut corpus = Corpus::open(&a.corpus)?;
-    let tokenizer = if a.no_tokens {
+    let model_path = if a.no_tokens {
         None
     } else {
-        let path = models::resolve(a.model.model.as_deref(), &mut say(a.quiet))?;
-        Some(LlamaCppTokenizer::load(&path)?)
+        Some(models::resolve(a.model.model.as_deref(), &mut say(a.quiet))?)
     };
+    let tokenizer = model_path.as_deref().map(LlamaCppTokenizer::load).transpose()?;
     let progress = Progress::files(a.quiet);
     let summary = ingest(
         &mut corpus,
@@ -289,6 +294,41 @@ fn run_ingest(a: &IngestArgs) -> Result<i32> {
         &mut |path| progress.file(path),
     )?;
     progress.finish();
+    if let Some(map) = &a.map {
+        let entries: Vec<MapEntry> = match &tokenizer {
+            Some(t) => document_tokens(&mut corpus, t)?
+                .into_iter()
+                .map(|(path, kind, size)| MapEntry { path, kind, size })
+                .collect(),
+            None => corpus
+                .documents()?
+                .into_iter()
+                .map(|d| MapEntry {
+                    path: d.path,
+                    kind: d.kind.as_str().to_owned(),
+                    size: d.bytes,
+                })
+                .collect(),
+        };
+        // The model's context, from its GGUF header (a vocabulary-only
+        // load does not report it).
+        let context = model_path
+            .as_ref()
+            .and_then(|p| crate::kv::plan::facts::load(&p.to_string_lossy()).ok())
+            .map(|f| f.max_context as u32)
+            .filter(|&c| c > 0);
+        let html = map_html(
+            &a.corpus.display().to_string(),
+            &entries,
+            &summary,
+            tokenizer.is_some(),
+            context,
+        );
+        std::fs::write(map, html).with_context(|| format!("writing {}", map.display()))?;
+        if !a.quiet {
+            eprintln!("scout: map written to {}", map.display());
+        }
+    }
     let mut out = std::io::stdout().lock();
     if a.json {
         let mut value = serde_json::to_value(&summary)?;
@@ -316,9 +356,7 @@ fn cache_corpus_path(sources: &[PathBuf]) -> PathBuf {
         h.update(s.to_string_lossy().as_bytes());
         h.update(b"\0");
     }
-    models::cache_dir()
-        .join("corpora")
-        .join(format!("{}.scout.db", &h.finalize().to_hex()[..16]))
+    models::corpora_dir().join(format!("{}.scout.db", &h.finalize().to_hex()[..16]))
 }
 
 fn engine_options(m: &ModelArgs) -> LlamaCppOptions {

@@ -4,6 +4,7 @@
 //! calls an engine and never decides anything: what is valid or skipped
 //! was settled before it gets here.
 
+pub mod map;
 pub mod plan;
 
 use std::fmt::Write as _;

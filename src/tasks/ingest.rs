@@ -37,17 +37,27 @@ pub fn ingest(
     // full read, never text stored under the wrong setting.
     corpus.set_keeps_secrets(opts.keep_secrets)?;
     if let Some(tok) = tokenizer {
-        summary.tokens = corpus_tokens(corpus, tok)?;
+        summary.tokens = document_tokens(corpus, tok)?.iter().map(|d| d.2).sum();
     }
     Ok(summary)
 }
 
-/// Tokens the whole corpus takes in a prompt (documents with boundaries
-/// and markers), exact for `tokenizer`; cached in the corpus.
-pub fn corpus_tokens(corpus: &mut Corpus, tokenizer: &dyn Tokenizer) -> Result<u64, CorpusError> {
+/// Tokens each document takes in a prompt (with its boundary and
+/// markers), exact for `tokenizer`; cached in the corpus. In path order:
+/// (path, kind, tokens).
+pub fn document_tokens(
+    corpus: &mut Corpus,
+    tokenizer: &dyn Tokenizer,
+) -> Result<Vec<(String, String, u64)>, CorpusError> {
     let mut docs = corpus.documents()?;
     order_documents(&mut docs);
     let blocks: Vec<_> = docs.iter().map(|d| render_document(d, corpus.salt())).collect();
     let counts = count_units(&blocks, corpus, tokenizer)?;
-    Ok(counts.iter().map(|c| u64::from(c.total())).sum())
+    let mut out: Vec<(String, String, u64)> = docs
+        .iter()
+        .zip(&counts)
+        .map(|(d, c)| (d.path.clone(), d.kind.as_str().to_owned(), u64::from(c.total())))
+        .collect();
+    out.sort();
+    Ok(out)
 }
