@@ -110,7 +110,8 @@ pub struct IngestSummary {
     pub llama4_image_tokens: u64,
     /// Images and scanned PDF pages read this run, by OCR outcome: `ok`,
     /// `no_text`, or the reason there is none (`ocr_unavailable`,
-    /// `ocr_timeout`, `ocr_failed`, `ocr_off`, `unsupported_image`).
+    /// `ocr_timeout`, `ocr_failed`, `ocr_off`, `unsupported_image`,
+    /// `too_many_pixels`).
     pub ocr: BTreeMap<String, u64>,
     /// Source files read this run that got an outline.
     pub outlined: u64,

@@ -17,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use ignore::overrides::OverrideBuilder;
 use ignore::{WalkBuilder, WalkState};
 
-use crate::limits::{Limits, BINARY_SNIFF_BYTES};
+use crate::limits::{Limits, BINARY_SNIFF_BYTES, MAX_SCAN_PIXELS};
 
 use super::image::{self, IMAGE_EXTENSIONS};
 use super::ocr;
@@ -349,7 +349,15 @@ fn ocr_page(path: &str, page: u32, image: &[u8], opts: &WalkOptions) -> Result<P
 /// An image file: OCR blocks become its segments; with no text (or no
 /// OCR), one placeholder segment stands for the image.
 fn read_image_text(doc: &mut Document, bytes: &[u8], opts: &WalkOptions) {
-    match ocr_page(&doc.path, 1, bytes, opts) {
+    // tesseract decodes every pixel: an image bomb (a few KB claiming
+    // 100,000 x 100,000 pixels) must not reach it.
+    let pixels = doc.image.map_or(0, |i| u64::from(i.width) * u64::from(i.height));
+    let outcome = if pixels > MAX_SCAN_PIXELS {
+        Err("too_many_pixels")
+    } else {
+        ocr_page(&doc.path, 1, bytes, opts)
+    };
+    match outcome {
         Ok((segments, lines, found)) => {
             doc.segments = segments;
             doc.ocr_lines = lines;
@@ -714,6 +722,26 @@ mod tests {
         assert_eq!(docs.len(), 1);
         assert_eq!(skips.len(), 1, "the folder is one counted skip: {skips:?}");
         assert!(skips[0].path.ends_with("/cache"));
+    }
+
+    #[test]
+    fn an_image_bomb_is_kept_but_never_decoded() {
+        // A PNG header claiming 100,000 x 100,000 pixels, and nothing else.
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        png.extend_from_slice(&100_000u32.to_be_bytes());
+        png.extend_from_slice(&100_000u32.to_be_bytes());
+        png.extend_from_slice(b"\x08\x02\0\0\0\0\0\0\0");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bomb.png"), png).unwrap();
+        let opts = WalkOptions {
+            ocr_lang: Some("eng".into()),
+            ..WalkOptions::default()
+        };
+        let started = std::time::Instant::now();
+        let (docs, skips, _) = walk_all(dir.path(), &opts);
+        assert!(skips.is_empty());
+        assert_eq!(docs[0].ocr_outcomes, vec!["too_many_pixels"]);
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
