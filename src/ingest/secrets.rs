@@ -124,10 +124,21 @@ fn looks_secret(value: &str) -> bool {
     entropy(value) >= 3.0 && (has_digit || !has_alpha || value.len() >= 20)
 }
 
+/// Every pattern at once: one pass over a whole file tells whether any
+/// line needs the per-line work (most files hold no secret at all).
+static ANY: LazyLock<regex::RegexSet> = LazyLock::new(|| {
+    let mut patterns: Vec<String> = RULES.iter().map(|r| r.re.as_str().to_owned()).collect();
+    patterns.push(PRIVATE_KEY_BEGIN.as_str().to_owned());
+    regex::RegexSet::new(patterns).expect("secret patterns are valid")
+});
+
 /// Finds and redacts secrets in `text` (a file, or a PDF page), returning
 /// the redacted text and what was found. Lines are never added or removed.
 #[must_use]
 pub fn redact(path: &str, text: &str) -> (String, Vec<SecretFinding>) {
+    if !ANY.is_match(text) {
+        return (text.to_owned(), Vec::new());
+    }
     let mut findings = Vec::new();
     let mut out = String::with_capacity(text.len());
     let mut in_key = false;
