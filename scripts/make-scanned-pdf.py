@@ -7,7 +7,11 @@ layer, as scanners produce. No dependencies.
 A .jpg is embedded as it is (DCTDecode); a binary .pgm (P5, 8-bit gray,
 e.g. from `pdftoppm -gray`) is embedded as Flate-compressed pixels.
 """
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pdfwrite import write_pdf  # noqa: E402
 import zlib
 
 
@@ -63,17 +67,7 @@ def main():
     kids = b" ".join(b"%d 0 R" % p for p in page_ids)
     assert add(b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, len(page_ids))) == pages_id
     catalog = add(b"<< /Type /Catalog /Pages %d 0 R >>" % pages_id)
-    data = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for i, body in enumerate(objects, start=1):
-        offsets.append(len(data))
-        data += b"%d 0 obj\n" % i + body + b"\nendobj\n"
-    xref = len(data)
-    data += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for off in offsets:
-        data += b"%010d 00000 n \n" % off
-    data += b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, catalog, xref)
-    open(out, "wb").write(data)
+    write_pdf(out, objects, catalog)
 
 
 if __name__ == "__main__":

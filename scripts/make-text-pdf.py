@@ -9,7 +9,11 @@ Each argument is one page; '|' separates lines. --outline adds bookmarks
 handler whose user password is not empty, so readers need a password
 (the content itself is left as is: enough to test that it is refused).
 """
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pdfwrite import write_pdf  # noqa: E402
 
 
 def escape(s):
@@ -71,19 +75,7 @@ def main():
         encrypt_ref = b" /Encrypt %d 0 R /ID [<00112233445566778899aabbccddeeff> <00112233445566778899aabbccddeeff>]" % enc
     info = add(b"<< /Title (scout example) /Producer (scripts/make-text-pdf.py) >>")
 
-    data = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for i, body in enumerate(objects, start=1):
-        offsets.append(len(data))
-        data += b"%d 0 obj\n" % i + body + b"\nendobj\n"
-    xref = len(data)
-    data += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for off in offsets:
-        data += b"%010d 00000 n \n" % off
-    data += b"trailer\n<< /Size %d /Root %d 0 R /Info %d 0 R%s >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1, catalog, info, encrypt_ref, xref)
-    with open(out, "wb") as f:
-        f.write(data)
+    write_pdf(out, objects, catalog, b" /Info %d 0 R" % info + encrypt_ref)
 
 
 if __name__ == "__main__":

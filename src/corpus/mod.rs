@@ -781,24 +781,15 @@ mod tests {
     use super::*;
 
     fn doc(path: &str, text: &str) -> Document {
-        Document {
-            path: path.into(),
-            kind: DocumentKind::Text,
-            language: None,
-            content_hash: blake3::hash(text.as_bytes()).to_hex().to_string(),
-            bytes: text.len() as u64,
-            modified: 1,
-            mtime_ns: 1,
-            segments: crate::ingest::split_text(path, text),
-            replaced_chars: 0,
-            image: None,
-            secrets: Vec::new(),
-            symbols: Vec::new(),
-            outline_failure: None,
-            title: None,
-            ocr_lines: Vec::new(),
-            ocr_outcomes: Vec::new(),
-        }
+        let mut d = Document::new(
+            path.into(),
+            DocumentKind::Text,
+            blake3::hash(text.as_bytes()).to_hex().to_string(),
+            text.len() as u64,
+            1,
+        );
+        d.segments = crate::ingest::split_text(path, text);
+        d
     }
 
     #[test]

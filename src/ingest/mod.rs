@@ -112,6 +112,32 @@ pub struct Document {
     pub ocr_outcomes: Vec<&'static str>,
 }
 
+impl Document {
+    /// A document of `kind` with no content yet: the ingestors fill in
+    /// segments and what they learn.
+    #[must_use]
+    pub fn new(path: String, kind: DocumentKind, content_hash: String, bytes: u64, mtime_ns: i64) -> Self {
+        Self {
+            path,
+            kind,
+            language: None,
+            content_hash,
+            bytes,
+            modified: mtime_ns.div_euclid(1_000_000_000),
+            mtime_ns,
+            segments: Vec::new(),
+            replaced_chars: 0,
+            image: None,
+            secrets: Vec::new(),
+            symbols: Vec::new(),
+            outline_failure: None,
+            title: None,
+            ocr_lines: Vec::new(),
+            ocr_outcomes: Vec::new(),
+        }
+    }
+}
+
 /// Why a file was not made into a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -475,24 +475,13 @@ fn read_file(
         return Err((SkipReason::Empty, "no content".into()));
     }
     let modified_ns = mtime_ns(&meta);
-    let mut doc = Document {
-        path: shown.to_owned(),
-        kind: DocumentKind::Text,
-        language: None,
-        content_hash: blake3::hash(&bytes).to_hex().to_string(),
-        bytes: bytes.len() as u64,
-        modified: modified_ns.div_euclid(1_000_000_000),
-        mtime_ns: modified_ns,
-        segments: Vec::new(),
-        replaced_chars: 0,
-        image: None,
-        secrets: Vec::new(),
-        symbols: Vec::new(),
-        outline_failure: None,
-        title: None,
-        ocr_lines: Vec::new(),
-        ocr_outcomes: Vec::new(),
-    };
+    let mut doc = Document::new(
+        shown.to_owned(),
+        DocumentKind::Text,
+        blake3::hash(&bytes).to_hex().to_string(),
+        bytes.len() as u64,
+        modified_ns,
+    );
     if is_pdf || bytes.starts_with(b"%PDF-") {
         doc.kind = DocumentKind::Pdf;
         let content = pdf::extract(
