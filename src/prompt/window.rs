@@ -120,7 +120,9 @@ pub struct Window {
 const TOC_LINE_TOKENS: u32 = 24;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{anchor} alone takes {tokens} tokens, more than the {budget} a window can hold with this engine's context")]
+#[error(
+    "{anchor} alone takes {tokens} tokens with its document's boundary lines, more than the {budget} a window can hold"
+)]
 pub struct PieceTooLarge {
     pub anchor: String,
     pub tokens: u32,
@@ -156,7 +158,7 @@ pub fn plan_windows(
             if overhead + n > budget {
                 return Err(PieceTooLarge {
                     anchor: block.pieces[j].0.to_string(),
-                    tokens: n,
+                    tokens: overhead + n,
                     budget,
                 });
             }

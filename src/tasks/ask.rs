@@ -142,7 +142,7 @@ pub enum AskError {
     EmptyCorpus,
     #[error("the question and instructions alone take {needed} tokens of the engine's {context}; ask a shorter question or use a model with a longer context")]
     NoRoom { needed: u32, context: u32 },
-    #[error(transparent)]
+    #[error("the corpus does not split into windows of this context; give the model more context (--context) or the answer fewer tokens (--max-tokens)")]
     Window(#[from] PieceTooLarge),
     #[error("could not fit the corpus into windows of this engine's context after several tries")]
     CannotFit,
