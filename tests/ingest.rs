@@ -350,3 +350,41 @@ fn the_map_page_holds_every_document_and_skip() {
         "without token counts, sizes are bytes"
     );
 }
+
+#[test]
+fn cached_token_totals_match_a_fresh_count_after_an_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a.py"), "def a():\n    return 1\n").unwrap();
+    std::fs::write(tree.join("b.md"), "# B\nsome words here\n").unwrap();
+    let tokens = |corpus: &std::path::Path, extra: &[&str]| {
+        let out = scout(dir.path())
+            .args(["ingest", "--json", "--model"])
+            .arg(model())
+            .args(extra)
+            .arg("--corpus")
+            .arg(corpus)
+            .arg(&tree)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        json(&out)["tokens"].as_u64().unwrap()
+    };
+    let kept = dir.path().join("kept.db");
+    let before = tokens(&kept, &[]);
+    std::fs::write(tree.join("a.py"), "def a():\n    return 1 + 2 + 3 + 4 + 5\n").unwrap();
+    let after = tokens(&kept, &[]);
+    assert!(after > before, "the edit added tokens: {before} -> {after}");
+    // Ground truth with the same salt (a new corpus would draw another, and
+    // its boundary lines would tokenize differently): a copy of this corpus
+    // where every document is rewritten and counted afresh. Switching
+    // redaction does that; there are no secrets here, so the text is equal.
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&kept, &copy).unwrap();
+    assert_eq!(
+        after,
+        tokens(&copy, &["--keep-secrets"]),
+        "the cached total equals a fresh count"
+    );
+}

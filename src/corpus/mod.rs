@@ -25,7 +25,7 @@ use crate::ingest::{Document, DocumentKind, ImageInfo, KnownFile, Segment, WalkI
 
 /// Bumped whenever the tables change shape; an older file is refused with a
 /// clear message rather than misread.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The application id `SQLite` stores in the file header ("scou").
 const APPLICATION_ID: i64 = 0x7363_6f75;
@@ -148,7 +148,11 @@ CREATE TABLE IF NOT EXISTS documents (
     replaced_chars INTEGER NOT NULL,
     width INTEGER,
     height INTEGER,
-    title TEXT
+    title TEXT,
+    -- The document's prompt tokens, and what they were counted with
+    -- (tokenizer and layout version); a rewritten row starts without.
+    tokens INTEGER,
+    tokens_key TEXT
 );
 CREATE TABLE IF NOT EXISTS segments (
     doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
@@ -438,6 +442,16 @@ impl Corpus {
 
     /// Every document with its segments, ordered by path.
     pub fn documents(&self) -> Result<Vec<StoredDocument>, CorpusError> {
+        self.documents_matching(None)
+    }
+
+    /// The documents at `paths`, with their segments, ordered by path; only
+    /// their rows are read.
+    pub fn documents_at(&self, paths: &HashSet<String>) -> Result<Vec<StoredDocument>, CorpusError> {
+        self.documents_matching(Some(paths))
+    }
+
+    fn documents_matching(&self, only: Option<&HashSet<String>>) -> Result<Vec<StoredDocument>, CorpusError> {
         let mut docs: Vec<StoredDocument> = Vec::new();
         let mut stmt = self
             .conn
@@ -473,10 +487,30 @@ impl Corpus {
         for row in rows {
             docs.push(row.map_err(|e| self.err(e))?);
         }
+        // With a filter, the wanted ids go into a temporary table that the
+        // segment and symbol queries join, so only their rows are read.
+        let scope = if let Some(paths) = only {
+            docs.retain(|d| paths.contains(&d.path));
+            self.conn
+                .execute_batch("CREATE TEMP TABLE IF NOT EXISTS wanted (id INTEGER PRIMARY KEY); DELETE FROM wanted;")
+                .map_err(|e| self.err(e))?;
+            let mut ins = self
+                .conn
+                .prepare_cached("INSERT INTO wanted VALUES (?1)")
+                .map_err(|e| self.err(e))?;
+            for d in &docs {
+                ins.execute([d.id]).map_err(|e| self.err(e))?;
+            }
+            " WHERE doc_id IN (SELECT id FROM wanted)"
+        } else {
+            ""
+        };
         let index: BTreeMap<i64, usize> = docs.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
         let mut stmt = self
             .conn
-            .prepare("SELECT doc_id, line_start, line_end, page, x, y, w, h, text FROM segments ORDER BY doc_id, ord")
+            .prepare(&format!(
+                "SELECT doc_id, line_start, line_end, page, x, y, w, h, text FROM segments{scope} ORDER BY doc_id, ord"
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -510,7 +544,9 @@ impl Corpus {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT doc_id, name, kind, start_line, end_line FROM symbols ORDER BY doc_id, start_line, end_line DESC")
+            .prepare(&format!(
+                "SELECT doc_id, name, kind, start_line, end_line FROM symbols{scope} ORDER BY doc_id, start_line, end_line DESC"
+            ))
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -532,6 +568,49 @@ impl Corpus {
             }
         }
         Ok(docs)
+    }
+
+    /// Every document's path and kind, without reading its text.
+    pub fn document_kinds(&self) -> Result<Vec<(String, String)>, CorpusError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, kind FROM documents ORDER BY path")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Prompt token totals already counted under `key`, by path.
+    pub fn document_token_totals(&self, key: &str) -> Result<HashMap<String, u64>, CorpusError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, tokens FROM documents WHERE tokens_key = ?1 AND tokens IS NOT NULL")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Records prompt token totals (path, tokens) counted under `key`.
+    pub fn store_document_token_totals(&mut self, key: &str, totals: &[(String, u64)]) -> Result<(), CorpusError> {
+        let path = self.path.clone();
+        let err = |source| CorpusError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("UPDATE documents SET tokens = ?1, tokens_key = ?2 WHERE path = ?3")
+                .map_err(err)?;
+            for (p, n) in totals {
+                stmt.execute(params![*n as i64, key, p]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
     }
 
     /// Size and modification time of every stored file, by path: a walk

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use crate::corpus::{Corpus, CorpusError, IngestSummary};
 use crate::ingest::{display_path, walk, WalkOptions};
-use crate::prompt::{count_units, order_documents, render_document, Tokenizer};
+use std::collections::HashSet;
+
+use crate::prompt::{count_units, render_document, Tokenizer, LAYOUT_VERSION};
 
 /// Walks `roots` into `corpus` (only changed files are rewritten), then
 /// counts the corpus's tokens as laid out in a prompt, with `tokenizer`.
@@ -49,15 +51,31 @@ pub fn document_tokens(
     corpus: &mut Corpus,
     tokenizer: &dyn Tokenizer,
 ) -> Result<Vec<(String, String, u64)>, CorpusError> {
-    let mut docs = corpus.documents()?;
-    order_documents(&mut docs);
-    let blocks: Vec<_> = docs.iter().map(|d| render_document(d, corpus.salt())).collect();
-    let counts = count_units(&blocks, corpus, tokenizer)?;
-    let mut out: Vec<(String, String, u64)> = docs
+    // Totals are kept per document and cleared when it is rewritten, so a
+    // re-ingest renders and counts only what changed.
+    let key = format!("{}:{LAYOUT_VERSION}", tokenizer.tokenizer_id());
+    let mut totals = corpus.document_token_totals(&key)?;
+    let all = corpus.document_kinds()?;
+    let missing: HashSet<String> = all
         .iter()
-        .zip(&counts)
-        .map(|(d, c)| (d.path.clone(), d.kind.as_str().to_owned(), u64::from(c.total())))
+        .filter(|(p, _)| !totals.contains_key(p))
+        .map(|(p, _)| p.clone())
         .collect();
-    out.sort();
-    Ok(out)
+    if !missing.is_empty() {
+        let docs = corpus.documents_at(&missing)?;
+        let blocks: Vec<_> = docs.iter().map(|d| render_document(d, corpus.salt())).collect();
+        let counts = count_units(&blocks, corpus, tokenizer)?;
+        let fresh: Vec<(String, u64)> = docs
+            .iter()
+            .zip(&counts)
+            .map(|(d, c)| (d.path.clone(), u64::from(c.total())))
+            .collect();
+        corpus.store_document_token_totals(&key, &fresh)?;
+        totals.extend(fresh);
+    }
+    Ok(all
+        .into_iter()
+        .map(|(path, kind)| (totals.get(&path).copied().unwrap_or(0), path, kind))
+        .map(|(n, p, k)| (p, k, n))
+        .collect())
 }
