@@ -596,6 +596,18 @@ impl Corpus {
 
     /// Records prompt token totals (path, tokens) counted under `key`.
     pub fn store_document_token_totals(&mut self, key: &str, totals: &[(String, u64)]) -> Result<(), CorpusError> {
+        self.execute_many(
+            "UPDATE documents SET tokens = ?1, tokens_key = ?2 WHERE path = ?3",
+            totals.iter().map(|(p, n)| (*n as i64, key, p.as_str())),
+        )
+    }
+
+    /// Runs `sql` once per row of parameters, all in one transaction.
+    fn execute_many<P: rusqlite::Params>(
+        &mut self,
+        sql: &str,
+        rows: impl Iterator<Item = P>,
+    ) -> Result<(), CorpusError> {
         let path = self.path.clone();
         let err = |source| CorpusError::Sqlite {
             path: path.clone(),
@@ -603,11 +615,9 @@ impl Corpus {
         };
         let tx = self.conn.transaction().map_err(err)?;
         {
-            let mut stmt = tx
-                .prepare_cached("UPDATE documents SET tokens = ?1, tokens_key = ?2 WHERE path = ?3")
-                .map_err(err)?;
-            for (p, n) in totals {
-                stmt.execute(params![*n as i64, key, p]).map_err(err)?;
+            let mut stmt = tx.prepare_cached(sql).map_err(err)?;
+            for row in rows {
+                stmt.execute(row).map_err(err)?;
             }
         }
         tx.commit().map_err(err)
@@ -711,21 +721,10 @@ impl Corpus {
 
     /// Stores token counts (text hash, tokens) under `tokenizer`.
     pub fn store_token_counts(&mut self, tokenizer: &str, counts: &[(String, u32)]) -> Result<(), CorpusError> {
-        let path = self.path.clone();
-        let err = |source| CorpusError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut stmt = tx
-                .prepare_cached("INSERT OR REPLACE INTO token_counts VALUES (?1, ?2, ?3)")
-                .map_err(err)?;
-            for (hash, tokens) in counts {
-                stmt.execute(params![hash, tokenizer, tokens]).map_err(err)?;
-            }
-        }
-        tx.commit().map_err(err)
+        self.execute_many(
+            "INSERT OR REPLACE INTO token_counts VALUES (?1, ?2, ?3)",
+            counts.iter().map(|(hash, tokens)| (hash.as_str(), tokenizer, *tokens)),
+        )
     }
 }
 
