@@ -292,7 +292,16 @@ pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result
             // read still gets its text.
             let structure = catch_unwind(AssertUnwindSafe(|| structure(&bytes, &textless)))
                 .ok()
-                .flatten();
+                .flatten()
+                .or_else(|| {
+                    // lopdf could not read what pdf-extract did: the text-less
+                    // pages still count, as images that could not be taken out.
+                    let why = || Err("lopdf could not read the document structure".to_owned());
+                    Some(Structure {
+                        scans: textless.iter().map(|&p| (p, why())).collect(),
+                        ..Structure::default()
+                    })
+                });
             (text, structure)
         }));
         // The receiver may have given up (timeout); nothing to do then.
