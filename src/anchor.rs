@@ -184,12 +184,10 @@ fn has_file_extension(path: &str) -> bool {
         .is_some_and(|(_, ext)| FILE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
 }
 
-/// A citation as the model wrote it, with where it stood in the answer.
+/// A citation the model wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrittenCitation {
     pub anchor: Anchor,
-    /// The exact text the model wrote.
-    pub text: String,
 }
 
 /// Finds everything in `text` that looks like an anchor: `path:12-20`,
@@ -200,7 +198,6 @@ pub fn find_citations(text: &str) -> Vec<WrittenCitation> {
     let mut out: Vec<WrittenCitation> = Vec::new();
     for caps in CITATION.captures_iter(text) {
         let m = caps.get(0).expect("group 0 always matches");
-        let whole = m.as_str();
         let path = caps["path"].trim_end_matches(['.', '/']);
         // Version numbers and decimals ("0.1", "3.5") are not paths, and
         // neither is the tail of a URL or of a longer token ("scheme://x",
@@ -235,10 +232,7 @@ pub fn find_citations(text: &str) -> Vec<WrittenCitation> {
             continue;
         };
         if !out.iter().any(|c| c.anchor == anchor) {
-            out.push(WrittenCitation {
-                anchor,
-                text: whole.to_owned(),
-            });
+            out.push(WrittenCitation { anchor });
         }
     }
     out

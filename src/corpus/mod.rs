@@ -682,27 +682,6 @@ impl Corpus {
             .map_err(|e| self.err(e))
     }
 
-    /// A content hash of the whole corpus (paths and content hashes, in
-    /// path order): equal hashes mean equal corpora.
-    pub fn content_hash(&self) -> Result<String, CorpusError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT path, content_hash FROM documents ORDER BY path")
-            .map_err(|e| self.err(e))?;
-        let mut hasher = blake3::Hasher::new();
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| self.err(e))?;
-        for row in rows {
-            let (path, hash) = row.map_err(|e| self.err(e))?;
-            hasher.update(path.as_bytes());
-            hasher.update(b"\0");
-            hasher.update(hash.as_bytes());
-            hasher.update(b"\n");
-        }
-        Ok(hasher.finalize().to_hex().to_string())
-    }
-
     /// Cached token counts for `hashes` under `tokenizer`.
     pub fn token_counts(&self, tokenizer: &str, hashes: &[String]) -> Result<Vec<Option<u32>>, CorpusError> {
         let mut stmt = self

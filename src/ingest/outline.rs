@@ -117,12 +117,6 @@ fn definitions(language: &str) -> Option<(Language, &'static [(&'static str, &'s
     })
 }
 
-/// Whether scout has a grammar for `language`.
-#[must_use]
-pub fn supported(language: &str) -> bool {
-    definitions(language).is_some()
-}
-
 /// The outline of `text` in `language` (`Ok(None)` when there is no grammar
 /// for it), parsing for at most `limit`.
 pub fn outline(language: &str, text: &str, limit: Duration) -> Result<Option<Vec<Symbol>>, OutlineFailure> {
