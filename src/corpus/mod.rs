@@ -720,32 +720,30 @@ fn new_salt() -> String {
 }
 
 fn upsert_document(tx: &Transaction<'_>, doc: &Document, rewrite: bool) -> rusqlite::Result<Upsert> {
+    // Cached statements: one upsert per file, tens of thousands of rows.
     let existing: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT id, content_hash FROM documents WHERE path = ?1",
-            [&doc.path],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .prepare_cached("SELECT id, content_hash FROM documents WHERE path = ?1")?
+        .query_row([&doc.path], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let outcome = match &existing {
         Some((_, hash)) if *hash == doc.content_hash && !rewrite => {
             // Same bytes: keep segments; only the modification time may move.
-            tx.execute(
-                "UPDATE documents SET modified = ?1, mtime_ns = ?2 WHERE path = ?3",
-                params![doc.modified, doc.mtime_ns, doc.path],
-            )?;
+            tx.prepare_cached("UPDATE documents SET modified = ?1, mtime_ns = ?2 WHERE path = ?3")?
+                .execute(params![doc.modified, doc.mtime_ns, doc.path])?;
             return Ok(Upsert::Unchanged);
         }
         Some((id, _)) => {
-            tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+            tx.prepare_cached("DELETE FROM documents WHERE id = ?1")?
+                .execute([id])?;
             Upsert::Changed
         }
         None => Upsert::Added,
     };
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO documents (path, kind, language, content_hash, bytes, modified, mtime_ns, replaced_chars, width, height, title)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        params![
+    )?
+    .execute(params![
             doc.path,
             doc.kind.as_str(),
             doc.language,
@@ -757,20 +755,15 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document, rewrite: bool) -> rusql
             doc.image.map(|i| i.width),
             doc.image.map(|i| i.height),
             doc.title,
-        ],
-    )?;
+    ])?;
     let id = tx.last_insert_rowid();
+    let mut stmt = tx.prepare_cached("INSERT INTO symbols VALUES (?1, ?2, ?3, ?4, ?5)")?;
     for sym in &doc.symbols {
-        tx.execute(
-            "INSERT INTO symbols VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, sym.name, sym.kind, sym.start_line, sym.end_line],
-        )?;
+        stmt.execute(params![id, sym.name, sym.kind, sym.start_line, sym.end_line])?;
     }
+    let mut stmt = tx.prepare_cached("INSERT INTO secrets VALUES (?1, ?2, ?3, ?4)")?;
     for f in &doc.secrets {
-        tx.execute(
-            "INSERT INTO secrets VALUES (?1, ?2, ?3, ?4)",
-            params![id, f.line, f.page, f.kind],
-        )?;
+        stmt.execute(params![id, f.line, f.page, f.kind])?;
     }
     let mut stmt = tx.prepare_cached("INSERT INTO segments VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?;
     for (ord, seg) in doc.segments.iter().enumerate() {

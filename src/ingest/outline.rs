@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tree_sitter::{Language, Node, ParseOptions, Parser};
+use tree_sitter::{Language, Node, ParseOptions, Parser, TreeCursor};
 
 /// A definition in a source file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,8 +141,15 @@ pub fn outline(language: &str, text: &str, limit: Duration) -> Result<Option<Vec
     if root.has_error() && error_bytes(root) * 2 > bytes.len() {
         return Err(OutlineFailure::MostlyErrors);
     }
+    // Node kinds compared by id, not name: the walk visits every node.
+    let ids: Vec<(u16, &str)> = kinds
+        .iter()
+        .map(|&(kind, label)| (grammar.id_for_node_kind(kind, true), label))
+        // 0: a kind this grammar version does not have.
+        .filter(|&(id, _)| id != 0)
+        .collect();
     let mut symbols = Vec::new();
-    collect(root, bytes, kinds, &mut symbols);
+    collect(&mut tree.walk(), bytes, &ids, &mut symbols);
     Ok(Some(symbols))
 }
 
@@ -158,20 +165,32 @@ fn error_bytes(node: Node<'_>) -> usize {
     node.children(&mut cursor).map(error_bytes).sum()
 }
 
-fn collect(node: Node<'_>, src: &[u8], kinds: &[(&str, &str)], out: &mut Vec<Symbol>) {
-    if let Some((_, label)) = kinds.iter().find(|(k, _)| *k == node.kind()) {
-        if let Some(name) = symbol_name(node, src) {
-            out.push(Symbol {
-                name,
-                kind: (*label).to_owned(),
-                start_line: node.start_position().row as u32 + 1,
-                end_line: node.end_position().row as u32 + 1,
-            });
+/// Every definition under the cursor's node, in document order.
+fn collect(cursor: &mut TreeCursor<'_>, src: &[u8], kinds: &[(u16, &str)], out: &mut Vec<Symbol>) {
+    loop {
+        let node = cursor.node();
+        if let Some((_, label)) = kinds.iter().find(|(k, _)| *k == node.kind_id()) {
+            if let Some(name) = symbol_name(node, src) {
+                out.push(Symbol {
+                    name,
+                    kind: (*label).to_owned(),
+                    start_line: node.start_position().row as u32 + 1,
+                    end_line: node.end_position().row as u32 + 1,
+                });
+            }
         }
-    }
-    let mut cursor = node.walk();
-    for child in node.children(&mut cursor) {
-        collect(child, src, kinds, out);
+        // Depth first: down, else along, else up until a sibling.
+        if cursor.goto_first_child() || cursor.goto_next_sibling() {
+            continue;
+        }
+        loop {
+            if !cursor.goto_parent() {
+                return;
+            }
+            if cursor.goto_next_sibling() {
+                break;
+            }
+        }
     }
 }
 
