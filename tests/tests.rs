@@ -6,4 +6,5 @@ mod ask;
 mod cli;
 mod ingest;
 mod plan;
+mod tokens;
 mod util;

@@ -24,6 +24,7 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
+use super::bpe::ByteBpe;
 use super::{
     Capabilities, ChatMessage, Engine, EngineError, EngineEvent, GenerateParams, Generation, StopFilter, StopReason,
     Tokenizer,
@@ -63,6 +64,7 @@ pub struct LlamaCppOptions {
 /// A GGUF model loaded for generation.
 pub struct LlamaCppEngine {
     model: LlamaModel,
+    fast: Option<ByteBpe>,
     template: LlamaChatTemplate,
     options: LlamaCppOptions,
     model_id: String,
@@ -81,6 +83,7 @@ impl std::fmt::Debug for LlamaCppEngine {
 /// Only the vocabulary of a GGUF: exact token counts without the weights.
 pub struct LlamaCppTokenizer {
     model: LlamaModel,
+    fast: Option<ByteBpe>,
     tokenizer_id: String,
 }
 
@@ -127,11 +130,43 @@ fn count_plain(model: &LlamaModel, text: &str) -> u32 {
     model.vocab().tokenize(text.as_bytes(), false, false).len() as u32
 }
 
+/// The fast exact counter for the GGUF at `path`, when its vocabulary
+/// has one; `SCOUT_TOKENIZER=llamacpp` turns it off (to compare).
+fn fast_counter(path: &Path) -> Option<ByteBpe> {
+    if std::env::var("SCOUT_TOKENIZER").is_ok_and(|v| v == "llamacpp") {
+        return None;
+    }
+    ByteBpe::from_gguf(path)
+}
+
+fn count(model: &LlamaModel, fast: Option<&ByteBpe>, text: &str) -> u32 {
+    match fast {
+        Some(bpe) => bpe.count(text, &|t| count_plain(model, t)),
+        None => count_plain(model, text),
+    }
+}
+
 impl LlamaCppTokenizer {
     pub fn load(path: &Path) -> Result<Self, EngineError> {
         let model = load(path, &LlamaModelParams::default().with_vocab_only(true))?;
         let tokenizer_id = vocab_hash(&model);
-        Ok(Self { model, tokenizer_id })
+        Ok(Self {
+            model,
+            fast: fast_counter(path),
+            tokenizer_id,
+        })
+    }
+
+    /// llama.cpp's own count, bypassing the fast counter: for checks.
+    #[must_use]
+    pub fn count_tokens_slow(&self, text: &str) -> u32 {
+        count_plain(&self.model, text)
+    }
+
+    /// Whether counts come from the fast counter ([`ByteBpe`]).
+    #[must_use]
+    pub fn is_fast(&self) -> bool {
+        self.fast.is_some()
     }
 }
 
@@ -140,7 +175,10 @@ impl Tokenizer for LlamaCppTokenizer {
         &self.tokenizer_id
     }
     fn count_tokens(&self, text: &str) -> u32 {
-        count_plain(&self.model, text)
+        count(&self.model, self.fast.as_ref(), text)
+    }
+    fn counts_are_cheap(&self) -> bool {
+        self.fast.is_some()
     }
 }
 
@@ -169,6 +207,7 @@ impl LlamaCppEngine {
         let context_length = options.context.map_or(trained, |c| c.min(trained)).max(256);
         Ok(Self {
             model,
+            fast: fast_counter(path),
             template,
             options,
             model_id,
@@ -230,7 +269,10 @@ impl Tokenizer for LlamaCppEngine {
         &self.tokenizer_id
     }
     fn count_tokens(&self, text: &str) -> u32 {
-        count_plain(&self.model, text)
+        count(&self.model, self.fast.as_ref(), text)
+    }
+    fn counts_are_cheap(&self) -> bool {
+        self.fast.is_some()
     }
 }
 

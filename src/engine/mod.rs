@@ -8,6 +8,7 @@
 //!
 //! Never knows about tasks, corpora or citations.
 
+pub mod bpe;
 pub mod llamacpp;
 pub mod models;
 pub mod threads;

@@ -76,4 +76,9 @@ pub trait Tokenizer: Sync {
     fn tokenizer_id(&self) -> &str;
     /// Tokens `text` takes when placed in a prompt as plain text.
     fn count_tokens(&self, text: &str) -> u32;
+    /// Whether counting again is cheaper than a lookup in the corpus's
+    /// token-count cache (hashing the text and a database round trip).
+    fn counts_are_cheap(&self) -> bool {
+        false
+    }
 }

@@ -28,12 +28,30 @@ impl BlockTokens {
 
 /// Counts every block's header, pieces and footer with `tokenizer`, using
 /// and filling the corpus's token-count cache (keyed by a hash of the
-/// rendered text, so any change to the layout re-counts).
+/// rendered text, so any change to the layout re-counts) unless counting
+/// is cheaper than the cache.
 pub fn count_units(
     blocks: &[DocumentBlock],
     corpus: &mut Corpus,
     tokenizer: &dyn Tokenizer,
 ) -> Result<Vec<BlockTokens>, CorpusError> {
+    if tokenizer.counts_are_cheap() {
+        let units: Vec<Vec<&str>> = blocks
+            .iter()
+            .map(|b| b.pieces.iter().map(|(_, p)| p.as_str()).collect())
+            .collect();
+        let flat: Vec<&str> = units.iter().flatten().copied().collect();
+        let mut counts = count_parallel(tokenizer, &flat).into_iter();
+        return Ok(blocks
+            .iter()
+            .zip(&units)
+            .map(|(b, u)| BlockTokens {
+                header: tokenizer.count_tokens(&b.header(None)),
+                pieces: counts.by_ref().take(u.len()).collect(),
+                footer: tokenizer.count_tokens(&b.footer()),
+            })
+            .collect());
+    }
     let texts: Vec<Vec<String>> = blocks
         .iter()
         .map(|b| {

@@ -27,15 +27,22 @@ pub enum GgufError {
     Malformed { path: String, detail: String },
 }
 
-/// A metadata value (arrays keep only their length and, for strings, nothing
-/// else: vocabularies are large and plan needs only their size).
+/// A metadata value. Arrays keep only their length unless the reader was
+/// asked for them by key ([`read_header_keeping`]): vocabularies are large
+/// and plan needs only their size.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GgufValue {
     Int(i128),
     Float(f64),
     Bool(bool),
     Str(String),
-    Array { len: u64 },
+    Array {
+        len: u64,
+    },
+    /// A kept array of strings, as raw bytes (token texts need not be UTF-8).
+    Bytes(Vec<Vec<u8>>),
+    /// A kept array of integers.
+    Ints(Vec<i128>),
 }
 
 impl GgufValue {
@@ -156,14 +163,17 @@ impl<R: Read> Cursor<R> {
             detail,
         }
     }
-    fn string(&mut self) -> Result<String, GgufError> {
+    fn raw_string(&mut self) -> Result<Vec<u8>, GgufError> {
         let len = self.u64()?;
         if len > MAX_STRING {
             return Err(self.bad(format!("string of {len} bytes")));
         }
         let mut buf = vec![0u8; len as usize];
         self.r.read_exact(&mut buf).map_err(|e| self.bad(e.to_string()))?;
-        Ok(String::from_utf8_lossy(&buf).into_owned())
+        Ok(buf)
+    }
+    fn string(&mut self) -> Result<String, GgufError> {
+        Ok(String::from_utf8_lossy(&self.raw_string()?).into_owned())
     }
     fn skip(&mut self, n: u64) -> Result<(), GgufError> {
         let copied =
@@ -174,7 +184,27 @@ impl<R: Read> Cursor<R> {
             Err(self.bad("file ends inside the header".into()))
         }
     }
-    fn value(&mut self, t: u32) -> Result<GgufValue, GgufError> {
+    /// Reads an array of `len` items of type `inner` whole.
+    fn kept_array(&mut self, inner: u32, len: u64) -> Result<GgufValue, GgufError> {
+        if len > MAX_ENTRIES {
+            return Err(self.bad(format!("kept array of {len} items")));
+        }
+        if inner == 8 {
+            return Ok(GgufValue::Bytes(
+                (0..len).map(|_| self.raw_string()).collect::<Result<_, _>>()?,
+            ));
+        }
+        let mut ints = Vec::with_capacity(len as usize);
+        for _ in 0..len {
+            match self.value(inner, false)? {
+                GgufValue::Int(i) => ints.push(i),
+                GgufValue::Bool(b) => ints.push(i128::from(b)),
+                _ => return Err(self.bad(format!("kept array of value type {inner}"))),
+            }
+        }
+        Ok(GgufValue::Ints(ints))
+    }
+    fn value(&mut self, t: u32, keep: bool) -> Result<GgufValue, GgufError> {
         Ok(match t {
             0 => GgufValue::Int(i128::from(self.bytes::<1>()?[0])),
             1 => GgufValue::Int(i128::from(i8::from_le_bytes(self.bytes()?))),
@@ -191,6 +221,9 @@ impl<R: Read> Cursor<R> {
                 if len > u64::from(u32::MAX) {
                     return Err(self.bad(format!("array of {len} items")));
                 }
+                if keep {
+                    return self.kept_array(inner, len);
+                }
                 let size = match inner {
                     0 | 1 | 7 => Some(1),
                     2 | 3 => Some(2),
@@ -202,7 +235,7 @@ impl<R: Read> Cursor<R> {
                     Some(s) => self.skip(len * s)?,
                     None => {
                         for _ in 0..len {
-                            self.value(inner)?;
+                            self.value(inner, false)?;
                         }
                     }
                 }
@@ -218,15 +251,21 @@ impl<R: Read> Cursor<R> {
 
 /// Reads the header of the GGUF file at `path`.
 pub fn read_header(path: &Path) -> Result<GgufHeader, GgufError> {
+    read_header_keeping(path, &[])
+}
+
+/// Reads the header of the GGUF file at `path`, keeping the arrays under
+/// `keep` whole (a vocabulary, its merges).
+pub fn read_header_keeping(path: &Path, keep: &[&str]) -> Result<GgufHeader, GgufError> {
     let shown = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| GgufError::Io {
         path: shown.clone(),
         detail: e.to_string(),
     })?;
-    parse(BufReader::new(file), shown)
+    parse(BufReader::new(file), shown, keep)
 }
 
-fn parse(r: impl Read, path: String) -> Result<GgufHeader, GgufError> {
+fn parse(r: impl Read, path: String, keep: &[&str]) -> Result<GgufHeader, GgufError> {
     let mut c = Cursor { r, path };
     if &c
         .bytes::<4>()
@@ -245,7 +284,7 @@ fn parse(r: impl Read, path: String) -> Result<GgufHeader, GgufError> {
     for _ in 0..n_kv {
         let key = c.string()?;
         let t = c.u32()?;
-        let v = c.value(t)?;
+        let v = c.value(t, keep.contains(&key.as_str()))?;
         metadata.insert(key, v);
     }
     let mut tensors = Vec::with_capacity(n_tensors.min(65_536) as usize);
@@ -299,6 +338,23 @@ pub fn write_header(metadata: &[(&str, GgufValue)], tensors: &[GgufTensor]) -> V
                     s(&mut out, "t");
                 }
             }
+            GgufValue::Bytes(items) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(8u32.to_le_bytes());
+                out.extend((items.len() as u64).to_le_bytes());
+                for item in items {
+                    out.extend((item.len() as u64).to_le_bytes());
+                    out.extend(item);
+                }
+            }
+            GgufValue::Ints(items) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(5u32.to_le_bytes());
+                out.extend((items.len() as u64).to_le_bytes());
+                for &i in items {
+                    out.extend((i as i32).to_le_bytes());
+                }
+            }
             GgufValue::Float(_) | GgufValue::Bool(_) => unreachable!("not needed by tests"),
         }
     }
@@ -334,10 +390,15 @@ mod tests {
                 ggml_type: 12,
             }],
         );
-        let h = parse(&bytes[..], "t.gguf".into()).unwrap();
+        let h = parse(&bytes[..], "t.gguf".into(), &[]).unwrap();
         assert_eq!(h.str("general.architecture"), Some("llama"));
         assert_eq!(h.u64("llama.block_count"), Some(2));
         assert_eq!(h.get("tokenizer.ggml.tokens"), Some(&GgufValue::Array { len: 3 }));
+        let kept = parse(&bytes[..], "t.gguf".into(), &["tokenizer.ggml.tokens"]).unwrap();
+        assert_eq!(
+            kept.get("tokenizer.ggml.tokens"),
+            Some(&GgufValue::Bytes(vec![b"t".to_vec(); 3]))
+        );
         assert_eq!(h.tensors[0].elements(), 192);
         // Q4_K: 144 bytes per 256 weights; 192 weights round up to a block.
         assert_eq!(h.tensors[0].bytes(), Some(144));
@@ -350,16 +411,16 @@ mod tests {
         bytes.extend(u64::MAX.to_le_bytes());
         bytes.extend(0u64.to_le_bytes());
         assert!(matches!(
-            parse(&bytes[..], "x".into()),
+            parse(&bytes[..], "x".into(), &[]),
             Err(GgufError::Malformed { .. })
         ));
         let ok = write_header(&[("k", GgufValue::Str("v".into()))], &[]);
         assert!(matches!(
-            parse(&ok[..ok.len() - 1], "x".into()),
+            parse(&ok[..ok.len() - 1], "x".into(), &[]),
             Err(GgufError::Malformed { .. })
         ));
         assert!(matches!(
-            parse(&b"GGML...."[..], "x".into()),
+            parse(&b"GGML...."[..], "x".into(), &[]),
             Err(GgufError::NotGguf { .. })
         ));
     }
