@@ -62,6 +62,27 @@ pub struct StoredDocument {
     pub title: Option<String>,
 }
 
+/// A document as it will be stored (id 0: not stored yet), so that it
+/// can be rendered and counted before the corpus holds it.
+impl From<&Document> for StoredDocument {
+    fn from(doc: &Document) -> Self {
+        Self {
+            id: 0,
+            path: doc.path.clone(),
+            kind: doc.kind,
+            language: doc.language.map(str::to_owned),
+            content_hash: doc.content_hash.clone(),
+            bytes: doc.bytes,
+            modified: doc.modified,
+            replaced_chars: doc.replaced_chars,
+            image: doc.image,
+            segments: doc.segments.clone(),
+            symbols: doc.symbols.clone(),
+            title: doc.title.clone(),
+        }
+    }
+}
+
 impl StoredDocument {
     /// Number of lines (text) or pages (PDF) the document has; 0 for images.
     #[must_use]

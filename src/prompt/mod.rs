@@ -22,7 +22,7 @@ mod window;
 use serde::Serialize;
 
 pub use layout::{data_block, escape, order_documents, preamble, render_document, table_of_contents, DocumentBlock};
-pub use window::{count_units, plan_windows, BlockTokens, PieceTooLarge, Window, WindowPart};
+pub use window::{count_block, count_units, plan_windows, BlockTokens, PieceTooLarge, Window, WindowPart};
 
 /// Bumped whenever rendering changes, so caches keyed on it miss.
 pub const LAYOUT_VERSION: u32 = 1;

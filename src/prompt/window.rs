@@ -96,6 +96,16 @@ pub fn count_units(
         .collect())
 }
 
+/// Counts one block's header, pieces and footer, without a cache.
+#[must_use]
+pub fn count_block(block: &DocumentBlock, tokenizer: &dyn Tokenizer) -> BlockTokens {
+    BlockTokens {
+        header: tokenizer.count_tokens(&block.header(None)),
+        pieces: block.pieces.iter().map(|(_, p)| tokenizer.count_tokens(p)).collect(),
+        footer: tokenizer.count_tokens(&block.footer()),
+    }
+}
+
 /// Counts `texts` on every core (tokenizing is most of a first ingest's
 /// time on large repositories).
 fn count_parallel(tokenizer: &dyn Tokenizer, texts: &[&str]) -> Vec<u32> {

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use crate::corpus::{Corpus, CorpusError, IngestSummary};
-use crate::ingest::{display_path, walk, WalkOptions};
+use crate::corpus::{Corpus, CorpusError, IngestSummary, StoredDocument};
+use crate::ingest::{display_path, walk, WalkItem, WalkOptions};
 use std::collections::HashSet;
 
-use crate::prompt::{count_units, render_document, Tokenizer, LAYOUT_VERSION};
+use crate::prompt::{count_block, count_units, render_document, Tokenizer, LAYOUT_VERSION};
 
 /// Walks `roots` into `corpus` (only changed files are rewritten), then
 /// counts the corpus's tokens as laid out in a prompt, with `tokenizer`.
@@ -27,8 +27,17 @@ pub fn ingest(
     if same_redaction {
         opts.known = std::sync::Arc::new(corpus.known_files()?);
     }
+    // With a cheap counter, each document is counted as it arrives, while
+    // the walkers read the rest, instead of after the walk.
+    let early = tokenizer.filter(|t| t.counts_are_cheap());
+    let salt = corpus.salt().to_owned();
+    let mut counted = Vec::new();
     walk(roots, &opts, |item| {
         on_file(item.path());
+        if let (Some(tok), WalkItem::Document(doc)) = (early, &item) {
+            let block = render_document(&StoredDocument::from(&**doc), &salt);
+            counted.push((doc.path.clone(), u64::from(count_block(&block, tok).total())));
+        }
         items.push(item);
     });
     // Workers finish in any order; store and report in path order.
@@ -38,10 +47,18 @@ pub fn ingest(
     // Recorded after the run is stored: a crash in between costs one more
     // full read, never text stored under the wrong setting.
     corpus.set_keeps_secrets(opts.keep_secrets)?;
+    if let Some(tok) = early {
+        corpus.store_document_token_totals(&totals_key(tok), &counted)?;
+    }
     if let Some(tok) = tokenizer {
         summary.tokens = document_tokens(corpus, tok)?.iter().map(|d| d.2).sum();
     }
     Ok(summary)
+}
+
+/// What cached document totals were counted with.
+fn totals_key(tokenizer: &dyn Tokenizer) -> String {
+    format!("{}:{LAYOUT_VERSION}", tokenizer.tokenizer_id())
 }
 
 /// Tokens each document takes in a prompt (with its boundary and
@@ -53,7 +70,7 @@ pub fn document_tokens(
 ) -> Result<Vec<(String, String, u64)>, CorpusError> {
     // Totals are kept per document and cleared when it is rewritten, so a
     // re-ingest renders and counts only what changed.
-    let key = format!("{}:{LAYOUT_VERSION}", tokenizer.tokenizer_id());
+    let key = totals_key(tokenizer);
     let mut totals = corpus.document_token_totals(&key)?;
     let all = corpus.document_kinds()?;
     let missing: HashSet<String> = all
