@@ -21,6 +21,14 @@ pub const OCR_SECONDS: u64 = 60;
 /// bombs hiding behind a small file.
 pub const MAX_SCAN_PIXELS: u64 = 100_000_000;
 
+/// Widest or tallest image decoded: a 600 dpi scan of an A0 sheet is
+/// about 20,000 px; past that an image is a mistake or an attack.
+pub const MAX_IMAGE_SIDE: u32 = 30_000;
+
+/// Memory the image decoder may allocate for one image (the decoded
+/// pixels included).
+pub const MAX_IMAGE_ALLOC_BYTES: u64 = 512 * 1024 * 1024;
+
 /// Address space a PDF worker process may use: far more than any sane PDF
 /// needs, far less than the machine has, so a decompression bomb fails
 /// inside the worker.

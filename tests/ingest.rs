@@ -388,3 +388,79 @@ fn cached_token_totals_match_a_fresh_count_after_an_edit() {
         "the cached total equals a fresh count"
     );
 }
+
+/// `jpeg` with an EXIF APP1 segment saying how to turn it upright
+/// (TIFF orientation tag 0x0112), placed right after the start marker.
+fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut tiff = b"MM\0\x2a\0\0\0\x08\0\x01".to_vec();
+    tiff.extend_from_slice(&0x0112u16.to_be_bytes());
+    tiff.extend_from_slice(&3u16.to_be_bytes());
+    tiff.extend_from_slice(&1u32.to_be_bytes());
+    tiff.extend_from_slice(&orientation.to_be_bytes());
+    tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend(tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&(app1.len() as u16 + 2).to_be_bytes());
+    out.extend(app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[test]
+fn exif_orientation_turns_an_image_upright_for_its_size_and_ocr() {
+    let page = image::open(data("scans/handbook-page2.png")).unwrap();
+    // Stored turned a quarter to the left; EXIF 6 says "turn right to view".
+    let mut jpeg = Vec::new();
+    page.rotate270()
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scans = dir.path().join("scans");
+    std::fs::create_dir(&scans).unwrap();
+    std::fs::write(scans.join("sideways.jpg"), with_exif_orientation(&jpeg, 6)).unwrap();
+    let corpus = dir.path().join("c.db");
+    let out = scout(dir.path())
+        .args(["ingest", "--no-tokens", "--json", "--corpus"])
+        .arg(&corpus)
+        .arg(&scans)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(json(&out)["ocr"]["ok"], 1, "{}", text(&out.stdout));
+    let c = scout::corpus::Corpus::open(&corpus).unwrap();
+    let doc = &c.documents().unwrap()[0];
+    let info = doc.image.unwrap();
+    assert_eq!(
+        (info.width, info.height),
+        (850, 1100),
+        "the upright size, not the stored one"
+    );
+    let words: String = doc.segments.iter().map(|s| s.text.as_str()).collect();
+    assert!(words.contains("Priya Raman"), "{words}");
+}
+
+#[test]
+fn a_corrupt_image_is_a_typed_error_and_the_rest_is_ingested() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("t");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(
+        tree.join("broken.png"),
+        b"\x89PNG\r\n\x1a\n then nothing an image needs",
+    )
+    .unwrap();
+    std::fs::write(tree.join("ok.txt"), "fine\n").unwrap();
+    let out = scout(dir.path())
+        .args(["ingest", "--no-tokens", "--json", "--corpus"])
+        .arg(dir.path().join("c.db"))
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let s = json(&out);
+    assert_eq!(s["documents"], 1);
+    assert_eq!(s["skipped"]["image_error"], 1, "{s:#}");
+    assert_eq!(s["errors"], 1);
+}

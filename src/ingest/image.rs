@@ -1,16 +1,26 @@
-//! Images: recorded as documents with their pixel size.
+//! Images: decoded with the `image` crate under explicit limits, EXIF
+//! orientation applied, recorded as documents with their upright pixel
+//! size and what Llama 4's tiling of them costs.
 //!
-//! Only the header is read (no pixel decode), so an image bomb costs
-//! nothing here. The pixels themselves and OCR come with the ingest issue.
+//! The header is read first: an image bomb (a few KB claiming 100,000 x
+//! 100,000 pixels) is recognised from its claimed size and never decoded.
+//! Pixels are decoded only when OCR needs them.
 
+use std::borrow::Cow;
+use std::io::Cursor;
+
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use serde::Serialize;
 
 use super::{ImageInfo, SkipReason};
+use crate::limits::{MAX_IMAGE_ALLOC_BYTES, MAX_IMAGE_SIDE};
 
 /// Extensions treated as images.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "gif", "webp", "tif", "tiff", "bmp"];
 
-/// Reads the pixel size from the image header.
+/// Reads the pixel size from the image header (as stored, before any
+/// orientation).
 pub fn probe(bytes: &[u8]) -> Result<ImageInfo, (SkipReason, String)> {
     let size =
         imagesize::blob_size(bytes).map_err(|e| (SkipReason::ImageError, format!("unreadable image header: {e}")))?;
@@ -18,6 +28,114 @@ pub fn probe(bytes: &[u8]) -> Result<ImageInfo, (SkipReason, String)> {
         width: size.width as u32,
         height: size.height as u32,
     })
+}
+
+/// An image whose header and metadata were read, pixels not yet decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Opened {
+    /// Upright size: width and height swap when EXIF says the image is
+    /// stored turned a quarter.
+    pub info: ImageInfo,
+    pub format: ImageFormat,
+    pub orientation: Orientation,
+}
+
+impl Opened {
+    #[must_use]
+    pub fn pixels(&self) -> u64 {
+        u64::from(self.info.width) * u64::from(self.info.height)
+    }
+}
+
+/// Why an image was not decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageFailure {
+    /// Larger than the limits allow: kept, never decoded.
+    TooLarge(String),
+    /// Not an image this build can read.
+    Unreadable(String),
+}
+
+fn limits() -> Limits {
+    let mut l = Limits::default();
+    l.max_image_width = Some(MAX_IMAGE_SIDE);
+    l.max_image_height = Some(MAX_IMAGE_SIDE);
+    l.max_alloc = Some(MAX_IMAGE_ALLOC_BYTES);
+    l
+}
+
+fn reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, ImageFailure> {
+    let mut r = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageFailure::Unreadable(e.to_string()))?;
+    if r.format().is_none() {
+        return Err(ImageFailure::Unreadable(
+            "not a PNG, JPEG, TIFF, WebP, GIF or BMP image".into(),
+        ));
+    }
+    r.limits(limits());
+    Ok(r)
+}
+
+fn failure(e: &image::ImageError) -> ImageFailure {
+    match e {
+        image::ImageError::Limits(_) => ImageFailure::TooLarge(e.to_string()),
+        _ => ImageFailure::Unreadable(e.to_string()),
+    }
+}
+
+/// Reads an image's header and orientation, refusing what is larger than
+/// `max_pixels` or the side and memory limits.
+pub fn open(bytes: &[u8], max_pixels: u64) -> Result<Opened, ImageFailure> {
+    let r = reader(bytes)?;
+    let format = r.format().expect("checked in reader");
+    let mut decoder = r.into_decoder().map_err(|e| failure(&e))?;
+    let (w, h) = decoder.dimensions();
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let quarter_turn = matches!(
+        orientation,
+        Orientation::Rotate90 | Orientation::Rotate270 | Orientation::Rotate90FlipH | Orientation::Rotate270FlipH
+    );
+    let (width, height) = if quarter_turn { (h, w) } else { (w, h) };
+    let opened = Opened {
+        info: ImageInfo { width, height },
+        format,
+        orientation,
+    };
+    if opened.pixels() > max_pixels {
+        return Err(ImageFailure::TooLarge(format!(
+            "{width} x {height} pixels, more than the {max_pixels} allowed"
+        )));
+    }
+    Ok(opened)
+}
+
+/// Decodes the pixels (a GIF's first frame), upright.
+pub fn decode(bytes: &[u8], opened: &Opened) -> Result<DynamicImage, ImageFailure> {
+    let decoder = reader(bytes)?.into_decoder().map_err(|e| failure(&e))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| failure(&e))?;
+    img.apply_orientation(opened.orientation);
+    Ok(img)
+}
+
+/// The image as tesseract should read it: the file itself when it is
+/// upright and in a format tesseract reads everywhere, else the decoded,
+/// upright pixels as PNG.
+pub fn for_ocr<'a>(bytes: &'a [u8], opened: &Opened) -> Result<Cow<'a, [u8]>, ImageFailure> {
+    let plain = matches!(
+        opened.format,
+        ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Tiff | ImageFormat::Bmp
+    );
+    if plain && opened.orientation == Orientation::NoTransforms {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let img = decode(bytes, opened)?;
+    let mut png = Vec::new();
+    // 16-bit and float images become 8-bit: all OCR needs.
+    DynamicImage::ImageRgb8(img.to_rgb8())
+        .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+        .map_err(|e| ImageFailure::Unreadable(e.to_string()))?;
+    Ok(Cow::Owned(png))
 }
 
 /// Llama 4's vision tiles: 336 px squares, at most 16 of them, 144 tokens
@@ -94,6 +212,70 @@ mod tests {
         png.extend_from_slice(b"\x08\x02\0\0\0\0\0\0\0");
         assert_eq!(probe(&png).unwrap(), ImageInfo { width: 3, height: 2 });
         assert_eq!(probe(b"not an image").unwrap_err().0, SkipReason::ImageError);
+    }
+
+    /// A 6 x 4 test card in `format`, encoded by the `image` crate.
+    fn encoded(format: ImageFormat) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(6, 4, |x, y| image::Rgb([(x * 40) as u8, (y * 60) as u8, 128]));
+        let mut out = Vec::new();
+        DynamicImage::ImageRgb8(img)
+            .write_to(&mut Cursor::new(&mut out), format)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn every_supported_format_opens_and_decodes() {
+        for format in [
+            ImageFormat::Png,
+            ImageFormat::Jpeg,
+            ImageFormat::Tiff,
+            ImageFormat::WebP,
+            ImageFormat::Gif,
+            ImageFormat::Bmp,
+        ] {
+            let bytes = encoded(format);
+            let opened = open(&bytes, 1_000).unwrap_or_else(|e| panic!("{format:?}: {e:?}"));
+            assert_eq!((opened.info.width, opened.info.height, opened.format), (6, 4, format));
+            let img = decode(&bytes, &opened).unwrap();
+            assert_eq!((img.width(), img.height()), (6, 4));
+            let ocr = for_ocr(&bytes, &opened).unwrap();
+            // WebP and GIF go to tesseract as PNG; the others as they are.
+            let converted = matches!(format, ImageFormat::WebP | ImageFormat::Gif);
+            assert_eq!(matches!(ocr, Cow::Owned(_)), converted, "{format:?}");
+            assert_eq!(
+                image::guess_format(&ocr).unwrap(),
+                if converted { ImageFormat::Png } else { format }
+            );
+        }
+    }
+
+    #[test]
+    fn limits_and_garbage_are_typed_failures() {
+        let png = encoded(ImageFormat::Png);
+        assert!(matches!(open(&png, 23), Err(ImageFailure::TooLarge(_))));
+        assert!(matches!(
+            open(b"\x89PNG\r\n\x1a\n but no chunks", 1_000),
+            Err(ImageFailure::Unreadable(_))
+        ));
+        assert!(matches!(open(b"plain text", 1_000), Err(ImageFailure::Unreadable(_))));
+        // A valid header over a truncated body: opens, then fails to decode.
+        let cut = &png[..png.len() - 20];
+        let opened = open(cut, 1_000).unwrap();
+        assert!(matches!(decode(cut, &opened), Err(ImageFailure::Unreadable(_))));
+        // Wider than any image decoded, whatever the pixel budget.
+        let mut wide = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        wide.extend_from_slice(&(MAX_IMAGE_SIDE + 1).to_be_bytes());
+        wide.extend_from_slice(&1u32.to_be_bytes());
+        wide.extend_from_slice(b"\x08\x02\0\0\0");
+        let mut crc = flate2::Crc::new();
+        crc.update(&wide[12..]);
+        wide.extend_from_slice(&crc.sum().to_be_bytes());
+        assert!(
+            matches!(open(&wide, u64::MAX), Err(ImageFailure::TooLarge(_))),
+            "{:?}",
+            open(&wide, u64::MAX)
+        );
     }
 
     #[test]

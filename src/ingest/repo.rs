@@ -19,7 +19,7 @@ use ignore::{WalkBuilder, WalkState};
 
 use crate::limits::{Limits, BINARY_SNIFF_BYTES, MAX_SCAN_PIXELS};
 
-use super::image::{self, IMAGE_EXTENSIONS};
+use super::image::{self, ImageFailure, IMAGE_EXTENSIONS};
 use super::ocr;
 use super::outline::{self, OutlineFailure};
 use super::pdf;
@@ -346,16 +346,31 @@ fn ocr_page(path: &str, page: u32, image: &[u8], opts: &WalkOptions) -> Result<P
     Ok((segments, lines, found_all))
 }
 
-/// An image file: OCR blocks become its segments; with no text (or no
-/// OCR), one placeholder segment stands for the image.
-fn read_image_text(doc: &mut Document, bytes: &[u8], opts: &WalkOptions) {
-    // tesseract decodes every pixel: an image bomb (a few KB claiming
-    // 100,000 x 100,000 pixels) must not reach it.
-    let pixels = doc.image.map_or(0, |i| u64::from(i.width) * u64::from(i.height));
-    let outcome = if pixels > MAX_SCAN_PIXELS {
-        Err("too_many_pixels")
-    } else {
-        ocr_page(&doc.path, 1, bytes, opts)
+/// An image file: its upright size, and OCR blocks as its segments; with
+/// no text (or no OCR), one placeholder segment stands for the image.
+fn read_image(doc: &mut Document, bytes: &[u8], opts: &WalkOptions) -> Result<(), (SkipReason, String)> {
+    // Only the header is read before the size is checked: an image bomb
+    // (a few KB claiming 100,000 x 100,000 pixels) is kept, never decoded.
+    let outcome = match image::open(bytes, MAX_SCAN_PIXELS) {
+        Err(ImageFailure::Unreadable(detail)) => {
+            return Err((SkipReason::ImageError, format!("unreadable image: {detail}")));
+        }
+        Err(ImageFailure::TooLarge(_)) => {
+            doc.image = image::probe(bytes).ok();
+            Err("too_many_pixels")
+        }
+        Ok(opened) => {
+            doc.image = Some(opened.info);
+            if opts.ocr_lang.is_none() {
+                Err("ocr_off")
+            } else {
+                match image::for_ocr(bytes, &opened) {
+                    Ok(pixels) => ocr_page(&doc.path, 1, &pixels, opts),
+                    Err(ImageFailure::TooLarge(_)) => Err("too_many_pixels"),
+                    Err(ImageFailure::Unreadable(_)) => Err("unsupported_image"),
+                }
+            }
+        }
     };
     match outcome {
         Ok((segments, lines, found)) => {
@@ -372,6 +387,7 @@ fn read_image_text(doc: &mut Document, bytes: &[u8], opts: &WalkOptions) {
             doc.ocr_outcomes.push(outcome);
         }
     }
+    Ok(())
 }
 
 /// Scanned PDF pages: each page's placeholder segment is replaced by the
@@ -509,8 +525,7 @@ fn read_file(
     }
     if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
         doc.kind = DocumentKind::Image;
-        doc.image = Some(image::probe(&bytes)?);
-        read_image_text(&mut doc, &bytes, opts);
+        read_image(&mut doc, &bytes, opts)?;
         return Ok(WalkItem::Document(Box::new(doc)));
     }
     // UTF-16 text is full of NUL bytes; its byte-order mark says what it is.
@@ -715,11 +730,15 @@ mod tests {
 
     #[test]
     fn an_image_bomb_is_kept_but_never_decoded() {
-        // A PNG header claiming 100,000 x 100,000 pixels, and nothing else.
+        // A valid PNG header claiming 100,000 x 100,000 pixels, and nothing
+        // else.
         let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
         png.extend_from_slice(&100_000u32.to_be_bytes());
         png.extend_from_slice(&100_000u32.to_be_bytes());
-        png.extend_from_slice(b"\x08\x02\0\0\0\0\0\0\0");
+        png.extend_from_slice(b"\x08\x02\0\0\0");
+        let mut crc = flate2::Crc::new();
+        crc.update(&png[12..]);
+        png.extend_from_slice(&crc.sum().to_be_bytes());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bomb.png"), png).unwrap();
         let opts = WalkOptions {
@@ -730,6 +749,13 @@ mod tests {
         let (docs, skips, _) = walk_all(dir.path(), &opts);
         assert!(skips.is_empty());
         assert_eq!(docs[0].ocr_outcomes, vec!["too_many_pixels"]);
+        assert_eq!(
+            docs[0].image,
+            Some(crate::ingest::ImageInfo {
+                width: 100_000,
+                height: 100_000
+            })
+        );
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
