@@ -286,13 +286,22 @@ fn run_ingest(a: &IngestArgs) -> Result<i32> {
     };
     let tokenizer = model_path.as_deref().map(LlamaCppTokenizer::load).transpose()?;
     let progress = Progress::files(a.quiet);
-    let summary = ingest(
-        &mut corpus,
-        &a.paths,
-        &a.walk.options(),
-        tokenizer.as_ref().map(|t| t as &dyn crate::prompt::Tokenizer),
-        &mut |path| progress.file(path),
-    )?;
+    let options = a.walk.options();
+    let summary = std::thread::scope(|scope| {
+        if progress.visible() {
+            // A quick walk without reading gives the bar its length (and
+            // so an ETA) while the real walk is already under way.
+            let (progress, paths, options) = (&progress, &a.paths, &options);
+            scope.spawn(move || progress.set_total(crate::ingest::count_files(paths, options)));
+        }
+        ingest(
+            &mut corpus,
+            &a.paths,
+            &options,
+            tokenizer.as_ref().map(|t| t as &dyn crate::prompt::Tokenizer),
+            &mut |path| progress.file(path),
+        )
+    })?;
     progress.finish();
     if let Some(map) = &a.map {
         let entries: Vec<MapEntry> = match &tokenizer {

@@ -7,6 +7,20 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// `{rate}`: items per second, whole.
+fn with_rate(
+    style: Result<ProgressStyle, indicatif::style::TemplateError>,
+) -> Result<ProgressStyle, indicatif::style::TemplateError> {
+    style.map(|s| {
+        s.with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}/s", state.per_sec());
+            },
+        )
+    })
+}
+
 pub struct Progress {
     bar: ProgressBar,
     quiet: bool,
@@ -28,11 +42,30 @@ impl Progress {
     pub fn files(quiet: bool) -> Self {
         let p = Self::new(
             quiet,
-            ProgressStyle::with_template("{spinner} reading {pos} files ({per_sec}) {wide_msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            with_rate(ProgressStyle::with_template(
+                "{spinner} reading {pos} files ({rate}) {wide_msg}",
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         p.bar.enable_steady_tick(Duration::from_millis(120));
         p
+    }
+
+    /// The number of files the walk will hand over, once known: the
+    /// counter becomes a bar with an ETA.
+    pub fn set_total(&self, files: u64) {
+        self.bar.set_length(files);
+        self.bar.set_style(
+            with_rate(ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} files ({rate}), ETA {eta} {wide_msg}",
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+    }
+
+    /// Whether anything is drawn (a terminal, not `--quiet`).
+    pub fn visible(&self) -> bool {
+        !self.bar.is_hidden()
     }
 
     pub fn file(&self, path: &str) {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::anchor::Anchor;
 
-pub use repo::{display_path, walk, KnownFile, WalkItem, WalkOptions};
+pub use repo::{count_files, display_path, walk, KnownFile, WalkItem, WalkOptions};
 pub use text::split_text;
 
 /// What kind of content a document holds; decides how it is laid out.

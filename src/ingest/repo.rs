@@ -156,13 +156,8 @@ fn overrides(root: &Path, opts: &WalkOptions) -> Result<Option<ignore::overrides
     ov.build().map(Some).map_err(|e| e.to_string())
 }
 
-fn walk_root(
-    root: &Path,
-    opts: &WalkOptions,
-    excluded: &[PathBuf],
-    corpus_bytes: &AtomicU64,
-    tx: &mpsc::Sender<WalkItem>,
-) {
+/// The walker for `root` with the ignore rules and globs of `opts`.
+fn builder(root: &Path, opts: &WalkOptions) -> Result<WalkBuilder, String> {
     let mut builder = WalkBuilder::new(root);
     builder
         .hidden(!opts.hidden)
@@ -176,11 +171,34 @@ fn walk_root(
         // point scout at exported trees and tarballs too.
         .require_git(false)
         .threads(opts.threads);
-    match overrides(root, opts) {
-        Ok(Some(o)) => {
-            builder.overrides(o);
-        }
-        Ok(None) => {}
+    if let Some(o) = overrides(root, opts)? {
+        builder.overrides(o);
+    }
+    Ok(builder)
+}
+
+/// How many files a walk of `roots` will hand over (folders the walk
+/// skips and files it cannot stat aside): a quick pass without reading,
+/// for a progress bar's length.
+#[must_use]
+pub fn count_files(roots: &[PathBuf], opts: &WalkOptions) -> u64 {
+    roots
+        .iter()
+        .filter_map(|root| builder(root, opts).ok())
+        .flat_map(|b| b.build())
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_type().is_some_and(|t| !t.is_dir())))
+        .count() as u64
+}
+
+fn walk_root(
+    root: &Path,
+    opts: &WalkOptions,
+    excluded: &[PathBuf],
+    corpus_bytes: &AtomicU64,
+    tx: &mpsc::Sender<WalkItem>,
+) {
+    let builder = match builder(root, opts) {
+        Ok(b) => b,
         Err(detail) => {
             let _ = tx.send(WalkItem::Skip(Skip {
                 path: display_path(root),
@@ -189,7 +207,7 @@ fn walk_root(
             }));
             return;
         }
-    }
+    };
     builder.build_parallel().run(|| {
         let tx = tx.clone();
         Box::new(move |entry| {
@@ -613,6 +631,8 @@ mod tests {
                 ("store.db", SkipReason::CorpusFile),
             ]
         );
+        // The quick count for the progress bar sees the same files.
+        assert_eq!(count_files(&[root.to_path_buf()], &opts), 6);
     }
 
     #[test]
