@@ -29,6 +29,17 @@ pub const MAX_IMAGE_SIDE: u32 = 30_000;
 /// pixels included).
 pub const MAX_IMAGE_ALLOC_BYTES: u64 = 512 * 1024 * 1024;
 
+/// One PDF stream may inflate to at most this (a 100 M pixel RGB scan is
+/// 300 MB); past it the document is a decompression bomb.
+pub const MAX_PDF_STREAM_BYTES: u64 = 512 * 1024 * 1024;
+
+/// All of a PDF's streams together may inflate to at most this.
+pub const MAX_PDF_INFLATED_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Objects in one PDF: real documents of thousands of pages hold a few
+/// hundred thousand.
+pub const MAX_PDF_OBJECTS: usize = 2_000_000;
+
 /// Address space a PDF worker process may use: far more than any sane PDF
 /// needs, far less than the machine has, so a decompression bomb fails
 /// inside the worker.

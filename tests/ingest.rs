@@ -464,3 +464,55 @@ fn a_corrupt_image_is_a_typed_error_and_the_rest_is_ingested() {
     assert_eq!(s["skipped"]["image_error"], 1, "{s:#}");
     assert_eq!(s["errors"], 1);
 }
+
+/// The effective user id, from the owner of this process's /proc entry.
+fn euid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+#[test]
+fn an_unreadable_folder_and_file_are_counted_skips() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |p: &std::path::Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    mode(dir.path(), 0o755);
+    let tree = dir.path().join("t");
+    std::fs::create_dir_all(tree.join("locked")).unwrap();
+    std::fs::write(tree.join("ok.txt"), "readable\n").unwrap();
+    std::fs::write(tree.join("secret.txt"), "no one may read this\n").unwrap();
+    std::fs::write(tree.join("locked/inside.txt"), "hidden by the folder\n").unwrap();
+    mode(&tree.join("locked"), 0o000);
+    mode(&tree.join("secret.txt"), 0o000);
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    mode(&out_dir, 0o777);
+    // root reads everything: run the check as `nobody`, from a copy of the
+    // binary that `nobody` can reach.
+    let mut cmd = if euid() == 0 {
+        let bin = dir.path().join("scout");
+        std::fs::copy(env!("CARGO_BIN_EXE_scout"), &bin).unwrap();
+        mode(&bin, 0o755);
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(bin);
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_scout"))
+    };
+    let out = cmd
+        .current_dir(&out_dir)
+        .env("SCOUT_CACHE_DIR", &out_dir)
+        .args(["ingest", "--no-tokens", "--json", "--corpus", "c.db"])
+        .arg(&tree)
+        .output()
+        .unwrap();
+    mode(&tree.join("locked"), 0o755);
+    // Read errors are errors (exit 2), each one counted and named.
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let s = json(&out);
+    assert_eq!(s["documents"], 1, "{s:#}");
+    assert_eq!(s["skipped"]["unreadable"], 2, "the folder and the file: {s:#}");
+    assert_eq!(s["errors"], 2);
+    let listed = s["skips"].to_string();
+    assert!(listed.contains("locked") && listed.contains("secret.txt"), "{s:#}");
+}

@@ -162,6 +162,9 @@ pub enum SkipReason {
     PdfTimeout,
     /// The PDF is encrypted with a password scout does not have.
     PdfEncrypted,
+    /// The PDF's streams would inflate past the limits (a decompression
+    /// bomb), or it holds implausibly many objects.
+    PdfBomb,
     /// An image whose header could not be read.
     ImageError,
     /// A symbolic link that leads back to a folder above it (with
@@ -182,6 +185,7 @@ impl SkipReason {
                 | SkipReason::PdfPanic
                 | SkipReason::PdfTimeout
                 | SkipReason::PdfEncrypted
+                | SkipReason::PdfBomb
                 | SkipReason::ImageError
                 | SkipReason::Changing
         )
@@ -200,6 +204,7 @@ impl SkipReason {
             SkipReason::PdfPanic => "pdf_panic",
             SkipReason::PdfTimeout => "pdf_timeout",
             SkipReason::PdfEncrypted => "pdf_encrypted",
+            SkipReason::PdfBomb => "pdf_bomb",
             SkipReason::ImageError => "image_error",
             SkipReason::SymlinkLoop => "symlink_loop",
             SkipReason::Changing => "changing",

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::child::{self, ChildError};
 use super::outline::Symbol;
 use super::{Segment, SkipReason};
-use crate::limits::MAX_SCAN_PIXELS;
+use crate::limits::{MAX_PDF_INFLATED_BYTES, MAX_PDF_OBJECTS, MAX_PDF_STREAM_BYTES, MAX_SCAN_PIXELS};
 
 /// Why a PDF gave no pages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,8 +144,75 @@ struct Structure {
 /// to be a scan (page numbers and stray marks aside).
 const SCAN_TEXT_CHARS: usize = 16;
 
-fn structure(bytes: &[u8], textless_pages: &[u32]) -> Option<Structure> {
-    let doc = lopdf::Document::load_mem(bytes).ok()?;
+/// Bounds on what a PDF may inflate to, checked before any parser
+/// decompresses it for real.
+#[derive(Debug, Clone, Copy)]
+pub struct PdfBounds {
+    pub stream_bytes: u64,
+    pub inflated_bytes: u64,
+    pub objects: usize,
+}
+
+impl Default for PdfBounds {
+    fn default() -> Self {
+        Self {
+            stream_bytes: MAX_PDF_STREAM_BYTES,
+            inflated_bytes: MAX_PDF_INFLATED_BYTES,
+            objects: MAX_PDF_OBJECTS,
+        }
+    }
+}
+
+/// Refuses a document past `bounds`: each Flate stream is inflated into a
+/// counter through a reader that stops one byte past the limit, so a bomb
+/// costs at most the limit in time and nothing in memory.
+fn check_bounds(doc: &lopdf::Document, bounds: PdfBounds) -> Result<(), String> {
+    if doc.objects.len() > bounds.objects {
+        return Err(format!(
+            "{} objects, more than the {} allowed",
+            doc.objects.len(),
+            bounds.objects
+        ));
+    }
+    let mut total = 0u64;
+    for (id, object) in &doc.objects {
+        let lopdf::Object::Stream(stream) = object else {
+            continue;
+        };
+        let first_filter = match stream.dict.get(b"Filter") {
+            Ok(lopdf::Object::Name(n)) => Some(n.as_slice()),
+            Ok(lopdf::Object::Array(a)) => a.first().and_then(|f| f.as_name().ok()),
+            _ => None,
+        };
+        if first_filter != Some(b"FlateDecode".as_slice()) {
+            continue;
+        }
+        let mut bounded = std::io::Read::take(
+            flate2::read::ZlibDecoder::new(stream.content.as_slice()),
+            bounds.stream_bytes + 1,
+        );
+        // A corrupt stream counts what inflated before the damage.
+        let inflated = std::io::copy(&mut bounded, &mut std::io::sink()).unwrap_or(0);
+        if inflated > bounds.stream_bytes {
+            return Err(format!(
+                "decompression bomb: stream {} {} inflates past {} MiB",
+                id.0,
+                id.1,
+                bounds.stream_bytes >> 20
+            ));
+        }
+        total += inflated;
+        if total > bounds.inflated_bytes {
+            return Err(format!(
+                "decompression bomb: its streams inflate past {} MiB in all",
+                bounds.inflated_bytes >> 20
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn structure(doc: &lopdf::Document, textless_pages: &[u32]) -> Structure {
     let page_ids = doc.get_pages();
     let scans = textless_pages
         .iter()
@@ -175,12 +242,12 @@ fn structure(bytes: &[u8], textless_pages: &[u32]) -> Option<Structure> {
         .and_then(|t| t.as_str().ok())
         .map(|b| String::from_utf8_lossy(b).trim().to_owned())
         .filter(|t| !t.is_empty());
-    Some(Structure {
+    Structure {
         encrypted: doc.is_encrypted(),
         toc,
         title,
         scans,
-    })
+    }
 }
 
 /// A page image as bytes tesseract reads: JPEG as stored, or 8-bit gray or
@@ -248,7 +315,7 @@ fn png(width: u32, height: u32, rgb: bool, pixels: &[u8]) -> Vec<u8> {
         raw.push(0);
         raw.extend_from_slice(line);
     }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
     let _ = std::io::Write::write_all(&mut z, &raw);
     let idat = z.finish().unwrap_or_default();
     let mut ihdr = Vec::with_capacity(13);
@@ -277,6 +344,14 @@ pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result
     let (tx, rx) = mpsc::channel();
     let spawned = thread::Builder::new().name("pdf-extract".into()).spawn(move || {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
+            // lopdf reads the document once, for the bounds and the
+            // structure; a document it cannot read may still give text.
+            let doc = catch_unwind(AssertUnwindSafe(|| lopdf::Document::load_mem(&bytes).ok()))
+                .ok()
+                .flatten();
+            if let Some(Err(why)) = doc.as_ref().map(|d| check_bounds(d, PdfBounds::default())) {
+                return Err(why);
+            }
             let text = pdf_extract::extract_text_from_mem_by_pages(&bytes);
             let textless: Vec<u32> = text.as_ref().map_or_else(
                 |_| Vec::new(),
@@ -290,9 +365,9 @@ pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result
             );
             // Structure is best effort: a PDF whose outline lopdf cannot
             // read still gets its text.
-            let structure = catch_unwind(AssertUnwindSafe(|| structure(&bytes, &textless)))
-                .ok()
-                .flatten()
+            let structure = doc
+                .as_ref()
+                .and_then(|doc| catch_unwind(AssertUnwindSafe(|| structure(doc, &textless))).ok())
                 .or_else(|| {
                     // lopdf could not read what pdf-extract did: the text-less
                     // pages still count, as images that could not be taken out.
@@ -302,7 +377,7 @@ pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result
                         ..Structure::default()
                     })
                 });
-            (text, structure)
+            Ok((text, structure))
         }));
         // The receiver may have given up (timeout); nothing to do then.
         let _ = tx.send(outcome);
@@ -322,8 +397,14 @@ pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result
             scans,
         },
     ) = match rx.recv_timeout(time_limit) {
-        Ok(Ok((Ok(pages), structure))) => (pages, structure.unwrap_or_default()),
-        Ok(Ok((Err(e), structure))) => {
+        Ok(Ok(Ok((Ok(pages), structure)))) => (pages, structure.unwrap_or_default()),
+        Ok(Ok(Err(why))) => {
+            return Err(PdfFailure {
+                reason: SkipReason::PdfBomb,
+                detail: why,
+            })
+        }
+        Ok(Ok(Ok((Err(e), structure)))) => {
             let encrypted = structure.is_some_and(|s| s.encrypted);
             return Err(if encrypted {
                 PdfFailure {
@@ -427,6 +508,63 @@ fn normalise_page_text(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The demo handbook with one more stream: `inflated` zero bytes,
+    /// Flate-compressed.
+    fn with_zero_stream(inflated: u64) -> lopdf::Document {
+        let mut doc = lopdf::Document::load(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/demo/docs/operations-handbook.pdf"
+        ))
+        .unwrap();
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let chunk = vec![0u8; 1 << 20];
+        let mut left = inflated;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            std::io::Write::write_all(&mut z, &chunk[..n]).unwrap();
+            left -= n as u64;
+        }
+        let dict = lopdf::dictionary! { "Filter" => "FlateDecode" };
+        doc.add_object(lopdf::Stream::new(dict, z.finish().unwrap()));
+        doc
+    }
+
+    #[test]
+    fn streams_past_the_bounds_are_refused_without_inflating_them_whole() {
+        let doc = with_zero_stream(1 << 20);
+        assert!(check_bounds(&doc, PdfBounds::default()).is_ok());
+        let small = PdfBounds {
+            stream_bytes: 64 * 1024,
+            ..PdfBounds::default()
+        };
+        assert!(check_bounds(&doc, small)
+            .unwrap_err()
+            .starts_with("decompression bomb: stream"));
+        let total = PdfBounds {
+            inflated_bytes: 512 * 1024,
+            ..PdfBounds::default()
+        };
+        assert!(check_bounds(&doc, total).unwrap_err().contains("in all"));
+        let few = PdfBounds {
+            objects: 3,
+            ..PdfBounds::default()
+        };
+        assert!(check_bounds(&doc, few).unwrap_err().contains("objects"));
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_a_typed_error() {
+        // 600 MiB of zeros in under a megabyte.
+        let mut doc = with_zero_stream(600 << 20);
+        let mut bytes = Vec::new();
+        doc.save_to(&mut bytes).unwrap();
+        assert!(bytes.len() < 1 << 20, "{}", bytes.len());
+        let started = std::time::Instant::now();
+        let err = extract_pages("bomb.pdf", bytes, Duration::from_secs(30)).unwrap_err();
+        assert_eq!(err.reason, SkipReason::PdfBomb, "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
 
     #[test]
     fn garbage_is_a_typed_error_not_a_panic() {

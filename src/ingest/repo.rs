@@ -445,10 +445,19 @@ fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
 /// (size and modification time before and after); tries once more if it
 /// did.
 fn read_stable(path: &Path) -> Result<(Vec<u8>, std::fs::Metadata), (SkipReason, String)> {
+    read_stable_with(path, |p| std::fs::read(p))
+}
+
+/// [`read_stable`] with the read itself given (tests change the file
+/// while "reading" it).
+fn read_stable_with(
+    path: &Path,
+    mut read: impl FnMut(&Path) -> std::io::Result<Vec<u8>>,
+) -> Result<(Vec<u8>, std::fs::Metadata), (SkipReason, String)> {
     let unreadable = |e: std::io::Error| (SkipReason::Unreadable, e.to_string());
     for _ in 0..2 {
         let before = std::fs::metadata(path).map_err(unreadable)?;
-        let bytes = std::fs::read(path).map_err(unreadable)?;
+        let bytes = read(path).map_err(unreadable)?;
         let after = std::fs::metadata(path).map_err(unreadable)?;
         if before.len() == after.len() && mtime_ns(&before) == mtime_ns(&after) && bytes.len() as u64 == after.len() {
             return Ok((bytes, after));
@@ -633,6 +642,37 @@ mod tests {
         );
         // The quick count for the progress bar sees the same files.
         assert_eq!(count_files(&[root.to_path_buf()], &opts), 6);
+    }
+
+    #[test]
+    fn a_file_that_changes_while_read_is_read_again_or_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.txt");
+        std::fs::write(&path, "first\n").unwrap();
+        // Every read races a writer: skipped as changing, after one retry.
+        let mut reads = 0;
+        let appending = |p: &Path| {
+            reads += 1;
+            let bytes = std::fs::read(p);
+            let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+            std::io::Write::write_all(&mut f, b"more\n").unwrap();
+            bytes
+        };
+        let err = read_stable_with(&path, appending).unwrap_err();
+        assert_eq!(err.0, SkipReason::Changing);
+        assert_eq!(reads, 2);
+        // Only the first read races: the second, stable one is kept.
+        let mut first = true;
+        let once = |p: &Path| {
+            let bytes = std::fs::read(p);
+            if std::mem::take(&mut first) {
+                std::fs::write(p, "rewritten, longer\n").unwrap();
+            }
+            bytes
+        };
+        let (bytes, meta) = read_stable_with(&path, once).unwrap();
+        assert_eq!(bytes, b"rewritten, longer\n");
+        assert_eq!(meta.len(), bytes.len() as u64);
     }
 
     #[test]
