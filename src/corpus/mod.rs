@@ -132,6 +132,7 @@ pub struct IngestSummary {
     /// Images and scanned PDF pages read this run, by OCR outcome: `ok`,
     /// `no_text`, or the reason there is none (`ocr_unavailable`,
     /// `ocr_timeout`, `ocr_failed`, `ocr_off`, `unsupported_image`,
+    /// `blank_page` (a PDF page with neither text nor an image),
     /// `too_many_pixels`).
     pub ocr: BTreeMap<String, u64>,
     /// Source files read this run that got an outline.

@@ -140,6 +140,9 @@ struct Structure {
     scans: Vec<(u32, Result<Vec<u8>, String>)>,
 }
 
+/// Why a text-less page has no image to read: it has none.
+pub const BLANK_PAGE: &str = "the page has neither a text layer nor an image";
+
 /// A page whose text layer has fewer visible characters than this is taken
 /// to be a scan (page numbers and stray marks aside).
 const SCAN_TEXT_CHARS: usize = 16;
@@ -218,8 +221,12 @@ fn structure(doc: &lopdf::Document, textless_pages: &[u32]) -> Structure {
         .iter()
         .filter_map(|&n| {
             let id = page_ids.get(&n)?;
-            let images = doc.get_page_images(*id).ok()?;
-            let largest = images.iter().max_by_key(|i| i.width.max(0) * i.height.max(0))?;
+            let images = doc.get_page_images(*id).unwrap_or_default();
+            // Neither text nor an image: a blank page, or one whose content
+            // a damaged file lost. Counted, never passed over in silence.
+            let Some(largest) = images.iter().max_by_key(|i| i.width.max(0) * i.height.max(0)) else {
+                return Some((n, Err(BLANK_PAGE.to_owned())));
+            };
             Some((n, page_image(largest, MAX_SCAN_PIXELS)))
         })
         .collect();
@@ -564,6 +571,45 @@ mod tests {
         let err = extract_pages("bomb.pdf", bytes, Duration::from_secs(30)).unwrap_err();
         assert_eq!(err.reason, SkipReason::PdfBomb, "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn truncated_and_bad_xref_pdfs_are_typed_errors_or_recovered() {
+        let good = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/demo/docs/operations-handbook.pdf"
+        ))
+        .unwrap();
+        let limit = Duration::from_secs(10);
+        let err = extract_pages("cut.pdf", good[..good.len() / 2].to_vec(), limit).unwrap_err();
+        assert_eq!(err.reason, SkipReason::PdfError, "{err:?}");
+        // startxref pointing past the end of the file.
+        let at = good.windows(9).rposition(|w| w == b"startxref").unwrap();
+        let end = at + 10 + good[at + 10..].iter().position(|&b| b == b'\n').unwrap();
+        let mut bad = good[..at].to_vec();
+        bad.extend_from_slice(b"startxref\n999999");
+        bad.extend_from_slice(&good[end..]);
+        let err = extract_pages("xref.pdf", bad, limit).unwrap_err();
+        assert_eq!(err.reason, SkipReason::PdfError, "{err:?}");
+        // Every xref offset 1,000 bytes off: lopdf recovers a document,
+        // though only its first page (poppler reconstructs both; a known
+        // gap, see docs/ARCHITECTURE.md).
+        let table = good.windows(5).position(|w| w == b"xref\n").unwrap();
+        let mut shifted = good.clone();
+        let mut i = table;
+        while i + 7 <= (table + 200).min(shifted.len()) {
+            if &shifted[i..i + 7] == b"0000000" {
+                shifted[i + 6] = b'1';
+                i += 7;
+            } else {
+                i += 1;
+            }
+        }
+        assert_ne!(shifted, good);
+        let read = extract_pages("shifted.pdf", shifted, limit).unwrap();
+        assert_eq!(read.pages.len(), 1);
+        // ... and no text on it: reported as a blank page.
+        assert_eq!(read.scans, vec![(1, Err(BLANK_PAGE.to_owned()))]);
     }
 
     #[test]

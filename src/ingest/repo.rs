@@ -413,6 +413,7 @@ fn read_image(doc: &mut Document, bytes: &[u8], opts: &WalkOptions) -> Result<()
 fn read_scanned_pages(doc: &mut Document, scans: Vec<(u32, Result<Vec<u8>, String>)>, opts: &WalkOptions) {
     for (page, image) in scans {
         let outcome = match image {
+            Err(why) if why == pdf::BLANK_PAGE => Err("blank_page"),
             Err(_) => Err("unsupported_image"),
             Ok(bytes) => ocr_page(&doc.path, page, &bytes, opts),
         };
