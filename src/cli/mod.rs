@@ -16,7 +16,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::corpus::{Corpus, CorpusError};
 use crate::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions, LlamaCppTokenizer};
-use crate::engine::{models, threads, GenerateParams};
+use crate::engine::openai::{OpenAiEngine, OpenAiOptions};
+use crate::engine::{models, threads, Engine, GenerateParams};
 use crate::ingest::pdf::PdfIsolation;
 use crate::ingest::WalkOptions;
 use crate::limits::{Limits, ANSWER_TOKENS};
@@ -145,12 +146,40 @@ impl WalkArgs {
     }
 }
 
+/// Which engine runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EngineKind {
+    /// llama.cpp in this process, on a GGUF file.
+    Llamacpp,
+    /// Any OpenAI-compatible server (vLLM, SGLang, llama-server, Ollama, ...), with --endpoint.
+    Openai,
+}
+
 /// Which model, and how to run it; shared by every command that needs one.
 #[derive(Debug, Args, Clone)]
 struct ModelArgs {
-    /// A GGUF model file. Default: SmolLM2-135M-Instruct, fetched on first use.
-    #[arg(long, value_name = "FILE.gguf", env = "SCOUT_MODEL")]
+    /// A GGUF model file (llamacpp), or the served model's name (openai; default: the
+    /// first the server lists). Default: SmolLM2-135M-Instruct, fetched on first use.
+    #[arg(long, value_name = "FILE.gguf|NAME", env = "SCOUT_MODEL")]
     model: Option<PathBuf>,
+    /// The engine that answers.
+    #[arg(long, value_enum, default_value_t = EngineKind::Llamacpp, env = "SCOUT_ENGINE")]
+    engine: EngineKind,
+    /// An OpenAI-compatible server's address (with --engine openai), such as
+    /// `http://gpu-box:8000/v1`.
+    /// Repeat for several: each request goes to the least-loaded one that is up, and
+    /// a request that fails moves to another.
+    #[arg(long, value_name = "URL")]
+    endpoint: Vec<String>,
+    /// The environment variable that holds the servers' API key (sent as a bearer
+    /// token), such as `OPENAI_API_KEY`.
+    #[arg(long, value_name = "VAR")]
+    api_key_env: Option<String>,
+    /// With --engine openai: a GGUF whose vocabulary counts tokens (the served model's
+    /// makes counts exact). Default: the default model's, and counts are estimates with
+    /// 10% of the context held back.
+    #[arg(long, value_name = "FILE.gguf")]
+    tokenizer: Option<PathBuf>,
     /// Inference threads. Default: the cores idle right now (llama.cpp slows down
     /// sharply when its threads compete with other work).
     #[arg(long, env = "SCOUT_THREADS")]
@@ -282,7 +311,7 @@ fn run_ingest(a: &IngestArgs) -> Result<i32> {
     let model_path = if a.no_tokens {
         None
     } else {
-        Some(models::resolve(a.model.model.as_deref(), &mut say(a.quiet))?)
+        Some(a.model.tokenizer_path(&mut say(a.quiet))?)
     };
     let tokenizer = model_path.as_deref().map(LlamaCppTokenizer::load).transpose()?;
     let progress = Progress::files(a.quiet);
@@ -375,12 +404,80 @@ fn engine_options(m: &ModelArgs) -> LlamaCppOptions {
     }
 }
 
+impl ModelArgs {
+    /// The GGUF whose vocabulary counts tokens: the model itself for
+    /// llamacpp; `--tokenizer` or the default model for openai.
+    fn tokenizer_path(&self, say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+        Ok(match self.engine {
+            EngineKind::Llamacpp => models::resolve(self.model.as_deref(), say)?,
+            EngineKind::Openai => models::resolve(self.tokenizer.as_deref(), say)?,
+        })
+    }
+
+    /// Loads or connects to the engine; returns it with a line saying what
+    /// it is.
+    fn engine(&self, say: &mut dyn FnMut(&str)) -> Result<(Box<dyn Engine>, String)> {
+        match self.engine {
+            EngineKind::Llamacpp => {
+                let path = models::resolve(self.model.as_deref(), say)?;
+                let options = engine_options(self);
+                let engine = LlamaCppEngine::load(&path, options).with_context(|| "loading the model")?;
+                let line = format!(
+                    "{} (llamacpp, {} thread{}, context {})",
+                    path.file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                    options.threads,
+                    if options.threads == 1 { "" } else { "s" },
+                    engine.capabilities().context_length
+                );
+                Ok((Box::new(engine), line))
+            }
+            EngineKind::Openai => {
+                if self.endpoint.is_empty() {
+                    bail!("--engine openai needs at least one --endpoint URL (for example --endpoint http://localhost:8000/v1)");
+                }
+                let api_key = match &self.api_key_env {
+                    Some(var) => Some(std::env::var(var).with_context(|| format!("--api-key-env {var}: not set"))?),
+                    None => None,
+                };
+                let exact = self.tokenizer.is_some();
+                let tok_path = self.tokenizer_path(say)?;
+                let tokenizer = LlamaCppTokenizer::load(&tok_path).with_context(|| "loading the tokenizer")?;
+                let options = OpenAiOptions {
+                    endpoints: self.endpoint.clone(),
+                    model: self.model.as_ref().map(|m| m.to_string_lossy().into_owned()),
+                    api_key,
+                    context: self.context,
+                    ..OpenAiOptions::default()
+                };
+                let engine = OpenAiEngine::connect(options, Box::new(tokenizer), exact)
+                    .with_context(|| "connecting to the OpenAI-compatible endpoints")?;
+                let line = format!(
+                    "{} at {} (openai, context {}, token counts {})",
+                    engine.model(),
+                    self.endpoint.join(", "),
+                    engine.capabilities().context_length,
+                    if exact {
+                        "from --tokenizer".to_owned()
+                    } else {
+                        format!(
+                            "estimated with {} (--tokenizer for exact ones)",
+                            tok_path
+                                .file_name()
+                                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+                        )
+                    }
+                );
+                Ok((Box::new(engine), line))
+            }
+        }
+    }
+}
+
 fn run_ask(a: &AskArgs) -> Result<i32> {
     check_sources(&a.sources)?;
     let mut say = say(a.quiet);
-    let model_path = models::resolve(a.model.model.as_deref(), &mut say)?;
-    let options = engine_options(&a.model);
-    let mut engine = LlamaCppEngine::load(&model_path, options).with_context(|| "loading the model")?;
+    let (mut engine, engine_line) = a.model.engine(&mut say)?;
 
     let single_corpus = a.sources.len() == 1 && a.sources[0].is_file() && Corpus::is_corpus_file(&a.sources[0]);
     let mut ingest_errors = 0;
@@ -416,16 +513,7 @@ fn run_ask(a: &AskArgs) -> Result<i32> {
         ingest_errors = summary.errors;
         corpus
     };
-    say(&format!(
-        "scout: asking {} ({}, {} thread{}, context {})",
-        model_path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-        "llamacpp",
-        options.threads,
-        if options.threads == 1 { "" } else { "s" },
-        crate::engine::Engine::capabilities(&engine).context_length
-    ));
+    say(&format!("scout: asking {engine_line}"));
 
     let opts = AskOptions {
         question: a.question.clone(),
@@ -441,7 +529,7 @@ fn run_ask(a: &AskArgs) -> Result<i32> {
     let mut write_error: Option<std::io::Error> = None;
     let progress = Progress::prefill(a.quiet);
     let verbose = a.verbose && !a.quiet;
-    let result = ask(&mut corpus, &mut engine, &opts, &mut |event| match event {
+    let result = ask(&mut corpus, engine.as_mut(), &opts, &mut |event| match event {
         AskEvent::Step {
             step,
             index,

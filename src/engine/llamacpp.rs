@@ -304,6 +304,11 @@ impl Engine for LlamaCppEngine {
         params: &GenerateParams,
         on_event: &mut dyn FnMut(EngineEvent<'_>),
     ) -> Result<Generation, EngineError> {
+        if params.json_schema.is_some() {
+            return Err(EngineError::Unsupported(
+                "constrain output to a JSON schema yet (the llamacpp backend; use --engine openai)".into(),
+            ));
+        }
         let started = Instant::now();
         let prompt = self.tokenize_chat(messages)?;
         let n_prompt = prompt.len() as u32;

@@ -11,6 +11,7 @@
 pub mod bpe;
 pub mod llamacpp;
 pub mod models;
+pub mod openai;
 pub mod threads;
 
 use serde::Serialize;
@@ -43,6 +44,9 @@ pub struct GenerateParams {
     /// Generation ends where any of these appears; it is not part of the
     /// answer.
     pub stop: Vec<String>,
+    /// Constrain the answer to JSON matching this schema (engines whose
+    /// capabilities say `json_schema`).
+    pub json_schema: Option<serde_json::Value>,
 }
 
 impl Default for GenerateParams {
@@ -53,6 +57,7 @@ impl Default for GenerateParams {
             seed: 0,
             repeat_penalty: 1.1,
             stop: Vec::new(),
+            json_schema: None,
         }
     }
 }
@@ -100,6 +105,8 @@ pub enum EngineError {
     Template(String),
     #[error("inference failed: {0}")]
     Inference(String),
+    #[error("this engine cannot {0}")]
+    Unsupported(String),
 }
 
 /// A model that answers.

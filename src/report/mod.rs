@@ -64,7 +64,11 @@ pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
     }
     if !s.ocr.is_empty() {
         let parts: Vec<String> = s.ocr.iter().map(|(k, n)| format!("{n} {k}")).collect();
-        let _ = writeln!(out, "OCR of images and scanned pages read this run: {}", parts.join(", "));
+        let _ = writeln!(
+            out,
+            "OCR of images and scanned pages read this run: {}",
+            parts.join(", ")
+        );
     }
     if s.replaced_chars > 0 {
         let _ = writeln!(

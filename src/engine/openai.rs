@@ -1,0 +1,608 @@
+//! The `openai` backend: any OpenAI-compatible server (vLLM, SGLang,
+//! llama-server, llama-cpp-python, Ollama, mistralrs-server), one or many.
+//!
+//! Chat completions with streaming (server-sent events), optional
+//! `response_format` JSON schema, timeouts, retries with backoff on 429,
+//! 5xx and broken connections, and least-loaded dispatch across several
+//! endpoints: a request goes to the healthy endpoint with the fewest
+//! requests in flight, and an endpoint that fails rests for a while.
+//!
+//! Token counts come from a local tokenizer (a GGUF's vocabulary): exact
+//! when it is the served model's, an estimate otherwise; the server's own
+//! `usage` is what a generation reports when the server sends it.
+
+use std::io::{BufRead, BufReader};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{
+    Capabilities, ChatMessage, Engine, EngineError, EngineEvent, GenerateParams, Generation, StopFilter, StopReason,
+    Tokenizer,
+};
+
+/// Tokens of chat formatting per message (role header and end marker) when
+/// the local tokenizer cannot render the server's template: generous for
+/// `ChatML` and Llama 3/4 headers alike.
+const TOKENS_PER_MESSAGE: u32 = 8;
+/// Share of the context held back when counts are estimates.
+const ESTIMATE_MARGIN: f64 = 0.10;
+/// Context assumed when neither the user nor the server says.
+const DEFAULT_CONTEXT: u32 = 8192;
+/// How long an endpoint rests after a failure before it is tried again.
+const REST: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct OpenAiOptions {
+    /// Base URLs (`http://host:8000` or `http://host:8000/v1`).
+    pub endpoints: Vec<String>,
+    /// The served model's name; default: the first the server lists.
+    pub model: Option<String>,
+    pub api_key: Option<String>,
+    /// Context tokens; default: what the server reports, else 8192.
+    pub context: Option<u32>,
+    /// Longest a request may take, answer included.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Attempts after the first, across endpoints.
+    pub retries: u32,
+    /// First backoff; doubles per attempt up to 8 s.
+    pub backoff: Duration,
+}
+
+impl Default for OpenAiOptions {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            model: None,
+            api_key: None,
+            context: None,
+            timeout: Duration::from_secs(1800),
+            connect_timeout: Duration::from_secs(10),
+            retries: 4,
+            backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+/// One server, with what dispatch needs to know about it.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub url: String,
+    in_flight: AtomicU32,
+    served: AtomicU64,
+    failures: AtomicU64,
+    resting_until: Mutex<Option<Instant>>,
+}
+
+impl Endpoint {
+    fn new(url: &str) -> Self {
+        let trimmed = url.trim_end_matches('/');
+        let url = if trimmed.ends_with("/v1") {
+            trimmed.to_owned()
+        } else {
+            format!("{trimmed}/v1")
+        };
+        Self {
+            url,
+            in_flight: AtomicU32::new(0),
+            served: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            resting_until: Mutex::new(None),
+        }
+    }
+
+    fn resting(&self) -> bool {
+        self.resting_until
+            .lock()
+            .is_ok_and(|r| r.is_some_and(|t| Instant::now() < t))
+    }
+
+    fn rest(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut r) = self.resting_until.lock() {
+            *r = Some(Instant::now() + REST);
+        }
+    }
+
+    /// Requests answered, and failures, so far.
+    #[must_use]
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.served.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The least-loaded endpoint that is not resting (all resting: the
+/// least-loaded of all, so a run never stalls on a pause).
+fn pick(endpoints: &[Endpoint], avoid: Option<usize>) -> usize {
+    let load = |i: usize| {
+        let e = &endpoints[i];
+        (
+            e.resting() || Some(i) == avoid,
+            e.in_flight.load(Ordering::Relaxed),
+            e.served.load(Ordering::Relaxed),
+        )
+    };
+    (0..endpoints.len()).min_by_key(|&i| load(i)).unwrap_or(0)
+}
+
+/// A request that holds its endpoint's in-flight count until dropped.
+struct InFlight<'a>(&'a Endpoint);
+
+impl<'a> InFlight<'a> {
+    fn new(e: &'a Endpoint) -> Self {
+        e.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(e)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub struct OpenAiEngine {
+    endpoints: Vec<Endpoint>,
+    agent: ureq::Agent,
+    model: String,
+    api_key: Option<String>,
+    context_length: u32,
+    tokenizer: Box<dyn Tokenizer + Send>,
+    exact_counts: bool,
+    model_id: String,
+    options: OpenAiOptions,
+    /// Sampling extensions (`repeat_penalty`, `repetition_penalty`) are
+    /// sent until a server refuses them.
+    send_extensions: bool,
+    /// `response_format` as OpenAI spells it (`json_schema`) until a server
+    /// refuses it; then the older `json_object` with a `schema`, which
+    /// llama-cpp-python and others read.
+    schema_as_json_object: bool,
+}
+
+impl std::fmt::Debug for OpenAiEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiEngine")
+            .field("endpoints", &self.endpoints)
+            .field("model", &self.model)
+            .field("context_length", &self.context_length)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What went wrong with one attempt, and whether another may succeed.
+#[derive(Debug)]
+enum Attempt {
+    /// Worth retrying elsewhere (connection, 429, 5xx, a broken stream).
+    Retry(String),
+    /// The request itself is wrong (4xx): retrying cannot help.
+    Fatal(String),
+}
+
+impl OpenAiEngine {
+    /// Connects to the endpoints (each is asked for its models; those that
+    /// do not answer start out resting) and settles the model name and
+    /// context. `tokenizer` counts tokens locally; `exact` says whether it
+    /// is the served model's own.
+    pub fn connect(
+        options: OpenAiOptions,
+        tokenizer: Box<dyn Tokenizer + Send>,
+        exact: bool,
+    ) -> Result<Self, EngineError> {
+        if options.endpoints.is_empty() {
+            return Err(EngineError::Inference(
+                "no --endpoint given for the openai engine".into(),
+            ));
+        }
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(Some(options.connect_timeout))
+            .timeout_global(Some(options.timeout))
+            .http_status_as_error(false)
+            .build();
+        let agent = ureq::Agent::new_with_config(config);
+        let endpoints: Vec<Endpoint> = options.endpoints.iter().map(|u| Endpoint::new(u)).collect();
+        let mut listed: Option<Value> = None;
+        let mut errors = Vec::new();
+        for e in &endpoints {
+            match get_json(&agent, &format!("{}/models", e.url), options.api_key.as_deref()) {
+                Ok(v) => {
+                    listed.get_or_insert(v);
+                }
+                Err(why) => {
+                    e.rest();
+                    errors.push(format!("{}: {why}", e.url));
+                }
+            }
+        }
+        let Some(listed) = listed else {
+            return Err(EngineError::Load {
+                path: options.endpoints.join(", "),
+                detail: format!("no endpoint answered: {}", errors.join("; ")),
+            });
+        };
+        let entries = listed["data"].as_array().cloned().unwrap_or_default();
+        let model = match &options.model {
+            Some(m) => m.clone(),
+            None => entries
+                .first()
+                .and_then(|m| m["id"].as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| EngineError::Load {
+                    path: options.endpoints.join(", "),
+                    detail: "the server lists no models; name one with --model".into(),
+                })?,
+        };
+        let entry = entries.iter().find(|m| m["id"].as_str() == Some(model.as_str()));
+        // vLLM and SGLang report max_model_len; llama-server its n_ctx.
+        let served_context = entry.and_then(|m| {
+            m["max_model_len"]
+                .as_u64()
+                .or_else(|| m["meta"]["n_ctx_train"].as_u64())
+                .or_else(|| m["context_length"].as_u64())
+        });
+        let raw = options
+            .context
+            .or(served_context.and_then(|c| u32::try_from(c).ok()))
+            .unwrap_or(DEFAULT_CONTEXT);
+        let context_length = if exact {
+            raw
+        } else {
+            (f64::from(raw) * (1.0 - ESTIMATE_MARGIN)) as u32
+        };
+        let model_id = format!("openai-{model}-{}", tokenizer.tokenizer_id());
+        Ok(Self {
+            endpoints,
+            agent,
+            model,
+            api_key: options.api_key.clone(),
+            context_length,
+            tokenizer,
+            exact_counts: exact,
+            model_id,
+            options,
+            send_extensions: true,
+            schema_as_json_object: false,
+        })
+    }
+
+    /// The served model's name.
+    #[must_use]
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Whether token counts are the served model's own (else estimates,
+    /// with a margin taken off the context).
+    #[must_use]
+    pub fn exact_counts(&self) -> bool {
+        self.exact_counts
+    }
+
+    #[must_use]
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    fn request_body(&self, messages: &[ChatMessage], params: &GenerateParams) -> Value {
+        let mut body = json!({
+            "model": self.model,
+            "messages": messages
+                .iter()
+                .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+                .collect::<Vec<_>>(),
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "seed": params.seed,
+        });
+        if let Some(schema) = &params.json_schema {
+            body["response_format"] = if self.schema_as_json_object {
+                json!({"type": "json_object", "schema": schema})
+            } else {
+                json!({
+                    "type": "json_schema",
+                    "json_schema": {"name": "answer", "schema": schema, "strict": true},
+                })
+            };
+        }
+        if self.send_extensions && (params.repeat_penalty - 1.0).abs() > f32::EPSILON {
+            body["repeat_penalty"] = json!(params.repeat_penalty);
+            body["repetition_penalty"] = json!(params.repeat_penalty);
+        }
+        body
+    }
+
+    /// One attempt on endpoint `i`: streams the answer into `filter`,
+    /// calling `on_event` with what is new beyond `shown` (the text an
+    /// earlier, broken attempt already showed is not shown twice; an
+    /// attempt that answers differently from it is an error, since shown
+    /// text cannot be taken back).
+    #[allow(clippy::too_many_arguments)]
+    fn attempt(
+        &self,
+        i: usize,
+        messages: &[ChatMessage],
+        body: &Value,
+        params: &GenerateParams,
+        started: Instant,
+        shown: &mut String,
+        on_event: &mut dyn FnMut(EngineEvent<'_>),
+    ) -> Result<Generation, Attempt> {
+        let endpoint = &self.endpoints[i];
+        let _guard = InFlight::new(endpoint);
+        let mut req = self
+            .agent
+            .post(&format!("{}/chat/completions", endpoint.url))
+            .header("Content-Type", "application/json")
+            .header("Accept", "text/event-stream");
+        if let Some(key) = &self.api_key {
+            req = req.header("Authorization", &format!("Bearer {key}"));
+        }
+        let resp = req
+            .send(body.to_string())
+            .map_err(|e| Attempt::Retry(format!("{}: {e}", endpoint.url)))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let text = resp.into_body().read_to_string().unwrap_or_default();
+            let detail = format!(
+                "{} answered {status}: {}",
+                endpoint.url,
+                text.chars().take(300).collect::<String>()
+            );
+            return Err(if status == 429 || status >= 500 || status == 408 {
+                Attempt::Retry(detail)
+            } else {
+                Attempt::Fatal(detail)
+            });
+        }
+        let reader = BufReader::new(resp.into_body().into_reader());
+        let mut filter = StopFilter::new(&params.stop);
+        let mut first_token: Option<Instant> = None;
+        let mut usage: Option<(u32, u32)> = None;
+        let mut finish: Option<String> = None;
+        let mut stopped = false;
+        let mut done = false;
+        let url = endpoint.url.clone();
+        let mut produced = String::new();
+        let mut emit = |piece: &str, produced: &mut String, shown: &mut String| {
+            produced.push_str(piece);
+            let agrees = if produced.len() <= shown.len() {
+                shown.starts_with(produced.as_str())
+            } else {
+                produced.starts_with(shown.as_str())
+            };
+            if !agrees {
+                return Err(Attempt::Fatal(format!(
+                    "{url} was retried after an endpoint failed mid-answer, and answered differently from what was already shown"
+                )));
+            }
+            if produced.len() > shown.len() {
+                on_event(EngineEvent::Text(&produced[shown.len()..]));
+                shown.clone_from(produced);
+            }
+            Ok(())
+        };
+        for line in reader.lines() {
+            let line = line.map_err(|e| Attempt::Retry(format!("{}: the stream broke: {e}", endpoint.url)))?;
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            let data = data.trim();
+            if data == "[DONE]" {
+                done = true;
+                break;
+            }
+            let chunk: Value = serde_json::from_str(data)
+                .map_err(|e| Attempt::Fatal(format!("{}: not a JSON event ({e}): {data}", endpoint.url)))?;
+            if let Some(err) = chunk.get("error") {
+                return Err(Attempt::Retry(format!("{}: {err}", endpoint.url)));
+            }
+            if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
+                let n = |k: &str| u[k].as_u64().and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
+                usage = Some((n("prompt_tokens"), n("completion_tokens")));
+            }
+            let Some(choice) = chunk["choices"].get(0) else {
+                continue;
+            };
+            if let Some(text) = choice["delta"]["content"].as_str().filter(|t| !t.is_empty()) {
+                first_token.get_or_insert_with(Instant::now);
+                let (safe, hit) = filter.push(text);
+                let safe = safe.to_owned();
+                emit(&safe, &mut produced, shown)?;
+                if hit {
+                    stopped = true;
+                    break;
+                }
+            }
+            if let Some(f) = choice["finish_reason"].as_str() {
+                finish = Some(f.to_owned());
+            }
+        }
+        if !stopped && !done && finish.is_none() {
+            return Err(Attempt::Retry(format!(
+                "{}: the stream ended before the answer did",
+                endpoint.url
+            )));
+        }
+        let held = filter.flush().to_owned();
+        emit(&held, &mut produced, shown)?;
+        endpoint.served.fetch_add(1, Ordering::Relaxed);
+        let text = filter.text().to_owned();
+        let now = Instant::now();
+        let first = first_token.unwrap_or(now);
+        // The server's usage when it sends one; local counts otherwise.
+        let (prompt_tokens, completion_tokens) =
+            usage.unwrap_or_else(|| (self.estimate_chat(messages), self.tokenizer.count_tokens(&text)));
+        Ok(Generation {
+            text,
+            prompt_tokens,
+            completion_tokens,
+            stop: if stopped {
+                StopReason::StopSequence
+            } else if finish.as_deref() == Some("length") {
+                StopReason::MaxTokens
+            } else {
+                StopReason::EndOfText
+            },
+            ttft_ms: (first - started).as_millis() as u64,
+            prefill_ms: (first - started).as_millis() as u64,
+            decode_ms: (now - first).as_millis() as u64,
+        })
+    }
+
+    /// Whether `detail` is a server refusing one of the optional
+    /// spellings `body` used; if so, the next request leaves it out (some
+    /// servers answer 500 to a request they cannot parse). Each spelling
+    /// is given up at most once per engine.
+    fn refused_spelling(&mut self, body: &Value, detail: &str) -> bool {
+        if !self.schema_as_json_object && body.get("response_format").is_some() && detail.contains("response_format") {
+            self.schema_as_json_object = true;
+            return true;
+        }
+        if self.send_extensions
+            && body.get("repeat_penalty").is_some()
+            && (detail.contains("repeat_penalty") || detail.contains("repetition_penalty"))
+        {
+            self.send_extensions = false;
+            return true;
+        }
+        false
+    }
+
+    fn estimate_chat(&self, messages: &[ChatMessage]) -> u32 {
+        messages
+            .iter()
+            .map(|m| self.tokenizer.count_tokens(&m.content) + TOKENS_PER_MESSAGE)
+            .sum::<u32>()
+            + TOKENS_PER_MESSAGE
+    }
+}
+
+fn get_json(agent: &ureq::Agent, url: &str, key: Option<&str>) -> Result<Value, String> {
+    let mut req = agent.get(url);
+    if let Some(key) = key {
+        req = req.header("Authorization", &format!("Bearer {key}"));
+    }
+    let resp = req.call().map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let text = resp.into_body().read_to_string().map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
+}
+
+impl Tokenizer for OpenAiEngine {
+    fn tokenizer_id(&self) -> &str {
+        self.tokenizer.tokenizer_id()
+    }
+    fn count_tokens(&self, text: &str) -> u32 {
+        self.tokenizer.count_tokens(text)
+    }
+    fn counts_are_cheap(&self) -> bool {
+        self.tokenizer.counts_are_cheap()
+    }
+}
+
+impl Engine for OpenAiEngine {
+    fn backend(&self) -> &'static str {
+        "openai"
+    }
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            context_length: self.context_length,
+            vision: false,
+            json_schema: true,
+            kv_operations: false,
+        }
+    }
+    fn count_chat_tokens(&self, messages: &[ChatMessage]) -> Result<u32, EngineError> {
+        Ok(self.estimate_chat(messages))
+    }
+    fn generate(
+        &mut self,
+        messages: &[ChatMessage],
+        params: &GenerateParams,
+        on_event: &mut dyn FnMut(EngineEvent<'_>),
+    ) -> Result<Generation, EngineError> {
+        let started = Instant::now();
+        let mut shown = String::new();
+        let mut last: Option<usize> = None;
+        let mut errors = Vec::new();
+        let mut tries = 0u32;
+        loop {
+            let i = pick(&self.endpoints, last);
+            let body = self.request_body(messages, params);
+            match self.attempt(i, messages, &body, params, started, &mut shown, on_event) {
+                Ok(g) => return Ok(g),
+                Err(Attempt::Fatal(detail) | Attempt::Retry(detail)) if self.refused_spelling(&body, &detail) => {
+                    errors.push(detail);
+                }
+                Err(Attempt::Fatal(detail)) => {
+                    errors.push(detail);
+                    return Err(EngineError::Inference(errors.join("; ")));
+                }
+                Err(Attempt::Retry(detail)) => {
+                    self.endpoints[i].rest();
+                    errors.push(detail);
+                    if tries >= self.options.retries {
+                        return Err(EngineError::Inference(format!(
+                            "gave up after {} attempts: {}",
+                            tries + 1,
+                            errors.join("; ")
+                        )));
+                    }
+                    let wait = self
+                        .options
+                        .backoff
+                        .saturating_mul(1 << tries.min(5))
+                        .min(Duration::from_secs(8));
+                    std::thread::sleep(wait);
+                    tries += 1;
+                    last = Some(i);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_urls_end_in_v1() {
+        assert_eq!(Endpoint::new("http://h:8000").url, "http://h:8000/v1");
+        assert_eq!(Endpoint::new("http://h:8000/v1/").url, "http://h:8000/v1");
+    }
+
+    #[test]
+    fn dispatch_prefers_the_least_loaded_endpoint_that_is_not_resting() {
+        let e = [
+            Endpoint::new("http://a"),
+            Endpoint::new("http://b"),
+            Endpoint::new("http://c"),
+        ];
+        assert_eq!(pick(&e, None), 0);
+        let a = InFlight::new(&e[0]);
+        assert_eq!(pick(&e, None), 1);
+        let _b = InFlight::new(&e[1]);
+        e[2].rest();
+        // c is resting: a and b are busy alike, a comes first.
+        assert_eq!(pick(&e, None), 0);
+        // After a failure on a, the other busy one.
+        assert_eq!(pick(&e, Some(0)), 1);
+        drop(a);
+        assert_eq!(pick(&e, None), 0);
+    }
+}
