@@ -111,3 +111,23 @@ fn a_context_too_small_for_one_page_says_what_to_change() {
     let numbers: Vec<u32> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
     assert!(numbers[0] > numbers[1], "what it takes exceeds what fits: {line}");
 }
+
+#[test]
+fn models_shows_each_models_capabilities_from_its_header() {
+    let model = crate::util::model();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models")).unwrap();
+    std::fs::copy(model, dir.path().join("models").join(model.file_name().unwrap())).unwrap();
+    let out = scout(dir.path()).args(["models", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let caps = &v[0]["capabilities"];
+    assert_eq!(caps["context_length"], 8192, "{v:#}");
+    assert_eq!(caps["vision"], false);
+    let out = scout(dir.path()).args(["models"]).output().unwrap();
+    assert!(
+        text(&out.stdout).contains("llamacpp: context 8192, no vision"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -130,6 +130,15 @@ fn ask_answers_through_a_real_server() {
         "{}",
         text(&out.stderr)
     );
+    // `scout models` lists what the server serves.
+    let out = scout(dir.path())
+        .args(["models", "--json", "--endpoint", &server.url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["served"][0]["models"][0]["id"].as_str().unwrap();
+    assert!(id.contains("SmolLM2"), "{v:#}");
 }
 
 #[test]
@@ -246,4 +255,10 @@ fn no_endpoint_up_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(err.contains("no endpoint answered"), "{err}");
+    let out = scout(dir.path())
+        .args(["models", "--endpoint", &format!("http://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stdout).contains("not reachable"), "{}", text(&out.stdout));
 }

@@ -258,6 +258,12 @@ struct ModelsArgs {
     /// fetched on first use).
     #[arg(long)]
     fetch: bool,
+    /// Also list what an OpenAI-compatible server serves (repeatable).
+    #[arg(long, value_name = "URL")]
+    endpoint: Vec<String>,
+    /// The environment variable that holds the servers' API key.
+    #[arg(long, value_name = "VAR")]
+    api_key_env: Option<String>,
 }
 
 /// Runs the command line and returns the process exit code.
@@ -577,15 +583,48 @@ fn run_ask(a: &AskArgs) -> Result<i32> {
     })
 }
 
+fn capabilities_text(c: crate::engine::Capabilities) -> String {
+    let yes_no = |b: bool, what: &str| if b { what.to_owned() } else { format!("no {what}") };
+    format!(
+        "context {}, {}, {}, {}",
+        c.context_length,
+        yes_no(c.vision, "vision"),
+        yes_no(c.json_schema, "JSON schema"),
+        yes_no(c.kv_operations, "KV operations")
+    )
+}
+
 fn run_models(a: &ModelsArgs) -> Result<i32> {
     if a.fetch {
         models::resolve(None, &mut say(false))?;
     }
     let list = models::list();
+    let api_key = match &a.api_key_env {
+        Some(var) => Some(std::env::var(var).with_context(|| format!("--api-key-env {var}: not set"))?),
+        None => None,
+    };
+    let served = crate::engine::openai::list_models(&a.endpoint, api_key.as_deref());
+    let unreachable = served.iter().filter(|r| r.is_err()).count();
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
-        return Ok(0);
+        if a.endpoint.is_empty() {
+            writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+        } else {
+            let served: Vec<serde_json::Value> = served
+                .iter()
+                .zip(&a.endpoint)
+                .map(|(r, url)| match r {
+                    Ok(models) => serde_json::json!({"endpoint": url, "engine": "openai", "models": models}),
+                    Err(why) => serde_json::json!({"endpoint": url, "engine": "openai", "error": why}),
+                })
+                .collect();
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"local": list, "served": served}))?
+            )?;
+        }
+        return Ok(i32::from(unreachable > 0) * 2);
     }
     writeln!(out, "Models in {}:", models::models_dir().display())?;
     for m in &list {
@@ -601,10 +640,32 @@ fn run_models(a: &ModelsArgs) -> Result<i32> {
             if m.default { "  [default]" } else { "" }
         )?;
         writeln!(out, "      {}", m.path.display())?;
+        if let Some(c) = m.capabilities {
+            writeln!(out, "      llamacpp: {}", capabilities_text(c))?;
+        }
     }
     writeln!(
         out,
-        "Engine: llamacpp (in-process llama.cpp, GGUF). Any GGUF file works with --model FILE.gguf."
+        "Engine llamacpp: in-process llama.cpp on any GGUF file (--model FILE.gguf), on the CPU."
     )?;
-    Ok(0)
+    writeln!(
+        out,
+        "Engine openai: any OpenAI-compatible server (--engine openai --endpoint URL); list one's models with --endpoint URL."
+    )?;
+    for (r, url) in served.iter().zip(&a.endpoint) {
+        match r {
+            Ok(models) => {
+                writeln!(out, "Served at {url}:")?;
+                for m in models {
+                    let context = m.context_length.map_or_else(
+                        || "context not reported (--context N)".to_owned(),
+                        |c| format!("context {c}"),
+                    );
+                    writeln!(out, "  {}  (openai: {context}, JSON schema, no vision yet)", m.id)?;
+                }
+            }
+            Err(why) => writeln!(out, "Served at {url}: not reachable: {why}")?,
+        }
+    }
+    Ok(i32::from(unreachable > 0) * 2)
 }

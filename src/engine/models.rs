@@ -109,6 +109,26 @@ pub struct ModelEntry {
     pub path: PathBuf,
     pub bytes: u64,
     pub default: bool,
+    /// The engine that runs it.
+    pub engine: &'static str,
+    /// What it can do there (from the GGUF header); `None` until fetched
+    /// or when the header cannot be read.
+    pub capabilities: Option<super::Capabilities>,
+}
+
+/// What the llamacpp engine can do with the GGUF at `path`: its trained
+/// context, and no vision, schema constraints or KV operations yet.
+#[must_use]
+pub fn llamacpp_capabilities(path: &Path) -> Option<super::Capabilities> {
+    let header = crate::kv::plan::gguf::read_header(path).ok()?;
+    let arch = header.str("general.architecture")?;
+    let context = header.u64(&format!("{arch}.context_length"))?;
+    Some(super::Capabilities {
+        context_length: u32::try_from(context).unwrap_or(u32::MAX),
+        vision: false,
+        json_schema: false,
+        kv_operations: false,
+    })
 }
 
 /// GGUF files in the model store, the default first; the default is listed
@@ -119,8 +139,10 @@ pub fn list() -> Vec<ModelEntry> {
     let mut out = vec![ModelEntry {
         name: DEFAULT_MODEL.name.to_owned(),
         bytes: std::fs::metadata(&default_path).map_or(0, |m| m.len()),
+        capabilities: llamacpp_capabilities(&default_path),
         path: default_path.clone(),
         default: true,
+        engine: "llamacpp",
     }];
     if let Ok(entries) = std::fs::read_dir(models_dir()) {
         let mut others: Vec<ModelEntry> = entries
@@ -133,8 +155,10 @@ pub fn list() -> Vec<ModelEntry> {
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default(),
                 bytes: std::fs::metadata(&p).map_or(0, |m| m.len()),
+                capabilities: llamacpp_capabilities(&p),
                 path: p,
                 default: false,
+                engine: "llamacpp",
             })
             .collect();
         others.sort_by(|a, b| a.name.cmp(&b.name));

@@ -239,16 +239,9 @@ impl OpenAiEngine {
                 })?,
         };
         let entry = entries.iter().find(|m| m["id"].as_str() == Some(model.as_str()));
-        // vLLM and SGLang report max_model_len; llama-server its n_ctx.
-        let served_context = entry.and_then(|m| {
-            m["max_model_len"]
-                .as_u64()
-                .or_else(|| m["meta"]["n_ctx_train"].as_u64())
-                .or_else(|| m["context_length"].as_u64())
-        });
         let raw = options
             .context
-            .or(served_context.and_then(|c| u32::try_from(c).ok()))
+            .or(entry.and_then(served_context))
             .unwrap_or(DEFAULT_CONTEXT);
         let context_length = if exact {
             raw
@@ -483,6 +476,58 @@ impl OpenAiEngine {
             .sum::<u32>()
             + TOKENS_PER_MESSAGE
     }
+}
+
+/// The context a server reports for a model in its `/models` list: vLLM
+/// and SGLang say `max_model_len`, llama-server `meta.n_ctx_train`.
+fn served_context(entry: &Value) -> Option<u32> {
+    entry["max_model_len"]
+        .as_u64()
+        .or_else(|| entry["meta"]["n_ctx_train"].as_u64())
+        .or_else(|| entry["context_length"].as_u64())
+        .and_then(|c| u32::try_from(c).ok())
+}
+
+/// A model an endpoint serves, as its `/models` list describes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServedModel {
+    pub endpoint: String,
+    pub id: String,
+    /// The context the server reports, when it does.
+    pub context_length: Option<u32>,
+}
+
+/// Every model each endpoint lists; an endpoint that does not answer is
+/// an error naming it.
+#[must_use]
+pub fn list_models(endpoints: &[String], api_key: Option<&str>) -> Vec<Result<Vec<ServedModel>, String>> {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(15)))
+        .http_status_as_error(false)
+        .build();
+    let agent = ureq::Agent::new_with_config(config);
+    endpoints
+        .iter()
+        .map(|u| {
+            let e = Endpoint::new(u);
+            let listed =
+                get_json(&agent, &format!("{}/models", e.url), api_key).map_err(|why| format!("{}: {why}", e.url))?;
+            Ok(listed["data"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|m| {
+                            Some(ServedModel {
+                                endpoint: e.url.clone(),
+                                id: m["id"].as_str()?.to_owned(),
+                                context_length: served_context(m),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default())
+        })
+        .collect()
 }
 
 fn get_json(agent: &ureq::Agent, url: &str, key: Option<&str>) -> Result<Value, String> {
