@@ -272,3 +272,30 @@ fn answers_from_a_scanned_pdf_page() {
         "{anchors:?}"
     );
 }
+
+#[test]
+fn a_quantized_kv_cache_in_host_memory_still_finds_the_needle() {
+    let dir = tempfile::tempdir().unwrap();
+    // q8_0 (q4_0 runs too, but on a 135M model its answers drift).
+    let out = ask(
+        dir.path(),
+        &data("needle"),
+        "What is the vault unseal phrase?",
+        &["--kv-type", "q8_0", "--kv-on-host"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let answer = json(&out)["answer"].as_str().unwrap().to_owned();
+    assert!(answer.contains("amber-falcon-7731"), "{answer}");
+    // A GPU flag on a CPU-only build says it does nothing.
+    let out = ask(
+        dir.path(),
+        &data("needle"),
+        "What is the vault unseal phrase?",
+        &["--n-gpu-layers", "99"],
+    );
+    assert!(
+        cfg!(feature = "cuda") || text(&out.stderr).contains("--n-gpu-layers has no effect"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::corpus::{Corpus, CorpusError};
-use crate::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions, LlamaCppTokenizer};
+use crate::engine::llamacpp::{KvType, LlamaCppEngine, LlamaCppOptions, LlamaCppTokenizer};
 use crate::engine::openai::{OpenAiEngine, OpenAiOptions};
 use crate::engine::{models, threads, Engine, GenerateParams};
 use crate::ingest::pdf::PdfIsolation;
@@ -187,6 +187,18 @@ struct ModelArgs {
     /// Context tokens to use at most (default: the model's trained context).
     #[arg(long, value_name = "TOKENS")]
     context: Option<u32>,
+    /// llamacpp: model layers to put on the GPU (a build with `--features cuda`);
+    /// 0 keeps the model on the CPU, 999 puts all of it on the GPU.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    n_gpu_layers: u32,
+    /// llamacpp: how the KV cache is stored. q8_0 halves its memory at almost no
+    /// quality cost; q4_0 quarters it (both turn on flash attention).
+    #[arg(long, value_enum, default_value_t = KvType::F16)]
+    kv_type: KvType,
+    /// llamacpp: keep the KV cache in host memory while weights are on the GPU, for
+    /// contexts larger than GPU memory holds.
+    #[arg(long)]
+    kv_on_host: bool,
 }
 
 #[derive(Debug, Args)]
@@ -407,6 +419,9 @@ fn engine_options(m: &ModelArgs) -> LlamaCppOptions {
     LlamaCppOptions {
         threads: m.threads.unwrap_or_else(threads::free_cores).max(1),
         context: m.context,
+        gpu_layers: m.n_gpu_layers,
+        kv_type: m.kv_type,
+        kv_on_host: m.kv_on_host,
     }
 }
 
@@ -427,6 +442,9 @@ impl ModelArgs {
             EngineKind::Llamacpp => {
                 let path = models::resolve(self.model.as_deref(), say)?;
                 let options = engine_options(self);
+                if options.gpu_layers > 0 && !cfg!(feature = "cuda") {
+                    say("scout: --n-gpu-layers has no effect: this scout was built without a GPU backend (cargo build --release --features cuda)");
+                }
                 let engine = LlamaCppEngine::load(&path, options).with_context(|| "loading the model")?;
                 let line = format!(
                     "{} (llamacpp, {} thread{}, context {})",

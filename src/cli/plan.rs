@@ -127,6 +127,7 @@ fn measure(a: &PlanArgs) -> Result<(Measured, devices::Device)> {
         LlamaCppOptions {
             threads,
             context: Some(4096),
+            ..LlamaCppOptions::default()
         },
     )?;
     // About 1,000 tokens of plain text, then 64 generated tokens.

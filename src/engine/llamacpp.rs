@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -59,6 +59,49 @@ pub struct LlamaCppOptions {
     pub threads: u32,
     /// Context to allocate at most; `None` uses the model's trained length.
     pub context: Option<u32>,
+    /// Layers whose weights go to the GPU (a build with the `cuda`
+    /// feature); 0 keeps every weight in host memory.
+    pub gpu_layers: u32,
+    /// How the KV cache is stored.
+    pub kv_type: KvType,
+    /// Keep the KV cache in host memory even when weights are on a GPU
+    /// (longer contexts than GPU memory holds, at some speed).
+    pub kv_on_host: bool,
+}
+
+impl Default for LlamaCppOptions {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            context: None,
+            gpu_layers: 0,
+            kv_type: KvType::F16,
+            kv_on_host: false,
+        }
+    }
+}
+
+/// KV cache element types llama.cpp supports for K and V alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum KvType {
+    /// 2 bytes per element: llama.cpp's default.
+    F16,
+    /// About 1.06 bytes per element, near-lossless.
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// About 0.56 bytes per element; visibly lossy on small models.
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
+impl KvType {
+    fn ggml(self) -> KvCacheType {
+        match self {
+            KvType::F16 => KvCacheType::F16,
+            KvType::Q8_0 => KvCacheType::Q8_0,
+            KvType::Q4_0 => KvCacheType::Q4_0,
+        }
+    }
 }
 
 /// A GGUF model loaded for generation.
@@ -184,7 +227,7 @@ impl Tokenizer for LlamaCppTokenizer {
 
 impl LlamaCppEngine {
     pub fn load(path: &Path, options: LlamaCppOptions) -> Result<Self, EngineError> {
-        let model = load(path, &LlamaModelParams::default())?;
+        let model = load(path, &LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers))?;
         let template = model
             .chat_template(None)
             // A GGUF without a template: ChatML is what most small
@@ -323,12 +366,19 @@ impl Engine for LlamaCppEngine {
         // the model's whole trained length.
         let n_ctx = (n_prompt + params.max_tokens).div_ceil(256) * 256;
         let threads = self.options.threads.max(1) as i32;
-        let ctx_params = LlamaContextParams::default()
+        let mut ctx_params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(n_ctx.min(self.context_length)))
             .with_n_batch(PREFILL_BATCH as u32)
             .with_n_ubatch(PREFILL_BATCH as u32)
             .with_n_threads(threads)
-            .with_n_threads_batch(threads);
+            .with_n_threads_batch(threads)
+            .with_type_k(self.options.kv_type.ggml())
+            .with_type_v(self.options.kv_type.ggml())
+            .with_offload_kqv(!self.options.kv_on_host);
+        if self.options.kv_type != KvType::F16 {
+            // llama.cpp stores a quantized V cache only with flash attention.
+            ctx_params = ctx_params.with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED);
+        }
         let mut ctx = self
             .model
             .new_context(backend()?, ctx_params)
