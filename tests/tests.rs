@@ -5,6 +5,7 @@
 mod ask;
 mod cli;
 mod ingest;
+mod llama4;
 mod openai;
 mod plan;
 mod tokens;

@@ -109,6 +109,8 @@ pub struct LlamaCppEngine {
     model: LlamaModel,
     fast: Option<ByteBpe>,
     template: LlamaChatTemplate,
+    /// The chat template trims each message's content.
+    trims_content: bool,
     options: LlamaCppOptions,
     model_id: String,
     tokenizer_id: String,
@@ -225,6 +227,18 @@ impl Tokenizer for LlamaCppTokenizer {
     }
 }
 
+/// Whether `template` trims message content (scout renders the template
+/// around placeholders, so it must do the trimming itself): a probe with
+/// surrounding whitespace shows it.
+fn trims_content(model: &LlamaModel, template: &LlamaChatTemplate) -> Result<bool, EngineError> {
+    let probe = LlamaChatMessage::new("user".to_owned(), " \nscout-probe\n ".to_owned())
+        .map_err(|e| EngineError::Template(e.to_string()))?;
+    let rendered = model
+        .apply_chat_template(template, &[probe], false)
+        .map_err(|e| EngineError::Template(e.to_string()))?;
+    Ok(!rendered.contains(" \nscout-probe\n "))
+}
+
 impl LlamaCppEngine {
     pub fn load(path: &Path, options: LlamaCppOptions) -> Result<Self, EngineError> {
         let model = load(path, &LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers))?;
@@ -248,10 +262,12 @@ impl LlamaCppEngine {
         let model_id = format!("{name}-{}-{tokenizer_id}", meta.len());
         let trained = model.n_ctx_train();
         let context_length = options.context.map_or(trained, |c| c.min(trained)).max(256);
+        let trims_content = trims_content(&model, &template)?;
         Ok(Self {
             model,
             fast: fast_counter(path),
             template,
+            trims_content,
             options,
             model_id,
             tokenizer_id,
@@ -261,6 +277,13 @@ impl LlamaCppEngine {
 
     /// Renders `messages` with the model's template and tokenizes the
     /// result, template pieces with special tokens, contents as text.
+    /// The prompt as the model reads it, special tokens written out: for
+    /// checks and `--verbose` displays.
+    pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        let tokens = self.tokenize_chat(messages)?;
+        Ok(String::from_utf8_lossy(&self.model.vocab().detokenize(&tokens, false, true)).into_owned())
+    }
+
     fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<Vec<LlamaToken>, EngineError> {
         let slotted: Vec<LlamaChatMessage> = messages
             .iter()
@@ -292,7 +315,13 @@ impl LlamaCppEngine {
             let message = messages
                 .get(index)
                 .ok_or_else(|| EngineError::Template("template invented a message".into()))?;
-            vocab.tokenize_into(message.content.as_bytes(), &mut tokens, false, false);
+            // Templates that trim content (Llama 4's) see it trimmed here too.
+            let content = if self.trims_content {
+                message.content.trim()
+            } else {
+                message.content.as_str()
+            };
+            vocab.tokenize_into(content.as_bytes(), &mut tokens, false, false);
             seen += 1;
             rest = &after[close + SLOT_CLOSE.len_utf8()..];
         }
