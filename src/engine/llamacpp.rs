@@ -227,6 +227,19 @@ impl Tokenizer for LlamaCppTokenizer {
     }
 }
 
+/// What the llamacpp backend can do with a model of `context_length`:
+/// text only (vision comes with the multimodal projector), no schema
+/// constraints yet, and llama.cpp's sequence and state operations.
+#[must_use]
+pub fn capabilities(context_length: u32) -> Capabilities {
+    Capabilities {
+        context_length,
+        vision: false,
+        json_schema: false,
+        kv_operations: true,
+    }
+}
+
 /// Whether `template` trims message content (scout renders the template
 /// around placeholders, so it must do the trimming itself): a probe with
 /// surrounding whitespace shows it.
@@ -358,12 +371,7 @@ impl Engine for LlamaCppEngine {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            context_length: self.context_length,
-            vision: false,
-            json_schema: false,
-            kv_operations: true,
-        }
+        capabilities(self.context_length)
     }
 
     fn count_chat_tokens(&self, messages: &[ChatMessage]) -> Result<u32, EngineError> {

@@ -116,19 +116,16 @@ pub struct ModelEntry {
     pub capabilities: Option<super::Capabilities>,
 }
 
-/// What the llamacpp engine can do with the GGUF at `path`: its trained
-/// context, and no vision, schema constraints or KV operations yet.
+/// What the llamacpp engine can do with the GGUF at `path`, its trained
+/// context read from the header.
 #[must_use]
 pub fn llamacpp_capabilities(path: &Path) -> Option<super::Capabilities> {
     let header = crate::kv::plan::gguf::read_header(path).ok()?;
     let arch = header.str("general.architecture")?;
     let context = header.u64(&format!("{arch}.context_length"))?;
-    Some(super::Capabilities {
-        context_length: u32::try_from(context).unwrap_or(u32::MAX),
-        vision: false,
-        json_schema: false,
-        kv_operations: false,
-    })
+    Some(super::llamacpp::capabilities(
+        u32::try_from(context).unwrap_or(u32::MAX),
+    ))
 }
 
 /// GGUF files in the model store, the default first; the default is listed
