@@ -625,6 +625,94 @@ impl Engine for OpenAiEngine {
 mod tests {
     use super::*;
 
+    /// A loopback stand-in for a server that lists one model and answers
+    /// every chat request with `pieces` as server-sent events, then
+    /// `[DONE]` if `finish`, else a cut connection. Returns its base URL.
+    fn canned(pieces: &'static [&'static str], finish: bool) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut buf = vec![0u8; 65536];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let (kind, body) = if request.starts_with("GET") {
+                    ("application/json", r#"{"data":[{"id":"canned"}]}"#.to_owned())
+                } else {
+                    let mut body: String = pieces
+                        .iter()
+                        .map(|p| format!("data: {}\n\n", json!({"choices": [{"delta": {"content": p}}]})))
+                        .collect();
+                    if finish {
+                        body.push_str("data: [DONE]\n\n");
+                    }
+                    ("text/event-stream", body)
+                };
+                // A cut stream claims more bytes than it sends.
+                let length = body.len() + if finish || kind != "text/event-stream" { 0 } else { 100 };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n{body}"
+                );
+            }
+        });
+        url
+    }
+
+    struct Words;
+    impl Tokenizer for Words {
+        fn tokenizer_id(&self) -> &'static str {
+            "words"
+        }
+        fn count_tokens(&self, text: &str) -> u32 {
+            text.split_whitespace().count() as u32
+        }
+    }
+
+    fn engine_over(urls: &[String]) -> OpenAiEngine {
+        let options = OpenAiOptions {
+            endpoints: urls.to_vec(),
+            backoff: Duration::from_millis(1),
+            ..OpenAiOptions::default()
+        };
+        OpenAiEngine::connect(options, Box::new(Words), true).unwrap()
+    }
+
+    fn run(e: &mut OpenAiEngine) -> (Result<Generation, EngineError>, String) {
+        let mut shown = String::new();
+        let messages = [ChatMessage::new(super::super::Role::User, "q")];
+        let r = e.generate(&messages, &GenerateParams::default(), &mut |ev| {
+            if let EngineEvent::Text(t) = ev {
+                shown.push_str(t);
+            }
+        });
+        (r, shown)
+    }
+
+    #[test]
+    fn a_retry_that_agrees_continues_the_answer_without_repeating_it() {
+        let cut = canned(&["The port ", "is "], false);
+        let whole = canned(&["The port ", "is ", "8412."], true);
+        let mut e = engine_over(&[cut, whole]);
+        let (g, shown) = run(&mut e);
+        assert_eq!(g.unwrap().text, "The port is 8412.");
+        assert_eq!(shown, "The port is 8412.");
+        assert_eq!(e.endpoints()[0].stats(), (0, 1));
+    }
+
+    #[test]
+    fn a_retry_that_answers_differently_is_an_error_not_a_splice() {
+        let cut = canned(&["The port ", "is "], false);
+        let other = canned(&["Backups run ", "nightly."], true);
+        let mut e = engine_over(&[cut, other]);
+        let (g, shown) = run(&mut e);
+        let err = g.unwrap_err().to_string();
+        assert!(err.contains("answered differently"), "{err}");
+        assert_eq!(shown, "The port is ");
+    }
+
     #[test]
     fn endpoint_urls_end_in_v1() {
         assert_eq!(Endpoint::new("http://h:8000").url, "http://h:8000/v1");
