@@ -40,6 +40,11 @@ pub const MAX_PDF_INFLATED_BYTES: u64 = 1024 * 1024 * 1024;
 /// hundred thousand.
 pub const MAX_PDF_OBJECTS: usize = 2_000_000;
 
+/// The disk tier of the KV cache: saved prompt prefixes past this are
+/// removed, least recently used first (the default model's KV for a full
+/// 8k context is about 190 MB).
+pub const KV_DISK_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
 /// Address space a PDF worker process may use: far more than any sane PDF
 /// needs, far less than the machine has, so a decompression bomb fails
 /// inside the worker.

@@ -299,3 +299,50 @@ fn a_quantized_kv_cache_in_host_memory_still_finds_the_needle() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_second_question_restores_the_corpus_kv_from_disk_and_answers_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = "What is the vault unseal phrase?";
+    let run = |extra: &[&str]| {
+        let out = ask(dir.path(), &data("needle"), q, extra);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        (json(&out), text(&out.stderr))
+    };
+    let (cold, _) = run(&[]);
+    assert_eq!(cold["kv"]["restored_tokens"], 0);
+    assert!(
+        cold["kv"]["saved_bytes"].as_u64().unwrap() > 1_000_000,
+        "{:#}",
+        cold["kv"]
+    );
+    let (warm, _) = run(&[]);
+    let restored = warm["kv"]["restored_tokens"].as_u64().unwrap();
+    let prefilled = warm["kv"]["prefilled_tokens"].as_u64().unwrap();
+    assert!(restored > 400 && prefilled < 40, "{:#}", warm["kv"]);
+    assert_eq!(restored + prefilled, warm["usage"]["prompt_tokens"].as_u64().unwrap());
+    assert_eq!(
+        warm["answer"], cold["answer"],
+        "greedy output after a restore equals a fresh prefill"
+    );
+    // Another KV type is another key: prefilled, not read into the wrong cache.
+    let (other, _) = run(&["--kv-type", "q8_0"]);
+    assert_eq!(other["kv"]["restored_tokens"], 0);
+    // A damaged state file is found, reported and ignored.
+    for entry in std::fs::read_dir(dir.path().join("kv")).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|x| x == "kv") {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            std::fs::write(entry.path(), &bytes[..bytes.len() / 2]).unwrap();
+        }
+    }
+    let (after, stderr) = run(&[]);
+    assert_eq!(after["kv"]["restored_tokens"], 0, "{stderr}");
+    assert!(stderr.contains("ignored a damaged KV file"), "{stderr}");
+    assert_eq!(after["answer"], cold["answer"]);
+    // --no-kv-cache neither reads nor writes.
+    let (off, _) = run(&["--no-kv-cache"]);
+    assert_eq!(
+        (off["kv"]["restored_tokens"].as_u64(), off["kv"]["saved_bytes"].as_u64()),
+        (Some(0), Some(0))
+    );
+}

@@ -20,6 +20,7 @@ use crate::engine::openai::{OpenAiEngine, OpenAiOptions};
 use crate::engine::{models, threads, Engine, GenerateParams};
 use crate::ingest::pdf::PdfIsolation;
 use crate::ingest::WalkOptions;
+use crate::kv::disk::DiskTier;
 use crate::limits::{Limits, ANSWER_TOKENS};
 use crate::report;
 use crate::report::map::{map_html, MapEntry};
@@ -199,6 +200,12 @@ struct ModelArgs {
     /// contexts larger than GPU memory holds.
     #[arg(long)]
     kv_on_host: bool,
+    /// llamacpp: do not keep the corpus's KV on disk. By default the KV of everything
+    /// before the question is saved (in the cache folder, at most 4 GiB, least recently
+    /// used first out), and a later question over the same corpus and model restores it
+    /// instead of reading the corpus again.
+    #[arg(long)]
+    no_kv_cache: bool,
 }
 
 #[derive(Debug, Args)]
@@ -422,6 +429,7 @@ fn engine_options(m: &ModelArgs) -> LlamaCppOptions {
         gpu_layers: m.n_gpu_layers,
         kv_type: m.kv_type,
         kv_on_host: m.kv_on_host,
+        kv_disk: (!m.no_kv_cache).then(|| DiskTier::new(models::kv_dir(), crate::limits::KV_DISK_BYTES)),
     }
 }
 
@@ -445,13 +453,14 @@ impl ModelArgs {
                 if options.gpu_layers > 0 && !cfg!(feature = "cuda") {
                     say("scout: --n-gpu-layers has no effect: this scout was built without a GPU backend (cargo build --release --features cuda)");
                 }
+                let threads = options.threads;
                 let engine = LlamaCppEngine::load(&path, options).with_context(|| "loading the model")?;
                 let line = format!(
                     "{} (llamacpp, {} thread{}, context {})",
                     path.file_name()
                         .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-                    options.threads,
-                    if options.threads == 1 { "" } else { "s" },
+                    threads,
+                    if threads == 1 { "" } else { "s" },
                     engine.capabilities().context_length
                 );
                 Ok((Box::new(engine), line))

@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -26,9 +27,10 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::bpe::ByteBpe;
 use super::{
-    Capabilities, ChatMessage, Engine, EngineError, EngineEvent, GenerateParams, Generation, StopFilter, StopReason,
-    Tokenizer,
+    Capabilities, ChatMessage, Engine, EngineError, EngineEvent, GenerateParams, Generation, KvUse, StopFilter,
+    StopReason, Tokenizer,
 };
+use crate::kv::disk::{DiskTier, Lookup};
 
 /// Prompt tokens decoded per llama.cpp call.
 const PREFILL_BATCH: usize = 512;
@@ -53,7 +55,7 @@ fn backend() -> Result<&'static LlamaBackend, EngineError> {
 }
 
 /// Options for loading a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LlamaCppOptions {
     /// Threads for prefill and decode.
     pub threads: u32,
@@ -67,6 +69,9 @@ pub struct LlamaCppOptions {
     /// Keep the KV cache in host memory even when weights are on a GPU
     /// (longer contexts than GPU memory holds, at some speed).
     pub kv_on_host: bool,
+    /// Where prompt prefixes' KV is kept between processes; `None`: not
+    /// kept.
+    pub kv_disk: Option<DiskTier>,
 }
 
 impl Default for LlamaCppOptions {
@@ -77,6 +82,7 @@ impl Default for LlamaCppOptions {
             gpu_layers: 0,
             kv_type: KvType::F16,
             kv_on_host: false,
+            kv_disk: None,
         }
     }
 }
@@ -227,6 +233,28 @@ impl Tokenizer for LlamaCppTokenizer {
     }
 }
 
+/// Prefixes shorter than this are prefilled every time: a state file
+/// costs more than recomputing a few hundred tokens.
+const MIN_SAVED_PREFIX: usize = 256;
+
+/// Saves sequence 0's KV (exactly the prefix, just prefilled) to the disk
+/// tier; returns the bytes written (0 when saving failed: a warning, never
+/// an error, since the answer does not depend on it).
+fn save(ctx: &LlamaContext<'_>, tier: &DiskTier, key: &str, prefix: &[LlamaToken]) -> u64 {
+    let stored = tier.store(key, |path| {
+        ctx.state_seq_save_file(path, 0, prefix)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    match stored {
+        Ok(bytes) => bytes,
+        Err(why) => {
+            eprintln!("scout: could not save the prompt's KV for later questions: {why}");
+            0
+        }
+    }
+}
+
 /// What the llamacpp backend can do with a model of `context_length`:
 /// text only (vision comes with the multimodal projector), no schema
 /// constraints yet, and llama.cpp's sequence and state operations.
@@ -253,6 +281,59 @@ fn trims_content(model: &LlamaModel, template: &LlamaChatTemplate) -> Result<boo
 }
 
 impl LlamaCppEngine {
+    /// The disk tier's key for a prefix: the model, the KV type and the
+    /// exact tokens. Anything else (another model, tokenizer, layout or KV
+    /// type) is another key, so a state file is never read into the wrong
+    /// context.
+    fn prefix_key(&self, prefix: &[LlamaToken]) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(self.model_id.as_bytes());
+        h.update(format!("{:?}", self.options.kv_type).as_bytes());
+        for t in prefix {
+            h.update(&t.0.to_le_bytes());
+        }
+        h.finalize().to_hex()[..32].to_owned()
+    }
+
+    /// Restores `prefix`'s KV into sequence 0 from the disk tier; returns
+    /// the tokens restored (0: prefill it, after saying why when a file
+    /// was there but unusable).
+    fn restore(
+        ctx: &mut LlamaContext<'_>,
+        tier: &DiskTier,
+        key: &str,
+        prefix: &[LlamaToken],
+        on_event: &mut dyn FnMut(EngineEvent<'_>),
+    ) -> usize {
+        let path = match tier.lookup(key) {
+            Lookup::Hit(path) => path,
+            Lookup::Miss => return 0,
+            Lookup::Corrupt(why) => {
+                eprintln!("scout: ignored a damaged KV file, prefilling instead: {why}");
+                return 0;
+            }
+        };
+        match ctx.state_seq_load_file(&path, 0, prefix.len()) {
+            Ok((tokens, _)) if tokens == prefix => {
+                on_event(EngineEvent::Prefill {
+                    done: prefix.len() as u32,
+                    total: prefix.len() as u32,
+                });
+                prefix.len()
+            }
+            other => {
+                let why = match other {
+                    Ok(_) => "its tokens differ from this prompt's".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                eprintln!("scout: could not restore the saved KV ({why}); prefilling instead");
+                ctx.clear_kv_cache();
+                tier.remove(key);
+                0
+            }
+        }
+    }
+
     pub fn load(path: &Path, options: LlamaCppOptions) -> Result<Self, EngineError> {
         let model = load(path, &LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers))?;
         let template = model
@@ -293,11 +374,13 @@ impl LlamaCppEngine {
     /// The prompt as the model reads it, special tokens written out: for
     /// checks and `--verbose` displays.
     pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
-        let tokens = self.tokenize_chat(messages)?;
+        let (tokens, _) = self.tokenize_chat(messages)?;
         Ok(String::from_utf8_lossy(&self.model.vocab().detokenize(&tokens, false, true)).into_owned())
     }
 
-    fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<Vec<LlamaToken>, EngineError> {
+    /// The prompt's tokens, and how many come before the last message's
+    /// content (the prefix that stays the same across questions).
+    fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<(Vec<LlamaToken>, usize), EngineError> {
         let slotted: Vec<LlamaChatMessage> = messages
             .iter()
             .enumerate()
@@ -315,6 +398,7 @@ impl LlamaCppEngine {
         }
         let mut rest = rendered.as_str();
         let mut seen = 0usize;
+        let mut prefix = 0usize;
         while let Some(open) = rest.find(SLOT_OPEN) {
             let piece = &rest[..open];
             vocab.tokenize_into(piece.as_bytes(), &mut tokens, false, true);
@@ -328,6 +412,9 @@ impl LlamaCppEngine {
             let message = messages
                 .get(index)
                 .ok_or_else(|| EngineError::Template("template invented a message".into()))?;
+            if index + 1 == messages.len() {
+                prefix = tokens.len();
+            }
             // Templates that trim content (Llama 4's) see it trimmed here too.
             let content = if self.trims_content {
                 message.content.trim()
@@ -345,7 +432,7 @@ impl LlamaCppEngine {
                 messages.len()
             )));
         }
-        Ok(tokens)
+        Ok((tokens, prefix))
     }
 }
 
@@ -375,7 +462,7 @@ impl Engine for LlamaCppEngine {
     }
 
     fn count_chat_tokens(&self, messages: &[ChatMessage]) -> Result<u32, EngineError> {
-        Ok(self.tokenize_chat(messages)?.len() as u32)
+        Ok(self.tokenize_chat(messages)?.0.len() as u32)
     }
 
     fn generate(
@@ -390,7 +477,7 @@ impl Engine for LlamaCppEngine {
             ));
         }
         let started = Instant::now();
-        let prompt = self.tokenize_chat(messages)?;
+        let (prompt, prefix_len) = self.tokenize_chat(messages)?;
         let n_prompt = prompt.len() as u32;
         if n_prompt + params.max_tokens > self.context_length {
             return Err(EngineError::ContextOverflow {
@@ -421,15 +508,34 @@ impl Engine for LlamaCppEngine {
             .new_context(backend()?, ctx_params)
             .map_err(|e| EngineError::Inference(format!("could not create a context of {n_ctx} tokens: {e}")))?;
 
-        let mut batch = LlamaBatch::new(PREFILL_BATCH, 1);
+        let mut kv = KvUse::default();
+        // The prefix (everything before the question) may be on disk from an
+        // earlier process: restoring it replaces its prefill.
+        let disk = self
+            .options
+            .kv_disk
+            .as_ref()
+            .filter(|_| prefix_len >= MIN_SAVED_PREFIX)
+            .map(|tier| (tier, self.prefix_key(&prompt[..prefix_len])));
         let mut done = 0usize;
+        if let Some((tier, key)) = &disk {
+            done = Self::restore(&mut ctx, tier, key, &prompt[..prefix_len], on_event);
+            kv.restored_tokens = done as u32;
+        }
+        let mut batch = LlamaBatch::new(PREFILL_BATCH, 1);
         on_event(EngineEvent::Prefill {
-            done: 0,
+            done: done as u32,
             total: n_prompt,
         });
-        for chunk in prompt.chunks(PREFILL_BATCH) {
+        while done < prompt.len() {
+            // Chunks end at the prefix's end, so its KV can be saved alone.
+            let end = if done < prefix_len && disk.is_some() && kv.restored_tokens == 0 {
+                (done + PREFILL_BATCH).min(prefix_len)
+            } else {
+                (done + PREFILL_BATCH).min(prompt.len())
+            };
             batch.clear();
-            for (j, &tok) in chunk.iter().enumerate() {
+            for (j, &tok) in prompt[done..end].iter().enumerate() {
                 let pos = done + j;
                 batch
                     .add(tok, pos as i32, &[0], pos + 1 == prompt.len())
@@ -437,7 +543,13 @@ impl Engine for LlamaCppEngine {
             }
             ctx.decode(&mut batch)
                 .map_err(|e| EngineError::Inference(format!("prefill: {e}")))?;
-            done += chunk.len();
+            kv.prefilled_tokens += (end - done) as u32;
+            done = end;
+            if done == prefix_len && kv.restored_tokens == 0 {
+                if let Some((tier, key)) = &disk {
+                    kv.saved_bytes = save(&ctx, tier, key, &prompt[..prefix_len]);
+                }
+            }
             on_event(EngineEvent::Prefill {
                 done: done as u32,
                 total: n_prompt,
@@ -518,6 +630,7 @@ impl Engine for LlamaCppEngine {
             }
         }
         Ok(Generation {
+            kv,
             text: filter.text().to_owned(),
             prompt_tokens: n_prompt,
             completion_tokens: produced,

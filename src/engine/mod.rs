@@ -80,12 +80,35 @@ pub enum StopReason {
     StopSequence,
 }
 
+/// Where a generation's prompt KV came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct KvUse {
+    /// Tokens whose KV was already resident (an engine's own prefix cache).
+    pub reused_tokens: u32,
+    /// Tokens whose KV was read back from the disk tier.
+    pub restored_tokens: u32,
+    /// Tokens computed for this request.
+    pub prefilled_tokens: u32,
+    /// Bytes written to the disk tier for a later request.
+    pub saved_bytes: u64,
+}
+
+impl std::ops::AddAssign for KvUse {
+    fn add_assign(&mut self, o: Self) {
+        self.reused_tokens += o.reused_tokens;
+        self.restored_tokens += o.restored_tokens;
+        self.prefilled_tokens += o.prefilled_tokens;
+        self.saved_bytes += o.saved_bytes;
+    }
+}
+
 /// The result of one generation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Generation {
     pub text: String,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    pub kv: KvUse,
     pub stop: StopReason,
     /// Time from the call to the first answer token.
     pub ttft_ms: u64,

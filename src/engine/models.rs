@@ -96,6 +96,12 @@ pub fn corpora_dir() -> PathBuf {
     cache_dir().join("corpora")
 }
 
+/// The KV cache's disk tier: saved prompt prefixes.
+#[must_use]
+pub fn kv_dir() -> PathBuf {
+    cache_dir().join("kv")
+}
+
 /// The default model's path in the cache (whether or not it is there yet).
 #[must_use]
 pub fn default_model_path() -> PathBuf {

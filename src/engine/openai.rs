@@ -359,6 +359,7 @@ impl OpenAiEngine {
         let mut filter = StopFilter::new(&params.stop);
         let mut first_token: Option<Instant> = None;
         let mut usage: Option<(u32, u32)> = None;
+        let mut cached: u32 = 0;
         let mut finish: Option<String> = None;
         let mut stopped = false;
         let mut done = false;
@@ -400,6 +401,12 @@ impl OpenAiEngine {
             if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
                 let n = |k: &str| u[k].as_u64().and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
                 usage = Some((n("prompt_tokens"), n("completion_tokens")));
+                // vLLM and OpenAI say how much of the prompt their prefix
+                // cache already held.
+                cached = u["prompt_tokens_details"]["cached_tokens"]
+                    .as_u64()
+                    .and_then(|v| u32::try_from(v).ok())
+                    .unwrap_or(0);
             }
             let Some(choice) = chunk["choices"].get(0) else {
                 continue;
@@ -437,6 +444,11 @@ impl OpenAiEngine {
             text,
             prompt_tokens,
             completion_tokens,
+            kv: super::KvUse {
+                reused_tokens: cached.min(prompt_tokens),
+                prefilled_tokens: prompt_tokens - cached.min(prompt_tokens),
+                ..super::KvUse::default()
+            },
             stop: if stopped {
                 StopReason::StopSequence
             } else if finish.as_deref() == Some("length") {

@@ -1,8 +1,10 @@
-//! The KV-cache manager's planning side: how much memory a model's weights
-//! and KV cache take, on which device, at which context.
+//! The KV-cache manager. `plan`: how much memory a model's weights and KV
+//! cache take, on which device, at which context (in: model facts and
+//! device specs; out: plain numbers for `report`). `disk`: the disk tier,
+//! where engines keep a prompt prefix's KV between processes.
 //!
-//! In: model facts (presets, config.json, GGUF headers) and device specs.
-//! Out: plain numbers for `report` to lay out. Never parses corpus files
-//! and never talks to an engine (except `--measure`, run by the CLI).
+//! Never parses corpus files and never imports an engine: engines call
+//! into the tiers (and `--measure` is run by the CLI).
 
+pub mod disk;
 pub mod plan;

@@ -189,14 +189,33 @@ pub fn citations_text(result: &AskResult) -> String {
 /// One line of usage and speed, for `--verbose` and the end of a run.
 #[must_use]
 pub fn usage_text(result: &AskResult) -> String {
+    let kv = &result.kv;
+    let mut parts = Vec::new();
+    if kv.restored_tokens > 0 {
+        parts.push(format!(
+            "{} restored from disk",
+            thousands(u64::from(kv.restored_tokens))
+        ));
+    }
+    if kv.reused_tokens > 0 {
+        parts.push(format!("{} reused", thousands(u64::from(kv.reused_tokens))));
+    }
+    parts.push(format!("{} prefilled", thousands(u64::from(kv.prefilled_tokens))));
+    if kv.saved_bytes > 0 {
+        parts.push(format!(
+            "{:.1} MB saved for later questions",
+            kv.saved_bytes as f64 / 1e6
+        ));
+    }
     format!(
-        "{} window(s), {} model call(s), {} prompt + {} answer tokens; first token after {:.1} s, {:.1} tokens/s",
+        "{} window(s), {} model call(s), {} prompt + {} answer tokens; first token after {:.1} s, {:.1} tokens/s; KV: {}",
         result.windows.len(),
         result.usage.calls,
         thousands(result.usage.prompt_tokens),
         thousands(result.usage.completion_tokens),
         result.timings.ttft_ms as f64 / 1000.0,
-        result.timings.decode_tokens_per_s
+        result.timings.decode_tokens_per_s,
+        parts.join(", ")
     )
 }
 

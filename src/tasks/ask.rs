@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::corpus::{Corpus, CorpusError, StoredDocument};
-use crate::engine::{Engine, EngineError, EngineEvent, GenerateParams, Generation};
+use crate::engine::{Engine, EngineError, EngineEvent, GenerateParams, Generation, KvUse};
 use crate::prompt::{
     count_units, data_block, order_documents, plan_windows, preamble, render_document, BlockTokens, ChatMessage,
     DocumentBlock, PieceTooLarge, Role, Window,
@@ -81,6 +81,10 @@ pub struct Usage {
     pub total_tokens: u64,
     /// Model calls made (1 when the corpus fits one window).
     pub calls: u32,
+    /// Where the prompts' KV came from, over all calls (shown at the top
+    /// level of the result).
+    #[serde(skip)]
+    pub kv: KvUse,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -120,6 +124,9 @@ pub struct AskResult {
     pub usage: Usage,
     pub windows: Vec<WindowReport>,
     pub timings: Timings,
+    /// Prompt tokens whose KV was reused, restored from disk or prefilled,
+    /// over all calls, and the bytes saved for later questions.
+    pub kv: KvUse,
     pub engine: String,
     pub model: String,
 }
@@ -201,6 +208,7 @@ impl Caller<'_, '_, '_> {
         self.usage.completion_tokens += u64::from(g.completion_tokens);
         self.usage.total_tokens = self.usage.prompt_tokens + self.usage.completion_tokens;
         self.usage.calls += 1;
+        self.usage.kv += g.kv;
         self.prefill_ms += g.prefill_ms;
         Ok(g)
     }
@@ -448,6 +456,7 @@ fn finish(
         answer,
         found,
         citations,
+        kv: usage.kv,
         usage,
         windows,
         timings,
