@@ -52,7 +52,13 @@ fn text_summary_snapshot() {
         .arg("tests/data/mixed")
         .output()
         .unwrap();
-    let shown = text(&out.stdout).replace(&corpus.display().to_string(), "[CORPUS]");
+    // The git line names this checkout and its commit (tested on its own).
+    let shown: String = text(&out.stdout)
+        .replace(&corpus.display().to_string(), "[CORPUS]")
+        .lines()
+        .filter(|l| !l.starts_with("git: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
     insta::assert_snapshot!(shown);
 }
 
@@ -515,4 +521,83 @@ fn an_unreadable_folder_and_file_are_counted_skips() {
     assert_eq!(s["errors"], 2);
     let listed = s["skips"].to_string();
     assert!(listed.contains("locked") && listed.contains("secret.txt"), "{s:#}");
+}
+
+#[test]
+fn git_history_dates_documents_and_records_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let git = |args: &[&str], date: &str| {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .env("GIT_AUTHOR_DATE", date)
+            .env("GIT_COMMITTER_DATE", date)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"], "");
+    std::fs::write(repo.join("stable.py"), "A = 1\n").unwrap();
+    std::fs::write(repo.join("busy.py"), "B = 1\n").unwrap();
+    git(&["add", "."], "");
+    git(&["commit", "-qm", "one"], "1000000000 +0000");
+    std::fs::write(repo.join("busy.py"), "B = 2\n").unwrap();
+    git(&["commit", "-qam", "two"], "1100000000 +0000");
+    let corpus = dir.path().join("c.db");
+    let ingest = || {
+        let out = scout(dir.path())
+            .args(["ingest", "--no-tokens", "--json", "--corpus"])
+            .arg(&corpus)
+            .arg(&repo)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        json(&out)
+    };
+    let times = || {
+        let c = scout::corpus::Corpus::open(&corpus).unwrap();
+        let mut t: Vec<(String, i64)> = c
+            .documents()
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.path.rsplit('/').next().unwrap().to_owned(), d.modified))
+            .collect();
+        t.sort();
+        t
+    };
+    let s = ingest();
+    assert_eq!(s["git"][0]["dated"], 2, "{s:#}");
+    assert_eq!(s["git"][0]["incremental"], false);
+    assert_eq!(s["git"][0]["commit"].as_str().unwrap().len(), 40);
+    assert_eq!(
+        times(),
+        vec![("busy.py".into(), 1_100_000_000), ("stable.py".into(), 1_000_000_000)]
+    );
+    // Touching a file (same content) does not move it in the order.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(repo.join("stable.py"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+    let s = ingest();
+    assert_eq!(s["unchanged"], 1, "{s:#}");
+    assert_eq!(times()[1].1, 1_000_000_000);
+    // A new commit: only its files are dated again.
+    std::fs::write(repo.join("stable.py"), "A = 2\n").unwrap();
+    git(&["commit", "-qam", "three"], "1200000000 +0000");
+    let s = ingest();
+    assert_eq!(s["git"][0]["incremental"], true, "{s:#}");
+    assert_eq!(s["git"][0]["dated"], 1);
+    assert_eq!(
+        times(),
+        vec![("busy.py".into(), 1_100_000_000), ("stable.py".into(), 1_200_000_000)]
+    );
 }

@@ -140,6 +140,23 @@ pub struct IngestSummary {
     /// Source files kept as plain text because their parse timed out or
     /// was mostly errors, by reason.
     pub outline_fallbacks: BTreeMap<String, u64>,
+    /// Git repositories the sources lie in: the commit ingested, and how
+    /// many documents took their last-change time from its history.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub git: Vec<GitSummary>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GitSummary {
+    pub repository: String,
+    pub commit: String,
+    /// Documents dated from history this run.
+    pub dated: u64,
+    /// Whether only the commits since the last ingest were read.
+    pub incremental: bool,
+    /// Why history could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 pub struct Corpus {
@@ -685,6 +702,40 @@ impl Corpus {
 
     /// Whether the stored text keeps secrets (`true`) or has them redacted;
     /// `None` for a corpus never ingested into.
+    /// A value from the corpus's metadata.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, CorpusError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), CorpusError> {
+        self.conn
+            .execute("INSERT OR REPLACE INTO meta VALUES (?1, ?2)", [key, value])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Sets documents' last-change times (seconds), by path, in one
+    /// transaction; paths not in the corpus are passed over.
+    pub fn set_modified_times(&mut self, times: &[(String, i64)]) -> Result<(), CorpusError> {
+        let err = |e: rusqlite::Error| CorpusError::Corrupt {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare("UPDATE documents SET modified = ?1 WHERE path = ?2")
+                .map_err(err)?;
+            for (path, t) in times {
+                stmt.execute(params![t, path]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
     pub fn keeps_secrets(&self) -> Result<Option<bool>, CorpusError> {
         let v: Option<String> = self
             .conn
@@ -750,8 +801,11 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document, rewrite: bool) -> rusql
     let outcome = match &existing {
         Some((_, hash)) if *hash == doc.content_hash && !rewrite => {
             // Same bytes: keep segments; only the modification time may move.
-            tx.prepare_cached("UPDATE documents SET modified = ?1, mtime_ns = ?2 WHERE path = ?3")?
-                .execute(params![doc.modified, doc.mtime_ns, doc.path])?;
+            // Same bytes: not a change, so the document keeps its place in
+            // the order (`modified`, maybe from git history); only the
+            // stat fast path's time moves.
+            tx.prepare_cached("UPDATE documents SET mtime_ns = ?1 WHERE path = ?2")?
+                .execute(params![doc.mtime_ns, doc.path])?;
             return Ok(Upsert::Unchanged);
         }
         Some((id, _)) => {

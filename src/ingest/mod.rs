@@ -8,6 +8,7 @@
 //! Never calls an engine and never touches the corpus store.
 
 mod child;
+pub mod git;
 pub mod image;
 pub mod ocr;
 pub mod outline;

@@ -112,6 +112,27 @@ pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
             }
         );
     }
+    for g in &s.git {
+        let commit = &g.commit[..g.commit.len().min(12)];
+        let _ = match &g.error {
+            Some(e) => writeln!(
+                out,
+                "git: {} at {commit}: history not read ({e}); file times used",
+                g.repository
+            ),
+            None => writeln!(
+                out,
+                "git: {} at {commit}; {} documents dated by their last commit ({})",
+                g.repository,
+                g.dated,
+                match (g.incremental, g.dated) {
+                    (false, _) => "whole history",
+                    (true, 0) => "no new commits touch them since the last ingest",
+                    (true, _) => "commits since the last ingest",
+                }
+            ),
+        };
+    }
     if s.skipped.is_empty() {
         let _ = writeln!(out, "skipped: none");
     } else {

@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
-use crate::corpus::{Corpus, CorpusError, IngestSummary, StoredDocument};
-use crate::ingest::{display_path, walk, WalkItem, WalkOptions};
+use std::time::Duration;
+
+use crate::corpus::{Corpus, CorpusError, GitSummary, IngestSummary, StoredDocument};
+use crate::ingest::{display_path, git, walk, WalkItem, WalkOptions};
 use std::collections::HashSet;
 
 use crate::prompt::{count_block, count_units, render_document, Tokenizer, LAYOUT_VERSION};
@@ -27,6 +29,7 @@ pub fn ingest(
     if same_redaction {
         opts.known = std::sync::Arc::new(corpus.known_files()?);
     }
+    let git_reads = start_git(corpus, roots)?;
     // With a cheap counter, each document is counted as it arrives, while
     // the walkers read the rest, instead of after the walk.
     let early = tokenizer.filter(|t| t.counts_are_cheap());
@@ -47,6 +50,7 @@ pub fn ingest(
     // Recorded after the run is stored: a crash in between costs one more
     // full read, never text stored under the wrong setting.
     corpus.set_keeps_secrets(opts.keep_secrets)?;
+    summary.git = finish_git(corpus, git_reads)?;
     if let Some(tok) = early {
         corpus.store_document_token_totals(&totals_key(tok), &counted)?;
     }
@@ -54,6 +58,83 @@ pub fn ingest(
         summary.tokens = document_tokens(corpus, tok)?.iter().map(|d| d.2).sum();
     }
     Ok(summary)
+}
+
+/// Longest a repository's history may take to read.
+const GIT_LOG_SECONDS: u64 = 120;
+
+/// History being read for one repository, while the walk goes on.
+struct GitRead {
+    repo: git::Repo,
+    key: String,
+    since: Option<String>,
+    changes: Option<std::thread::JoinHandle<Option<std::collections::HashMap<String, i64>>>>,
+}
+
+/// For sources inside git repositories, starts reading each one's history
+/// on its own thread (all of it on the first ingest, only the commits
+/// since the recorded one later; nothing when the commit is the same).
+fn start_git(corpus: &Corpus, roots: &[PathBuf]) -> Result<Vec<GitRead>, CorpusError> {
+    let mut repos: Vec<git::Repo> = roots.iter().filter_map(|r| git::repo(r)).collect();
+    repos.dedup_by(|a, b| a.top == b.top);
+    repos
+        .into_iter()
+        .map(|repo| {
+            let key = format!("git_head:{}", repo.top.display());
+            let since = corpus.meta(&key)?;
+            let changes = (since.as_deref() != Some(repo.head.as_str())).then(|| {
+                let (repo, since) = (repo.clone(), since.clone());
+                std::thread::spawn(move || {
+                    git::last_changes(&repo, since.as_deref(), Duration::from_secs(GIT_LOG_SECONDS))
+                })
+            });
+            Ok(GitRead {
+                repo,
+                key,
+                since,
+                changes,
+            })
+        })
+        .collect()
+}
+
+/// Dates each document by its last commit and records the commits read,
+/// for the prefix-stable order. Documents outside the history keep their
+/// file times.
+fn finish_git(corpus: &mut Corpus, reads: Vec<GitRead>) -> Result<Vec<GitSummary>, CorpusError> {
+    let mut out = Vec::new();
+    for read in reads {
+        let mut summary = GitSummary {
+            repository: read.repo.top.display().to_string(),
+            commit: read.repo.head.clone(),
+            incremental: read.since.is_some(),
+            ..GitSummary::default()
+        };
+        match read.changes.map(|h| h.join().ok().flatten()) {
+            None => {}
+            Some(Some(changes)) => {
+                let dated: Vec<(String, i64)> = corpus
+                    .document_kinds()?
+                    .into_iter()
+                    .filter_map(|(path, _)| {
+                        let abs = std::fs::canonicalize(&path).ok()?;
+                        let rel = abs
+                            .strip_prefix(&read.repo.top)
+                            .ok()?
+                            .to_string_lossy()
+                            .replace('\\', "/");
+                        changes.get(&rel).map(|&t| (path, t))
+                    })
+                    .collect();
+                summary.dated = dated.len() as u64;
+                corpus.set_modified_times(&dated)?;
+                corpus.set_meta(&read.key, &read.repo.head)?;
+            }
+            Some(None) => summary.error = Some(format!("git log failed or ran past {GIT_LOG_SECONDS} s")),
+        }
+        out.push(summary);
+    }
+    Ok(out)
 }
 
 /// What cached document totals were counted with.

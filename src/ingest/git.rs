@@ -1,0 +1,147 @@
+//! Git history, where a source is inside a git repository: the commit
+//! ingested, and when each file last changed (for the prefix-stable
+//! document order: a fresh clone gives every file the same modification
+//! time, its history does not).
+//!
+//! Runs `git` itself (a missing `git` or a folder outside any repository
+//! is simply no history). The log is read once per repository and commit;
+//! a re-ingest at a newer commit reads only the commits since the last.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::child;
+
+/// A repository a source lies in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repo {
+    /// The working tree's top folder, absolute.
+    pub top: PathBuf,
+    /// The checked-out commit.
+    pub head: String,
+}
+
+fn git(dir: &Path, args: &[&str], limit: Duration) -> Option<Vec<u8>> {
+    let done = child::run(Command::new("git").arg("-C").arg(dir).args(args), b"", limit).ok()?;
+    done.status.success().then_some(done.stdout)
+}
+
+/// The repository `path` (a folder or file) lies in, if any.
+#[must_use]
+pub fn repo(path: &Path) -> Option<Repo> {
+    let dir = if path.is_dir() { path } else { path.parent()? };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let limit = Duration::from_secs(10);
+    let top = git(dir, &["rev-parse", "--show-toplevel"], limit)?;
+    let head = git(dir, &["rev-parse", "HEAD"], limit)?;
+    Some(Repo {
+        top: PathBuf::from(String::from_utf8_lossy(&top).trim()),
+        head: String::from_utf8_lossy(&head).trim().to_owned(),
+    })
+}
+
+/// When each file last changed in a commit (seconds since the epoch),
+/// by path relative to the repository's top: over all of history, or
+/// only the commits after `since` when that commit is an ancestor of
+/// HEAD. `None` when git fails or runs past `limit`.
+#[must_use]
+pub fn last_changes(repo: &Repo, since: Option<&str>, limit: Duration) -> Option<HashMap<String, i64>> {
+    let range = since.map(|s| format!("{s}..HEAD"));
+    let mut args = vec!["log", "--format=%x00%ct", "--name-only", "--no-renames", "-z"];
+    if let Some(r) = &range {
+        args.push(r);
+    }
+    let out = git(&repo.top, &args, limit)?;
+    Some(parse_log(&out))
+}
+
+/// Parses `git log --format=%x00%ct --name-only -z`, newest commit first.
+/// Split at NULs, each commit is an empty field (the `%x00`), its time,
+/// then its paths (the first after a newline). The first time a path
+/// appears is its last change. (A time is only read right after an empty
+/// field, so a file named `2024` stays a path.)
+fn parse_log(out: &[u8]) -> HashMap<String, i64> {
+    let mut times = HashMap::new();
+    let mut current: Option<i64> = None;
+    let mut expect_time = false;
+    for field in out.split(|&b| b == 0) {
+        if field.is_empty() {
+            expect_time = true;
+            continue;
+        }
+        let text = String::from_utf8_lossy(field);
+        if std::mem::take(&mut expect_time) {
+            if let Ok(t) = text.trim().parse::<i64>() {
+                current = Some(t);
+                continue;
+            }
+        }
+        let path = text.trim_start_matches('\n');
+        if let (Some(t), false) = (current, path.is_empty()) {
+            times.entry(path.to_owned()).or_insert(t);
+        }
+    }
+    times
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_commit_touching_a_path_is_its_last_change() {
+        // Two commits, newest first, as git prints them.
+        let log = b"\x00200\x00\nsrc/a.rs\x002024\x00\x00100\x00\nsrc/a.rs\x00old.txt\x00";
+        let t = parse_log(log);
+        assert_eq!(t["src/a.rs"], 200);
+        assert_eq!(t["2024"], 200, "a file named like a time is a path");
+        assert_eq!(t["old.txt"], 100);
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn a_real_repository_gives_its_head_and_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str], date: &str| {
+            let ok = Command::new("git")
+                .arg("-C")
+                .arg(dir.path())
+                .args(args)
+                .env("GIT_AUTHOR_DATE", date)
+                .env("GIT_COMMITTER_DATE", date)
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@example.com")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@example.com")
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        run(&["init", "-q"], "");
+        std::fs::write(dir.path().join("old.txt"), "old\n").unwrap();
+        std::fs::write(dir.path().join("new.txt"), "new\n").unwrap();
+        run(&["add", "."], "");
+        run(&["commit", "-qm", "one"], "1000000000 +0000");
+        let first = repo(dir.path()).unwrap();
+        std::fs::write(dir.path().join("new.txt"), "newer\n").unwrap();
+        run(&["commit", "-qam", "two"], "1100000000 +0000");
+        let r = repo(&dir.path().join("new.txt")).unwrap();
+        assert_ne!(r.head, first.head);
+        assert_eq!(r.top, dir.path().canonicalize().unwrap());
+        let all = last_changes(&r, None, Duration::from_secs(10)).unwrap();
+        assert_eq!(all["old.txt"], 1_000_000_000);
+        assert_eq!(all["new.txt"], 1_100_000_000);
+        // Since the first commit: only what changed after it.
+        let since = last_changes(&r, Some(&first.head), Duration::from_secs(10)).unwrap();
+        assert_eq!(since.len(), 1);
+        assert_eq!(since["new.txt"], 1_100_000_000);
+        assert!(repo(&std::env::temp_dir().join("surely-not-a-repo-here")).is_none());
+    }
+}
