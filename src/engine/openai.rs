@@ -673,15 +673,7 @@ mod tests {
         url
     }
 
-    struct Words;
-    impl Tokenizer for Words {
-        fn tokenizer_id(&self) -> &'static str {
-            "words"
-        }
-        fn count_tokens(&self, text: &str) -> u32 {
-            text.split_whitespace().count() as u32
-        }
-    }
+    use crate::prompt::Words;
 
     fn engine_over(urls: &[String]) -> OpenAiEngine {
         let options = OpenAiOptions {

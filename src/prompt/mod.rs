@@ -69,6 +69,20 @@ impl ChatMessage {
     }
 }
 
+/// Counts whitespace-separated words: a stand-in tokenizer for tests.
+#[cfg(test)]
+pub(crate) struct Words;
+
+#[cfg(test)]
+impl Tokenizer for Words {
+    fn tokenizer_id(&self) -> &'static str {
+        "words"
+    }
+    fn count_tokens(&self, text: &str) -> u32 {
+        text.split_whitespace().count() as u32
+    }
+}
+
 /// Exact token counting with an engine's tokenizer. `Sync`, so large
 /// corpora are counted on every core.
 pub trait Tokenizer: Sync {

@@ -329,16 +329,7 @@ mod tests {
             .collect()
     }
 
-    /// Counts whitespace-separated words: a stand-in tokenizer.
-    struct Words;
-    impl Tokenizer for Words {
-        fn tokenizer_id(&self) -> &'static str {
-            "words"
-        }
-        fn count_tokens(&self, text: &str) -> u32 {
-            text.split_whitespace().count() as u32
-        }
-    }
+    use crate::prompt::Words;
 
     #[test]
     fn parallel_and_serial_counting_agree_in_order() {
