@@ -256,14 +256,15 @@ fn save(ctx: &LlamaContext<'_>, tier: &DiskTier, key: &str, prefix: &[LlamaToken
 }
 
 /// What the llamacpp backend can do with a model of `context_length`:
-/// text only (vision comes with the multimodal projector), no schema
-/// constraints yet, and llama.cpp's sequence and state operations.
+/// text only (vision comes with the multimodal projector), output
+/// constrained to a JSON schema (as a grammar), and llama.cpp's sequence
+/// and state operations.
 #[must_use]
 pub fn capabilities(context_length: u32) -> Capabilities {
     Capabilities {
         context_length,
         vision: false,
-        json_schema: false,
+        json_schema: true,
         kv_operations: true,
     }
 }
@@ -471,11 +472,15 @@ impl Engine for LlamaCppEngine {
         params: &GenerateParams,
         on_event: &mut dyn FnMut(EngineEvent<'_>),
     ) -> Result<Generation, EngineError> {
-        if params.json_schema.is_some() {
-            return Err(EngineError::Unsupported(
-                "constrain output to a JSON schema yet (the llamacpp backend; use --engine openai)".into(),
-            ));
-        }
+        // A schema becomes a grammar (llama.cpp's own converter) before any
+        // work, so an unsupported schema fails at once.
+        let grammar = match &params.json_schema {
+            Some(schema) => Some(
+                llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+                    .map_err(|e| EngineError::Unsupported(format!("use this JSON schema: {e}")))?,
+            ),
+            None => None,
+        };
         let started = Instant::now();
         let (prompt, prefix_len) = self.tokenize_chat(messages)?;
         let n_prompt = prompt.len() as u32;
@@ -557,19 +562,32 @@ impl Engine for LlamaCppEngine {
         }
         let prefill_ms = started.elapsed().as_millis() as u64;
 
-        let mut sampler = if params.temperature <= 0.0 {
-            LlamaSampler::chain_simple([
-                LlamaSampler::penalties(self.model.n_vocab(), 64, params.repeat_penalty, 0.0, 0.0),
-                LlamaSampler::greedy(),
-            ])
+        // The grammar, when there is one, first: only tokens that keep the
+        // output valid JSON for the schema are left to choose from.
+        let mut chain = Vec::new();
+        if let Some(g) = &grammar {
+            chain.push(
+                LlamaSampler::grammar(&self.model, g, "root")
+                    .map_err(|e| EngineError::Unsupported(format!("use the grammar of this JSON schema: {e}")))?,
+            );
+        }
+        chain.push(LlamaSampler::penalties(
+            self.model.n_vocab(),
+            64,
+            params.repeat_penalty,
+            0.0,
+            0.0,
+        ));
+        if params.temperature <= 0.0 {
+            chain.push(LlamaSampler::greedy());
         } else {
-            LlamaSampler::chain_simple([
-                LlamaSampler::penalties(self.model.n_vocab(), 64, params.repeat_penalty, 0.0, 0.0),
+            chain.extend([
                 LlamaSampler::top_p(0.95, 1),
                 LlamaSampler::temp(params.temperature),
                 LlamaSampler::dist(params.seed),
-            ])
-        };
+            ]);
+        }
+        let mut sampler = LlamaSampler::chain_simple(chain);
         let vocab = self.model.vocab();
         let mut filter = StopFilter::new(&params.stop);
         let mut pending: Vec<u8> = Vec::new();
@@ -581,8 +599,9 @@ impl Engine for LlamaCppEngine {
         let mut stop = StopReason::MaxTokens;
         let mut logits_index = batch.n_tokens() - 1;
         while produced < params.max_tokens {
+            // `sample` also accepts the token into every sampler's state
+            // (the grammar's, the penalties' window).
             let token = sampler.sample(&ctx, logits_index);
-            sampler.accept(token);
             if vocab.is_eog(token) {
                 stop = StopReason::EndOfText;
                 break;
