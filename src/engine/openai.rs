@@ -29,6 +29,8 @@ use super::{
 const TOKENS_PER_MESSAGE: u32 = 8;
 /// Share of the context held back when counts are estimates.
 const ESTIMATE_MARGIN: f64 = 0.10;
+/// Longest `Retry-After` honoured.
+const MAX_RETRY_AFTER_SECONDS: u64 = 60;
 /// Context assumed when neither the user nor the server says.
 const DEFAULT_CONTEXT: u32 = 8192;
 /// How long an endpoint rests after a failure before it is tried again.
@@ -181,6 +183,8 @@ impl std::fmt::Debug for OpenAiEngine {
 enum Attempt {
     /// Worth retrying elsewhere (connection, 429, 5xx, a broken stream).
     Retry(String),
+    /// A server asked to be left alone this long (`Retry-After`).
+    RetryAfter(String, Duration),
     /// The request itself is wrong (4xx): retrying cannot help.
     Fatal(String),
 }
@@ -343,6 +347,13 @@ impl OpenAiEngine {
             .map_err(|e| Attempt::Retry(format!("{}: {e}", endpoint.url)))?;
         let status = resp.status().as_u16();
         if status != 200 {
+            // Seconds only (the HTTP-date form is rare from these servers).
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.min(MAX_RETRY_AFTER_SECONDS)));
             let text = resp.into_body().read_to_string().unwrap_or_default();
             let detail = format!(
                 "{} answered {status}: {}",
@@ -350,7 +361,10 @@ impl OpenAiEngine {
                 text.chars().take(300).collect::<String>()
             );
             return Err(if status == 429 || status >= 500 || status == 408 {
-                Attempt::Retry(detail)
+                match retry_after {
+                    Some(wait) => Attempt::RetryAfter(detail, wait),
+                    None => Attempt::Retry(detail),
+                }
             } else {
                 Attempt::Fatal(detail)
             });
@@ -602,7 +616,9 @@ impl Engine for OpenAiEngine {
             let body = self.request_body(messages, params);
             match self.attempt(i, messages, &body, params, started, &mut shown, on_event) {
                 Ok(g) => return Ok(g),
-                Err(Attempt::Fatal(detail) | Attempt::Retry(detail)) if self.refused_spelling(&body, &detail) => {
+                Err(Attempt::Fatal(detail) | Attempt::Retry(detail) | Attempt::RetryAfter(detail, _))
+                    if self.refused_spelling(&body, &detail) =>
+                {
                     errors.push(detail);
                 }
                 Err(Attempt::Fatal(detail)) => {
@@ -610,26 +626,52 @@ impl Engine for OpenAiEngine {
                     return Err(EngineError::Inference(errors.join("; ")));
                 }
                 Err(Attempt::Retry(detail)) => {
-                    self.endpoints[i].rest();
-                    errors.push(detail);
-                    if tries >= self.options.retries {
-                        return Err(EngineError::Inference(format!(
-                            "gave up after {} attempts: {}",
-                            tries + 1,
-                            errors.join("; ")
-                        )));
-                    }
-                    let wait = self
-                        .options
-                        .backoff
-                        .saturating_mul(1 << tries.min(5))
-                        .min(Duration::from_secs(8));
-                    std::thread::sleep(wait);
-                    tries += 1;
+                    self.after_failure(i, detail, None, &mut tries, &mut errors)?;
+                    last = Some(i);
+                }
+                Err(Attempt::RetryAfter(detail, wait)) => {
+                    self.after_failure(i, detail, Some(wait), &mut tries, &mut errors)?;
                     last = Some(i);
                 }
             }
         }
+    }
+}
+
+impl OpenAiEngine {
+    /// After a failed attempt on endpoint `i`: rests it, and waits before
+    /// the next attempt (the backoff; the server's `Retry-After` when no
+    /// other endpoint is up); an error once the retries are spent.
+    fn after_failure(
+        &self,
+        i: usize,
+        detail: String,
+        retry_after: Option<Duration>,
+        tries: &mut u32,
+        errors: &mut Vec<String>,
+    ) -> Result<(), EngineError> {
+        self.endpoints[i].rest();
+        errors.push(detail);
+        if *tries >= self.options.retries {
+            return Err(EngineError::Inference(format!(
+                "gave up after {} attempts: {}",
+                *tries + 1,
+                errors.join("; ")
+            )));
+        }
+        let backoff = self
+            .options
+            .backoff
+            .saturating_mul(1 << (*tries).min(5))
+            .min(Duration::from_secs(8));
+        let another_up = self.endpoints.iter().enumerate().any(|(j, e)| j != i && !e.resting());
+        let wait = match retry_after {
+            Some(asked) if !another_up => asked.max(backoff),
+            _ => backoff,
+        };
+        std::thread::sleep(wait);
+        *tries += 1;
+        Ok(())
     }
 }
 
@@ -639,17 +681,27 @@ mod tests {
 
     /// A loopback stand-in for a server that lists one model and answers
     /// every chat request with `pieces` as server-sent events, then
-    /// `[DONE]` if `finish`, else a cut connection. Returns its base URL.
-    fn canned(pieces: &'static [&'static str], finish: bool) -> String {
+    /// `[DONE]` if `finish`, else a cut connection; with `throttle`, the
+    /// first chat request gets a 429 with `Retry-After: 1`. Returns its
+    /// base URL.
+    fn canned(pieces: &'static [&'static str], finish: bool, throttle: bool) -> String {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         std::thread::spawn(move || {
+            let mut throttle = throttle;
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
                 let mut buf = vec![0u8; 65536];
                 let n = stream.read(&mut buf).unwrap_or(0);
                 let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if !request.starts_with("GET") && std::mem::take(&mut throttle) {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy"
+                    );
+                    continue;
+                }
                 let (kind, body) = if request.starts_with("GET") {
                     ("application/json", r#"{"data":[{"id":"canned"}]}"#.to_owned())
                 } else {
@@ -697,8 +749,8 @@ mod tests {
 
     #[test]
     fn a_retry_that_agrees_continues_the_answer_without_repeating_it() {
-        let cut = canned(&["The port ", "is "], false);
-        let whole = canned(&["The port ", "is ", "8412."], true);
+        let cut = canned(&["The port ", "is "], false, false);
+        let whole = canned(&["The port ", "is ", "8412."], true, false);
         let mut e = engine_over(&[cut, whole]);
         let (g, shown) = run(&mut e);
         assert_eq!(g.unwrap().text, "The port is 8412.");
@@ -708,13 +760,26 @@ mod tests {
 
     #[test]
     fn a_retry_that_answers_differently_is_an_error_not_a_splice() {
-        let cut = canned(&["The port ", "is "], false);
-        let other = canned(&["Backups run ", "nightly."], true);
+        let cut = canned(&["The port ", "is "], false, false);
+        let other = canned(&["Backups run ", "nightly."], true, false);
         let mut e = engine_over(&[cut, other]);
         let (g, shown) = run(&mut e);
         let err = g.unwrap_err().to_string();
         assert!(err.contains("answered differently"), "{err}");
         assert_eq!(shown, "The port is ");
+    }
+
+    #[test]
+    fn a_lone_throttled_server_is_waited_for_as_it_asks() {
+        let busy = canned(&["ok"], true, true);
+        let mut e = engine_over(&[busy]);
+        let started = std::time::Instant::now();
+        let (g, _) = run(&mut e);
+        assert_eq!(g.unwrap().text, "ok");
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "Retry-After: 1 was honoured"
+        );
     }
 
     #[test]
