@@ -446,7 +446,16 @@ pub fn emit(plan: &Plan, fit: &Fit, device: &Device, how: Emit, model_ref: &str)
                 "llama-server -m {model_ref} -c {ctx} -ngl 999 -fa on --cache-type-k {cache} --cache-type-v {cache} --cache-reuse 256"
             )
         }
-        Emit::Scout => format!("scout ask --model {model_ref} --context {ctx} PATH \"QUESTION\""),
+        Emit::Scout => {
+            // scout's llamacpp engine: the same cache types as llama-server,
+            // every layer on the GPU (a `--features cuda` build).
+            let kv = match plan.kv_type {
+                KvType::Q8_0 | KvType::Fp8 => " --kv-type q8_0",
+                KvType::Q4_0 => " --kv-type q4_0",
+                KvType::Bf16 => "",
+            };
+            format!("scout ask --model {model_ref} --context {ctx} --n-gpu-layers 999{kv} PATH \"QUESTION\"")
+        }
     }
 }
 
