@@ -188,6 +188,11 @@ struct ModelArgs {
     /// Context tokens to use at most (default: the model's trained context).
     #[arg(long, value_name = "TOKENS")]
     context: Option<u32>,
+}
+
+/// How the llamacpp engine runs a model (for commands that run one).
+#[derive(Debug, Args, Clone)]
+struct RunArgs {
     /// llamacpp: model layers to put on the GPU (a build with `--features cuda`);
     /// 0 keeps the model on the CPU, 999 puts all of it on the GPU.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -266,6 +271,8 @@ struct AskArgs {
     walk: WalkArgs,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Debug, Args)]
@@ -422,14 +429,14 @@ fn cache_corpus_path(sources: &[PathBuf]) -> PathBuf {
     models::corpora_dir().join(format!("{}.scout.db", &h.finalize().to_hex()[..16]))
 }
 
-fn engine_options(m: &ModelArgs) -> LlamaCppOptions {
+fn engine_options(m: &ModelArgs, run: &RunArgs) -> LlamaCppOptions {
     LlamaCppOptions {
         threads: m.threads.unwrap_or_else(threads::free_cores).max(1),
         context: m.context,
-        gpu_layers: m.n_gpu_layers,
-        kv_type: m.kv_type,
-        kv_on_host: m.kv_on_host,
-        kv_disk: (!m.no_kv_cache).then(|| DiskTier::new(models::kv_dir(), crate::limits::KV_DISK_BYTES)),
+        gpu_layers: run.n_gpu_layers,
+        kv_type: run.kv_type,
+        kv_on_host: run.kv_on_host,
+        kv_disk: (!run.no_kv_cache).then(|| DiskTier::new(models::kv_dir(), crate::limits::KV_DISK_BYTES)),
     }
 }
 
@@ -445,11 +452,11 @@ impl ModelArgs {
 
     /// Loads or connects to the engine; returns it with a line saying what
     /// it is.
-    fn engine(&self, say: &mut dyn FnMut(&str)) -> Result<(Box<dyn Engine>, String)> {
+    fn engine(&self, run: &RunArgs, say: &mut dyn FnMut(&str)) -> Result<(Box<dyn Engine>, String)> {
         match self.engine {
             EngineKind::Llamacpp => {
                 let path = models::resolve(self.model.as_deref(), say)?;
-                let options = engine_options(self);
+                let options = engine_options(self, run);
                 if options.gpu_layers > 0 && !cfg!(feature = "cuda") {
                     say("scout: --n-gpu-layers has no effect: this scout was built without a GPU backend (cargo build --release --features cuda)");
                 }
@@ -510,7 +517,7 @@ impl ModelArgs {
 fn run_ask(a: &AskArgs) -> Result<i32> {
     check_sources(&a.sources)?;
     let mut say = say(a.quiet);
-    let (mut engine, engine_line) = a.model.engine(&mut say)?;
+    let (mut engine, engine_line) = a.model.engine(&a.run, &mut say)?;
 
     let single_corpus = a.sources.len() == 1 && a.sources[0].is_file() && Corpus::is_corpus_file(&a.sources[0]);
     let mut ingest_errors = 0;
