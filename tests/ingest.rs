@@ -601,3 +601,58 @@ fn git_history_dates_documents_and_records_the_commit() {
         vec![("busy.py".into(), 1_100_000_000), ("stable.py".into(), 1_200_000_000)]
     );
 }
+
+#[test]
+fn prefix_stability_replays_commits_in_both_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    let git = |args: &[&str], date: &str| {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .env("GIT_AUTHOR_DATE", date)
+            .env("GIT_COMMITTER_DATE", date)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"], "");
+    // a.py changes in every commit; z.py, large and never changed, sorts
+    // after it by path but before it by last change.
+    std::fs::write(repo.join("z.py"), "STABLE = 1\n".repeat(50)).unwrap();
+    git(&["add", "."], "");
+    git(&["commit", "-qm", "stable"], "900000000 +0000");
+    for (i, date) in ["1000000000 +0000", "1100000000 +0000", "1200000000 +0000"]
+        .iter()
+        .enumerate()
+    {
+        std::fs::write(repo.join("a.py"), format!("HOT = {i}\n")).unwrap();
+        git(&["add", "."], "");
+        git(&["commit", "-qm", &format!("c{i}")], date);
+    }
+    let out = scout(dir.path())
+        .args(["bench", "prefix-stability", "--json", "--commits", "2", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r = json(&out);
+    let commits = r["commits"].as_array().unwrap();
+    assert_eq!(commits.len(), 2, "{r:#}");
+    for c in commits {
+        assert_eq!(c["changed_documents"], 1, "{r:#}");
+        // Path order: a.py comes first and changed, nothing survives.
+        assert_eq!(c["path_order"], 0.0, "{r:#}");
+        // scout's order: z.py first, unchanged; it is most of the tokens.
+        assert!(c["scout_order"].as_f64().unwrap() > 0.8, "{r:#}");
+    }
+    // The repository's own working tree was not touched.
+    assert_eq!(std::fs::read_to_string(repo.join("a.py")).unwrap(), "HOT = 2\n");
+}

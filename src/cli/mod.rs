@@ -66,10 +66,37 @@ enum Command {
     /// Size a deployment: weights by quantization, KV per token, what fits on which
     /// device at which context, and an upper bound on decode speed.
     Plan(plan::PlanArgs),
+    /// Measurements on real data (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Internal: parse one PDF from stdin in this process and print the result as JSON
     /// (scout runs this for every PDF, so a crash or hang in the parser is contained).
     #[command(hide = true)]
     PdfWorker(PdfWorkerArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Replay a git repository's last commits and print, for each, the share of the
+    /// corpus's prompt tokens before the first changed document (what a KV cache can
+    /// keep), in path order and in scout's order (least recently changed first).
+    PrefixStability(StabilityArgs),
+}
+
+#[derive(Debug, Args)]
+struct StabilityArgs {
+    /// The repository (its history is read; its working tree is left alone: the
+    /// commits are checked out in a scratch worktree).
+    #[arg(long, value_name = "PATH")]
+    repo: PathBuf,
+    /// How many of the latest commits (first parents) to replay.
+    #[arg(long, default_value_t = 20)]
+    commits: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 #[derive(Debug, Args)]
@@ -301,6 +328,7 @@ pub fn main() -> i32 {
         Command::Ask(a) => run_ask(&a),
         Command::Models(a) => run_models(&a),
         Command::Plan(a) => plan::run(&a),
+        Command::Bench(BenchCommand::PrefixStability(a)) => run_stability(&a),
         Command::PdfWorker(a) => Ok(crate::ingest::pdf::worker_main(&a.path, a.seconds, a.max_memory)),
     };
     match result {
@@ -615,6 +643,45 @@ fn run_ask(a: &AskArgs) -> Result<i32> {
     } else {
         i32::from(!result.found || !result.has_valid_citation())
     })
+}
+
+fn run_stability(a: &StabilityArgs) -> Result<i32> {
+    let tokenizer = LlamaCppTokenizer::load(&a.model.tokenizer_path(&mut say(false))?)?;
+    let scratch = tempfile::tempdir().context("making a scratch folder")?;
+    let mut out = std::io::stdout().lock();
+    if !a.json {
+        writeln!(
+            out,
+            "{:<14} {:>8} {:>12} {:>11} {:>12}",
+            "commit", "changed", "tokens", "path order", "scout order"
+        )?;
+    }
+    let report = crate::tasks::stability::prefix_stability(&a.repo, a.commits, scratch.path(), &tokenizer, &mut |c| {
+        if !a.json {
+            // A closed stdout shows at the next write below.
+            let _ = writeln!(
+                out,
+                "{:<14} {:>8} {:>12} {:>10.1}% {:>11.1}%",
+                c.commit,
+                c.changed_documents,
+                report::thousands(c.total_tokens),
+                c.path_order * 100.0,
+                c.scout_order * 100.0
+            );
+        }
+    })?;
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        writeln!(
+            out,
+            "median over {} commits: path order {:.1}%, scout's order {:.1}% of the prompt's tokens survive",
+            report.commits.len(),
+            report.median_path_order * 100.0,
+            report.median_scout_order * 100.0
+        )?;
+    }
+    Ok(0)
 }
 
 fn capabilities_text(c: crate::engine::Capabilities) -> String {

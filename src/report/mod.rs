@@ -16,7 +16,8 @@ use crate::tasks::citations::{Citation, CitationSource, CitationStatus};
 /// Skips listed one by one in the text summary before "and N more".
 const SKIPS_LISTED: usize = 20;
 
-fn thousands(n: u64) -> String {
+#[must_use]
+pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

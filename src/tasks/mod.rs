@@ -8,3 +8,4 @@
 pub mod ask;
 pub mod citations;
 pub mod ingest;
+pub mod stability;
