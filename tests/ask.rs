@@ -350,30 +350,14 @@ fn a_second_question_restores_the_corpus_kv_from_disk_and_answers_the_same() {
 #[test]
 fn the_llamacpp_engine_constrains_output_to_a_json_schema() {
     use scout::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions};
-    use scout::engine::{ChatMessage, Engine, GenerateParams, Role};
+    use scout::engine::{ChatMessage, Engine, Role};
     let mut e = LlamaCppEngine::load(model(), LlamaCppOptions::default()).unwrap();
     assert!(e.capabilities().json_schema);
-    let schema = serde_json::json!({
-        "type": "object",
-        "properties": {"port": {"type": "integer"}, "service": {"type": "string"}},
-        "required": ["port", "service"],
-        "additionalProperties": false
-    });
-    let params = GenerateParams {
-        json_schema: Some(schema),
-        max_tokens: 60,
-        ..GenerateParams::default()
-    };
+    let params = crate::util::port_service_params();
     let messages = [
         ChatMessage::new(Role::System, "The api service listens on port 8412."),
         ChatMessage::new(Role::User, "Give the port and the service name as JSON."),
     ];
     let g = e.generate(&messages, &params, &mut |_| {}).unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&g.text).unwrap_or_else(|err| panic!("not JSON ({err}): {}", g.text));
-    let obj = v.as_object().unwrap();
-    assert!(
-        obj["port"].is_i64() && obj["service"].is_string() && obj.len() == 2,
-        "{v}"
-    );
+    crate::util::assert_port_service_json(&g.text);
 }

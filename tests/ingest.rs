@@ -528,22 +528,7 @@ fn git_history_dates_documents_and_records_the_commit() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
-    let git = |args: &[&str], date: &str| {
-        let ok = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(args)
-            .env("GIT_AUTHOR_DATE", date)
-            .env("GIT_COMMITTER_DATE", date)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "git {args:?}");
-    };
+    let git = |args: &[&str], date: &str| crate::util::git_at(&repo, args, date);
     git(&["init", "-q"], "");
     std::fs::write(repo.join("stable.py"), "A = 1\n").unwrap();
     std::fs::write(repo.join("busy.py"), "B = 1\n").unwrap();
@@ -607,22 +592,7 @@ fn prefix_stability_replays_commits_in_both_orders() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
-    let git = |args: &[&str], date: &str| {
-        let ok = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(args)
-            .env("GIT_AUTHOR_DATE", date)
-            .env("GIT_COMMITTER_DATE", date)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "git {args:?}");
-    };
+    let git = |args: &[&str], date: &str| crate::util::git_at(&repo, args, date);
     git(&["init", "-q"], "");
     // a.py changes in every commit; z.py, large and never changed, sorts
     // after it by path but before it by last change.

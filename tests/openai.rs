@@ -172,17 +172,7 @@ fn streaming_shows_the_answer_in_pieces_and_usage_matches_the_prompt() {
 fn json_schema_output_parses_and_validates() {
     let server = Server::start();
     let mut e = engine(&[&server.url]);
-    let schema = serde_json::json!({
-        "type": "object",
-        "properties": {"port": {"type": "integer"}, "service": {"type": "string"}},
-        "required": ["port", "service"],
-        "additionalProperties": false
-    });
-    let params = GenerateParams {
-        json_schema: Some(schema),
-        max_tokens: 60,
-        ..GenerateParams::default()
-    };
+    let params = crate::util::port_service_params();
     let g = e
         .generate(
             &question("Give the port the server listens on, and the service name 'api', as JSON."),
@@ -190,12 +180,7 @@ fn json_schema_output_parses_and_validates() {
             &mut |_| {},
         )
         .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&g.text).unwrap_or_else(|err| panic!("not JSON ({err}): {}", g.text));
-    let obj = v.as_object().unwrap();
-    assert!(obj["port"].is_i64(), "{v}");
-    assert!(obj["service"].is_string(), "{v}");
-    assert_eq!(obj.len(), 2, "{v}");
+    crate::util::assert_port_service_json(&g.text);
 }
 
 #[test]

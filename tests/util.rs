@@ -58,3 +58,46 @@ pub fn json(out: &Output) -> serde_json::Value {
         )
     })
 }
+
+/// Generation parameters holding an answer to a small schema: a port (an
+/// integer) and a service name (a string), nothing else.
+pub fn port_service_params() -> scout::engine::GenerateParams {
+    scout::engine::GenerateParams {
+        json_schema: Some(serde_json::json!({
+            "type": "object",
+            "properties": {"port": {"type": "integer"}, "service": {"type": "string"}},
+            "required": ["port", "service"],
+            "additionalProperties": false
+        })),
+        max_tokens: 60,
+        ..scout::engine::GenerateParams::default()
+    }
+}
+
+/// Asserts that `answer` is JSON valid for [`port_service_params`]'s schema.
+pub fn assert_port_service_json(answer: &str) {
+    let v: serde_json::Value = serde_json::from_str(answer).unwrap_or_else(|err| panic!("not JSON ({err}): {answer}"));
+    let obj = v.as_object().unwrap_or_else(|| panic!("not an object: {v}"));
+    assert!(
+        obj["port"].is_i64() && obj["service"].is_string() && obj.len() == 2,
+        "{v}"
+    );
+}
+
+/// Runs git in `repo` with fixed dates and identity, asserting success.
+pub fn git_at(repo: &Path, args: &[&str], date: &str) {
+    let ok = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .env("GIT_AUTHOR_DATE", date)
+        .env("GIT_COMMITTER_DATE", date)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "git {args:?}");
+}
