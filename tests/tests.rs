@@ -3,6 +3,7 @@
 //! into the user's cache) and share it.
 
 mod ask;
+mod audit;
 mod cli;
 mod ingest;
 mod llama4;

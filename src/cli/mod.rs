@@ -25,7 +25,9 @@ use crate::limits::{Limits, ANSWER_TOKENS};
 use crate::report;
 use crate::report::map::{map_html, MapEntry};
 use crate::tasks::ask::{ask, AskEvent, AskOptions, Step};
+use crate::tasks::audit::{audit, AuditOptions};
 use crate::tasks::ingest::{document_tokens, ingest};
+use crate::tasks::pipeline::Pipeline;
 
 use progress::Progress;
 
@@ -61,6 +63,10 @@ enum Command {
     Ingest(IngestArgs),
     /// Answer a question over a corpus, or over folders/files read on the fly.
     Ask(AskArgs),
+    /// Audit a repository with a pipeline of rules (security, code-review, licenses, or
+    /// your own TOML): findings with file, lines, severity, CWE and a quote of the code,
+    /// each checked by scout against the files; reports as JSON, SARIF, Markdown, HTML.
+    Audit(AuditArgs),
     /// List the models scout can use, and which is the default.
     Models(ModelsArgs),
     /// Size a deployment: weights by quantization, KV per token, what fits on which
@@ -303,6 +309,69 @@ struct AskArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  scout audit ./my-repo
+  scout audit ./my-repo --pipeline code-review --md review.md
+  scout audit ./my-repo --sarif scout.sarif --html report.html --fail-on high
+  scout audit my-repo.scout.db --pipeline my-rules.toml --out report.json
+
+Built-in pipelines: security (CWE-named checks), code-review, licenses. A pipeline is a
+TOML file (see pipelines/security.toml): the files it reads, its instructions, its rules
+(id, CWE, default severity) and its severity scale.
+
+Every finding is checked: its lines must exist and its quoted code must be in them.
+Findings that fail are kept and marked unverified, with the reason.
+
+Exit codes: 0 the audit ran (with or without findings); 1 --fail-on matched a verified
+finding; 2 an error, or a window the model could not audit (the rest is still reported).")]
+struct AuditArgs {
+    /// A corpus file made by `scout ingest`, or folders and files to read on the fly.
+    #[arg(required = true, value_name = "SOURCE")]
+    sources: Vec<PathBuf>,
+    /// The pipeline: a built-in name (security, code-review, licenses) or a TOML file.
+    #[arg(long, short, default_value = "security", value_name = "NAME|FILE.toml")]
+    pipeline: String,
+    /// Write the report as JSON (schemas/audit-report.schema.json).
+    #[arg(long, value_name = "FILE.json")]
+    out: Option<PathBuf>,
+    /// Write the findings as SARIF 2.1.0, for code-scanning tools.
+    #[arg(long, value_name = "FILE.sarif")]
+    sarif: Option<PathBuf>,
+    /// Write the report as Markdown.
+    #[arg(long, value_name = "FILE.md")]
+    md: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page (sortable findings, the cited
+    /// code, a chart by rule and severity).
+    #[arg(long, value_name = "FILE.html")]
+    html: Option<PathBuf>,
+    /// Print the JSON report on stdout instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Exit with 1 when a verified finding has this severity or a higher one.
+    #[arg(long, value_name = "SEVERITY")]
+    fail_on: Option<String>,
+    /// Most findings the model may report per window.
+    #[arg(long, default_value_t = 8)]
+    max_findings: u32,
+    /// Most tokens the model may write per window (its findings JSON).
+    #[arg(long, default_value_t = 1536)]
+    max_tokens: u32,
+    /// Print each step's token counts and the usage line on stderr.
+    #[arg(long, short)]
+    verbose: bool,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    walk: WalkArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
 struct ModelsArgs {
     /// Print as JSON.
     #[arg(long)]
@@ -326,6 +395,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Ingest(a) => run_ingest(&a),
         Command::Ask(a) => run_ask(&a),
+        Command::Audit(a) => run_audit(&a),
         Command::Models(a) => run_models(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Bench(BenchCommand::PrefixStability(a)) => run_stability(&a),
@@ -542,45 +612,61 @@ impl ModelArgs {
     }
 }
 
+/// What a model call is doing, for the progress line.
+fn step_text(step: Step, index: usize, of: usize) -> String {
+    match step {
+        Step::Answer => "answering".to_owned(),
+        Step::Audit if of > 1 => format!("auditing window {} of {of}", index + 1),
+        Step::Audit => "auditing".to_owned(),
+        Step::Map => format!("reading window {} of {of}", index + 1),
+        Step::Reduce if of > 1 => format!("combining notes, group {} of {of}", index + 1),
+        Step::Reduce => "combining the windows' notes".to_owned(),
+    }
+}
+
+/// The corpus to work on: a corpus file given alone, or folders and files
+/// read (incrementally) into a cache corpus. Returns it with the number of
+/// ingest errors.
+fn open_sources(sources: &[PathBuf], walk: &WalkArgs, quiet: bool, say: &mut dyn FnMut(&str)) -> Result<(Corpus, u64)> {
+    let single_corpus = sources.len() == 1 && sources[0].is_file() && Corpus::is_corpus_file(&sources[0]);
+    if single_corpus {
+        return Ok((Corpus::open(&sources[0])?, 0));
+    }
+    if let Some(c) = sources.iter().find(|s| s.is_file() && Corpus::is_corpus_file(s)) {
+        bail!(
+            "{} is a corpus file; use one corpus file alone, or folders and files",
+            c.display()
+        );
+    }
+    let path = cache_corpus_path(sources);
+    let mut corpus = match Corpus::open(&path) {
+        // The cache is scout's own: an older layout is rebuilt, not refused.
+        Err(CorpusError::Schema { found, .. }) => {
+            say(&format!(
+                "scout: the cached corpus was written by an older scout (schema {found}); rebuilding it"
+            ));
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            Corpus::open(&path)?
+        }
+        other => other?,
+    };
+    let progress = Progress::files(quiet);
+    let summary = ingest(&mut corpus, sources, &walk.options(), None, &mut |p| {
+        progress.file(p);
+    })?;
+    progress.finish();
+    if !quiet {
+        eprint!("{}", report::ingest_text(&summary, false));
+    }
+    Ok((corpus, summary.errors))
+}
+
 fn run_ask(a: &AskArgs) -> Result<i32> {
     check_sources(&a.sources)?;
     let mut say = say(a.quiet);
     let (mut engine, engine_line) = a.model.engine(&a.run, &mut say)?;
 
-    let single_corpus = a.sources.len() == 1 && a.sources[0].is_file() && Corpus::is_corpus_file(&a.sources[0]);
-    let mut ingest_errors = 0;
-    let mut corpus = if single_corpus {
-        Corpus::open(&a.sources[0])?
-    } else {
-        if let Some(c) = a.sources.iter().find(|s| s.is_file() && Corpus::is_corpus_file(s)) {
-            bail!(
-                "{} is a corpus file; ask over one corpus file alone, or over folders and files",
-                c.display()
-            );
-        }
-        let path = cache_corpus_path(&a.sources);
-        let mut corpus = match Corpus::open(&path) {
-            // The cache is scout's own: an older layout is rebuilt, not refused.
-            Err(CorpusError::Schema { found, .. }) => {
-                say(&format!(
-                    "scout: the cached corpus was written by an older scout (schema {found}); rebuilding it"
-                ));
-                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-                Corpus::open(&path)?
-            }
-            other => other?,
-        };
-        let progress = Progress::files(a.quiet);
-        let summary = ingest(&mut corpus, &a.sources, &a.walk.options(), None, &mut |p| {
-            progress.file(p);
-        })?;
-        progress.finish();
-        if !a.quiet {
-            eprint!("{}", report::ingest_text(&summary, false));
-        }
-        ingest_errors = summary.errors;
-        corpus
-    };
+    let (mut corpus, ingest_errors) = open_sources(&a.sources, &a.walk, a.quiet, &mut say)?;
     say(&format!("scout: asking {engine_line}"));
 
     let opts = AskOptions {
@@ -604,13 +690,7 @@ fn run_ask(a: &AskArgs) -> Result<i32> {
             of,
             prompt_tokens,
         } => {
-            let what = match step {
-                Step::Answer => "answering".to_owned(),
-                Step::Map => format!("reading window {} of {of}", index + 1),
-                Step::Reduce if of > 1 => format!("combining notes, group {} of {of}", index + 1),
-                Step::Reduce => "combining the windows' notes".to_owned(),
-            };
-            progress.step(&what, prompt_tokens);
+            progress.step(&step_text(step, index, of), prompt_tokens);
         }
         AskEvent::Prefill { done, total } => progress.prefill_progress(done, total),
         AskEvent::Answer(text) => {
@@ -643,6 +723,111 @@ fn run_ask(a: &AskArgs) -> Result<i32> {
     } else {
         i32::from(!result.found || !result.has_valid_citation())
     })
+}
+
+fn write_file(path: &std::path::Path, text: &str, quiet: bool) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    if !quiet {
+        eprintln!("scout: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn run_audit(a: &AuditArgs) -> Result<i32> {
+    check_sources(&a.sources)?;
+    let pipeline = Pipeline::load(&a.pipeline)?;
+    if let Some(level) = &a.fail_on {
+        if !pipeline.severities.contains(level) {
+            bail!(
+                "--fail-on {level}: the {} pipeline's severities are {}",
+                pipeline.name,
+                pipeline.severities.join(", ")
+            );
+        }
+    }
+    let mut say = say(a.quiet);
+    let (mut engine, engine_line) = a.model.engine(&a.run, &mut say)?;
+    let (mut corpus, ingest_errors) = open_sources(&a.sources, &a.walk, a.quiet, &mut say)?;
+    say(&format!(
+        "scout: auditing with the {} pipeline ({} rules) on {engine_line}",
+        pipeline.name,
+        pipeline.rules.len()
+    ));
+    if !engine.capabilities().json_schema {
+        say("scout: this engine cannot constrain output to the findings schema; answers that are not valid JSON are reported as failed windows");
+    }
+    let opts = AuditOptions {
+        pipeline,
+        generate: GenerateParams {
+            max_tokens: a.max_tokens,
+            // Findings quote code, which repeats itself: no penalty.
+            repeat_penalty: 1.0,
+            ..GenerateParams::default()
+        },
+        max_findings: a.max_findings.max(1),
+    };
+    let progress = Progress::prefill(a.quiet);
+    let result = audit(&mut corpus, engine.as_mut(), &opts, &mut |event| match event {
+        AskEvent::Step {
+            step,
+            index,
+            of,
+            prompt_tokens,
+        } => progress.step(&step_text(step, index, of), prompt_tokens),
+        AskEvent::Prefill { done, total } => progress.prefill_progress(done, total),
+        AskEvent::Answer(_) => {}
+    });
+    progress.clear();
+    let report = result?;
+    let corpus_name = corpus.path().display().to_string();
+    if let Some(path) = &a.out {
+        write_file(path, &(serde_json::to_string_pretty(&report)? + "\n"), a.quiet)?;
+    }
+    if let Some(path) = &a.sarif {
+        // Results are relative to the audited folder when there is one.
+        let root = match a.sources.as_slice() {
+            [one] if one.is_dir() => one.canonicalize().ok(),
+            _ => None,
+        };
+        let sarif = report::audit::sarif(&report, root.as_deref());
+        write_file(path, &(serde_json::to_string_pretty(&sarif)? + "\n"), a.quiet)?;
+    }
+    if let Some(path) = &a.md {
+        write_file(path, &report::audit::markdown(&report, &corpus_name), a.quiet)?;
+    }
+    if let Some(path) = &a.html {
+        write_file(path, &report::audit::html(&report, &corpus_name), a.quiet)?;
+    }
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        write!(out, "{}", report::audit::text(&report))?;
+    }
+    if a.verbose && !a.quiet {
+        let u = &report.usage;
+        eprintln!(
+            "scout: {} calls, {} prompt + {} completion tokens; KV: {} reused, {} restored, {} prefilled; {:.1} s",
+            u.calls,
+            u.prompt_tokens,
+            u.completion_tokens,
+            report.kv.reused_tokens,
+            report.kv.restored_tokens,
+            report.kv.prefilled_tokens,
+            report.timings.total_ms as f64 / 1000.0
+        );
+    }
+    if ingest_errors > 0 || report.summary.failed_windows > 0 {
+        return Ok(2);
+    }
+    let failing = a.fail_on.as_ref().is_some_and(|level| {
+        let bar = opts.pipeline.severity_rank(level);
+        report
+            .findings
+            .iter()
+            .any(|f| f.verified && opts.pipeline.severity_rank(&f.severity) <= bar)
+    });
+    Ok(i32::from(failing))
 }
 
 fn run_stability(a: &StabilityArgs) -> Result<i32> {

@@ -26,7 +26,7 @@ struct MapData<'a> {
 
 /// JSON safe to place inside a `<script>` element: `<`, `>` and `&` are
 /// escaped, so no string in it can close the element.
-fn script_json(value: &impl Serialize) -> String {
+pub(crate) fn script_json(value: &impl Serialize) -> String {
     serde_json::to_string(value)
         .unwrap_or_else(|_| "null".to_owned())
         .replace('<', "\\u003c")

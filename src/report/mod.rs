@@ -4,6 +4,7 @@
 //! calls an engine and never decides anything: what is valid or skipped
 //! was settled before it gets here.
 
+pub mod audit;
 pub mod map;
 pub mod plan;
 

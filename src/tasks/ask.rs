@@ -66,6 +66,8 @@ pub enum AskEvent<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
+    /// A pipeline's rules checked over one window (audit).
+    Audit,
     /// The whole corpus in one prompt.
     Answer,
     /// Facts from one window.
@@ -161,7 +163,7 @@ fn fill(template: &str, question: &str) -> String {
     template.replace("{question}", question.trim())
 }
 
-fn messages(system: &str, body: &str, task: &str) -> Vec<ChatMessage> {
+pub(crate) fn messages(system: &str, body: &str, task: &str) -> Vec<ChatMessage> {
     let system = if body.is_empty() {
         system.to_owned()
     } else {
@@ -174,16 +176,16 @@ fn messages(system: &str, body: &str, task: &str) -> Vec<ChatMessage> {
 }
 
 /// Runs model calls and keeps the usage and timing books.
-struct Caller<'e, 'f, 'g> {
-    engine: &'e mut dyn Engine,
-    params: &'f GenerateParams,
-    on_event: &'g mut dyn FnMut(AskEvent<'_>),
-    usage: Usage,
-    prefill_ms: u64,
+pub(crate) struct Caller<'e, 'f, 'g> {
+    pub(crate) engine: &'e mut dyn Engine,
+    pub(crate) params: &'f GenerateParams,
+    pub(crate) on_event: &'g mut dyn FnMut(AskEvent<'_>),
+    pub(crate) usage: Usage,
+    pub(crate) prefill_ms: u64,
 }
 
 impl Caller<'_, '_, '_> {
-    fn call(
+    pub(crate) fn call(
         &mut self,
         msgs: &[ChatMessage],
         step: Step,
@@ -469,7 +471,7 @@ fn finish(
 /// engine's context with room for the answer. Counts are checked on the
 /// exact rendered prompts; on overflow the budget shrinks and packing runs
 /// again.
-fn fit_windows(
+pub(crate) fn fit_windows(
     engine: &dyn Engine,
     blocks: &[DocumentBlock],
     counts: &[BlockTokens],

@@ -84,7 +84,8 @@ impl<'a> CorpusIndex<'a> {
 
     /// The document at `path`, or the only one whose path ends with
     /// `/path` (models often drop the leading folders).
-    fn find(&self, path: &str) -> Option<&'a StoredDocument> {
+    #[must_use]
+    pub fn find(&self, path: &str) -> Option<&'a StoredDocument> {
         if let Some(d) = self.by_path.get(path) {
             return Some(d);
         }
@@ -109,9 +110,17 @@ impl<'a> CorpusIndex<'a> {
         enclosing(&doc.symbols, at).map(|s| format!("{} {}", s.kind, s.name))
     }
 
-    /// Resolves one anchor: its status and, when valid, the cited text.
+    /// Resolves one anchor: its status and, when valid, the cited text
+    /// (shortened to a quote).
     #[must_use]
     pub fn resolve(&self, anchor: &Anchor) -> (Anchor, CitationStatus, Option<String>) {
+        let (anchor, status, text) = self.resolve_full(anchor);
+        (anchor, status, text.map(|q| shorten(&q)).filter(|q| !q.is_empty()))
+    }
+
+    /// Resolves one anchor: its status and, when valid, all the cited text.
+    #[must_use]
+    pub fn resolve_full(&self, anchor: &Anchor) -> (Anchor, CitationStatus, Option<String>) {
         let Some(doc) = self.find(anchor.path()) else {
             return (anchor.clone(), CitationStatus::Unknown, None);
         };
@@ -135,11 +144,7 @@ impl<'a> CorpusIndex<'a> {
             _ => None,
         };
         match quote {
-            Some(q) => (
-                anchor,
-                CitationStatus::Valid,
-                Some(shorten(&q)).filter(|q| !q.is_empty()),
-            ),
+            Some(q) => (anchor, CitationStatus::Valid, Some(q)),
             None => (anchor, CitationStatus::OutOfRange, None),
         }
     }
@@ -184,7 +189,7 @@ fn shorten(text: &str) -> String {
 }
 
 /// Lines `start..=end` of a text document.
-fn lines_of(doc: &StoredDocument, start: u32, end: u32) -> String {
+pub(crate) fn lines_of(doc: &StoredDocument, start: u32, end: u32) -> String {
     let mut out = String::new();
     for seg in &doc.segments {
         let Anchor::Lines { start: s, end: e, .. } = seg.anchor else {

@@ -6,6 +6,8 @@
 //! Never renders reports: results are plain data for `report`.
 
 pub mod ask;
+pub mod audit;
 pub mod citations;
 pub mod ingest;
+pub mod pipeline;
 pub mod stability;

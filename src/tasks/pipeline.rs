@@ -1,0 +1,319 @@
+//! Audit pipelines: which files an audit reads, what the model is told,
+//! which rules a finding may name and the severity scale.
+//!
+//! Pipelines are TOML files (`pipelines/*.toml`); the shipped ones are
+//! built in by name, and any other path is read from disk.
+
+use std::path::Path;
+
+use globset::{GlobBuilder, GlobMatcher};
+use serde::{Deserialize, Serialize};
+
+/// The pipelines shipped with scout, by name.
+pub const BUILT_IN: [(&str, &str); 3] = [
+    ("security", include_str!("../../pipelines/security.toml")),
+    ("code-review", include_str!("../../pipelines/code-review.toml")),
+    ("licenses", include_str!("../../pipelines/licenses.toml")),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Short, stable, kebab-case: what findings and SARIF name.
+    pub id: String,
+    /// The CWE the rule maps to, as `CWE-89` (absent for non-security rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwe: Option<String>,
+    /// The rule's default severity (one of the pipeline's `severities`).
+    pub severity: String,
+    pub title: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineFile {
+    name: String,
+    #[serde(default = "one")]
+    version: u32,
+    description: String,
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    severities: Vec<String>,
+    instructions: String,
+    rules: Vec<Rule>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A loaded, checked pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub version: u32,
+    pub description: String,
+    /// Highest first.
+    pub severities: Vec<String>,
+    pub instructions: String,
+    pub rules: Vec<Rule>,
+    /// Where it came from: `built-in` or the file's path.
+    pub source: String,
+    include: Vec<PathGlob>,
+    exclude: Vec<PathGlob>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("no pipeline named {name:?}: give a TOML file's path, or one of {}", names())]
+    Unknown { name: String },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{source_name}: {message}")]
+    Invalid { source_name: String, message: String },
+}
+
+fn names() -> String {
+    BUILT_IN.map(|(n, _)| n).join(", ")
+}
+
+/// A gitignore-style glob: without a `/` it matches a path's file name at
+/// any depth; with one it matches the whole path (a leading `/` anchors it
+/// at the root, as in .gitignore).
+#[derive(Debug, Clone)]
+struct PathGlob {
+    matcher: GlobMatcher,
+    whole_path: bool,
+}
+
+impl PathGlob {
+    fn new(pattern: &str) -> Result<Self, globset::Error> {
+        let whole_path = pattern.contains('/');
+        let text = pattern.trim_start_matches('/');
+        let matcher = GlobBuilder::new(text)
+            .literal_separator(true)
+            .build()?
+            .compile_matcher();
+        Ok(Self { matcher, whole_path })
+    }
+
+    fn is_match(&self, path: &str) -> bool {
+        if self.whole_path {
+            self.matcher.is_match(path)
+        } else {
+            self.matcher.is_match(path.rsplit('/').next().unwrap_or(path))
+        }
+    }
+}
+
+impl Pipeline {
+    /// A built-in pipeline by name, or a TOML file by path.
+    pub fn load(name_or_path: &str) -> Result<Self, PipelineError> {
+        let path = Path::new(name_or_path);
+        if path.is_file() {
+            let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Read {
+                path: name_or_path.to_owned(),
+                source,
+            })?;
+            return Self::parse(&text, name_or_path);
+        }
+        // `security`, or `pipelines/security.toml` as the README spells it
+        // when run outside a checkout.
+        let name = name_or_path
+            .strip_prefix("pipelines/")
+            .and_then(|n| n.strip_suffix(".toml"))
+            .unwrap_or(name_or_path);
+        match BUILT_IN.iter().find(|(n, _)| *n == name) {
+            Some((_, text)) => Self::parse(text, "built-in"),
+            None => Err(PipelineError::Unknown {
+                name: name_or_path.to_owned(),
+            }),
+        }
+    }
+
+    /// Parses and checks a pipeline's TOML text.
+    pub fn parse(text: &str, source: &str) -> Result<Self, PipelineError> {
+        let invalid = |message: String| PipelineError::Invalid {
+            source_name: source.to_owned(),
+            message,
+        };
+        let file: PipelineFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if file.rules.is_empty() {
+            return Err(invalid("a pipeline needs at least one [[rules]] entry".to_owned()));
+        }
+        if file.severities.is_empty() {
+            return Err(invalid(
+                "`severities` must list at least one level, highest first".to_owned(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for r in &file.rules {
+            if r.id.is_empty() || !r.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(format!(
+                    "rule id {:?}: use letters, digits, - and _ only",
+                    r.id
+                )));
+            }
+            if !seen.insert(r.id.as_str()) {
+                return Err(invalid(format!("rule id {:?} appears twice", r.id)));
+            }
+            if !file.severities.contains(&r.severity) {
+                return Err(invalid(format!(
+                    "rule {}: severity {:?} is not one of {:?}",
+                    r.id, r.severity, file.severities
+                )));
+            }
+            if let Some(cwe) = &r.cwe {
+                let ok = cwe
+                    .strip_prefix("CWE-")
+                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+                if !ok {
+                    return Err(invalid(format!(
+                        "rule {}: cwe {cwe:?} is not of the form CWE-123",
+                        r.id
+                    )));
+                }
+            }
+        }
+        let globs = |list: &[String]| -> Result<Vec<PathGlob>, PipelineError> {
+            list.iter()
+                .map(|p| PathGlob::new(p).map_err(|e| invalid(format!("glob {p:?}: {e}"))))
+                .collect()
+        };
+        Ok(Self {
+            include: globs(&file.include)?,
+            exclude: globs(&file.exclude)?,
+            name: file.name,
+            version: file.version,
+            description: file.description,
+            severities: file.severities,
+            instructions: file.instructions.trim().to_owned(),
+            rules: file.rules,
+            source: source.to_owned(),
+        })
+    }
+
+    /// Whether the pipeline reads the file at corpus path `path`.
+    #[must_use]
+    pub fn reads(&self, path: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|g| g.is_match(path)))
+            && !self.exclude.iter().any(|g| g.is_match(path))
+    }
+
+    #[must_use]
+    pub fn rule(&self, id: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.id == id)
+    }
+
+    /// Rank of a severity: 0 is the highest; unknown ones sort last.
+    #[must_use]
+    pub fn severity_rank(&self, severity: &str) -> usize {
+        self.severities
+            .iter()
+            .position(|s| s == severity)
+            .unwrap_or(self.severities.len())
+    }
+
+    /// The rules as the model is shown them.
+    #[must_use]
+    pub fn rules_text(&self) -> String {
+        self.rules
+            .iter()
+            .map(|r| {
+                let cwe = r.cwe.as_deref().map(|c| format!(", {c}")).unwrap_or_default();
+                format!("- {} ({}{cwe}): {}\n", r.id, r.title, r.description)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_pipelines_load() {
+        for (name, _) in BUILT_IN {
+            let p = Pipeline::load(name).unwrap();
+            assert_eq!(p.name, name);
+            assert!(!p.rules.is_empty());
+        }
+        let security = Pipeline::load("security").unwrap();
+        assert!(
+            security.rules.iter().all(|r| r.cwe.is_some()),
+            "every security check names its CWE"
+        );
+        for id in [
+            "injection",
+            "path-traversal",
+            "unsafe-deserialization",
+            "hard-coded-secret",
+            "weak-crypto",
+            "missing-auth",
+            "memory-safety",
+        ] {
+            assert!(security.rule(id).is_some(), "{id}");
+        }
+    }
+
+    #[test]
+    fn globs_follow_gitignore_rules() {
+        let p = Pipeline::load("security").unwrap();
+        assert!(p.reads("app.py"));
+        assert!(p.reads("deep/in/src/main.rs"));
+        assert!(p.reads("docker/Dockerfile"));
+        assert!(!p.reads("README.md"));
+        assert!(!p.reads("web/vendor/jquery.min.js"), "excluded by *.min.js");
+        let l = Pipeline::load("licenses").unwrap();
+        assert!(l.reads("LICENSE"));
+        assert!(l.reads("third_party/zlib/LICENSE.txt"));
+        let text = "name='x'\ndescription='d'\nseverities=['high']\ninstructions='i'\ninclude=['/src/*.rs']\n\
+                    [[rules]]\nid='a'\nseverity='high'\ntitle='t'\ndescription='d'\n";
+        let anchored = Pipeline::parse(text, "test").unwrap();
+        assert!(anchored.reads("src/main.rs"));
+        assert!(!anchored.reads("src/deep/main.rs"), "* does not cross /");
+        assert!(!anchored.reads("other/src/main.rs"), "a leading / anchors at the root");
+    }
+
+    #[test]
+    fn bad_pipelines_are_refused_with_the_reason() {
+        let base = "name='x'\ndescription='d'\nseverities=['high']\ninstructions='i'\n";
+        let cases = [
+            (format!("{base}rules=[]"), "at least one"),
+            (
+                format!("{base}[[rules]]\nid='a'\nseverity='urgent'\ntitle='t'\ndescription='d'\n"),
+                "not one of",
+            ),
+            (
+                format!("{base}[[rules]]\nid='a b'\nseverity='high'\ntitle='t'\ndescription='d'\n"),
+                "letters, digits",
+            ),
+            (
+                format!("{base}[[rules]]\nid='a'\ncwe='89'\nseverity='high'\ntitle='t'\ndescription='d'\n"),
+                "CWE-123",
+            ),
+            (
+                format!(
+                    "{base}[[rules]]\nid='a'\nseverity='high'\ntitle='t'\ndescription='d'\n\
+                     [[rules]]\nid='a'\nseverity='high'\ntitle='t'\ndescription='d'\n"
+                ),
+                "twice",
+            ),
+            (format!("{base}colour='red'\n"), "unknown field"),
+        ];
+        for (text, why) in cases {
+            let e = Pipeline::parse(&text, "p.toml").unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+            assert!(e.starts_with("p.toml: "), "{e}");
+        }
+        let e = Pipeline::load("no-such-pipeline").unwrap_err().to_string();
+        assert!(e.contains("security, code-review, licenses"), "{e}");
+    }
+}
