@@ -3,11 +3,11 @@
 //! into the user's cache) and share it.
 
 mod ask;
-mod audit;
 mod cli;
 mod ingest;
 mod llama4;
 mod openai;
 mod plan;
+mod tasks;
 mod tokens;
 mod util;

@@ -26,6 +26,7 @@ use crate::report;
 use crate::report::map::{map_html, MapEntry};
 use crate::tasks::ask::{ask, AskEvent, AskOptions, Step};
 use crate::tasks::audit::{audit, AuditOptions};
+use crate::tasks::extract::{extract, ExtractOptions, ExtractSchema};
 use crate::tasks::ingest::{document_tokens, ingest};
 use crate::tasks::pipeline::Pipeline;
 
@@ -67,6 +68,13 @@ enum Command {
     /// your own TOML): findings with file, lines, severity, CWE and a quote of the code,
     /// each checked by scout against the files; reports as JSON, SARIF, Markdown, HTML.
     Audit(AuditArgs),
+    /// Read fields out of scanned forms, receipts, invoices, PDFs: one JSON object per
+    /// document (or page) that validates against a JSON Schema, each field with the page,
+    /// box and OCR confidence it was read from.
+    Extract(ExtractArgs),
+    /// Run a JSONL file of jobs (ask, audit, extract; or OpenAI batch chat completions)
+    /// into a JSONL file of results. A killed run continues with --resume.
+    Batch(BatchArgs),
     /// List the models scout can use, and which is the default.
     Models(ModelsArgs),
     /// Size a deployment: weights by quantization, KV per token, what fits on which
@@ -143,6 +151,12 @@ struct WalkArgs {
     /// Do not OCR images (they are then recorded without text).
     #[arg(long)]
     no_ocr: bool,
+    /// How OCR reads a scanned page: `columns` finds text columns (books, papers);
+    /// `rows` reads rows straight across the page, keeping a label and its value
+    /// together (receipts, forms, tables). Default: rows for `extract`, else columns.
+    /// Corpus files keep the text they were read with: re-ingest into a new one to change.
+    #[arg(long, value_enum, value_name = "LAYOUT")]
+    ocr_layout: Option<OcrLayout>,
     /// Keep likely secrets (keys, tokens, passwords) as they are. By default they are
     /// redacted before the text is stored, and each is listed in the summary.
     #[arg(long)]
@@ -152,9 +166,19 @@ struct WalkArgs {
     pdf_timeout: u64,
 }
 
+/// How OCR reads a page (tesseract's page segmentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OcrLayout {
+    Columns,
+    Rows,
+}
+
 impl WalkArgs {
-    fn options(&self) -> WalkOptions {
+    /// The walk options; `rows_by_default` is the command's OCR layout when
+    /// --ocr-layout is not given.
+    fn options(&self, rows_by_default: bool) -> WalkOptions {
         WalkOptions {
+            ocr_rows: self.ocr_layout.map_or(rows_by_default, |l| l == OcrLayout::Rows),
             hidden: self.hidden,
             follow_links: self.follow,
             no_ignore: self.no_ignore,
@@ -372,6 +396,112 @@ struct AuditArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  scout extract scans/*.png --schema receipt
+  scout extract invoices/ --schema invoice --jsonl invoices.jsonl
+  scout extract forms.pdf --schema form --per-page
+  scout extract receipts/ --schema my-schema.json
+
+Built-in schemas: receipt (company, date, address, total), invoice (numbers, parties,
+amounts, line items), form (every labelled field as key and value). Any JSON Schema whose
+top level is an object works.
+
+Each output line: {path, page?, data, valid, errors, fields: [{pointer, value, found,
+anchor, confidence}], constrained, usage, ms}. A field's anchor is path#page=N&bbox=x,y,w,h
+for OCR text (with the OCR confidence of its lines), path#page=N for a PDF's text, and
+found=false when the value is nowhere in the document.
+
+Exit codes: 0 every object is valid; 2 at least one document failed or did not validate
+(the others are still written).")]
+struct ExtractArgs {
+    /// Files and folders to read (images, PDFs, text), or a corpus file.
+    #[arg(required = true, value_name = "SOURCE")]
+    sources: Vec<PathBuf>,
+    /// The JSON Schema each object must satisfy: a built-in name (receipt, invoice, form)
+    /// or a file.
+    #[arg(long, short, value_name = "NAME|FILE.json")]
+    schema: String,
+    /// Write the objects as JSON lines to this file (default: stdout).
+    #[arg(long, value_name = "FILE.jsonl")]
+    jsonl: Option<PathBuf>,
+    /// One object per page of each PDF, not one per document.
+    #[arg(long)]
+    per_page: bool,
+    /// Most tokens the model may write per object.
+    #[arg(long, default_value_t = 768)]
+    max_tokens: u32,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    walk: WalkArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Job lines (JSONL), scout's own:
+  {\"id\": \"q1\", \"task\": \"ask\", \"paths\": [\"repo\"], \"question\": \"Where is the config read?\"}
+  {\"id\": \"a1\", \"task\": \"audit\", \"corpus\": \"repo.scout.db\", \"pipeline\": \"security\"}
+  {\"id\": \"e1\", \"task\": \"extract\", \"paths\": [\"scans/r1.png\"], \"schema\": \"receipt\"}
+or the OpenAI batch input format (results in its output format):
+  {\"custom_id\": \"c1\", \"method\": \"POST\", \"url\": \"/v1/chat/completions\",
+   \"body\": {\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}], \"max_tokens\": 64}}
+
+Optional per job: max_tokens; max_findings (audit); per_page (extract).
+
+Examples:
+  scout batch jobs.jsonl --out results.jsonl
+  scout batch jobs.jsonl --out results.jsonl --resume
+  scout batch jobs.jsonl --out results.jsonl --engine openai --endpoint http://a:8000/v1 \\
+      --endpoint http://b:8000/v1 --concurrency 8
+
+Each result is committed to the state file (OUT.state.db) and then appended to OUT as
+one line. After a crash or kill, --resume runs only the jobs without a result: every
+job ends with exactly one result line. Jobs over the same corpus run together, so the
+corpus is read once. Paths in jobs must lie under a --root (default: the current
+folder); URLs are never fetched.
+
+Exit codes: 0 every job succeeded; 2 at least one failed (the others are done).")]
+struct BatchArgs {
+    /// The jobs file (JSON lines).
+    #[arg(value_name = "JOBS.jsonl")]
+    jobs: PathBuf,
+    /// The results file (JSON lines, one per job, in the order they finish).
+    #[arg(long, value_name = "FILE.jsonl")]
+    out: PathBuf,
+    /// Continue a run that stopped: skip jobs that have a result, run the rest.
+    #[arg(long)]
+    resume: bool,
+    /// Jobs run at once, each worker with its own engine (for the openai engine and
+    /// several endpoints; with llamacpp each worker loads its own copy of the model).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    concurrency: usize,
+    /// A folder jobs may read from (repeatable). Default: the current folder.
+    #[arg(long, value_name = "DIR")]
+    root: Vec<PathBuf>,
+    /// Where the batch's state is kept. Default: OUT.state.db.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Most tokens per answer when a job does not say (ask and chat jobs).
+    #[arg(long, default_value_t = ANSWER_TOKENS)]
+    max_tokens: u32,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    walk: WalkArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
 struct ModelsArgs {
     /// Print as JSON.
     #[arg(long)]
@@ -396,6 +526,8 @@ pub fn main() -> i32 {
         Command::Ingest(a) => run_ingest(&a),
         Command::Ask(a) => run_ask(&a),
         Command::Audit(a) => run_audit(&a),
+        Command::Extract(a) => run_extract(&a),
+        Command::Batch(a) => run_batch_cli(&a),
         Command::Models(a) => run_models(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Bench(BenchCommand::PrefixStability(a)) => run_stability(&a),
@@ -445,7 +577,7 @@ fn run_ingest(a: &IngestArgs) -> Result<i32> {
     };
     let tokenizer = model_path.as_deref().map(LlamaCppTokenizer::load).transpose()?;
     let progress = Progress::files(a.quiet);
-    let options = a.walk.options();
+    let options = a.walk.options(false);
     let summary = std::thread::scope(|scope| {
         if progress.visible() {
             // A quick walk without reading gives the bar its length (and
@@ -513,8 +645,12 @@ fn run_ingest(a: &IngestArgs) -> Result<i32> {
 }
 
 /// The cache corpus for sources read on the fly: one per set of roots.
-fn cache_corpus_path(sources: &[PathBuf]) -> PathBuf {
+fn cache_corpus_path(sources: &[PathBuf], ocr_rows: bool) -> PathBuf {
     let mut h = blake3::Hasher::new();
+    // Scans read as rows hold other text than scans read as columns.
+    if ocr_rows {
+        h.update(b"ocr-rows\0");
+    }
     for s in sources {
         let abs = s.canonicalize().unwrap_or_else(|_| s.clone());
         h.update(abs.to_string_lossy().as_bytes());
@@ -618,6 +754,7 @@ fn step_text(step: Step, index: usize, of: usize) -> String {
         Step::Answer => "answering".to_owned(),
         Step::Audit if of > 1 => format!("auditing window {} of {of}", index + 1),
         Step::Audit => "auditing".to_owned(),
+        Step::Extract => format!("extracting {} of {of}", index + 1),
         Step::Map => format!("reading window {} of {of}", index + 1),
         Step::Reduce if of > 1 => format!("combining notes, group {} of {of}", index + 1),
         Step::Reduce => "combining the windows' notes".to_owned(),
@@ -627,7 +764,12 @@ fn step_text(step: Step, index: usize, of: usize) -> String {
 /// The corpus to work on: a corpus file given alone, or folders and files
 /// read (incrementally) into a cache corpus. Returns it with the number of
 /// ingest errors.
-fn open_sources(sources: &[PathBuf], walk: &WalkArgs, quiet: bool, say: &mut dyn FnMut(&str)) -> Result<(Corpus, u64)> {
+fn open_sources(
+    sources: &[PathBuf],
+    walk: &WalkOptions,
+    quiet: bool,
+    say: &mut dyn FnMut(&str),
+) -> Result<(Corpus, u64)> {
     let single_corpus = sources.len() == 1 && sources[0].is_file() && Corpus::is_corpus_file(&sources[0]);
     if single_corpus {
         return Ok((Corpus::open(&sources[0])?, 0));
@@ -638,7 +780,7 @@ fn open_sources(sources: &[PathBuf], walk: &WalkArgs, quiet: bool, say: &mut dyn
             c.display()
         );
     }
-    let path = cache_corpus_path(sources);
+    let path = cache_corpus_path(sources, walk.ocr_rows);
     let mut corpus = match Corpus::open(&path) {
         // The cache is scout's own: an older layout is rebuilt, not refused.
         Err(CorpusError::Schema { found, .. }) => {
@@ -651,7 +793,7 @@ fn open_sources(sources: &[PathBuf], walk: &WalkArgs, quiet: bool, say: &mut dyn
         other => other?,
     };
     let progress = Progress::files(quiet);
-    let summary = ingest(&mut corpus, sources, &walk.options(), None, &mut |p| {
+    let summary = ingest(&mut corpus, sources, walk, None, &mut |p| {
         progress.file(p);
     })?;
     progress.finish();
@@ -666,7 +808,7 @@ fn run_ask(a: &AskArgs) -> Result<i32> {
     let mut say = say(a.quiet);
     let (mut engine, engine_line) = a.model.engine(&a.run, &mut say)?;
 
-    let (mut corpus, ingest_errors) = open_sources(&a.sources, &a.walk, a.quiet, &mut say)?;
+    let (mut corpus, ingest_errors) = open_sources(&a.sources, &a.walk.options(false), a.quiet, &mut say)?;
     say(&format!("scout: asking {engine_line}"));
 
     let opts = AskOptions {
@@ -747,7 +889,7 @@ fn run_audit(a: &AuditArgs) -> Result<i32> {
     }
     let mut say = say(a.quiet);
     let (mut engine, engine_line) = a.model.engine(&a.run, &mut say)?;
-    let (mut corpus, ingest_errors) = open_sources(&a.sources, &a.walk, a.quiet, &mut say)?;
+    let (mut corpus, ingest_errors) = open_sources(&a.sources, &a.walk.options(false), a.quiet, &mut say)?;
     say(&format!(
         "scout: auditing with the {} pipeline ({} rules) on {engine_line}",
         pipeline.name,
@@ -828,6 +970,177 @@ fn run_audit(a: &AuditArgs) -> Result<i32> {
             .any(|f| f.verified && opts.pipeline.severity_rank(&f.severity) <= bar)
     });
     Ok(i32::from(failing))
+}
+
+fn run_extract(a: &ExtractArgs) -> Result<i32> {
+    check_sources(&a.sources)?;
+    let schema = ExtractSchema::load(&a.schema)?;
+    let mut say = say(a.quiet);
+    let (mut engine, engine_line) = a.model.engine(&a.run, &mut say)?;
+    let (mut corpus, ingest_errors) = open_sources(&a.sources, &a.walk.options(true), a.quiet, &mut say)?;
+    say(&format!(
+        "scout: extracting with the {} schema on {engine_line}",
+        schema.name
+    ));
+    if !engine.capabilities().json_schema {
+        say("scout: this engine cannot constrain output to the schema; each object is validated after");
+    }
+    let opts = ExtractOptions {
+        generate: GenerateParams {
+            max_tokens: a.max_tokens,
+            // Values are copied from the document: no penalty on repeats.
+            repeat_penalty: 1.0,
+            ..GenerateParams::default()
+        },
+        per_page: a.per_page,
+    };
+    let mut sink: Box<dyn Write> = match &a.jsonl {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut write_error: Option<anyhow::Error> = None;
+    let progress = Progress::prefill(a.quiet);
+    let results = extract(
+        &mut corpus,
+        engine.as_mut(),
+        &schema,
+        &opts,
+        &mut |event| match event {
+            AskEvent::Step {
+                step,
+                index,
+                of,
+                prompt_tokens,
+            } => progress.step(&step_text(step, index, of), prompt_tokens),
+            AskEvent::Prefill { done, total } => progress.prefill_progress(done, total),
+            AskEvent::Answer(_) => {}
+        },
+        &mut |result| {
+            progress.clear();
+            if write_error.is_none() {
+                let line = serde_json::to_string(result).map_err(anyhow::Error::from);
+                if let Err(e) = line.and_then(|l| writeln!(sink, "{l}").and_then(|()| sink.flush()).map_err(Into::into))
+                {
+                    write_error = Some(e);
+                }
+            }
+        },
+    );
+    progress.clear();
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    let results = results?;
+    let valid = results.iter().filter(|r| r.valid).count();
+    let fields: usize = results.iter().map(|r| r.fields.len()).sum();
+    let located = results.iter().flat_map(|r| &r.fields).filter(|f| f.found).count();
+    say(&format!(
+        "scout: {} object{}: {valid} valid, {} failed or invalid; {located} of {fields} values found in their documents",
+        results.len(),
+        if results.len() == 1 { "" } else { "s" },
+        results.len() - valid
+    ));
+    if let Some(path) = &a.jsonl {
+        say(&format!("scout: wrote {}", path.display()));
+    }
+    Ok(if ingest_errors > 0 || valid < results.len() {
+        2
+    } else {
+        0
+    })
+}
+
+fn run_batch_cli(a: &BatchArgs) -> Result<i32> {
+    use crate::tasks::batch::{parse_jobs, run_batch, BatchState, ResultsFile, Source, Worker};
+    let text = std::fs::read_to_string(&a.jobs).with_context(|| format!("reading {}", a.jobs.display()))?;
+    let roots: Vec<PathBuf> = if a.root.is_empty() {
+        vec![std::env::current_dir().context("the current folder")?]
+    } else {
+        a.root.clone()
+    }
+    .iter()
+    .map(|r| r.canonicalize().with_context(|| format!("--root {}", r.display())))
+    .collect::<Result<_>>()?;
+    let jobs = parse_jobs(&text, &roots)?;
+    let state_path = a.state.clone().unwrap_or_else(|| {
+        let mut name = a.out.as_os_str().to_owned();
+        name.push(".state.db");
+        PathBuf::from(name)
+    });
+    let mut state = BatchState::open(
+        &state_path,
+        &a.out,
+        blake3::hash(text.as_bytes()).to_hex().as_str(),
+        a.resume,
+    )?;
+    let (mut out, in_file) = ResultsFile::open(&a.out)?;
+    let mut say = say(a.quiet);
+    if a.concurrency > 1 && a.model.engine == EngineKind::Llamacpp {
+        say(&format!(
+            "scout: --concurrency {}: each worker loads its own copy of the model",
+            a.concurrency
+        ));
+    }
+    let walk = a.walk.options(false);
+    let extract_walk = a.walk.options(true);
+    let open = |source: &Source, for_extract: bool| -> Result<Corpus> {
+        match source {
+            Source::Corpus(path) => {
+                if !Corpus::is_corpus_file(path) {
+                    bail!("{} is not a corpus file made by `scout ingest`", path.display());
+                }
+                Ok(Corpus::open(path)?)
+            }
+            // Extract jobs read scans as rows, as `scout extract` does.
+            Source::Paths(paths) => {
+                let walk = if for_extract { &extract_walk } else { &walk };
+                Ok(open_sources(paths, walk, true, &mut |_| {})?.0)
+            }
+        }
+    };
+    let engine_name = match a.model.engine {
+        EngineKind::Llamacpp => "llamacpp",
+        EngineKind::Openai => "openai",
+    };
+    say(&format!(
+        "scout: {} jobs from {} ({} engine, {} worker{})",
+        jobs.len(),
+        a.jobs.display(),
+        engine_name,
+        a.concurrency.max(1),
+        if a.concurrency > 1 { "s" } else { "" }
+    ));
+    let progress = Progress::jobs(a.quiet, jobs.len());
+    let make_worker = || -> Result<Worker<'_>> {
+        let (engine, _) = a.model.engine(&a.run, &mut |_| {})?;
+        Ok(Worker::new(engine, &open, a.max_tokens))
+    };
+    let summary = run_batch(
+        &jobs,
+        &mut state,
+        &mut out,
+        &in_file,
+        a.concurrency,
+        &make_worker,
+        &|p, last| progress.jobs_done(p.done, p.failed, p.total, last),
+    );
+    progress.clear();
+    let summary = summary?;
+    say(&format!(
+        "scout: {} jobs: {} ok, {} failed{}; results in {}",
+        summary.total,
+        summary.done - summary.failed,
+        summary.failed,
+        if summary.earlier > 0 {
+            format!(" ({} finished in an earlier run)", summary.earlier)
+        } else {
+            String::new()
+        },
+        a.out.display()
+    ));
+    Ok(if summary.failed > 0 { 2 } else { 0 })
 }
 
 fn run_stability(a: &StabilityArgs) -> Result<i32> {

@@ -98,6 +98,29 @@ impl Progress {
         self.bar.set_position(u64::from(done));
     }
 
+    /// A bar of batch jobs: done of total, failures, ETA.
+    pub fn jobs(quiet: bool, total: usize) -> Self {
+        let p = Self::new(
+            quiet,
+            ProgressStyle::with_template("{bar:30} {pos}/{len} jobs, {msg}, ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        p.bar.set_length(total as u64);
+        p
+    }
+
+    /// Jobs done so far; without a terminal, a line per job instead.
+    pub fn jobs_done(&self, done: usize, failed: usize, total: usize, last: Option<&str>) {
+        self.bar.set_position(done as u64);
+        self.bar
+            .set_message(format!("{failed} failed, {} remaining", total - done));
+        if let Some(id) = last {
+            if !self.quiet && self.bar.is_hidden() {
+                eprintln!("scout: job {id} done ({done}/{total}, {failed} failed)");
+            }
+        }
+    }
+
     pub fn clear(&self) {
         self.bar.finish_and_clear();
     }

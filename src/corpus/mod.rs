@@ -484,6 +484,31 @@ impl Corpus {
         self.documents_matching(None)
     }
 
+    /// The OCR lines of a document (an image, or a scanned PDF's pages),
+    /// in reading order.
+    pub fn ocr_lines(&self, doc_id: i64) -> Result<Vec<crate::ingest::ocr::OcrLine>, CorpusError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT page, x, y, w, h, confidence, text FROM ocr_lines WHERE doc_id = ?1 ORDER BY rowid")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([doc_id], |r| {
+                Ok(crate::ingest::ocr::OcrLine {
+                    page: r.get(0)?,
+                    // Blocks are not stored; lines keep their reading order.
+                    block: 0,
+                    x: r.get(1)?,
+                    y: r.get(2)?,
+                    w: r.get(3)?,
+                    h: r.get(4)?,
+                    confidence: r.get::<_, f64>(5)? as f32,
+                    text: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     /// The documents at `paths`, with their segments, ordered by path; only
     /// their rows are read.
     pub fn documents_at(&self, paths: &HashSet<String>) -> Result<Vec<StoredDocument>, CorpusError> {

@@ -49,10 +49,14 @@ impl OcrFailure {
 }
 
 /// Runs tesseract on `image` with languages `lang` (tesseract's `-l`,
-/// e.g. `eng` or `eng+deu`), for at most `limit`.
-pub fn ocr(image: &[u8], lang: &str, limit: Duration) -> Result<Vec<OcrLine>, OcrFailure> {
+/// e.g. `eng` or `eng+deu`), for at most `limit`. With `rows`, the page is
+/// read as one column of rows (page segmentation mode 4), which keeps a
+/// receipt's or form's label and value on one line; otherwise tesseract
+/// finds columns itself (its default, mode 3).
+pub fn ocr(image: &[u8], lang: &str, rows: bool, limit: Duration) -> Result<Vec<OcrLine>, OcrFailure> {
+    let psm = if rows { "4" } else { "3" };
     let done = child::run(
-        Command::new("tesseract").args(["-", "-", "-l", lang, "tsv"]),
+        Command::new("tesseract").args(["-", "-", "-l", lang, "--psm", psm, "tsv"]),
         image,
         limit,
     )

@@ -64,6 +64,9 @@ pub struct WalkOptions {
     /// OCR for images: tesseract's languages (`eng`, `eng+deu`); `None`
     /// turns OCR off.
     pub ocr_lang: Option<String>,
+    /// Read scanned pages as rows across the page (receipts, forms,
+    /// tables) instead of detecting columns.
+    pub ocr_rows: bool,
 }
 
 /// One file, as the walk saw it.
@@ -316,7 +319,8 @@ fn ocr_page(path: &str, page: u32, image: &[u8], opts: &WalkOptions) -> Result<P
     let Some(lang) = &opts.ocr_lang else {
         return Err("ocr_off");
     };
-    let lines = ocr::ocr(image, lang, Duration::from_secs(opts.limits.ocr_seconds)).map_err(|f| f.reason())?;
+    let lines =
+        ocr::ocr(image, lang, opts.ocr_rows, Duration::from_secs(opts.limits.ocr_seconds)).map_err(|f| f.reason())?;
     if lines.is_empty() {
         return Err("no_text");
     }

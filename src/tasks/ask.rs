@@ -68,6 +68,8 @@ pub enum AskEvent<'a> {
 pub enum Step {
     /// A pipeline's rules checked over one window (audit).
     Audit,
+    /// Fields read from one document or page (extract).
+    Extract,
     /// The whole corpus in one prompt.
     Answer,
     /// Facts from one window.

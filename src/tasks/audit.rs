@@ -24,7 +24,7 @@ use crate::engine::{Engine, GenerateParams, KvUse};
 use crate::ingest::DocumentKind;
 use crate::prompt::{count_units, order_documents, preamble, render_document, DocumentBlock};
 use crate::tasks::ask::{fit_windows, messages, AskError, AskEvent, Caller, Step, Timings, Usage};
-use crate::tasks::citations::{lines_of, CitationStatus, CorpusIndex};
+use crate::tasks::citations::{lines_of, locate, squash, CitationStatus, CorpusIndex};
 use crate::tasks::pipeline::{Pipeline, Rule};
 
 const AUDIT_TEMPLATE: &str = include_str!("../../prompts/audit.txt");
@@ -443,11 +443,6 @@ fn parse_findings(text: &str) -> Option<(Vec<RawFinding>, bool)> {
         .map(|p| (p.findings, true))
 }
 
-/// Text with every whitespace character removed, for quote matching.
-fn squash(text: &str) -> String {
-    text.chars().filter(|c| !c.is_whitespace()).collect()
-}
-
 static MARKER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\[L\d+\]").expect("valid regex"));
 
 /// The evidence's pieces that must each be found: line markers the model
@@ -460,27 +455,6 @@ fn evidence_parts(evidence: &str) -> Vec<String> {
         .map(squash)
         .filter(|p| !p.is_empty())
         .collect()
-}
-
-/// The lines of `doc` that hold all of `parts`, as the first and last line.
-fn locate(doc: &StoredDocument, parts: &[String]) -> Option<(u32, u32)> {
-    let text = lines_of(doc, 1, doc.extent());
-    let mut squashed = String::new();
-    let mut line_at: Vec<u32> = Vec::new();
-    for (i, line) in text.split('\n').enumerate() {
-        for c in line.chars().filter(|c| !c.is_whitespace()) {
-            squashed.push(c);
-            line_at.extend(std::iter::repeat_n(i as u32 + 1, c.len_utf8()));
-        }
-    }
-    let mut first = u32::MAX;
-    let mut last = 0;
-    for p in parts {
-        let at = squashed.find(p.as_str())?;
-        first = first.min(line_at[at]);
-        last = last.max(line_at[at + p.len() - 1]);
-    }
-    Some((first, last))
 }
 
 /// One model finding checked against the corpus.

@@ -188,6 +188,32 @@ fn shorten(text: &str) -> String {
     format!("{cut}…")
 }
 
+/// Text with every whitespace character removed, for quote matching.
+pub(crate) fn squash(text: &str) -> String {
+    text.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// The lines of `doc` that hold all of `parts`, as the first and last line.
+pub(crate) fn locate(doc: &StoredDocument, parts: &[String]) -> Option<(u32, u32)> {
+    let text = lines_of(doc, 1, doc.extent());
+    let mut squashed = String::new();
+    let mut line_at: Vec<u32> = Vec::new();
+    for (i, line) in text.split('\n').enumerate() {
+        for c in line.chars().filter(|c| !c.is_whitespace()) {
+            squashed.push(c);
+            line_at.extend(std::iter::repeat_n(i as u32 + 1, c.len_utf8()));
+        }
+    }
+    let mut first = u32::MAX;
+    let mut last = 0;
+    for p in parts {
+        let at = squashed.find(p.as_str())?;
+        first = first.min(line_at[at]);
+        last = last.max(line_at[at + p.len() - 1]);
+    }
+    Some((first, last))
+}
+
 /// Lines `start..=end` of a text document.
 pub(crate) fn lines_of(doc: &StoredDocument, start: u32, end: u32) -> String {
     let mut out = String::new();

@@ -7,7 +7,9 @@
 
 pub mod ask;
 pub mod audit;
+pub mod batch;
 pub mod citations;
+pub mod extract;
 pub mod ingest;
 pub mod pipeline;
 pub mod stability;

@@ -1,0 +1,879 @@
+//! Batch: a JSONL file of jobs run to a JSONL file of results, resumable
+//! after a crash.
+//!
+//! A job is scout's own (`{"id", "task": "ask"|"audit"|"extract", "corpus"
+//! or "paths", ...}`) or a line of the OpenAI batch input format
+//! (`{"custom_id", "method", "url": "/v1/chat/completions", "body"}`),
+//! whose result is written in the OpenAI batch output format.
+//!
+//! Job state lives in `SQLite` beside the results: a result is committed
+//! there first, then appended to the JSONL file in one write. On
+//! `--resume`, a half-written last line is cut off, committed results
+//! missing from the file are appended, and only jobs without a result
+//! run, so every job ends with exactly one result line. Jobs over the same
+//! corpus run together, so its prefix is read once and reused.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::corpus::Corpus;
+use crate::engine::{Engine, GenerateParams, StopReason};
+use crate::prompt::{ChatMessage, Role};
+use crate::tasks::ask::{ask, AskOptions};
+use crate::tasks::audit::{audit, AuditOptions};
+use crate::tasks::extract::{extract, ExtractOptions, ExtractSchema};
+use crate::tasks::pipeline::Pipeline;
+
+/// Where a job's documents come from; jobs with equal sources share a
+/// corpus (and its KV).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// A corpus file made by `scout ingest`.
+    Corpus(PathBuf),
+    /// Folders and files, read into a cache corpus.
+    Paths(Vec<PathBuf>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobSpec {
+    Ask {
+        source: Source,
+        question: String,
+        max_tokens: Option<u32>,
+    },
+    Audit {
+        source: Source,
+        pipeline: String,
+        max_findings: Option<u32>,
+        max_tokens: Option<u32>,
+    },
+    Extract {
+        source: Source,
+        schema: String,
+        per_page: bool,
+        max_tokens: Option<u32>,
+    },
+    /// An OpenAI batch line: a chat completion run as it is.
+    Chat { body: Value },
+    /// A line that cannot run; it finishes as failed with this reason.
+    Invalid { error: String },
+}
+
+impl JobSpec {
+    #[must_use]
+    pub fn source(&self) -> Option<&Source> {
+        match self {
+            JobSpec::Ask { source, .. } | JobSpec::Audit { source, .. } | JobSpec::Extract { source, .. } => {
+                Some(source)
+            }
+            JobSpec::Chat { .. } | JobSpec::Invalid { .. } => None,
+        }
+    }
+
+    fn task(&self) -> &'static str {
+        match self {
+            JobSpec::Ask { .. } => "ask",
+            JobSpec::Audit { .. } => "audit",
+            JobSpec::Extract { .. } => "extract",
+            JobSpec::Chat { .. } => "chat",
+            JobSpec::Invalid { .. } => "invalid",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// The job's id (`id`, or the OpenAI format's `custom_id`).
+    pub id: String,
+    /// Line number in the jobs file (1-based).
+    pub line: usize,
+    /// Written in the OpenAI batch output format.
+    pub openai: bool,
+    pub spec: JobSpec,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Db {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("the jobs file has no jobs")]
+    NoJobs,
+    #[error("line {line}: job id {id:?} is used again (first on line {first}); ids must be unique")]
+    DuplicateId { id: String, line: usize, first: usize },
+    #[error("{state} holds the state of an earlier run of this batch: add --resume to continue it, or delete it (and {out}) to start over")]
+    StateExists { state: String, out: String },
+    #[error(
+        "{out} exists and no batch state is beside it; refusing to overwrite it (remove it, or choose another --out)"
+    )]
+    OutExists { out: String },
+    #[error("nothing to resume: {state} does not exist")]
+    NothingToResume { state: String },
+    #[error("the jobs file changed since this batch began (its hash differs from the one in {state}); start over with a new --out, or restore the file")]
+    JobsChanged { state: String },
+}
+
+/// A scout job line as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScoutLine {
+    id: Value,
+    task: String,
+    #[serde(default)]
+    corpus: Option<String>,
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    question: Option<String>,
+    #[serde(default)]
+    pipeline: Option<String>,
+    #[serde(default)]
+    schema: Option<String>,
+    #[serde(default)]
+    per_page: bool,
+    #[serde(default)]
+    max_findings: Option<u32>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+}
+
+/// Resolves a path named in a job and checks it lies under an allowed
+/// root. URLs are refused: scout never fetches.
+fn allowed_path(p: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
+    if p.contains("://") {
+        return Err(format!("{p}: URLs are never fetched; give a local path"));
+    }
+    let path = Path::new(p);
+    let real = path.canonicalize().map_err(|e| format!("{p}: {e}"))?;
+    if roots.iter().any(|r| real.starts_with(r)) {
+        Ok(path.to_path_buf())
+    } else {
+        Err(format!(
+            "{p} is outside the allowed roots ({}); add --root to allow it",
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn parse_scout(v: Value, roots: &[PathBuf]) -> Result<(String, JobSpec), (Option<String>, String)> {
+    let id_if_any = v.get("id").and_then(id_text);
+    let line: ScoutLine = serde_json::from_value(v).map_err(|e| (id_if_any, e.to_string()))?;
+    let id = id_text(&line.id).ok_or((None, "`id` must be a non-empty string or a number".to_owned()))?;
+    let fail = |m: String| (Some(id.clone()), m);
+    let source = match (&line.corpus, line.paths.as_slice()) {
+        (Some(c), []) => Source::Corpus(allowed_path(c, roots).map_err(fail)?),
+        (None, [_, ..]) => {
+            let mut paths = line
+                .paths
+                .iter()
+                .map(|p| allowed_path(p, roots))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(fail)?;
+            paths.sort();
+            Source::Paths(paths)
+        }
+        (Some(_), [_, ..]) => return Err(fail("give `corpus` or `paths`, not both".to_owned())),
+        (None, []) => {
+            return Err(fail(
+                "a job needs `corpus` (a corpus file) or `paths` (files and folders)".to_owned(),
+            ))
+        }
+    };
+    let spec = match line.task.as_str() {
+        "ask" => JobSpec::Ask {
+            source,
+            question: line
+                .question
+                .filter(|q| !q.trim().is_empty())
+                .ok_or_else(|| fail("an ask job needs a `question`".to_owned()))?,
+            max_tokens: line.max_tokens,
+        },
+        "audit" => JobSpec::Audit {
+            source,
+            pipeline: line.pipeline.unwrap_or_else(|| "security".to_owned()),
+            max_findings: line.max_findings,
+            max_tokens: line.max_tokens,
+        },
+        "extract" => JobSpec::Extract {
+            source,
+            schema: line
+                .schema
+                .ok_or_else(|| fail("an extract job needs a `schema` (receipt, invoice, form or a file)".to_owned()))?,
+            per_page: line.per_page,
+            max_tokens: line.max_tokens,
+        },
+        other => return Err(fail(format!("unknown task {other:?}: use ask, audit or extract"))),
+    };
+    Ok((id, spec))
+}
+
+/// Parses a jobs file. Lines that cannot run become `Invalid` jobs (they
+/// finish as failed, with the reason), so one bad line does not stop the
+/// batch; duplicate ids stop it before anything runs.
+pub fn parse_jobs(text: &str, roots: &[PathBuf]) -> Result<Vec<Job>, BatchError> {
+    let mut jobs = Vec::new();
+    let mut first_line: HashMap<String, usize> = HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let parsed: Result<Value, _> = serde_json::from_str(raw);
+        let (id, openai, spec) = match parsed {
+            Err(e) => (
+                format!("line-{line}"),
+                false,
+                JobSpec::Invalid {
+                    error: format!("not JSON: {e}"),
+                },
+            ),
+            Ok(v) if v.get("custom_id").is_some() => {
+                let id = v
+                    .get("custom_id")
+                    .and_then(id_text)
+                    .unwrap_or_else(|| format!("line-{line}"));
+                let spec = if v["url"] != "/v1/chat/completions" {
+                    JobSpec::Invalid {
+                        error: format!("url {}: only /v1/chat/completions is supported", v["url"]),
+                    }
+                } else if v.get("method").is_some_and(|m| m != "POST") {
+                    JobSpec::Invalid {
+                        error: "method must be POST".to_owned(),
+                    }
+                } else if !v["body"]["messages"].is_array() {
+                    JobSpec::Invalid {
+                        error: "body.messages must be an array".to_owned(),
+                    }
+                } else {
+                    JobSpec::Chat {
+                        body: v["body"].clone(),
+                    }
+                };
+                (id, true, spec)
+            }
+            Ok(v) => match parse_scout(v, roots) {
+                Ok((id, spec)) => (id, false, spec),
+                Err((id, error)) => (
+                    id.unwrap_or_else(|| format!("line-{line}")),
+                    false,
+                    JobSpec::Invalid { error },
+                ),
+            },
+        };
+        if let Some(&first) = first_line.get(&id) {
+            return Err(BatchError::DuplicateId { id, line, first });
+        }
+        first_line.insert(id.clone(), line);
+        jobs.push(Job { id, line, openai, spec });
+    }
+    if jobs.is_empty() {
+        return Err(BatchError::NoJobs);
+    }
+    Ok(jobs)
+}
+
+/// The batch's state: which jobs are finished, with their result lines.
+pub struct BatchState {
+    conn: Connection,
+    path: String,
+}
+
+impl BatchState {
+    /// Opens (with `resume`) or creates the state for the jobs file whose
+    /// content hashes to `jobs_hash`, with results going to `out`.
+    pub fn open(path: &Path, out: &Path, jobs_hash: &str, resume: bool) -> Result<Self, BatchError> {
+        let name = path.display().to_string();
+        let exists = path.exists();
+        if exists && !resume {
+            return Err(BatchError::StateExists {
+                state: name,
+                out: out.display().to_string(),
+            });
+        }
+        if !exists && resume {
+            return Err(BatchError::NothingToResume { state: name });
+        }
+        if !exists && out.exists() {
+            return Err(BatchError::OutExists {
+                out: out.display().to_string(),
+            });
+        }
+        let db = |source| BatchError::Db {
+            path: name.clone(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(db)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=FULL;
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS results (
+                 job_id TEXT PRIMARY KEY,
+                 ok INTEGER NOT NULL,
+                 line TEXT NOT NULL,
+                 finished_at INTEGER NOT NULL
+             );",
+        )
+        .map_err(db)?;
+        let stored: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'jobs_hash'", [], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
+        match stored {
+            Some(h) if h != jobs_hash => return Err(BatchError::JobsChanged { state: name }),
+            Some(_) => {}
+            None => {
+                conn.execute("INSERT INTO meta VALUES ('jobs_hash', ?1)", [jobs_hash])
+                    .map_err(db)?;
+            }
+        }
+        Ok(Self { conn, path: name })
+    }
+
+    fn db(&self) -> impl Fn(rusqlite::Error) -> BatchError + '_ {
+        |source| BatchError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Finished jobs: id -> (ok, result line).
+    pub fn finished(&self) -> Result<HashMap<String, (bool, String)>, BatchError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT job_id, ok, line FROM results")
+            .map_err(self.db())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, (r.get::<_, bool>(1)?, r.get::<_, String>(2)?)))
+            })
+            .map_err(self.db())?;
+        rows.collect::<Result<_, _>>().map_err(self.db())
+    }
+
+    /// Commits one job's result.
+    pub fn record(&self, id: &str, ok: bool, line: &str) -> Result<(), BatchError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO results VALUES (?1, ?2, ?3, ?4)",
+                params![id, ok, line, now],
+            )
+            .map_err(self.db())?;
+        Ok(())
+    }
+}
+
+/// The results file, appended one whole line per write.
+pub struct ResultsFile {
+    file: File,
+    path: String,
+}
+
+impl ResultsFile {
+    /// Opens `path` for appending, first cutting off a half-written last
+    /// line (a crash mid-write). Returns it with the ids already in it.
+    pub fn open(path: &Path) -> Result<(Self, HashSet<String>), BatchError> {
+        let name = path.display().to_string();
+        let io = |source| BatchError::Io {
+            path: name.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).map_err(io)?;
+        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if whole < text.len() {
+            file.set_len(whole as u64).map_err(io)?;
+            file.seek(SeekFrom::End(0)).map_err(io)?;
+        }
+        let ids = String::from_utf8_lossy(&text[..whole])
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v.get("custom_id").or_else(|| v.get("id")).and_then(id_text))
+            .collect();
+        Ok((Self { file, path: name }, ids))
+    }
+
+    /// Appends one result line and flushes it to disk.
+    pub fn append(&mut self, line: &str) -> Result<(), BatchError> {
+        let mut bytes = Vec::with_capacity(line.len() + 1);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        self.file
+            .write_all(&bytes)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|source| BatchError::Io {
+                path: self.path.clone(),
+                source,
+            })
+    }
+}
+
+/// Opens a job's corpus: the source, and whether it is for extraction.
+pub type Opener<'o> = dyn Fn(&Source, bool) -> anyhow::Result<Corpus> + Sync + 'o;
+
+/// What a worker needs to run jobs: an engine and a way to open a job's
+/// corpus.
+pub struct Worker<'a> {
+    pub engine: Box<dyn Engine>,
+    /// Opens (reading files as needed) the corpus of a source; `true`
+    /// when it is for extraction (scans are then read as rows).
+    pub open: &'a Opener<'a>,
+    /// Most tokens per answer when a job does not say.
+    pub max_tokens: u32,
+    corpus: Option<((Source, bool), Corpus)>,
+}
+
+impl<'a> Worker<'a> {
+    #[must_use]
+    pub fn new(engine: Box<dyn Engine>, open: &'a Opener<'a>, max_tokens: u32) -> Self {
+        Self {
+            engine,
+            open,
+            max_tokens,
+            corpus: None,
+        }
+    }
+
+    /// The corpus of `source`, kept open for the next job (jobs come
+    /// grouped by source).
+    fn corpus<'c>(
+        slot: &'c mut Option<((Source, bool), Corpus)>,
+        open: &Opener<'_>,
+        source: &Source,
+        for_extract: bool,
+    ) -> Result<&'c mut Corpus, String> {
+        let key = (source.clone(), for_extract);
+        if slot.as_ref().is_none_or(|(k, _)| *k != key) {
+            *slot = None;
+            let c = open(source, for_extract).map_err(|e| format!("{e:#}"))?;
+            *slot = Some((key, c));
+        }
+        Ok(&mut slot.as_mut().expect("set above").1)
+    }
+
+    /// Runs one job: its result, or why it failed.
+    pub fn run(&mut self, job: &Job) -> Result<Value, String> {
+        let quiet = &mut |_: crate::tasks::ask::AskEvent<'_>| {};
+        let generate = |max: Option<u32>, default: u32, repeat_penalty: f32| GenerateParams {
+            max_tokens: max.unwrap_or(default),
+            repeat_penalty,
+            ..GenerateParams::default()
+        };
+        let engine = self.engine.as_mut();
+        let value = match &job.spec {
+            JobSpec::Invalid { error } => return Err(error.clone()),
+            JobSpec::Chat { body } => return chat(engine, body, self.max_tokens),
+            JobSpec::Ask {
+                source,
+                question,
+                max_tokens,
+            } => {
+                let corpus = Self::corpus(&mut self.corpus, self.open, source, false)?;
+                let opts = AskOptions {
+                    question: question.clone(),
+                    generate: generate(*max_tokens, self.max_tokens, GenerateParams::default().repeat_penalty),
+                };
+                serde_json::to_value(ask(corpus, engine, &opts, quiet).map_err(|e| e.to_string())?)
+            }
+            JobSpec::Audit {
+                source,
+                pipeline,
+                max_findings,
+                max_tokens,
+            } => {
+                let pipeline = Pipeline::load(pipeline).map_err(|e| e.to_string())?;
+                let corpus = Self::corpus(&mut self.corpus, self.open, source, false)?;
+                let opts = AuditOptions {
+                    pipeline,
+                    generate: generate(*max_tokens, 1536, 1.0),
+                    max_findings: max_findings.unwrap_or(8).max(1),
+                };
+                serde_json::to_value(audit(corpus, engine, &opts, quiet).map_err(|e| e.to_string())?)
+            }
+            JobSpec::Extract {
+                source,
+                schema,
+                per_page,
+                max_tokens,
+            } => {
+                let schema = ExtractSchema::load(schema).map_err(|e| e.to_string())?;
+                let corpus = Self::corpus(&mut self.corpus, self.open, source, true)?;
+                let opts = ExtractOptions {
+                    generate: generate(*max_tokens, 768, 1.0),
+                    per_page: *per_page,
+                };
+                let objects = extract(corpus, engine, &schema, &opts, quiet, &mut |_| {}).map_err(|e| e.to_string())?;
+                let failed = objects.iter().filter(|o| !o.valid).count();
+                let value = serde_json::to_value(&objects).map_err(|e| e.to_string())?;
+                if failed > 0 {
+                    // The objects are kept in the error, so nothing is lost.
+                    return Err(format!(
+                        "{failed} of {} objects failed or did not validate: {value}",
+                        objects.len()
+                    ));
+                }
+                Ok(value)
+            }
+        };
+        value.map_err(|e| e.to_string())
+    }
+}
+
+/// Runs an OpenAI chat completion body on the engine; returns the
+/// `chat.completion` object.
+fn chat(engine: &mut dyn Engine, body: &Value, default_max: u32) -> Result<Value, String> {
+    let mut messages = Vec::new();
+    for m in body["messages"].as_array().into_iter().flatten() {
+        let role = match m["role"].as_str() {
+            Some("system" | "developer") => Role::System,
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            other => return Err(format!("message role {other:?} is not supported")),
+        };
+        let content = match &m["content"] {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => {
+                let mut text = String::new();
+                for p in parts {
+                    match p["type"].as_str() {
+                        Some("text") => text.push_str(p["text"].as_str().unwrap_or("")),
+                        Some(other) => {
+                            return Err(format!(
+                                "content part {other:?} is not supported by this engine (text only)"
+                            ))
+                        }
+                        None => return Err("a content part has no type".to_owned()),
+                    }
+                }
+                text
+            }
+            _ => return Err("message content must be a string or an array of parts".to_owned()),
+        };
+        messages.push(ChatMessage::new(role, content));
+    }
+    let max_tokens = body["max_completion_tokens"]
+        .as_u64()
+        .or_else(|| body["max_tokens"].as_u64())
+        .map_or(default_max, |n| n.min(u64::from(u32::MAX)) as u32);
+    let stop = match &body["stop"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect(),
+        _ => Vec::new(),
+    };
+    let json_schema = match body["response_format"]["type"].as_str() {
+        Some("json_schema") => Some(body["response_format"]["json_schema"]["schema"].clone()),
+        Some("json_object") => Some(json!({"type": "object"})),
+        _ => None,
+    };
+    let params = GenerateParams {
+        max_tokens,
+        temperature: body["temperature"].as_f64().unwrap_or(0.0) as f32,
+        seed: body["seed"].as_u64().unwrap_or(0) as u32,
+        stop,
+        json_schema,
+        ..GenerateParams::default()
+    };
+    let g = engine
+        .generate(&messages, &params, &mut |_| {})
+        .map_err(|e| e.to_string())?;
+    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let id = blake3::hash(format!("{created}{}", g.text).as_bytes()).to_hex()[..24].to_owned();
+    Ok(json!({
+        "id": format!("chatcmpl-{id}"),
+        "object": "chat.completion",
+        "created": created,
+        "model": body["model"].as_str().unwrap_or(engine.model_id()),
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": g.text},
+            "finish_reason": if g.stop == StopReason::MaxTokens { "length" } else { "stop" },
+        }],
+        "usage": {
+            "prompt_tokens": g.prompt_tokens,
+            "completion_tokens": g.completion_tokens,
+            "total_tokens": g.prompt_tokens + g.completion_tokens,
+        },
+    }))
+}
+
+/// A job's result line, in its own format.
+fn result_line(job: &Job, outcome: &Result<Value, String>, ms: u64) -> String {
+    let value = if job.openai {
+        let request_id = blake3::hash(job.id.as_bytes()).to_hex()[..24].to_owned();
+        match outcome {
+            Ok(body) => json!({
+                "id": format!("batch_req_{request_id}"),
+                "custom_id": job.id,
+                "response": {"status_code": 200, "request_id": request_id, "body": body},
+                "error": null,
+            }),
+            Err(message) => json!({
+                "id": format!("batch_req_{request_id}"),
+                "custom_id": job.id,
+                "response": null,
+                "error": {"code": "scout_job_failed", "message": message},
+            }),
+        }
+    } else {
+        match outcome {
+            Ok(result) => json!({"id": job.id, "task": job.spec.task(), "status": "ok", "result": result, "ms": ms}),
+            Err(error) => json!({"id": job.id, "task": job.spec.task(), "status": "failed", "error": error, "ms": ms}),
+        }
+    };
+    value.to_string()
+}
+
+/// How far a batch is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchProgress {
+    pub total: usize,
+    pub done: usize,
+    pub failed: usize,
+    /// Finished in an earlier run (with --resume).
+    pub earlier: usize,
+}
+
+/// Runs every job that has no result yet, with `concurrency` workers made
+/// by `make_worker`, committing each result to `state` and appending it to
+/// `out`. Jobs over one source go to one worker, in file order.
+pub fn run_batch<'a, S: std::hash::BuildHasher>(
+    jobs: &[Job],
+    state: &mut BatchState,
+    out: &mut ResultsFile,
+    in_file: &HashSet<String, S>,
+    concurrency: usize,
+    make_worker: &(dyn Fn() -> anyhow::Result<Worker<'a>> + Sync),
+    on_progress: &(dyn Fn(BatchProgress, Option<&str>) + Sync),
+) -> Result<BatchProgress, BatchError> {
+    let finished = state.finished()?;
+    let mut progress = BatchProgress {
+        total: jobs.len(),
+        ..BatchProgress::default()
+    };
+    // Committed results the file lacks (a crash between the two writes).
+    for job in jobs {
+        if let Some((ok, line)) = finished.get(&job.id) {
+            if !in_file.contains(&job.id) {
+                out.append(line)?;
+            }
+            progress.done += 1;
+            progress.earlier += 1;
+            progress.failed += usize::from(!ok);
+        }
+    }
+    // Pending jobs grouped by source, groups in order of first appearance.
+    let mut groups: Vec<(Option<Source>, Vec<&Job>)> = Vec::new();
+    for job in jobs.iter().filter(|j| !finished.contains_key(&j.id)) {
+        let key = job.spec.source().cloned();
+        match groups.iter_mut().find(|(k, _)| *k == key && k.is_some()) {
+            Some((_, list)) => list.push(job),
+            None => groups.push((key, vec![job])),
+        }
+    }
+    on_progress(progress, None);
+    if groups.is_empty() {
+        return Ok(progress);
+    }
+    let queue: Mutex<VecDeque<Vec<&Job>>> = Mutex::new(groups.into_iter().map(|(_, g)| g).collect());
+    let shared = Mutex::new((progress, &mut *state, &mut *out, None::<BatchError>));
+    let workers = concurrency.max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut worker = match make_worker() {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        let mut guard = shared.lock().expect("not poisoned");
+                        guard.3.get_or_insert(BatchError::Io {
+                            path: "engine".to_owned(),
+                            source: std::io::Error::other(format!("{e:#}")),
+                        });
+                        None
+                    }
+                };
+                let Some(worker) = worker.as_mut() else { return };
+                loop {
+                    let Some(group) = queue.lock().expect("not poisoned").pop_front() else {
+                        break;
+                    };
+                    for job in group {
+                        if shared.lock().expect("not poisoned").3.is_some() {
+                            return;
+                        }
+                        let started = Instant::now();
+                        let outcome = worker.run(job);
+                        let line = result_line(job, &outcome, started.elapsed().as_millis() as u64);
+                        let mut guard = shared.lock().expect("not poisoned");
+                        let (progress, state, out, error) = &mut *guard;
+                        // Committed first, then appended: a crash between the
+                        // two is repaired on --resume.
+                        if let Err(e) = state
+                            .record(&job.id, outcome.is_ok(), &line)
+                            .and_then(|()| out.append(&line))
+                        {
+                            error.get_or_insert(e);
+                            return;
+                        }
+                        progress.done += 1;
+                        progress.failed += usize::from(outcome.is_err());
+                        on_progress(*progress, Some(&job.id));
+                    }
+                }
+            });
+        }
+    });
+    let (progress, _, _, error) = shared.into_inner().expect("not poisoned");
+    match error {
+        Some(e) => Err(e),
+        None => Ok(progress),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roots() -> Vec<PathBuf> {
+        vec![std::env::current_dir().unwrap().canonicalize().unwrap()]
+    }
+
+    #[test]
+    fn job_lines_parse_and_bad_ones_become_failures() {
+        let text = r#"{"id": "a", "task": "ask", "paths": ["tests/data/needle"], "question": "q?"}
+{"id": 2, "task": "audit", "corpus": "Cargo.toml", "pipeline": "code-review"}
+{"custom_id": "c1", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": [{"role": "user", "content": "hi"}]}}
+
+{"id": "u", "task": "ask", "paths": ["https://example.invalid/x"], "question": "q"}
+{"id": "o", "task": "ask", "paths": ["/etc"], "question": "q"}
+{"id": "t", "task": "summarise", "paths": ["src"]}
+{"custom_id": "e", "url": "/v1/embeddings", "body": {"input": "x"}}
+not json
+"#;
+        let jobs = parse_jobs(text, &roots()).unwrap();
+        assert_eq!(jobs.len(), 8);
+        assert!(matches!(&jobs[0].spec, JobSpec::Ask { question, .. } if question == "q?"));
+        assert!(matches!(&jobs[1].spec, JobSpec::Audit { pipeline, .. } if pipeline == "code-review"));
+        assert_eq!(jobs[1].id, "2");
+        assert!(jobs[2].openai && matches!(jobs[2].spec, JobSpec::Chat { .. }));
+        let error = |i: usize| match &jobs[i].spec {
+            JobSpec::Invalid { error } => error.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(error(3).contains("never fetched"), "{}", error(3));
+        assert!(error(4).contains("outside the allowed roots"), "{}", error(4));
+        assert!(error(5).contains("unknown task"), "{}", error(5));
+        assert!(error(6).contains("only /v1/chat/completions"), "{}", error(6));
+        assert_eq!(jobs[7].id, "line-9");
+        let dup = "{\"id\": \"a\", \"task\": \"ask\", \"paths\": [\"src\"], \"question\": \"q\"}\n".repeat(2);
+        assert!(matches!(
+            parse_jobs(&dup, &roots()),
+            Err(BatchError::DuplicateId { line: 2, first: 1, .. })
+        ));
+        assert!(matches!(parse_jobs("\n\n", &roots()), Err(BatchError::NoJobs)));
+    }
+
+    #[test]
+    fn a_half_written_line_is_cut_and_lines_are_found_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        std::fs::write(&path, "{\"id\":\"a\"}\n{\"custom_id\":\"b\"}\n{\"id\":\"c\",\"resu").unwrap();
+        let (mut out, ids) = ResultsFile::open(&path).unwrap();
+        assert_eq!(ids, ["a", "b"].map(String::from).into_iter().collect());
+        out.append("{\"id\":\"c\"}").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"id\":\"a\"}\n{\"custom_id\":\"b\"}\n{\"id\":\"c\"}\n"
+        );
+    }
+
+    #[test]
+    fn committed_results_missing_from_the_file_are_written_on_resume() {
+        // A crash after the commit and before the append: the state has
+        // the result, the file does not.
+        let dir = tempfile::tempdir().unwrap();
+        let (state_path, out_path) = (dir.path().join("s.db"), dir.path().join("o.jsonl"));
+        let jobs = parse_jobs(
+            "{\"custom_id\": \"a\", \"url\": \"/v1/chat/completions\", \"body\": {\"messages\": []}}\n\
+             {\"custom_id\": \"b\", \"url\": \"/v1/chat/completions\", \"body\": {\"messages\": []}}\n",
+            &roots(),
+        )
+        .unwrap();
+        let mut state = BatchState::open(&state_path, &out_path, "h", false).unwrap();
+        state.record("a", true, "{\"custom_id\":\"a\"}").unwrap();
+        state.record("b", false, "{\"custom_id\":\"b\"}").unwrap();
+        std::fs::write(&out_path, "{\"custom_id\":\"a\"}\n{\"custom_id\":\"b").unwrap();
+        let (mut out, in_file) = ResultsFile::open(&out_path).unwrap();
+        let never = || -> anyhow::Result<Worker<'_>> { panic!("no job is left to run") };
+        let p = run_batch(&jobs, &mut state, &mut out, &in_file, 2, &never, &|_, _| {}).unwrap();
+        assert_eq!((p.total, p.done, p.failed, p.earlier), (2, 2, 1, 2));
+        assert_eq!(
+            std::fs::read_to_string(&out_path).unwrap(),
+            "{\"custom_id\":\"a\"}\n{\"custom_id\":\"b\"}\n"
+        );
+    }
+
+    #[test]
+    fn state_refuses_to_clobber_or_to_resume_another_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, out) = (dir.path().join("s.db"), dir.path().join("o.jsonl"));
+        assert!(matches!(
+            BatchState::open(&state, &out, "h1", true),
+            Err(BatchError::NothingToResume { .. })
+        ));
+        let s = BatchState::open(&state, &out, "h1", false).unwrap();
+        s.record("a", true, "{}").unwrap();
+        drop(s);
+        assert!(matches!(
+            BatchState::open(&state, &out, "h1", false),
+            Err(BatchError::StateExists { .. })
+        ));
+        assert!(matches!(
+            BatchState::open(&state, &out, "h2", true),
+            Err(BatchError::JobsChanged { .. })
+        ));
+        let s = BatchState::open(&state, &out, "h1", true).unwrap();
+        assert_eq!(s.finished().unwrap()["a"], (true, "{}".to_owned()));
+        std::fs::remove_file(&state).unwrap();
+        std::fs::write(&out, "x\n").unwrap();
+        assert!(matches!(
+            BatchState::open(&state, &out, "h1", false),
+            Err(BatchError::OutExists { .. })
+        ));
+    }
+}

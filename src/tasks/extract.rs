@@ -1,0 +1,582 @@
+//! Extract: one JSON object per document (or page) that validates against
+//! the user's JSON Schema, each field traced back to where it was read.
+//!
+//! The model's answer is constrained to the schema where the engine allows
+//! it and validated after in every case. Each value is then looked up in
+//! the document: in the OCR lines of a scan (giving the page, the box and
+//! the OCR confidence of the words it came from), else in the text of a
+//! PDF page or a text file. A value that cannot be found is marked so: the
+//! model may have read it wrong, or made it up.
+
+use std::fmt::Write as _;
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use regex::Regex;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::anchor::Anchor;
+use crate::corpus::{Corpus, StoredDocument};
+use crate::engine::{Engine, GenerateParams};
+use crate::ingest::ocr::{union, OcrLine};
+use crate::ingest::DocumentKind;
+use crate::prompt::{preamble, render_document};
+use crate::tasks::ask::{messages, AskError, AskEvent, Caller, Step, Usage};
+use crate::tasks::citations::{locate, squash};
+
+const EXTRACT_TEMPLATE: &str = include_str!("../../prompts/extract.txt");
+
+/// The schemas shipped with scout, by name.
+pub const BUILT_IN: [(&str, &str); 3] = [
+    ("receipt", include_str!("../../prompts/schemas/receipt.json")),
+    ("invoice", include_str!("../../prompts/schemas/invoice.json")),
+    ("form", include_str!("../../prompts/schemas/form.json")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("no schema named {0:?}: give a JSON Schema file's path, or one of receipt, invoice, form")]
+    Unknown(String),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not JSON: {message}")]
+    NotJson { path: String, message: String },
+    #[error("{path}: not a valid JSON Schema: {message}")]
+    Invalid { path: String, message: String },
+    #[error("{path}: the schema must describe an object (\"type\": \"object\" with \"properties\"), one per document")]
+    NotObject { path: String },
+}
+
+/// A checked JSON Schema for extraction.
+pub struct ExtractSchema {
+    pub name: String,
+    pub schema: Value,
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for ExtractSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtractSchema")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExtractSchema {
+    /// A built-in schema by name (or `prompts/schemas/NAME.json`), or a file.
+    pub fn load(name_or_path: &str) -> Result<Self, SchemaError> {
+        let path = std::path::Path::new(name_or_path);
+        if path.is_file() {
+            let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Read {
+                path: name_or_path.to_owned(),
+                source,
+            })?;
+            return Self::parse(&text, name_or_path);
+        }
+        let name = name_or_path
+            .strip_prefix("prompts/schemas/")
+            .and_then(|n| n.strip_suffix(".json"))
+            .unwrap_or(name_or_path);
+        match BUILT_IN.iter().find(|(n, _)| *n == name) {
+            Some((n, text)) => Self::parse(text, n),
+            None => Err(SchemaError::Unknown(name_or_path.to_owned())),
+        }
+    }
+
+    pub fn parse(text: &str, name: &str) -> Result<Self, SchemaError> {
+        let schema: Value = serde_json::from_str(text).map_err(|e| SchemaError::NotJson {
+            path: name.to_owned(),
+            message: e.to_string(),
+        })?;
+        if schema["type"] != "object" || !schema["properties"].is_object() {
+            return Err(SchemaError::NotObject { path: name.to_owned() });
+        }
+        let validator = jsonschema::validator_for(&schema).map_err(|e| SchemaError::Invalid {
+            path: name.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            schema,
+            validator,
+        })
+    }
+
+    /// Why `value` does not validate (empty when it does).
+    #[must_use]
+    pub fn errors(&self, value: &Value) -> Vec<String> {
+        self.validator
+            .iter_errors(value)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("at {at}: {e}")
+                }
+            })
+            .collect()
+    }
+
+    /// The fields as the model is shown them: one line per property.
+    #[must_use]
+    pub fn fields_text(&self) -> String {
+        let mut out = String::new();
+        if let Some(props) = self.schema["properties"].as_object() {
+            for (name, p) in props {
+                let _ = writeln!(out, "- {name} ({})", describe(p));
+            }
+        }
+        out
+    }
+}
+
+/// A property in words: its description, and the fields of an object or
+/// of an array's items.
+fn describe(p: &Value) -> String {
+    let mut text = p["description"].as_str().unwrap_or("").to_owned();
+    let inner = match p["type"].as_str() {
+        Some("array") => p["items"]["properties"].as_object().map(|o| ("a list of", o)),
+        Some("object") => p["properties"].as_object().map(|o| ("with", o)),
+        _ => None,
+    };
+    if let Some((what, props)) = inner {
+        let names: Vec<&str> = props.keys().map(String::as_str).collect();
+        if !text.is_empty() {
+            text.push_str("; ");
+        }
+        let _ = write!(text, "{what} {{{}}}", names.join(", "));
+    }
+    if text.is_empty() {
+        p["type"].as_str().unwrap_or("value").to_owned()
+    } else {
+        text
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExtractOptions {
+    pub generate: GenerateParams,
+    /// One object per page of each PDF (and per image), not per document.
+    pub per_page: bool,
+}
+
+/// Where one extracted value was read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldSource {
+    /// JSON pointer into `data`, e.g. `/total` or `/line_items/0/amount`.
+    pub pointer: String,
+    pub value: Value,
+    /// Whether the value was found in the document.
+    pub found: bool,
+    /// `path#page=N&bbox=x,y,w,h` for OCR text, `path#page=N` for a PDF
+    /// page, `path:lines` for text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<String>,
+    /// Mean OCR confidence (0-100) of the lines the value came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Extraction {
+    pub path: String,
+    /// The page, with --per-page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// The object the model returned (absent when it returned no JSON).
+    pub data: Option<Value>,
+    /// `data` validates against the schema.
+    pub valid: bool,
+    /// Why not: schema errors, or why there is no object.
+    pub errors: Vec<String>,
+    pub fields: Vec<FieldSource>,
+    /// Decoding was constrained to the schema.
+    pub constrained: bool,
+    pub usage: Usage,
+    pub ms: u64,
+}
+
+/// One unit of extraction: a document, or one page of it.
+struct Unit {
+    doc: StoredDocument,
+    page: Option<u32>,
+    ocr: Vec<OcrLine>,
+}
+
+/// Extracts one object per document (per page with `per_page`) of the
+/// corpus, calling `on_result` as each is done.
+pub fn extract(
+    corpus: &mut Corpus,
+    engine: &mut dyn Engine,
+    schema: &ExtractSchema,
+    opts: &ExtractOptions,
+    on_event: &mut dyn FnMut(AskEvent<'_>),
+    on_result: &mut dyn FnMut(&Extraction),
+) -> Result<Vec<Extraction>, AskError> {
+    let docs = corpus.documents()?;
+    if docs.is_empty() {
+        return Err(AskError::EmptyCorpus);
+    }
+    let mut units = Vec::new();
+    for doc in docs {
+        let ocr = corpus.ocr_lines(doc.id)?;
+        let pages: Vec<u32> = if opts.per_page && matches!(doc.kind, DocumentKind::Pdf | DocumentKind::Image) {
+            let mut p: Vec<u32> = doc.segments.iter().filter_map(|s| s.anchor.page()).collect();
+            p.dedup();
+            p
+        } else {
+            Vec::new()
+        };
+        if pages.is_empty() {
+            units.push(Unit { doc, page: None, ocr });
+        } else {
+            for page in pages {
+                let mut d = doc.clone();
+                d.segments.retain(|s| s.anchor.page() == Some(page));
+                let ocr = ocr.iter().filter(|l| l.page == page).cloned().collect();
+                units.push(Unit {
+                    doc: d,
+                    page: Some(page),
+                    ocr,
+                });
+            }
+        }
+    }
+    let salt = corpus.salt().to_owned();
+    let system = preamble(&salt);
+    let task = EXTRACT_TEMPLATE.replace("{fields}", schema.fields_text().trim_end());
+    let constrained = engine.capabilities().json_schema;
+    let context = engine.capabilities().context_length;
+    let mut params = opts.generate.clone();
+    params.json_schema = Some(schema.schema.clone());
+    let mut results = Vec::new();
+    let of = units.len();
+    for (i, unit) in units.iter().enumerate() {
+        let started = Instant::now();
+        let mut result = Extraction {
+            path: unit.doc.path.clone(),
+            page: unit.page,
+            data: None,
+            valid: false,
+            errors: Vec::new(),
+            fields: Vec::new(),
+            constrained,
+            usage: Usage::default(),
+            ms: 0,
+        };
+        let has_text = unit.doc.segments.iter().any(|s| !s.text.trim().is_empty());
+        if has_text {
+            let body = render_document(&unit.doc, &salt).render();
+            let msgs = messages(&system, &body, &task);
+            let needed = engine.count_chat_tokens(&msgs)? + params.max_tokens;
+            if needed > context {
+                result.errors.push(format!(
+                    "the document needs {needed} tokens with its answer, more than the context's {context}{}",
+                    if opts.per_page || unit.page.is_some() {
+                        ""
+                    } else {
+                        "; try --per-page"
+                    }
+                ));
+            } else {
+                let mut caller = Caller {
+                    engine: &mut *engine,
+                    params: &params,
+                    on_event: &mut *on_event,
+                    usage: Usage::default(),
+                    prefill_ms: 0,
+                };
+                match caller.call(&msgs, Step::Extract, i, of, false) {
+                    Ok(g) => match parse_object(&g.text) {
+                        Some(data) => {
+                            result.errors = schema.errors(&data);
+                            result.valid = result.errors.is_empty();
+                            result.fields = trace(&data, unit);
+                            result.data = Some(data);
+                        }
+                        None => result.errors.push(format!(
+                            "the model's answer is not a JSON object{}",
+                            if constrained {
+                                ""
+                            } else {
+                                " (this engine cannot constrain it)"
+                            }
+                        )),
+                    },
+                    Err(e) => result.errors.push(e.to_string()),
+                }
+                result.usage = caller.usage;
+            }
+        } else {
+            result.errors.push(
+                "no text to extract from (OCR found none; an engine with vision could read the image itself)"
+                    .to_owned(),
+            );
+        }
+        result.ms = started.elapsed().as_millis() as u64;
+        on_result(&result);
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// The JSON object in a model's answer (a code fence around it is allowed).
+fn parse_object(text: &str) -> Option<Value> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("```json")
+        .or_else(|| t.strip_prefix("```"))
+        .map_or(t, |rest| rest.trim_end().trim_end_matches("```"))
+        .trim();
+    serde_json::from_str::<Value>(t).ok().filter(Value::is_object)
+}
+
+/// Every non-empty leaf value, with its JSON pointer.
+fn leaves(value: &Value, pointer: &str, out: &mut Vec<(String, Value)>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let key = k.replace('~', "~0").replace('/', "~1");
+                leaves(v, &format!("{pointer}/{key}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                leaves(v, &format!("{pointer}/{i}"), out);
+            }
+        }
+        Value::String(s) if s.trim().is_empty() => {}
+        Value::Null => {}
+        other => out.push((pointer.to_owned(), other.clone())),
+    }
+}
+
+/// Text compared case- and whitespace-insensitively.
+fn fold(text: &str) -> String {
+    squash(text).to_uppercase()
+}
+
+static MONEY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[^\d\-]{0,4}(-?[\d,]*\.?\d+)$").expect("valid regex"));
+
+/// Where each value of `data` appears in the unit's document.
+fn trace(data: &Value, unit: &Unit) -> Vec<FieldSource> {
+    let mut found = Vec::new();
+    leaves(data, "", &mut found);
+    found
+        .into_iter()
+        .map(|(pointer, value)| {
+            let text = match &value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let (anchor, confidence) = find_value(&text, unit).map_or((None, None), |(a, c)| (Some(a), c));
+            FieldSource {
+                pointer,
+                value,
+                found: anchor.is_some(),
+                anchor,
+                confidence,
+            }
+        })
+        .collect()
+}
+
+/// The anchor (and OCR confidence) of a value in the document.
+fn find_value(text: &str, unit: &Unit) -> Option<(String, Option<f32>)> {
+    let mut needle = fold(text);
+    if needle.is_empty() {
+        return None;
+    }
+    // "RM 11.98" and "11.98" are the same amount.
+    if let Some(c) = MONEY.captures(&needle) {
+        needle = c[1].to_owned();
+    }
+    let path = &unit.doc.path;
+    if !unit.ocr.is_empty() {
+        // One line holding the whole value.
+        let folded: Vec<String> = unit.ocr.iter().map(|l| fold(&l.text)).collect();
+        if let Some(i) = folded.iter().position(|l| l.contains(&needle)) {
+            let l = &unit.ocr[i];
+            return Some((region(path, l.page, (l.x, l.y, l.w, l.h)), Some(l.confidence)));
+        }
+        // A value over several lines (an address): consecutive lines on one
+        // page that together spell it.
+        for start in 0..unit.ocr.len() {
+            let mut joined = String::new();
+            let stop = unit.ocr.len().min(start + 8);
+            for (end, (line, text)) in unit.ocr[..stop].iter().zip(&folded[..stop]).enumerate().skip(start) {
+                if line.page != unit.ocr[start].page {
+                    break;
+                }
+                joined.push_str(text);
+                if !needle.starts_with(&joined) && !joined.contains(&needle) {
+                    break;
+                }
+                if joined.contains(&needle) || joined == needle {
+                    let lines: Vec<&OcrLine> = unit.ocr[start..=end].iter().collect();
+                    let confidence = lines.iter().map(|l| l.confidence).sum::<f32>() / lines.len() as f32;
+                    return Some((region(path, lines[0].page, union(&lines)), Some(confidence)));
+                }
+            }
+        }
+    }
+    match unit.doc.kind {
+        DocumentKind::Text | DocumentKind::Code => locate(&unit.doc, &[squash(text)]).map(|(a, b)| {
+            let anchor = Anchor::Lines {
+                path: path.clone(),
+                start: a,
+                end: b,
+            };
+            (anchor.to_string(), None)
+        }),
+        DocumentKind::Pdf | DocumentKind::Image => unit
+            .doc
+            .segments
+            .iter()
+            .find(|s| fold(&s.text).contains(&needle))
+            .map(|s| match s.anchor.page() {
+                Some(page) if unit.doc.kind == DocumentKind::Pdf => (
+                    Anchor::Page {
+                        path: path.clone(),
+                        page,
+                    }
+                    .to_string(),
+                    None,
+                ),
+                _ => (s.anchor.to_string(), None),
+            }),
+    }
+}
+
+fn region(path: &str, page: u32, (x, y, w, h): (u32, u32, u32, u32)) -> String {
+    Anchor::Region {
+        path: path.to_owned(),
+        page,
+        x,
+        y,
+        w,
+        h,
+    }
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::Segment;
+
+    fn line(text: &str, y: u32, confidence: f32) -> OcrLine {
+        OcrLine {
+            page: 1,
+            block: 0,
+            text: text.to_owned(),
+            x: 10,
+            y,
+            w: 200,
+            h: 20,
+            confidence,
+        }
+    }
+
+    fn receipt() -> Unit {
+        let ocr = vec![
+            line("CORNER HARDWARE SDN BHD", 10, 96.0),
+            line("12 JALAN MERANTI,", 40, 90.0),
+            line("43000 KAJANG, SELANGOR", 70, 80.0),
+            line("TOTAL 11.98", 200, 93.5),
+        ];
+        let text: String = ocr.iter().map(|l| format!("{}\n", l.text)).collect();
+        Unit {
+            doc: StoredDocument {
+                id: 1,
+                path: "r.png".to_owned(),
+                kind: DocumentKind::Image,
+                language: None,
+                content_hash: String::new(),
+                bytes: 0,
+                modified: 0,
+                replaced_chars: 0,
+                image: None,
+                segments: vec![Segment {
+                    anchor: Anchor::Region {
+                        path: "r.png".to_owned(),
+                        page: 1,
+                        x: 10,
+                        y: 10,
+                        w: 200,
+                        h: 210,
+                    },
+                    text,
+                }],
+                symbols: Vec::new(),
+                title: None,
+            },
+            page: None,
+            ocr,
+        }
+    }
+
+    #[test]
+    fn values_are_traced_to_their_ocr_lines() {
+        let unit = receipt();
+        let data = serde_json::json!({
+            "company": "Corner Hardware Sdn Bhd",
+            "address": "12 JALAN MERANTI, 43000 KAJANG, SELANGOR",
+            "total": "RM 11.98",
+            "date": "",
+            "cashier": "NOBODY",
+        });
+        let fields = trace(&data, &unit);
+        let by = |p: &str| fields.iter().find(|f| f.pointer == p).unwrap();
+        assert_eq!(by("/company").anchor.as_deref(), Some("r.png#page=1&bbox=10,10,200,20"));
+        assert_eq!(by("/company").confidence, Some(96.0));
+        // Two lines, one box around both, their mean confidence.
+        assert_eq!(by("/address").anchor.as_deref(), Some("r.png#page=1&bbox=10,40,200,50"));
+        assert_eq!(by("/address").confidence, Some(85.0));
+        assert_eq!(by("/total").anchor.as_deref(), Some("r.png#page=1&bbox=10,200,200,20"));
+        assert!(!by("/cashier").found, "an invented value is not found");
+        assert!(
+            fields.iter().all(|f| f.pointer != "/date"),
+            "empty values are not traced"
+        );
+    }
+
+    #[test]
+    fn shipped_schemas_load_and_bad_ones_say_why() {
+        for (name, _) in BUILT_IN {
+            let s = ExtractSchema::load(name).unwrap();
+            assert!(!s.fields_text().is_empty());
+        }
+        let r = ExtractSchema::load("prompts/schemas/receipt.json").unwrap();
+        assert!(r.fields_text().contains("- total (the total amount paid"));
+        assert!(r
+            .errors(&serde_json::json!({"company": "x"}))
+            .iter()
+            .any(|e| e.contains("date")));
+        let e = ExtractSchema::parse("{\"type\": \"array\"}", "a.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must describe an object"), "{e}");
+        let e = ExtractSchema::parse(
+            "{\"type\": \"object\", \"properties\": {\"a\": {\"type\": 5}}}",
+            "b.json",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("b.json: not a valid JSON Schema"), "{e}");
+        assert!(ExtractSchema::load("nope")
+            .unwrap_err()
+            .to_string()
+            .contains("receipt, invoice, form"));
+        let invoice = ExtractSchema::load("invoice").unwrap();
+        assert!(invoice
+            .fields_text()
+            .contains("a list of {description, quantity, amount}"));
+    }
+}
