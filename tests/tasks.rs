@@ -389,3 +389,57 @@ fn batch_resumes_after_sigkill_with_one_result_per_job() {
         }
     }
 }
+
+/// `ask --schema`: the answer is JSON for the schema, parsed and
+/// validated; `--pipeline` limits the files to the pipeline's.
+#[test]
+fn ask_answers_in_a_schema_and_within_a_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema_file = dir.path().join("port.json");
+    std::fs::write(
+        &schema_file,
+        r#"{"type": "object", "properties": {"port": {"type": "integer", "description": "the port number"},
+            "file": {"type": "string", "description": "the file that sets it"}},
+            "required": ["port", "file"], "additionalProperties": false}"#,
+    )
+    .unwrap();
+    let out = scout(dir.path())
+        .args(["ask", "--json", "--threads", "1", "--model"])
+        .arg(model())
+        .arg("--schema")
+        .arg(&schema_file)
+        .arg(data("../../examples/demo"))
+        .arg("What port does the server listen on, and in which file?")
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
+    assert!(r["data"]["port"].is_u64(), "{r:#}");
+    assert!(r["data"]["file"].is_string(), "{r:#}");
+    assert_eq!(r["schema_errors"], serde_json::json!([]), "{r:#}");
+
+    // The security pipeline reads code, not the README.
+    let out = scout(dir.path())
+        .args([
+            "ask",
+            "--json",
+            "--threads",
+            "1",
+            "--max-tokens",
+            "16",
+            "--pipeline",
+            "security",
+            "--model",
+        ])
+        .arg(model())
+        .arg(data("audit"))
+        .arg("Is user input put into SQL?")
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
+    let docs = r["windows"][0]["documents"].as_array().unwrap();
+    assert_eq!(docs.len(), 5, "{docs:?}");
+    assert!(
+        docs.iter().all(|d| !d.as_str().unwrap().ends_with("README.md")),
+        "{docs:?}"
+    );
+}

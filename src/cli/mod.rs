@@ -318,6 +318,15 @@ struct AskArgs {
     /// Seed for sampling when the temperature is above 0.
     #[arg(long, default_value_t = 0)]
     seed: u32,
+    /// Ask over the files an audit pipeline reads (security, code-review, licenses, or a
+    /// TOML file), with its rules given to the model as the checklist to answer by.
+    #[arg(long, value_name = "NAME|FILE.toml")]
+    pipeline: Option<String>,
+    /// Answer as JSON for this schema (receipt, invoice, form, or a JSON Schema file):
+    /// constrained where the engine can, validated after; `--json` adds `data` and
+    /// `schema_errors`.
+    #[arg(long, value_name = "NAME|FILE.json")]
+    schema: Option<String>,
     /// Print each step's token counts and the usage line on stderr.
     #[arg(long, short)]
     verbose: bool,
@@ -452,7 +461,8 @@ or the OpenAI batch input format (results in its output format):
   {\"custom_id\": \"c1\", \"method\": \"POST\", \"url\": \"/v1/chat/completions\",
    \"body\": {\"messages\": [{\"role\": \"user\", \"content\": \"Hello\"}], \"max_tokens\": 64}}
 
-Optional per job: max_tokens; max_findings (audit); per_page (extract).
+Optional per job: max_tokens; pipeline and schema (ask, as ask --pipeline/--schema);
+max_findings (audit); per_page (extract).
 
 Examples:
   scout batch jobs.jsonl --out results.jsonl
@@ -805,6 +815,9 @@ fn open_sources(
 
 fn run_ask(a: &AskArgs) -> Result<i32> {
     check_sources(&a.sources)?;
+    // Checked before the model loads: a typo should not cost a load.
+    let pipeline = a.pipeline.as_deref().map(Pipeline::load).transpose()?;
+    let schema = a.schema.as_deref().map(ExtractSchema::load).transpose()?;
     let mut say = say(a.quiet);
     let (mut engine, engine_line) = a.model.engine(&a.run, &mut say)?;
 
@@ -819,6 +832,8 @@ fn run_ask(a: &AskArgs) -> Result<i32> {
             seed: a.seed,
             ..GenerateParams::default()
         },
+        pipeline,
+        schema,
     };
     let stream = !a.json;
     let mut out = std::io::stdout().lock();

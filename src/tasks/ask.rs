@@ -16,6 +16,8 @@ use crate::prompt::{
     DocumentBlock, PieceTooLarge, Role, Window,
 };
 use crate::tasks::citations::{attribute, resolve_written, Citation, CitationStatus, CorpusIndex};
+use crate::tasks::extract::ExtractSchema;
+use crate::tasks::pipeline::Pipeline;
 
 const ASK_TEMPLATE: &str = include_str!("../../prompts/ask.txt");
 const MAP_TEMPLATE: &str = include_str!("../../prompts/ask_map.txt");
@@ -39,10 +41,16 @@ fn echo_stops() -> Vec<String> {
 /// adds at message joins that separate counting cannot see.
 const FIT_MARGIN: u32 = 16;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AskOptions {
     pub question: String,
     pub generate: GenerateParams,
+    /// Only the files this pipeline reads, with its rules given to the
+    /// model as the checklist to answer by.
+    pub pipeline: Option<Pipeline>,
+    /// The answer is JSON for this schema (constrained where the engine
+    /// can; validated after in all cases).
+    pub schema: Option<ExtractSchema>,
 }
 
 /// Progress and output while asking.
@@ -133,6 +141,12 @@ pub struct AskResult {
     pub kv: KvUse,
     pub engine: String,
     pub model: String,
+    /// With a schema: the answer parsed as JSON (absent when it is not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    /// With a schema: why the answer does not validate (empty when it does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_errors: Option<Vec<String>>,
 }
 
 impl AskResult {
@@ -157,6 +171,8 @@ pub enum AskError {
     Window(#[from] PieceTooLarge),
     #[error("could not fit the corpus into windows of this engine's context after several tries")]
     CannotFit,
+    #[error("no file in the corpus is one the {0} pipeline reads; check the path, or use another --pipeline")]
+    NoPipelineFiles(String),
     #[error("{notes} notes of {tokens} tokens cannot be combined within this engine's context")]
     NotesTooLarge { notes: usize, tokens: u32 },
 }
@@ -230,14 +246,34 @@ pub fn ask(
     if docs.is_empty() {
         return Err(AskError::EmptyCorpus);
     }
+    if let Some(p) = &opts.pipeline {
+        docs.retain(|d| p.reads(&d.path));
+        if docs.is_empty() {
+            return Err(AskError::NoPipelineFiles(p.name.clone()));
+        }
+    }
     order_documents(&mut docs);
     let salt = corpus.salt().to_owned();
     let blocks: Vec<DocumentBlock> = docs.iter().map(|d| render_document(d, &salt)).collect();
     let counts = count_units(&blocks, corpus, &*engine)?;
     let system = preamble(&salt);
-    let ask_task = fill(ASK_TEMPLATE, &opts.question);
-    let map_task = fill(MAP_TEMPLATE, &opts.question);
-    let reduce_task = fill(REDUCE_TEMPLATE, &opts.question);
+    let mut question = opts.question.trim().to_owned();
+    if let Some(p) = &opts.pipeline {
+        question = format!(
+            "{question}\n\nAnswer by these rules ({}):\n{}",
+            p.name,
+            p.rules_text().trim_end()
+        );
+    }
+    let json_tail = opts.schema.as_ref().map_or_else(String::new, |s| {
+        format!(
+            "\n\nAnswer with JSON only, with these fields:\n{}",
+            s.fields_text().trim_end()
+        )
+    });
+    let ask_task = fill(ASK_TEMPLATE, &question) + &json_tail;
+    let map_task = fill(MAP_TEMPLATE, &question);
+    let reduce_task = fill(REDUCE_TEMPLATE, &question) + &json_tail;
     // Whether one window or several is only known after fitting, so fit
     // with the longer of the two task texts.
     let longest = if map_task.len() >= ask_task.len() {
@@ -267,6 +303,12 @@ pub fn ask(
     let model = engine.model_id().to_owned();
     let mut params = opts.generate.clone();
     params.stop.extend(echo_stops());
+    // The final answer under a schema: constrained, and no echo stops
+    // (they could cut the JSON).
+    let json_params = opts.schema.as_ref().map(|s| GenerateParams {
+        json_schema: Some(s.schema.clone()),
+        ..opts.generate.clone()
+    });
     let mut caller = Caller {
         engine,
         params: &params,
@@ -324,7 +366,7 @@ pub fn ask(
                 model,
             ));
         }
-        if let [only] = notes.as_slice() {
+        if let (true, [only]) = (opts.schema.is_none(), notes.as_slice()) {
             // One window holds the answer: its notes are the answer, and a
             // reduce call would only paraphrase them.
             (caller.on_event)(AskEvent::Answer(only));
@@ -345,6 +387,9 @@ pub fn ask(
         )
     };
     let before_final = started.elapsed().as_millis() as u64;
+    if let Some(p) = &json_params {
+        caller.params = p;
+    }
     let g = caller.call(&final_messages, step, 0, 1, true)?;
     let timings = Timings {
         ttft_ms: before_final + g.ttft_ms,
@@ -455,8 +500,21 @@ fn finish(
         let extra = attribute(&answer, &opts.question, &index, &citations);
         citations.extend(extra);
     }
+    let (data, schema_errors) = match &opts.schema {
+        Some(schema) if found => match crate::tasks::extract::parse_object(&answer) {
+            Some(data) => {
+                let errors = schema.errors(&data);
+                (Some(data), Some(errors))
+            }
+            None => (None, Some(vec!["the answer is not a JSON object".to_owned()])),
+        },
+        Some(_) => (None, Some(vec!["the corpus does not hold the answer".to_owned()])),
+        None => (None, None),
+    };
     AskResult {
         question: opts.question.clone(),
+        data,
+        schema_errors,
         answer,
         found,
         citations,

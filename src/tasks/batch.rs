@@ -47,6 +47,9 @@ pub enum JobSpec {
     Ask {
         source: Source,
         question: String,
+        /// Pipeline and schema names, as for `ask --pipeline/--schema`.
+        pipeline: Option<String>,
+        schema: Option<String>,
         max_tokens: Option<u32>,
     },
     Audit {
@@ -215,6 +218,8 @@ fn parse_scout(v: Value, roots: &[PathBuf]) -> Result<(String, JobSpec), (Option
                 .question
                 .filter(|q| !q.trim().is_empty())
                 .ok_or_else(|| fail("an ask job needs a `question`".to_owned()))?,
+            pipeline: line.pipeline,
+            schema: line.schema,
             max_tokens: line.max_tokens,
         },
         "audit" => JobSpec::Audit {
@@ -502,12 +507,26 @@ impl<'a> Worker<'a> {
             JobSpec::Ask {
                 source,
                 question,
+                pipeline,
+                schema,
                 max_tokens,
             } => {
+                let pipeline = pipeline
+                    .as_deref()
+                    .map(Pipeline::load)
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                let schema = schema
+                    .as_deref()
+                    .map(ExtractSchema::load)
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
                 let corpus = Self::corpus(&mut self.corpus, self.open, source, false)?;
                 let opts = AskOptions {
                     question: question.clone(),
                     generate: generate(*max_tokens, self.max_tokens, GenerateParams::default().repeat_penalty),
+                    pipeline,
+                    schema,
                 };
                 serde_json::to_value(ask(corpus, engine, &opts, quiet).map_err(|e| e.to_string())?)
             }

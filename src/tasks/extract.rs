@@ -53,10 +53,11 @@ pub enum SchemaError {
 }
 
 /// A checked JSON Schema for extraction.
+#[derive(Clone)]
 pub struct ExtractSchema {
     pub name: String,
     pub schema: Value,
-    validator: jsonschema::Validator,
+    validator: std::sync::Arc<jsonschema::Validator>,
 }
 
 impl std::fmt::Debug for ExtractSchema {
@@ -103,7 +104,7 @@ impl ExtractSchema {
         Ok(Self {
             name: name.to_owned(),
             schema,
-            validator,
+            validator: std::sync::Arc::new(validator),
         })
     }
 
@@ -327,7 +328,7 @@ pub fn extract(
 }
 
 /// The JSON object in a model's answer (a code fence around it is allowed).
-fn parse_object(text: &str) -> Option<Value> {
+pub(crate) fn parse_object(text: &str) -> Option<Value> {
     let t = text.trim();
     let t = t
         .strip_prefix("```json")
