@@ -17,4 +17,5 @@ pub mod kv;
 pub mod limits;
 pub mod prompt;
 pub mod report;
+pub mod server;
 pub mod tasks;

@@ -77,6 +77,16 @@ pub const BINARY_SNIFF_BYTES: usize = 8 * 1024;
 /// Tokens kept free for the answer when a prompt is fitted to the context.
 pub const ANSWER_TOKENS: u32 = 512;
 
+/// `scout serve`: requests that may wait for an engine before new ones are
+/// refused with 429 (`--queue`).
+pub const SERVER_QUEUE: usize = 16;
+
+/// `scout serve`: the largest request body accepted (`--max-body-bytes`).
+pub const SERVER_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// `scout serve`: the longest one generation may run (`--timeout`).
+pub const GENERATION_SECONDS: u64 = 300;
+
 /// The bounds in force for one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

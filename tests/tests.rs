@@ -8,6 +8,7 @@ mod ingest;
 mod llama4;
 mod openai;
 mod plan;
+mod serve;
 mod tasks;
 mod tokens;
 mod util;

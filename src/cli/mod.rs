@@ -75,6 +75,10 @@ enum Command {
     /// Run a JSONL file of jobs (ask, audit, extract; or OpenAI batch chat completions)
     /// into a JSONL file of results. A killed run continues with --resume.
     Batch(BatchArgs),
+    /// Serve the tasks over HTTP with the model kept loaded: an OpenAI-compatible chat API
+    /// (a chat may name a corpus), corpus routes (create, ask, audit, extract), batches,
+    /// metrics, and a page at / to ask and click through to the cited source.
+    Serve(ServeArgs),
     /// List the models scout can use, and which is the default.
     Models(ModelsArgs),
     /// Size a deployment: weights by quantization, KV per token, what fits on which
@@ -512,6 +516,59 @@ struct BatchArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  scout serve                                   # http://127.0.0.1:8080, the page at /
+  scout serve --root ~/code --api-key-env SCOUT_API_KEY --listen 0.0.0.0:8080
+  curl -s localhost:8080/v1/corpora -d '{\"id\": \"demo\", \"paths\": [\"examples/demo\"]}' -H 'content-type: application/json'
+  curl -s localhost:8080/v1/corpora/demo/ask -d '{\"question\": \"What port?\"}' -H 'content-type: application/json'
+
+Routes: GET / (the page), GET /healthz, GET /metrics (Prometheus), GET /v1/models,
+POST /v1/chat/completions (OpenAI; add \"scout\": {\"corpus\": \"ID\"} to put a corpus first),
+GET|POST /v1/corpora, GET|DELETE /v1/corpora/ID, GET /v1/corpora/ID/source?path=P,
+POST /v1/corpora/ID/ask|audit|extract (\"stream\": true on ask for server-sent events),
+POST /v1/batches (a JSONL body), GET /v1/batches/ID, GET /v1/batches/ID/results.
+
+Answers are the JSON the CLI prints. Requests past --queue get 429 with Retry-After.")]
+struct ServeArgs {
+    /// The address to listen on. The default is loopback only; to listen on other
+    /// addresses, set an API key.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+    listen: std::net::SocketAddr,
+    /// The environment variable holding the API key every route but /healthz and / then
+    /// requires, as `Authorization: Bearer KEY`.
+    #[arg(long, value_name = "VAR")]
+    api_key_env: Option<String>,
+    /// A folder corpora may be read from (repeatable). Default: the current folder.
+    #[arg(long, value_name = "DIR")]
+    root: Vec<PathBuf>,
+    /// Where the server keeps its corpora and batches. Default: the cache folder's server/.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Engines (each a worker thread with its own copy of the model).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    workers: usize,
+    /// Requests that may wait for an engine; past this they are refused with 429.
+    #[arg(long, default_value_t = crate::limits::SERVER_QUEUE, value_name = "N")]
+    queue: usize,
+    /// Seconds one generation may run before it is stopped (504).
+    #[arg(long, default_value_t = crate::limits::GENERATION_SECONDS, value_name = "SECONDS")]
+    timeout: u64,
+    /// The largest request body accepted, in bytes.
+    #[arg(long, default_value_t = crate::limits::SERVER_BODY_BYTES, value_name = "BYTES")]
+    max_body_bytes: usize,
+    /// Answer length when a request does not say.
+    #[arg(long, default_value_t = ANSWER_TOKENS)]
+    max_tokens: u32,
+    #[command(flatten)]
+    walk: WalkArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
 struct ModelsArgs {
     /// Print as JSON.
     #[arg(long)]
@@ -538,6 +595,7 @@ pub fn main() -> i32 {
         Command::Audit(a) => run_audit(&a),
         Command::Extract(a) => run_extract(&a),
         Command::Batch(a) => run_batch_cli(&a),
+        Command::Serve(a) => run_serve(&a),
         Command::Models(a) => run_models(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Bench(BenchCommand::PrefixStability(a)) => run_stability(&a),
@@ -1156,6 +1214,67 @@ fn run_batch_cli(a: &BatchArgs) -> Result<i32> {
         a.out.display()
     ));
     Ok(if summary.failed > 0 { 2 } else { 0 })
+}
+
+fn run_serve(a: &ServeArgs) -> Result<i32> {
+    let api_key = match &a.api_key_env {
+        Some(var) => Some(std::env::var(var).with_context(|| format!("--api-key-env {var}: not set"))?),
+        None => None,
+    };
+    if api_key.is_none() && !a.listen.ip().is_loopback() {
+        bail!(
+            "--listen {} reaches beyond this machine: set an API key with --api-key-env VAR first",
+            a.listen
+        );
+    }
+    let roots: Vec<PathBuf> = if a.root.is_empty() {
+        vec![std::env::current_dir().context("the current folder")?]
+    } else {
+        a.root.clone()
+    }
+    .iter()
+    .map(|r| r.canonicalize().with_context(|| format!("--root {}", r.display())))
+    .collect::<Result<_>>()?;
+    let mut say = say(false);
+    // Resolve (and fetch) the model once, before the engines start.
+    let mut model = a.model.clone();
+    if model.engine == EngineKind::Llamacpp {
+        model.model = Some(models::resolve(model.model.as_deref(), &mut say)?);
+    }
+    let run = a.run.clone();
+    let factory: std::sync::Arc<crate::server::EngineFactory> =
+        std::sync::Arc::new(move || Ok(model.engine(&run, &mut |_| {})?.0));
+    let options = crate::server::ServeOptions {
+        listen: a.listen,
+        api_key,
+        roots: roots.clone(),
+        data_dir: a.data.clone().unwrap_or_else(|| models::cache_dir().join("server")),
+        workers: a.workers.max(1),
+        queue: a.queue,
+        timeout: std::time::Duration::from_secs(a.timeout.max(1)),
+        body_limit: a.max_body_bytes,
+        walk: a.walk.options(false),
+        extract_walk: a.walk.options(true),
+        max_tokens: a.max_tokens,
+    };
+    say(&format!(
+        "scout: loading {} engine{}",
+        options.workers,
+        if options.workers == 1 { "" } else { "s" }
+    ));
+    let data = options.data_dir.clone();
+    crate::server::serve(options, factory, |addr| {
+        eprintln!(
+            "scout: listening on http://{addr} (corpora in {}, readable roots: {})",
+            data.display(),
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    })?;
+    Ok(0)
 }
 
 fn run_stability(a: &StabilityArgs) -> Result<i32> {

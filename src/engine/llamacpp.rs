@@ -539,6 +539,7 @@ impl Engine for LlamaCppEngine {
             } else {
                 (done + PREFILL_BATCH).min(prompt.len())
             };
+            params.cancel.check()?;
             batch.clear();
             for (j, &tok) in prompt[done..end].iter().enumerate() {
                 let pos = done + j;
@@ -599,6 +600,7 @@ impl Engine for LlamaCppEngine {
         let mut stop = StopReason::MaxTokens;
         let mut logits_index = batch.n_tokens() - 1;
         while produced < params.max_tokens {
+            params.cancel.check()?;
             // `sample` also accepts the token into every sampler's state
             // (the grammar's, the penalties' window).
             let token = sampler.sample(&ctx, logits_index);

@@ -31,6 +31,49 @@ pub struct Capabilities {
     pub kv_operations: bool,
 }
 
+/// Stops a generation from outside: at a deadline, or when a flag is set
+/// (a client that went away). The default never stops anything.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    deadline: Option<std::time::Instant>,
+    flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PartialEq for Cancel {
+    fn eq(&self, other: &Self) -> bool {
+        self.deadline == other.deadline && std::sync::Arc::ptr_eq(&self.flag, &other.flag)
+    }
+}
+
+impl Cancel {
+    /// Stops generation `limit` from now.
+    #[must_use]
+    pub fn after(limit: std::time::Duration) -> Self {
+        Self {
+            deadline: Some(std::time::Instant::now() + limit),
+            ..Self::default()
+        }
+    }
+
+    /// Stops the generation at its next token or prefill batch.
+    pub fn cancel(&self) {
+        self.flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `Err` once cancelled or past the deadline.
+    pub fn check(&self) -> Result<(), EngineError> {
+        if self.flag.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(EngineError::Cancelled("cancelled".to_owned()));
+        }
+        match self.deadline {
+            Some(d) if std::time::Instant::now() >= d => Err(EngineError::Cancelled(
+                "the generation time limit was reached".to_owned(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// How to sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateParams {
@@ -47,6 +90,8 @@ pub struct GenerateParams {
     /// Constrain the answer to JSON matching this schema (engines whose
     /// capabilities say `json_schema`).
     pub json_schema: Option<serde_json::Value>,
+    /// Checked between prefill batches and between tokens.
+    pub cancel: Cancel,
 }
 
 impl Default for GenerateParams {
@@ -58,6 +103,7 @@ impl Default for GenerateParams {
             repeat_penalty: 1.1,
             stop: Vec::new(),
             json_schema: None,
+            cancel: Cancel::default(),
         }
     }
 }
@@ -128,6 +174,8 @@ pub enum EngineError {
     Template(String),
     #[error("inference failed: {0}")]
     Inference(String),
+    #[error("stopped: {0}")]
+    Cancelled(String),
     #[error("this engine cannot {0}")]
     Unsupported(String),
 }

@@ -398,6 +398,7 @@ impl OpenAiEngine {
             Ok(())
         };
         for line in reader.lines() {
+            params.cancel.check().map_err(|e| Attempt::Fatal(e.to_string()))?;
             let line = line.map_err(|e| Attempt::Retry(format!("{}: the stream broke: {e}", endpoint.url)))?;
             let Some(data) = line.strip_prefix("data:") else {
                 continue;

@@ -171,6 +171,8 @@ pub enum AskError {
     Window(#[from] PieceTooLarge),
     #[error("could not fit the corpus into windows of this engine's context after several tries")]
     CannotFit,
+    #[error("the corpus takes {windows} windows of this engine's context; a chat holds one, so ask over it (map and reduce) instead")]
+    TooLargeForChat { windows: usize },
     #[error("no file in the corpus is one the {0} pipeline reads; check the path, or use another --pipeline")]
     NoPipelineFiles(String),
     #[error("{notes} notes of {tokens} tokens cannot be combined within this engine's context")]
@@ -404,6 +406,28 @@ pub fn ask(
     };
     let usage = caller.usage;
     Ok(finish(&docs, opts, g.text, usage, reports, timings, engine_name, model))
+}
+
+/// The system message holding a whole corpus, for a chat that names one:
+/// the preamble and every document, laid out as `ask` lays them out (so
+/// the two share a KV prefix). The corpus must fit one window with room
+/// for `answer_tokens`.
+pub fn corpus_message(corpus: &mut Corpus, engine: &dyn Engine, answer_tokens: u32) -> Result<ChatMessage, AskError> {
+    let mut docs = corpus.documents()?;
+    if docs.is_empty() {
+        return Err(AskError::EmptyCorpus);
+    }
+    order_documents(&mut docs);
+    let salt = corpus.salt().to_owned();
+    let blocks: Vec<DocumentBlock> = docs.iter().map(|d| render_document(d, &salt)).collect();
+    let counts = count_units(&blocks, corpus, engine)?;
+    let system = preamble(&salt);
+    let windows = fit_windows(engine, &blocks, &counts, &system, &salt, "", answer_tokens)?;
+    if windows.len() > 1 {
+        return Err(AskError::TooLargeForChat { windows: windows.len() });
+    }
+    let mut msgs = messages(&system, &windows[0].render(&blocks, &salt), "");
+    Ok(msgs.remove(0))
 }
 
 /// Map notes laid out as data blocks, like documents (they quote the

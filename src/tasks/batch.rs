@@ -25,10 +25,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::corpus::Corpus;
-use crate::engine::{Engine, GenerateParams, StopReason};
-use crate::prompt::{ChatMessage, Role};
+use crate::engine::{Cancel, Engine, GenerateParams};
 use crate::tasks::ask::{ask, AskOptions};
 use crate::tasks::audit::{audit, AuditOptions};
+use crate::tasks::chat::chat;
 use crate::tasks::extract::{extract, ExtractOptions, ExtractSchema};
 use crate::tasks::pipeline::Pipeline;
 
@@ -159,7 +159,7 @@ struct ScoutLine {
 
 /// Resolves a path named in a job and checks it lies under an allowed
 /// root. URLs are refused: scout never fetches.
-fn allowed_path(p: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
+pub fn allowed_path(p: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
     if p.contains("://") {
         return Err(format!("{p}: URLs are never fetched; give a local path"));
     }
@@ -503,7 +503,9 @@ impl<'a> Worker<'a> {
         let engine = self.engine.as_mut();
         let value = match &job.spec {
             JobSpec::Invalid { error } => return Err(error.clone()),
-            JobSpec::Chat { body } => return chat(engine, body, self.max_tokens),
+            JobSpec::Chat { body } => {
+                return chat(engine, body, self.max_tokens, None, Cancel::default(), &mut |_| {}).map(|(v, _)| v)
+            }
             JobSpec::Ask {
                 source,
                 question,
@@ -572,83 +574,6 @@ impl<'a> Worker<'a> {
         };
         value.map_err(|e| e.to_string())
     }
-}
-
-/// Runs an OpenAI chat completion body on the engine; returns the
-/// `chat.completion` object.
-fn chat(engine: &mut dyn Engine, body: &Value, default_max: u32) -> Result<Value, String> {
-    let mut messages = Vec::new();
-    for m in body["messages"].as_array().into_iter().flatten() {
-        let role = match m["role"].as_str() {
-            Some("system" | "developer") => Role::System,
-            Some("user") => Role::User,
-            Some("assistant") => Role::Assistant,
-            other => return Err(format!("message role {other:?} is not supported")),
-        };
-        let content = match &m["content"] {
-            Value::String(s) => s.clone(),
-            Value::Array(parts) => {
-                let mut text = String::new();
-                for p in parts {
-                    match p["type"].as_str() {
-                        Some("text") => text.push_str(p["text"].as_str().unwrap_or("")),
-                        Some(other) => {
-                            return Err(format!(
-                                "content part {other:?} is not supported by this engine (text only)"
-                            ))
-                        }
-                        None => return Err("a content part has no type".to_owned()),
-                    }
-                }
-                text
-            }
-            _ => return Err("message content must be a string or an array of parts".to_owned()),
-        };
-        messages.push(ChatMessage::new(role, content));
-    }
-    let max_tokens = body["max_completion_tokens"]
-        .as_u64()
-        .or_else(|| body["max_tokens"].as_u64())
-        .map_or(default_max, |n| n.min(u64::from(u32::MAX)) as u32);
-    let stop = match &body["stop"] {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect(),
-        _ => Vec::new(),
-    };
-    let json_schema = match body["response_format"]["type"].as_str() {
-        Some("json_schema") => Some(body["response_format"]["json_schema"]["schema"].clone()),
-        Some("json_object") => Some(json!({"type": "object"})),
-        _ => None,
-    };
-    let params = GenerateParams {
-        max_tokens,
-        temperature: body["temperature"].as_f64().unwrap_or(0.0) as f32,
-        seed: body["seed"].as_u64().unwrap_or(0) as u32,
-        stop,
-        json_schema,
-        ..GenerateParams::default()
-    };
-    let g = engine
-        .generate(&messages, &params, &mut |_| {})
-        .map_err(|e| e.to_string())?;
-    let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let id = blake3::hash(format!("{created}{}", g.text).as_bytes()).to_hex()[..24].to_owned();
-    Ok(json!({
-        "id": format!("chatcmpl-{id}"),
-        "object": "chat.completion",
-        "created": created,
-        "model": body["model"].as_str().unwrap_or(engine.model_id()),
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": g.text},
-            "finish_reason": if g.stop == StopReason::MaxTokens { "length" } else { "stop" },
-        }],
-        "usage": {
-            "prompt_tokens": g.prompt_tokens,
-            "completion_tokens": g.completion_tokens,
-            "total_tokens": g.prompt_tokens + g.completion_tokens,
-        },
-    }))
 }
 
 /// A job's result line, in its own format.

@@ -8,6 +8,7 @@
 pub mod ask;
 pub mod audit;
 pub mod batch;
+pub mod chat;
 pub mod citations;
 pub mod extract;
 pub mod ingest;

@@ -1,0 +1,858 @@
+//! `scout serve`: one long-running process that keeps the model loaded
+//! and serves the tasks over HTTP: an OpenAI-compatible chat API (a chat
+//! may name a corpus, whose documents then lead the prompt), corpus
+//! routes (create by ingesting paths under the allowed roots, list,
+//! inspect, delete, ask, audit, extract, read a source file), batches,
+//! Prometheus metrics, and a page at `/`.
+//!
+//! Every route goes through the tasks layer, so answers are the same JSON
+//! the CLI prints. Engines run on their own threads behind a bounded queue
+//! (`pool`): past it, requests are refused with 429 and `Retry-After`.
+//! Each generation has a time limit and stops when its client goes away.
+
+mod metrics;
+mod pool;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use crate::corpus::Corpus;
+use crate::engine::{Cancel, Engine, GenerateParams};
+use crate::ingest::WalkOptions;
+use crate::tasks::ask::{ask, corpus_message, AskEvent, AskOptions};
+use crate::tasks::audit::{audit, AuditOptions};
+use crate::tasks::batch::{allowed_path, parse_jobs, run_batch, BatchState, ResultsFile, Source, Worker};
+use crate::tasks::chat::chat;
+use crate::tasks::extract::{extract, ExtractOptions, ExtractSchema};
+use crate::tasks::pipeline::Pipeline;
+
+pub use pool::EngineFactory;
+use pool::Pool;
+
+const PAGE: &str = include_str!("page.html");
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    /// Required as a bearer token on every route but `/healthz` and `/`.
+    pub api_key: Option<String>,
+    /// Folders corpora may be made from (canonical paths).
+    pub roots: Vec<PathBuf>,
+    /// Where corpora and batches are kept.
+    pub data_dir: PathBuf,
+    pub workers: usize,
+    /// Requests that may wait for an engine; past this, 429.
+    pub queue: usize,
+    /// Longest a generation may run.
+    pub timeout: Duration,
+    pub body_limit: usize,
+    /// How corpora are read; `extract_walk` for extraction (scans as rows).
+    pub walk: WalkOptions,
+    pub extract_walk: WalkOptions,
+    /// Answer length when a request does not say.
+    pub max_tokens: u32,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+struct BatchStatus {
+    id: String,
+    status: &'static str,
+    total: usize,
+    done: usize,
+    failed: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+struct App {
+    opts: ServeOptions,
+    pool: Pool,
+    metrics: metrics::Metrics,
+    factory: Arc<EngineFactory>,
+    batches: Mutex<HashMap<String, BatchStatus>>,
+}
+
+/// An error as the API returns it: OpenAI's `{"error": {...}}` shape.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    fn busy() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "every engine is busy and the queue is full; retry after the Retry-After seconds",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = match self.status.as_u16() {
+            400 | 404 | 409 | 413 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            429 => "rate_limit_error",
+            504 => "timeout",
+            _ => "server_error",
+        };
+        let mut r = (
+            self.status,
+            Json(json!({"error": {"message": self.message, "type": kind, "code": self.status.as_u16()}})),
+        )
+            .into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        }
+        r
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Runs the server until Ctrl-C; `on_ready` gets the bound address (the
+/// port is chosen by the system when the listen address says 0).
+pub fn serve(opts: ServeOptions, factory: Arc<EngineFactory>, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
+    std::fs::create_dir_all(opts.data_dir.join("corpora"))?;
+    std::fs::create_dir_all(opts.data_dir.join("batches"))?;
+    let pool = Pool::start(opts.workers, opts.queue, &factory)?;
+    let app = Arc::new(App {
+        opts,
+        pool,
+        metrics: metrics::Metrics::default(),
+        factory,
+        batches: Mutex::new(HashMap::new()),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(app.opts.listen).await?;
+        on_ready(listener.local_addr()?);
+        let router = router(Arc::clone(&app));
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        Ok(())
+    })
+}
+
+fn router(app: Arc<App>) -> Router {
+    let limit = app.opts.body_limit;
+    Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/corpora", get(list_corpora).post(create_corpus))
+        .route("/v1/corpora/{id}", get(inspect_corpus).delete(delete_corpus))
+        .route("/v1/corpora/{id}/source", get(source))
+        .route("/v1/corpora/{id}/ask", post(ask_route))
+        .route("/v1/corpora/{id}/audit", post(audit_route))
+        .route("/v1/corpora/{id}/extract", post(extract_route))
+        .route("/v1/batches", post(create_batch))
+        .route("/v1/batches/{id}", get(batch_status))
+        .route("/v1/batches/{id}/results", get(batch_results))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), guard))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+/// Authentication (when a key is set) and request metrics.
+async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let open = route == "/healthz" || route == "/";
+    if let (Some(key), false) = (&app.opts.api_key, open) {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(key.as_str()) {
+            let r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this server needs its API key: send `Authorization: Bearer KEY`",
+            )
+            .into_response();
+            app.metrics.request(&route, 401, started.elapsed().as_secs_f64());
+            return r;
+        }
+    }
+    let response = next.run(request).await;
+    app.metrics
+        .request(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(json!({"status": "ok", "model": app.pool.model, "engines": app.pool.workers}))
+}
+
+async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+    let text = app
+        .metrics
+        .render(app.pool.queued(), app.pool.running(), app.pool.workers);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn models(State(app): State<Arc<App>>) -> Json<Value> {
+    let c = app.pool.capabilities;
+    Json(json!({"object": "list", "data": [{
+        "id": app.pool.model,
+        "object": "model",
+        "owned_by": "scout",
+        "engine": app.pool.backend,
+        "context_length": c.context_length,
+        "capabilities": {"vision": c.vision, "json_schema": c.json_schema, "kv_operations": c.kv_operations},
+    }]}))
+}
+
+/// Cancels a generation when the request's future is dropped (the client
+/// went away) before it finished.
+struct CancelOnDrop(Option<Cancel>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.cancel();
+        }
+    }
+}
+
+/// Runs `f` on an engine and waits for its result.
+async fn on_engine<T: Send + 'static>(
+    app: &Arc<App>,
+    f: impl FnOnce(&mut dyn Engine, Cancel) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let (tx, rx) = oneshot::channel();
+    let cancel = Cancel::after(app.opts.timeout);
+    let for_work = cancel.clone();
+    app.pool
+        .try_submit(Box::new(move |engine| {
+            let _ = tx.send(f(engine, for_work));
+        }))
+        .map_err(|_| ApiError::busy())?;
+    let mut guard = CancelOnDrop(Some(cancel));
+    let result = rx
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped"))?;
+    guard.0 = None;
+    result
+}
+
+/// Runs `f` on an engine, streaming the events it sends as server-sent
+/// events. Refused at once (429) when the queue is full.
+fn streamed(
+    app: &Arc<App>,
+    f: impl FnOnce(&mut dyn Engine, Cancel, &mpsc::Sender<Event>) + Send + 'static,
+) -> ApiResult<Response> {
+    let (tx, rx) = mpsc::channel::<Event>(256);
+    let cancel = Cancel::after(app.opts.timeout);
+    app.pool
+        .try_submit(Box::new(move |engine| f(engine, cancel, &tx)))
+        .map_err(|_| ApiError::busy())?;
+    let stream = ReceiverStream::new(rx);
+    // Events are wrapped as `Ok` on their way out.
+    let (otx, orx) = mpsc::channel::<Result<Event, Infallible>>(256);
+    tokio::spawn(async move {
+        let mut stream = stream;
+        while let Some(e) = stream.next().await {
+            if otx.send(Ok(e)).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(Sse::new(ReceiverStream::new(orx))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Sends an event from an engine thread; a client that went away cancels
+/// the generation.
+fn send(tx: &mpsc::Sender<Event>, cancel: &Cancel, event: Event) {
+    if tx.blocking_send(event).is_err() {
+        cancel.cancel();
+    }
+}
+
+fn json_event(name: &str, value: &Value) -> Event {
+    Event::default().event(name).data(value.to_string())
+}
+
+fn check_id(id: &str) -> ApiResult<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !id.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad(
+            "a corpus id is 1-64 letters, digits, '-', '_' or '.', not starting with '.'",
+        ))
+    }
+}
+
+fn corpus_path(app: &App, id: &str) -> ApiResult<PathBuf> {
+    check_id(id)?;
+    Ok(app.opts.data_dir.join("corpora").join(format!("{id}.scout.db")))
+}
+
+fn open_corpus(path: &std::path::Path, id: &str) -> ApiResult<Corpus> {
+    if !path.exists() {
+        return Err(ApiError::not_found(format!(
+            "no corpus {id:?}; create it with POST /v1/corpora"
+        )));
+    }
+    Corpus::open(path).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+fn task_error(e: impl std::fmt::Display) -> ApiError {
+    let message = e.to_string();
+    if message.starts_with("stopped:") {
+        ApiError::new(StatusCode::GATEWAY_TIMEOUT, message)
+    } else {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateCorpus {
+    id: String,
+    paths: Vec<String>,
+    #[serde(default)]
+    stream: bool,
+}
+
+async fn create_corpus(State(app): State<Arc<App>>, Json(body): Json<CreateCorpus>) -> ApiResult<Response> {
+    let path = corpus_path(&app, &body.id)?;
+    if body.paths.is_empty() {
+        return Err(ApiError::bad("`paths` lists the files and folders to read"));
+    }
+    let paths = body
+        .paths
+        .iter()
+        .map(|p| allowed_path(p, &app.opts.roots))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
+    let walk = app.opts.walk.clone();
+    let id = body.id.clone();
+    let run = move |on_file: &mut dyn FnMut(&str)| -> ApiResult<Value> {
+        let mut corpus =
+            Corpus::open(&path).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let summary = crate::tasks::ingest::ingest(&mut corpus, &paths, &walk, None, on_file)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let mut v = serde_json::to_value(&summary).unwrap_or(Value::Null);
+        v["id"] = json!(id);
+        Ok(v)
+    };
+    if !body.stream {
+        let v = tokio::task::spawn_blocking(move || run(&mut |_| {}))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+        return Ok((StatusCode::CREATED, Json(v)).into_response());
+    }
+    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
+    tokio::task::spawn_blocking(move || {
+        let mut files = 0u64;
+        let mut last = Instant::now();
+        let outcome = run(&mut |p| {
+            files += 1;
+            if last.elapsed() > Duration::from_millis(200) {
+                last = Instant::now();
+                let _ = tx.blocking_send(Ok(json_event("progress", &json!({"files": files, "path": p}))));
+            }
+        });
+        let event = match outcome {
+            Ok(v) => json_event("done", &v),
+            Err(e) => json_event("error", &json!({"message": e.message})),
+        };
+        let _ = tx.blocking_send(Ok(event));
+    });
+    Ok(Sse::new(ReceiverStream::new(rx)).into_response())
+}
+
+async fn list_corpora(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
+    let dir = app.opts.data_dir.join("corpora");
+    let mut list = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_suffix(".scout.db") {
+            let bytes = entry.metadata().map_or(0, |m| m.len());
+            list.push(json!({"id": id, "bytes": bytes}));
+        }
+    }
+    list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    Ok(Json(json!({"data": list})))
+}
+
+async fn inspect_corpus(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Value>> {
+    let path = corpus_path(&app, &id)?;
+    tokio::task::spawn_blocking(move || {
+        let corpus = open_corpus(&path, &id)?;
+        let docs = corpus
+            .documents()
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let documents: Vec<Value> = docs
+            .iter()
+            .map(|d| {
+                json!({"path": d.path, "kind": d.kind.as_str(), "bytes": d.bytes, "extent": d.extent(),
+                       "language": d.language, "title": d.title})
+            })
+            .collect();
+        Ok(Json(json!({
+            "id": id,
+            "documents": documents,
+            "bytes": docs.iter().map(|d| d.bytes).sum::<u64>(),
+            "git_head": corpus.meta("git_head").ok().flatten(),
+        })))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+async fn delete_corpus(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult<StatusCode> {
+    let path = corpus_path(&app, &id)?;
+    if !path.exists() {
+        return Err(ApiError::not_found(format!("no corpus {id:?}")));
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct SourceQuery {
+    path: String,
+}
+
+/// A document's text by segment, for the page to show cited lines.
+async fn source(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<SourceQuery>,
+) -> ApiResult<Json<Value>> {
+    let path = corpus_path(&app, &id)?;
+    tokio::task::spawn_blocking(move || {
+        let corpus = open_corpus(&path, &id)?;
+        let wanted: std::collections::HashSet<String> = [q.path.clone()].into();
+        let docs = corpus
+            .documents_at(&wanted)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let doc = docs
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::not_found(format!("no document {:?} in corpus {id:?}", q.path)))?;
+        let segments: Vec<Value> = doc
+            .segments
+            .iter()
+            .map(|s| json!({"anchor": s.anchor, "text": s.text}))
+            .collect();
+        Ok(Json(
+            json!({"path": doc.path, "kind": doc.kind.as_str(), "segments": segments}),
+        ))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+#[derive(Debug, Deserialize)]
+struct AskBody {
+    question: String,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    schema: Option<String>,
+    #[serde(default)]
+    pipeline: Option<String>,
+    #[serde(default)]
+    stream: bool,
+}
+
+async fn ask_route(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    Json(body): Json<AskBody>,
+) -> ApiResult<Response> {
+    let path = corpus_path(&app, &id)?;
+    if !path.exists() {
+        return Err(ApiError::not_found(format!(
+            "no corpus {id:?}; create it with POST /v1/corpora"
+        )));
+    }
+    if body.question.trim().is_empty() {
+        return Err(ApiError::bad("`question` is empty"));
+    }
+    let pipeline = body
+        .pipeline
+        .as_deref()
+        .map(Pipeline::load)
+        .transpose()
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    let schema = body
+        .schema
+        .as_deref()
+        .map(ExtractSchema::load)
+        .transpose()
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    let max_tokens = body.max_tokens.unwrap_or(app.opts.max_tokens);
+    let options = move |cancel: Cancel| AskOptions {
+        question: body.question.clone(),
+        generate: GenerateParams {
+            max_tokens,
+            cancel,
+            ..GenerateParams::default()
+        },
+        pipeline: pipeline.clone(),
+        schema: schema.clone(),
+    };
+    let app2 = Arc::clone(&app);
+    if body.stream {
+        let sse = streamed(&app, move |engine, cancel, tx| {
+            let mut run = || -> ApiResult<Value> {
+                let mut corpus = open_corpus(&path, &id)?;
+                let opts = options(cancel.clone());
+                let r = ask(&mut corpus, engine, &opts, &mut |e| match e {
+                    AskEvent::Answer(t) => send(tx, &cancel, json_event("token", &json!({"text": t}))),
+                    AskEvent::Step {
+                        index,
+                        of,
+                        prompt_tokens,
+                        ..
+                    } => send(
+                        tx,
+                        &cancel,
+                        json_event(
+                            "step",
+                            &json!({"index": index, "of": of, "prompt_tokens": prompt_tokens}),
+                        ),
+                    ),
+                    AskEvent::Prefill { done, total } => {
+                        send(
+                            tx,
+                            &cancel,
+                            json_event("prefill", &json!({"done": done, "total": total})),
+                        );
+                    }
+                })
+                .map_err(task_error)?;
+                app2.metrics
+                    .generation(r.usage.prompt_tokens, r.usage.completion_tokens, r.kv);
+                let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
+                v["corpus"] = json!(id);
+                Ok(v)
+            };
+            let event = match run() {
+                Ok(v) => json_event("result", &v),
+                Err(e) => json_event("error", &json!({"message": e.message, "code": e.status.as_u16()})),
+            };
+            send(tx, &cancel, event);
+        })?;
+        return Ok(sse);
+    }
+    let v = on_engine(&app, move |engine, cancel| {
+        let mut corpus = open_corpus(&path, &id)?;
+        let opts = options(cancel);
+        let r = ask(&mut corpus, engine, &opts, &mut |_| {}).map_err(task_error)?;
+        app2.metrics
+            .generation(r.usage.prompt_tokens, r.usage.completion_tokens, r.kv);
+        let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
+        v["corpus"] = json!(id);
+        Ok(v)
+    })
+    .await?;
+    Ok(Json(v).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditBody {
+    #[serde(default)]
+    pipeline: Option<String>,
+    #[serde(default)]
+    max_findings: Option<u32>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+}
+
+async fn audit_route(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    Json(body): Json<AuditBody>,
+) -> ApiResult<Json<Value>> {
+    let path = corpus_path(&app, &id)?;
+    let pipeline =
+        Pipeline::load(body.pipeline.as_deref().unwrap_or("security")).map_err(|e| ApiError::bad(e.to_string()))?;
+    let app2 = Arc::clone(&app);
+    let v = on_engine(&app, move |engine, cancel| {
+        let mut corpus = open_corpus(&path, &id)?;
+        let opts = AuditOptions {
+            pipeline,
+            generate: GenerateParams {
+                max_tokens: body.max_tokens.unwrap_or(1536),
+                repeat_penalty: 1.0,
+                cancel,
+                ..GenerateParams::default()
+            },
+            max_findings: body.max_findings.unwrap_or(8).max(1),
+        };
+        let r = audit(&mut corpus, engine, &opts, &mut |_| {}).map_err(task_error)?;
+        app2.metrics
+            .generation(r.usage.prompt_tokens, r.usage.completion_tokens, r.kv);
+        Ok(serde_json::to_value(&r).unwrap_or(Value::Null))
+    })
+    .await?;
+    Ok(Json(v))
+}
+
+#[derive(Debug, Deserialize)]
+struct ExtractBody {
+    schema: String,
+    #[serde(default)]
+    per_page: bool,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+}
+
+async fn extract_route(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    Json(body): Json<ExtractBody>,
+) -> ApiResult<Json<Value>> {
+    let path = corpus_path(&app, &id)?;
+    let schema = ExtractSchema::load(&body.schema).map_err(|e| ApiError::bad(e.to_string()))?;
+    let app2 = Arc::clone(&app);
+    let v = on_engine(&app, move |engine, cancel| {
+        let mut corpus = open_corpus(&path, &id)?;
+        let opts = ExtractOptions {
+            generate: GenerateParams {
+                max_tokens: body.max_tokens.unwrap_or(768),
+                repeat_penalty: 1.0,
+                cancel,
+                ..GenerateParams::default()
+            },
+            per_page: body.per_page,
+        };
+        let results = extract(&mut corpus, engine, &schema, &opts, &mut |_| {}, &mut |_| {}).map_err(task_error)?;
+        for r in &results {
+            app2.metrics
+                .generation(r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.kv);
+        }
+        Ok(json!({"data": results}))
+    })
+    .await?;
+    Ok(Json(v))
+}
+
+async fn chat_completions(State(app): State<Arc<App>>, Json(body): Json<Value>) -> ApiResult<Response> {
+    if !body["messages"].is_array() {
+        return Err(ApiError::bad("`messages` must be an array"));
+    }
+    let corpus = match body["scout"]["corpus"].as_str() {
+        Some(id) => Some((corpus_path(&app, id)?, id.to_owned())),
+        None => None,
+    };
+    if let Some((path, id)) = &corpus {
+        if !path.exists() {
+            return Err(ApiError::not_found(format!("no corpus {id:?}")));
+        }
+    }
+    let max_tokens = app.opts.max_tokens;
+    let stream = body["stream"].as_bool().unwrap_or(false);
+    let app2 = Arc::clone(&app);
+    let run = move |engine: &mut dyn Engine, cancel: Cancel, on_text: &mut dyn FnMut(&str)| -> ApiResult<Value> {
+        let prefix = match &corpus {
+            Some((path, id)) => {
+                let mut c = open_corpus(path, id)?;
+                Some(corpus_message(&mut c, engine, max_tokens).map_err(task_error)?)
+            }
+            None => None,
+        };
+        let (v, kv) = chat(engine, &body, max_tokens, prefix, cancel, on_text).map_err(task_error)?;
+        let u = &v["usage"];
+        app2.metrics.generation(
+            u["prompt_tokens"].as_u64().unwrap_or(0),
+            u["completion_tokens"].as_u64().unwrap_or(0),
+            kv,
+        );
+        Ok(v)
+    };
+    if !stream {
+        let v = on_engine(&app, move |engine, cancel| run(engine, cancel, &mut |_| {})).await?;
+        return Ok(Json(v).into_response());
+    }
+    let model = app.pool.model.clone();
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let chunk_id = format!("chatcmpl-{created:x}");
+    let sse = streamed(&app, move |engine, cancel, tx| {
+        let chunk = |delta: Value, finish: Value, usage: Option<&Value>| {
+            let mut c = json!({"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            if let Some(u) = usage {
+                c["usage"] = u.clone();
+            }
+            Event::default().data(c.to_string())
+        };
+        send(
+            tx,
+            &cancel,
+            chunk(json!({"role": "assistant", "content": ""}), Value::Null, None),
+        );
+        let outcome = run(engine, cancel.clone(), &mut |t| {
+            send(tx, &cancel, chunk(json!({"content": t}), Value::Null, None));
+        });
+        match outcome {
+            Ok(v) => send(
+                tx,
+                &cancel,
+                chunk(json!({}), v["choices"][0]["finish_reason"].clone(), Some(&v["usage"])),
+            ),
+            Err(e) => send(
+                tx,
+                &cancel,
+                Event::default().data(json!({"error": {"message": e.message, "code": e.status.as_u16()}}).to_string()),
+            ),
+        }
+        send(tx, &cancel, Event::default().data("[DONE]"));
+    })?;
+    Ok(sse)
+}
+
+async fn create_batch(State(app): State<Arc<App>>, body: String) -> ApiResult<(StatusCode, Json<Value>)> {
+    let jobs = parse_jobs(&body, &app.opts.roots).map_err(|e| ApiError::bad(e.to_string()))?;
+    let mut raw = [0u8; 8];
+    getrandom::fill(&mut raw).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let id = format!("batch_{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let dir = app.opts.data_dir.join("batches").join(&id);
+    std::fs::create_dir_all(&dir).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    std::fs::write(dir.join("jobs.jsonl"), &body)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let status = BatchStatus {
+        id: id.clone(),
+        status: "running",
+        total: jobs.len(),
+        done: 0,
+        failed: 0,
+        error: None,
+    };
+    if let Ok(mut b) = app.batches.lock() {
+        b.insert(id.clone(), status.clone());
+    }
+    let app2 = Arc::clone(&app);
+    let hash = blake3::hash(body.as_bytes()).to_hex().to_string();
+    let data_dir = app.opts.data_dir.clone();
+    let (walk, extract_walk) = (app.opts.walk.clone(), app.opts.extract_walk.clone());
+    let factory = Arc::clone(&app.factory);
+    let max_tokens = app.opts.max_tokens;
+    std::thread::spawn(move || {
+        let set = |f: &dyn Fn(&mut BatchStatus)| {
+            if let Ok(mut b) = app2.batches.lock() {
+                if let Some(s) = b.get_mut(&id) {
+                    f(s);
+                }
+            }
+        };
+        let out = dir.join("results.jsonl");
+        // Corpora of path jobs are cached beside the batches.
+        let open = |source: &Source, for_extract: bool| -> anyhow::Result<Corpus> {
+            match source {
+                Source::Corpus(p) => Ok(Corpus::open(p)?),
+                Source::Paths(paths) => {
+                    let key = blake3::hash(format!("{paths:?}{for_extract}").as_bytes()).to_hex();
+                    let cache = data_dir.join("batches").join(format!("{}.scout.db", &key[..16]));
+                    let mut c = Corpus::open(&cache)?;
+                    let w = if for_extract { &extract_walk } else { &walk };
+                    crate::tasks::ingest::ingest(&mut c, paths, w, None, &mut |_| {})?;
+                    Ok(c)
+                }
+            }
+        };
+        let outcome = (|| -> anyhow::Result<()> {
+            let mut state = BatchState::open(&dir.join("state.db"), &out, &hash, false)?;
+            let (mut file, in_file) = ResultsFile::open(&out)?;
+            let make = || -> anyhow::Result<Worker<'_>> { Ok(Worker::new(factory()?, &open, max_tokens)) };
+            run_batch(&jobs, &mut state, &mut file, &in_file, 1, &make, &|p, _| {
+                set(&|s| {
+                    s.done = p.done;
+                    s.failed = p.failed;
+                });
+            })?;
+            Ok(())
+        })();
+        set(&|s| match &outcome {
+            Ok(()) => s.status = "done",
+            Err(e) => {
+                s.status = "failed";
+                s.error = Some(format!("{e:#}"));
+            }
+        });
+    });
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::to_value(&status).unwrap_or(Value::Null)),
+    ))
+}
+
+async fn batch_status(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Value>> {
+    let b = app
+        .batches
+        .lock()
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "batch table poisoned"))?;
+    let s = b
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no batch {id:?}")))?;
+    Ok(Json(serde_json::to_value(s).unwrap_or(Value::Null)))
+}
+
+async fn batch_results(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
+    check_id(&id)?;
+    let path = app.opts.data_dir.join("batches").join(&id).join("results.jsonl");
+    let text = std::fs::read(&path).map_err(|_| ApiError::not_found(format!("no results for batch {id:?}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/jsonl")], Body::from(text)).into_response())
+}

@@ -1,0 +1,370 @@
+//! `scout serve` on loopback with the real default model: the API end to
+//! end, and a bounded load test.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::util::{data, model, scout};
+
+const KEY: &str = "test-key-4711";
+
+struct Serve {
+    child: Child,
+    url: String,
+    log: tempfile::NamedTempFile,
+}
+
+impl Serve {
+    fn start(cache: &Path, extra: &[&str]) -> Serve {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = scout(cache)
+            .args(["serve", "--listen", "127.0.0.1:0", "--threads", "1", "--root"])
+            .arg(data(""))
+            .arg("--data")
+            .arg(cache.join("server"))
+            .arg("--model")
+            .arg(model())
+            .args(extra)
+            .env("SCOUT_TEST_KEY", KEY)
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let mut s = Serve {
+            child,
+            url: String::new(),
+            log,
+        };
+        let started = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(s.log.path()).unwrap_or_default();
+            if let Some(rest) = text.split("listening on ").nth(1) {
+                rest.split_whitespace().next().unwrap().clone_into(&mut s.url);
+                return s;
+            }
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("scout serve exited ({status}):\n{text}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "scout serve did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// (status, body) of a request; `key` adds the bearer token.
+    fn call(&self, method: &str, path: &str, body: Option<&Value>, key: bool) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(300)))
+            .build()
+            .into();
+        let url = format!("{}{path}", self.url);
+        let auth = format!("Bearer {KEY}");
+        let resp = match (method, body) {
+            ("GET", _) => {
+                let mut r = agent.get(&url);
+                if key {
+                    r = r.header("authorization", &auth);
+                }
+                r.call()
+            }
+            ("DELETE", _) => {
+                let mut r = agent.delete(&url);
+                if key {
+                    r = r.header("authorization", &auth);
+                }
+                r.call()
+            }
+            (_, b) => {
+                let mut r = agent.post(&url).header("content-type", "application/json");
+                if key {
+                    r = r.header("authorization", &auth);
+                }
+                r.send(b.map_or_else(String::new, Value::to_string))
+            }
+        }
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log()));
+        let status = resp.status().as_u16();
+        let text = resp.into_body().read_to_string().unwrap_or_default();
+        (status, text)
+    }
+
+    fn json(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let (status, text) = self.call(method, path, body, true);
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Server-sent events as (event name, data) pairs.
+fn events(text: &str) -> Vec<(String, String)> {
+    text.split("\n\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|block| {
+            let mut name = "message".to_owned();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event:") {
+                    n.trim().clone_into(&mut name);
+                } else if let Some(d) = line.strip_prefix("data:") {
+                    data.push_str(d.strip_prefix(' ').unwrap_or(d));
+                }
+            }
+            (name, data)
+        })
+        .collect()
+}
+
+/// A counter or gauge's value (all of scout's are whole numbers).
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[test]
+fn serve_answers_every_route_with_the_cli_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Serve::start(dir.path(), &["--api-key-env", "SCOUT_TEST_KEY"]);
+    let needle = data("needle");
+
+    // Health is open; everything else needs the key.
+    assert_eq!(s.call("GET", "/healthz", None, false).0, 200);
+    assert_eq!(s.call("GET", "/v1/models", None, false).0, 401);
+    let (status, page) = s.call("GET", "/", None, false);
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<title>scout</title>") && !page.contains("src=\"http"),
+        "self-contained page"
+    );
+    let (status, models) = s.json("GET", "/v1/models", None);
+    assert_eq!(status, 200);
+    assert_eq!(models["data"][0]["capabilities"]["json_schema"], true);
+
+    // Corpora: paths only under the roots.
+    let (status, body) = s.json("POST", "/v1/corpora", Some(&json!({"id": "n", "paths": ["/etc"]})));
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = s.json("POST", "/v1/corpora", Some(&json!({"id": "../x", "paths": [needle]})));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = s.json("POST", "/v1/corpora", Some(&json!({"id": "needle", "paths": [needle]})));
+    assert_eq!(status, 201, "{body}");
+    assert!(body["documents"].as_u64().unwrap() >= 3, "{body}");
+    let (_, list) = s.json("GET", "/v1/corpora", None);
+    assert_eq!(list["data"][0]["id"], "needle");
+    let (_, inspect) = s.json("GET", "/v1/corpora/needle", None);
+    let config = inspect["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["path"].as_str().unwrap().ends_with("vault/config.py"))
+        .expect("the needle's file is listed")["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Ask: the same JSON as `scout ask --json`.
+    let q = json!({"question": "What is the vault unseal phrase?"});
+    let (status, r) = s.json("POST", "/v1/corpora/needle/ask", Some(&q));
+    assert_eq!(status, 200, "{r}");
+    assert!(r["answer"].as_str().unwrap().contains("amber-falcon-7731"), "{r:#}");
+    assert!(r["citations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["status"] == "valid"));
+    assert!(r["kv"]["prefilled_tokens"].as_u64().is_some());
+
+    // Streamed: tokens, then the result.
+    let (status, text) = s.call(
+        "POST",
+        "/v1/corpora/needle/ask",
+        Some(&json!({"question": "What is the vault unseal phrase?", "stream": true})),
+        true,
+    );
+    assert_eq!(status, 200);
+    let ev = events(&text);
+    let streamed: String = ev
+        .iter()
+        .filter(|(n, _)| n == "token")
+        .map(|(_, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let (_, result_data) = ev.iter().rfind(|(n, _)| n == "result").expect("a result event");
+    let result: Value = serde_json::from_str(result_data).unwrap();
+    assert_eq!(streamed, result["answer"].as_str().unwrap());
+    // The second question restored the corpus's KV instead of reading it.
+    assert!(
+        result["kv"]["restored_tokens"].as_u64().unwrap() > 0,
+        "{:#}",
+        result["kv"]
+    );
+
+    // The cited source, for the page.
+    let (status, src) = s.json("GET", &format!("/v1/corpora/needle/source?path={config}"), None);
+    assert_eq!(status, 200);
+    assert!(src["segments"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("amber-falcon-7731"));
+
+    // OpenAI chat with the corpus in front, plain and streamed.
+    let chat = json!({"messages": [{"role": "user", "content": "What is the vault unseal phrase?"}],
+                      "scout": {"corpus": "needle"}, "max_tokens": 40});
+    let (status, c) = s.json("POST", "/v1/chat/completions", Some(&chat));
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["object"], "chat.completion");
+    // The corpus leads the prompt (the 135M model's answer itself is not
+    // reliable without scout's ask instructions, so it is not checked).
+    assert!(c["usage"]["prompt_tokens"].as_u64().unwrap() > 1000, "{c:#}");
+    assert!(
+        !c["choices"][0]["message"]["content"].as_str().unwrap().is_empty(),
+        "{c:#}"
+    );
+    let mut streaming = chat.clone();
+    streaming["stream"] = json!(true);
+    let (_, text) = s.call("POST", "/v1/chat/completions", Some(&streaming), true);
+    let data: Vec<String> = events(&text).into_iter().map(|(_, d)| d).collect();
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let content: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!content.is_empty());
+    let final_chunk: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert!(
+        final_chunk["usage"]["prompt_tokens"].as_u64().unwrap() > 1000,
+        "{final_chunk:#}"
+    );
+
+    // A batch runs in the background; its results come back as JSONL.
+    let jobs = format!(
+        "{}\n{}\n",
+        json!({"id": "b1", "task": "ask", "paths": [needle], "question": "What is the vault unseal phrase?", "max_tokens": 24}),
+        json!({"custom_id": "b2", "method": "POST", "url": "/v1/chat/completions",
+               "body": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}})
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let resp = agent
+        .post(&format!("{}/v1/batches", s.url))
+        .header("authorization", &format!("Bearer {KEY}"))
+        .send(jobs)
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let batch: Value = serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap();
+    let id = batch["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    loop {
+        let (_, st) = s.json("GET", &format!("/v1/batches/{id}"), None);
+        if st["status"] != "running" {
+            assert_eq!(st["status"], "done", "{st}");
+            assert_eq!((st["done"].as_u64(), st["failed"].as_u64()), (Some(2), Some(0)), "{st}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "batch still running: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, results) = s.call("GET", &format!("/v1/batches/{id}/results"), None, true);
+    assert_eq!(results.lines().count(), 2, "{results}");
+
+    // Metrics, then delete.
+    let (_, m) = s.call("GET", "/metrics", None, true);
+    assert!(
+        m.contains("scout_requests_total{route=\"/v1/corpora/{id}/ask\",status=\"200\"} 2"),
+        "{m}"
+    );
+    assert!(metric(&m, "scout_kv_restores_total") >= 2, "{m}");
+    assert_eq!(s.call("DELETE", "/v1/corpora/needle", None, true).0, 204);
+    assert_eq!(s.json("POST", "/v1/corpora/needle/ask", Some(&q)).0, 404);
+}
+
+/// 64 clients at once on one corpus, one engine and a short queue: every
+/// request is answered or refused with 429 and Retry-After, memory stays
+/// bounded, and the corpus was read (prefilled) once.
+#[test]
+fn serve_under_load_answers_or_refuses_and_reads_the_corpus_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Serve::start(dir.path(), &["--workers", "1", "--queue", "4"]);
+    let (status, body) = s.json(
+        "POST",
+        "/v1/corpora",
+        Some(&json!({"id": "needle", "paths": [data("needle")]})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let rss = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let pid = s.child.id();
+    let before = rss(pid);
+    let url = s.url.clone();
+    let outcomes: Vec<(u16, bool)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..64)
+            .map(|i| {
+                let url = url.clone();
+                scope.spawn(move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .timeout_global(Some(Duration::from_secs(300)))
+                        .build()
+                        .into();
+                    let resp = agent
+                        .post(&format!("{url}/v1/corpora/needle/ask"))
+                        .header("content-type", "application/json")
+                        .send(
+                            json!({"question": format!("What is the vault unseal phrase? ({i})"), "max_tokens": 8})
+                                .to_string(),
+                        )
+                        .unwrap();
+                    let status = resp.status().as_u16();
+                    let retry_after = resp.headers().get("retry-after").is_some();
+                    (status, retry_after)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = outcomes.iter().filter(|(s, _)| *s == 200).count();
+    let refused = outcomes.iter().filter(|(s, _)| *s == 429).count();
+    assert_eq!(ok + refused, 64, "{outcomes:?}\n{}", s.log());
+    assert!(ok >= 1 && refused >= 1, "{ok} answered, {refused} refused");
+    assert!(
+        outcomes.iter().filter(|(s, _)| *s == 429).all(|(_, r)| *r),
+        "429s carry Retry-After"
+    );
+    let after = rss(pid);
+    eprintln!("load: {ok} answered, {refused} refused; RSS {before} kB -> {after} kB");
+    assert!(after < before + 512 * 1024, "RSS grew from {before} kB to {after} kB");
+    let (_, m) = s.call("GET", "/metrics", None, false);
+    assert_eq!(metric(&m, "scout_kv_misses_total"), 1, "the corpus is read once:\n{m}");
+    assert_eq!(metric(&m, "scout_kv_restores_total"), (ok - 1) as u64, "{m}");
+    assert_eq!(metric(&m, "scout_rejected_total"), refused as u64);
+    assert_eq!(metric(&m, "scout_queue_depth"), 0);
+}
