@@ -546,6 +546,16 @@ mod tests {
         let errors: Vec<String> = validator.iter_errors(&log).map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{errors:#?}");
         insta::assert_json_snapshot!("audit_sarif", log);
+        // The JSON report: snapshot, and valid against its published schema.
+        let report = serde_json::to_value(&r).unwrap();
+        let schema: Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/audit-report.schema.json")).unwrap(),
+        )
+        .unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&report).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        insta::assert_json_snapshot!("audit_json", report);
         let page = html(&r, "repo.scout.db");
         let data = page
             .split("const data = ")

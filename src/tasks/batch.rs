@@ -753,6 +753,28 @@ not json
     }
 
     #[test]
+    fn result_lines_in_both_formats() {
+        let jobs = parse_jobs(
+            "{\"id\": \"q1\", \"task\": \"ask\", \"paths\": [\"src\"], \"question\": \"q\"}\n\
+             {\"custom_id\": \"c1\", \"url\": \"/v1/chat/completions\", \"body\": {\"messages\": []}}\n",
+            &roots(),
+        )
+        .unwrap();
+        let ok = Ok(json!({"answer": "42"}));
+        let failed = Err("the model failed".to_owned());
+        let lines: Vec<Value> = [
+            result_line(&jobs[0], &ok, 12),
+            result_line(&jobs[0], &failed, 3),
+            result_line(&jobs[1], &Ok(json!({"object": "chat.completion"})), 5),
+            result_line(&jobs[1], &failed, 5),
+        ]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+        insta::assert_json_snapshot!("batch_result_lines", lines);
+    }
+
+    #[test]
     fn a_half_written_line_is_cut_and_lines_are_found_by_id() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");

@@ -549,6 +549,26 @@ mod tests {
     }
 
     #[test]
+    fn an_extraction_line() {
+        let unit = receipt();
+        let data =
+            serde_json::json!({"company": "CORNER HARDWARE SDN BHD", "date": "", "address": "x", "total": "11.98"});
+        let schema = ExtractSchema::load("receipt").unwrap();
+        let line = Extraction {
+            path: "r.png".to_owned(),
+            page: None,
+            valid: schema.errors(&data).is_empty(),
+            errors: schema.errors(&data),
+            fields: trace(&data, &unit),
+            data: Some(data),
+            constrained: true,
+            usage: Usage::default(),
+            ms: 7,
+        };
+        insta::assert_json_snapshot!("extract_line", line);
+    }
+
+    #[test]
     fn shipped_schemas_load_and_bad_ones_say_why() {
         for (name, _) in BUILT_IN {
             let s = ExtractSchema::load(name).unwrap();
