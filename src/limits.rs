@@ -77,6 +77,10 @@ pub const BINARY_SNIFF_BYTES: usize = 8 * 1024;
 /// Tokens kept free for the answer when a prompt is fitted to the context.
 pub const ANSWER_TOKENS: u32 = 512;
 
+/// Bytes of prompt-prefix KV an engine keeps in memory for the next
+/// request over the same corpus (the host tier); least recently used out.
+pub const KV_HOST_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
 /// `scout serve`: requests that may wait for an engine before new ones are
 /// refused with 429 (`--queue`).
 pub const SERVER_QUEUE: usize = 16;

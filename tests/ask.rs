@@ -361,3 +361,69 @@ fn the_llamacpp_engine_constrains_output_to_a_json_schema() {
     let g = e.generate(&messages, &params, &mut |_| {}).unwrap();
     crate::util::assert_port_service_json(&g.text);
 }
+
+/// The host tier: a follow-up in the same process starts from the
+/// prefix's KV kept in memory, and answers exactly as a fresh prefill
+/// does; under a budget too small for two corpora, the older one is
+/// evicted and read again (never another corpus's KV).
+#[test]
+fn a_follow_up_in_process_reuses_the_prefix_from_memory_and_answers_the_same() {
+    use scout::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions};
+    use scout::engine::{ChatMessage, Engine, GenerateParams, Role};
+    let corpus = |word: &str| {
+        let body: String = (0..60)
+            .map(|i| format!("Line {i}: the warehouse keeps item {i} on shelf {}.\n", i * 7))
+            .collect();
+        format!("{body}The vault unseal phrase is {word}.")
+    };
+    let ask = |e: &mut LlamaCppEngine, doc: &str| {
+        let messages = [
+            ChatMessage::new(Role::System, doc),
+            ChatMessage::new(Role::User, "What is the vault unseal phrase?"),
+        ];
+        let params = GenerateParams {
+            max_tokens: 16,
+            ..GenerateParams::default()
+        };
+        e.generate(&messages, &params, &mut |_| {}).unwrap()
+    };
+    let (a, b) = (corpus("amber-falcon-7731"), corpus("cobalt-heron-2209"));
+    let mut fresh = LlamaCppEngine::load(model(), LlamaCppOptions::default()).unwrap();
+    let reference = ask(&mut fresh, &a);
+    assert_eq!(reference.kv.reused_tokens, 0);
+
+    let options = LlamaCppOptions {
+        kv_host_bytes: 1 << 30,
+        ..LlamaCppOptions::default()
+    };
+    let mut e = LlamaCppEngine::load(model(), options).unwrap();
+    let cold = ask(&mut e, &a);
+    let warm = ask(&mut e, &a);
+    assert_eq!(cold.kv.reused_tokens, 0);
+    assert!(warm.kv.reused_tokens > 400, "{:?}", warm.kv);
+    assert!(warm.kv.prefilled_tokens < 40, "{:?}", warm.kv);
+    assert_eq!(
+        warm.text, reference.text,
+        "greedy output after reuse equals a fresh prefill"
+    );
+    assert_eq!(cold.text, reference.text);
+    // Another corpus is another key: read, not reused.
+    let other = ask(&mut e, &b);
+    assert_eq!(other.kv.reused_tokens, 0);
+
+    // A budget that holds one prefix: b evicts a, and a is read again.
+    let one = (u64::from(cold.prompt_tokens) * 30_000).max(1);
+    let options = LlamaCppOptions {
+        kv_host_bytes: one,
+        ..LlamaCppOptions::default()
+    };
+    let mut small = LlamaCppEngine::load(model(), options).unwrap();
+    let first = ask(&mut small, &a);
+    let b1 = ask(&mut small, &b);
+    let b2 = ask(&mut small, &b);
+    let again = ask(&mut small, &a);
+    assert_eq!(b1.kv.reused_tokens, 0);
+    assert!(b2.kv.reused_tokens > 400, "the budget holds one prefix: {:?}", b2.kv);
+    assert_eq!(again.kv.reused_tokens, 0, "evicted, so read again: {:?}", again.kv);
+    assert_eq!(again.text, first.text);
+}

@@ -212,9 +212,10 @@ fn serve_answers_every_route_with_the_cli_json() {
     let (_, result_data) = ev.iter().rfind(|(n, _)| n == "result").expect("a result event");
     let result: Value = serde_json::from_str(result_data).unwrap();
     assert_eq!(streamed, result["answer"].as_str().unwrap());
-    // The second question restored the corpus's KV instead of reading it.
+    // The second question reused the corpus's KV (kept in memory) instead
+    // of reading it.
     assert!(
-        result["kv"]["restored_tokens"].as_u64().unwrap() > 0,
+        result["kv"]["reused_tokens"].as_u64().unwrap() > 0,
         "{:#}",
         result["kv"]
     );
@@ -296,14 +297,15 @@ fn serve_answers_every_route_with_the_cli_json() {
         m.contains("scout_requests_total{route=\"/v1/corpora/{id}/ask\",status=\"200\"} 2"),
         "{m}"
     );
-    assert!(metric(&m, "scout_kv_restores_total") >= 2, "{m}");
+    assert!(metric(&m, "scout_kv_hits_total") >= 2, "{m}");
     assert_eq!(s.call("DELETE", "/v1/corpora/needle", None, true).0, 204);
     assert_eq!(s.json("POST", "/v1/corpora/needle/ask", Some(&q)).0, 404);
 }
 
 /// 64 clients at once on one corpus, one engine and a short queue: every
 /// request is answered or refused with 429 and Retry-After, memory stays
-/// bounded, and the corpus was read (prefilled) once.
+/// bounded, and the corpus was read (prefilled) once: every other answer
+/// reused its KV from memory.
 #[test]
 fn serve_under_load_answers_or_refuses_and_reads_the_corpus_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -364,7 +366,7 @@ fn serve_under_load_answers_or_refuses_and_reads_the_corpus_once() {
     assert!(after < before + 512 * 1024, "RSS grew from {before} kB to {after} kB");
     let (_, m) = s.call("GET", "/metrics", None, false);
     assert_eq!(metric(&m, "scout_kv_misses_total"), 1, "the corpus is read once:\n{m}");
-    assert_eq!(metric(&m, "scout_kv_restores_total"), (ok - 1) as u64, "{m}");
+    assert_eq!(metric(&m, "scout_kv_hits_total"), (ok - 1) as u64, "{m}");
     assert_eq!(metric(&m, "scout_rejected_total"), refused as u64);
     assert_eq!(metric(&m, "scout_queue_depth"), 0);
 }

@@ -266,10 +266,11 @@ struct RunArgs {
     /// contexts larger than GPU memory holds.
     #[arg(long)]
     kv_on_host: bool,
-    /// llamacpp: do not keep the corpus's KV on disk. By default the KV of everything
-    /// before the question is saved (in the cache folder, at most 4 GiB, least recently
-    /// used first out), and a later question over the same corpus and model restores it
-    /// instead of reading the corpus again.
+    /// llamacpp: do not keep the corpus's KV. By default the KV of everything before the
+    /// question is kept in memory for later requests in this process (2 GiB at most) and
+    /// saved in the cache folder (4 GiB at most; least recently used out of both), and a
+    /// later question over the same corpus and model reuses it instead of reading the
+    /// corpus again.
     #[arg(long)]
     no_kv_cache: bool,
 }
@@ -739,6 +740,11 @@ fn engine_options(m: &ModelArgs, run: &RunArgs) -> LlamaCppOptions {
         kv_type: run.kv_type,
         kv_on_host: run.kv_on_host,
         kv_disk: (!run.no_kv_cache).then(|| DiskTier::new(models::kv_dir(), crate::limits::KV_DISK_BYTES)),
+        kv_host_bytes: if run.no_kv_cache {
+            0
+        } else {
+            crate::limits::KV_HOST_BYTES
+        },
     }
 }
 

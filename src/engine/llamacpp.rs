@@ -24,6 +24,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
 
 use super::bpe::ByteBpe;
 use super::{
@@ -31,6 +32,7 @@ use super::{
     StopReason, Tokenizer,
 };
 use crate::kv::disk::{DiskTier, Lookup};
+use crate::kv::host::HostTier;
 
 /// Prompt tokens decoded per llama.cpp call.
 const PREFILL_BATCH: usize = 512;
@@ -72,6 +74,9 @@ pub struct LlamaCppOptions {
     /// Where prompt prefixes' KV is kept between processes; `None`: not
     /// kept.
     pub kv_disk: Option<DiskTier>,
+    /// Bytes of prompt prefixes' KV kept in memory for later requests in
+    /// this process (0: none).
+    pub kv_host_bytes: u64,
 }
 
 impl Default for LlamaCppOptions {
@@ -83,6 +88,7 @@ impl Default for LlamaCppOptions {
             kv_type: KvType::F16,
             kv_on_host: false,
             kv_disk: None,
+            kv_host_bytes: 0,
         }
     }
 }
@@ -121,6 +127,8 @@ pub struct LlamaCppEngine {
     model_id: String,
     tokenizer_id: String,
     context_length: u32,
+    /// Prompt prefixes' KV in memory, by the same key as the disk tier.
+    host: HostTier<SeqState>,
 }
 
 impl std::fmt::Debug for LlamaCppEngine {
@@ -296,6 +304,21 @@ impl LlamaCppEngine {
         h.finalize().to_hex()[..32].to_owned()
     }
 
+    /// Copies sequence 0's KV (exactly the prompt's prefix, at this point)
+    /// into the host tier under `key`.
+    fn keep_in_memory(host: &mut HostTier<SeqState>, ctx: &LlamaContext<'_>, key: &str) {
+        if !host.enabled() {
+            return;
+        }
+        match ctx.state_seq_get(0, LlamaStateSeqFlags::empty()) {
+            Ok(state) => {
+                let bytes = state.byte_len() as u64;
+                host.insert(key, state, bytes);
+            }
+            Err(e) => eprintln!("scout: could not keep the prompt's KV in memory: {e}"),
+        }
+    }
+
     /// Restores `prefix`'s KV into sequence 0 from the disk tier; returns
     /// the tokens restored (0: prefill it, after saying why when a file
     /// was there but unusable).
@@ -363,6 +386,7 @@ impl LlamaCppEngine {
             fast: fast_counter(path),
             template,
             trims_content,
+            host: HostTier::new(options.kv_host_bytes),
             options,
             model_id,
             tokenizer_id,
@@ -514,19 +538,33 @@ impl Engine for LlamaCppEngine {
             .map_err(|e| EngineError::Inference(format!("could not create a context of {n_ctx} tokens: {e}")))?;
 
         let mut kv = KvUse::default();
-        // The prefix (everything before the question) may be on disk from an
-        // earlier process: restoring it replaces its prefill.
-        let disk = self
-            .options
-            .kv_disk
-            .as_ref()
-            .filter(|_| prefix_len >= MIN_SAVED_PREFIX)
-            .map(|tier| (tier, self.prefix_key(&prompt[..prefix_len])));
+        // The prefix (everything before the question) may be in memory from
+        // an earlier request, or on disk from an earlier process: a copy of
+        // it replaces its prefill.
+        let key = (prefix_len >= MIN_SAVED_PREFIX).then(|| self.prefix_key(&prompt[..prefix_len]));
+        let disk = self.options.kv_disk.as_ref().zip(key.as_ref());
         let mut done = 0usize;
-        if let Some((tier, key)) = &disk {
+        if let Some(state) = key
+            .as_ref()
+            .filter(|_| self.host.enabled())
+            .and_then(|k| self.host.get(k))
+        {
+            match ctx.state_seq_set(state, 0) {
+                Ok(()) => {
+                    done = prefix_len;
+                    kv.reused_tokens = done as u32;
+                }
+                Err(e) => eprintln!("scout: could not reuse the prompt's KV from memory ({e}); reading it again"),
+            }
+        }
+        if let (0, Some((tier, key))) = (done, &disk) {
             done = Self::restore(&mut ctx, tier, key, &prompt[..prefix_len], on_event);
             kv.restored_tokens = done as u32;
+            if done > 0 {
+                Self::keep_in_memory(&mut self.host, &ctx, key);
+            }
         }
+        let keep_prefix = key.is_some() && (disk.is_some() || self.host.enabled()) && done == 0;
         let mut batch = LlamaBatch::new(PREFILL_BATCH, 1);
         on_event(EngineEvent::Prefill {
             done: done as u32,
@@ -534,7 +572,7 @@ impl Engine for LlamaCppEngine {
         });
         while done < prompt.len() {
             // Chunks end at the prefix's end, so its KV can be saved alone.
-            let end = if done < prefix_len && disk.is_some() && kv.restored_tokens == 0 {
+            let end = if done < prefix_len && keep_prefix {
                 (done + PREFILL_BATCH).min(prefix_len)
             } else {
                 (done + PREFILL_BATCH).min(prompt.len())
@@ -551,9 +589,12 @@ impl Engine for LlamaCppEngine {
                 .map_err(|e| EngineError::Inference(format!("prefill: {e}")))?;
             kv.prefilled_tokens += (end - done) as u32;
             done = end;
-            if done == prefix_len && kv.restored_tokens == 0 {
+            if done == prefix_len && keep_prefix {
                 if let Some((tier, key)) = &disk {
                     kv.saved_bytes = save(&ctx, tier, key, &prompt[..prefix_len]);
+                }
+                if let Some(key) = &key {
+                    Self::keep_in_memory(&mut self.host, &ctx, key);
                 }
             }
             on_event(EngineEvent::Prefill {
