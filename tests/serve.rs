@@ -168,6 +168,8 @@ fn serve_answers_every_route_with_the_cli_json() {
     let (_, list) = s.json("GET", "/v1/corpora", None);
     assert_eq!(list["data"][0]["id"], "needle");
     let (_, inspect) = s.json("GET", "/v1/corpora/needle", None);
+    assert!(inspect["tokens"].as_u64().unwrap() > 500, "{inspect:#}");
+    assert!(inspect["skips"].is_array(), "{inspect:#}");
     let config = inspect["documents"]
         .as_array()
         .unwrap()
@@ -227,6 +229,27 @@ fn serve_answers_every_route_with_the_cli_json() {
         .as_str()
         .unwrap()
         .contains("amber-falcon-7731"));
+
+    // A scan's image, for the page to outline the cited region on; only
+    // image documents of the corpus.
+    let (status, body) = s.json(
+        "POST",
+        "/v1/corpora",
+        Some(&json!({"id": "scans", "paths": [data("receipts/receipt1.png")]})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let png = data("receipts/receipt1.png");
+    let resp = ureq::get(&format!("{}/v1/corpora/scans/image?path={}", s.url, png.display()))
+        .header("authorization", &format!("Bearer {KEY}"))
+        .call()
+        .unwrap();
+    assert_eq!(resp.headers().get("content-type").unwrap(), "image/png");
+    assert_eq!(resp.into_body().read_to_vec().unwrap(), std::fs::read(&png).unwrap());
+    assert_eq!(
+        s.call("GET", &format!("/v1/corpora/needle/image?path={config}"), None, true)
+            .0,
+        404
+    );
 
     // OpenAI chat with the corpus in front, plain and streamed.
     let chat = json!({"messages": [{"role": "user", "content": "What is the vault unseal phrase?"}],
@@ -309,7 +332,13 @@ fn serve_answers_every_route_with_the_cli_json() {
 #[test]
 fn serve_under_load_answers_or_refuses_and_reads_the_corpus_once() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Serve::start(dir.path(), &["--workers", "1", "--queue", "4"]);
+    let s = Serve::start(
+        dir.path(),
+        &["--workers", "1", "--queue", "4", "--max-body-bytes", "65536"],
+    );
+    // An oversized body is refused before anything runs.
+    let big = json!({"question": "x".repeat(100_000)});
+    assert_eq!(s.call("POST", "/v1/corpora/needle/ask", Some(&big), false).0, 413);
     let (status, body) = s.json(
         "POST",
         "/v1/corpora",

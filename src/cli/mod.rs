@@ -275,6 +275,18 @@ struct RunArgs {
     no_kv_cache: bool,
 }
 
+/// What every command that runs a model over sources shares: how sources
+/// are walked, which model, and how llamacpp runs it.
+#[derive(Debug, Args)]
+struct TaskArgs {
+    #[command(flatten)]
+    walk: WalkArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 #[derive(Debug, Args)]
 struct IngestArgs {
     /// Folders and files to read.
@@ -339,11 +351,7 @@ struct AskArgs {
     #[arg(long, short)]
     quiet: bool,
     #[command(flatten)]
-    walk: WalkArgs,
-    #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    run: RunArgs,
+    common: TaskArgs,
 }
 
 #[derive(Debug, Args)]
@@ -402,11 +410,7 @@ struct AuditArgs {
     #[arg(long, short)]
     quiet: bool,
     #[command(flatten)]
-    walk: WalkArgs,
-    #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    run: RunArgs,
+    common: TaskArgs,
 }
 
 #[derive(Debug, Args)]
@@ -449,11 +453,7 @@ struct ExtractArgs {
     #[arg(long, short)]
     quiet: bool,
     #[command(flatten)]
-    walk: WalkArgs,
-    #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    run: RunArgs,
+    common: TaskArgs,
 }
 
 #[derive(Debug, Args)]
@@ -509,11 +509,7 @@ struct BatchArgs {
     #[arg(long, short)]
     quiet: bool,
     #[command(flatten)]
-    walk: WalkArgs,
-    #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    run: RunArgs,
+    common: TaskArgs,
 }
 
 #[derive(Debug, Args)]
@@ -562,11 +558,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = ANSWER_TOKENS)]
     max_tokens: u32,
     #[command(flatten)]
-    walk: WalkArgs,
-    #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    run: RunArgs,
+    common: TaskArgs,
 }
 
 #[derive(Debug, Args)]
@@ -822,6 +814,21 @@ impl ModelArgs {
     }
 }
 
+/// A task's steps and prefill on the progress bar (answer text is the
+/// caller's to show).
+fn show_progress(progress: &Progress, event: AskEvent<'_>) {
+    match event {
+        AskEvent::Step {
+            step,
+            index,
+            of,
+            prompt_tokens,
+        } => progress.step(&step_text(step, index, of), prompt_tokens),
+        AskEvent::Prefill { done, total } => progress.prefill_progress(done, total),
+        AskEvent::Answer(_) => {}
+    }
+}
+
 /// What a model call is doing, for the progress line.
 fn step_text(step: Step, index: usize, of: usize) -> String {
     match step {
@@ -883,9 +890,9 @@ fn run_ask(a: &AskArgs) -> Result<i32> {
     let pipeline = a.pipeline.as_deref().map(Pipeline::load).transpose()?;
     let schema = a.schema.as_deref().map(ExtractSchema::load).transpose()?;
     let mut say = say(a.quiet);
-    let (mut engine, engine_line) = a.model.engine(&a.run, &mut say)?;
+    let (mut engine, engine_line) = a.common.model.engine(&a.common.run, &mut say)?;
 
-    let (mut corpus, ingest_errors) = open_sources(&a.sources, &a.walk.options(false), a.quiet, &mut say)?;
+    let (mut corpus, ingest_errors) = open_sources(&a.sources, &a.common.walk.options(false), a.quiet, &mut say)?;
     say(&format!("scout: asking {engine_line}"));
 
     let opts = AskOptions {
@@ -905,15 +912,7 @@ fn run_ask(a: &AskArgs) -> Result<i32> {
     let progress = Progress::prefill(a.quiet);
     let verbose = a.verbose && !a.quiet;
     let result = ask(&mut corpus, engine.as_mut(), &opts, &mut |event| match event {
-        AskEvent::Step {
-            step,
-            index,
-            of,
-            prompt_tokens,
-        } => {
-            progress.step(&step_text(step, index, of), prompt_tokens);
-        }
-        AskEvent::Prefill { done, total } => progress.prefill_progress(done, total),
+        AskEvent::Step { .. } | AskEvent::Prefill { .. } => show_progress(&progress, event),
         AskEvent::Answer(text) => {
             progress.clear();
             if stream && write_error.is_none() {
@@ -967,8 +966,8 @@ fn run_audit(a: &AuditArgs) -> Result<i32> {
         }
     }
     let mut say = say(a.quiet);
-    let (mut engine, engine_line) = a.model.engine(&a.run, &mut say)?;
-    let (mut corpus, ingest_errors) = open_sources(&a.sources, &a.walk.options(false), a.quiet, &mut say)?;
+    let (mut engine, engine_line) = a.common.model.engine(&a.common.run, &mut say)?;
+    let (mut corpus, ingest_errors) = open_sources(&a.sources, &a.common.walk.options(false), a.quiet, &mut say)?;
     say(&format!(
         "scout: auditing with the {} pipeline ({} rules) on {engine_line}",
         pipeline.name,
@@ -988,15 +987,8 @@ fn run_audit(a: &AuditArgs) -> Result<i32> {
         max_findings: a.max_findings.max(1),
     };
     let progress = Progress::prefill(a.quiet);
-    let result = audit(&mut corpus, engine.as_mut(), &opts, &mut |event| match event {
-        AskEvent::Step {
-            step,
-            index,
-            of,
-            prompt_tokens,
-        } => progress.step(&step_text(step, index, of), prompt_tokens),
-        AskEvent::Prefill { done, total } => progress.prefill_progress(done, total),
-        AskEvent::Answer(_) => {}
+    let result = audit(&mut corpus, engine.as_mut(), &opts, &mut |event| {
+        show_progress(&progress, event);
     });
     progress.clear();
     let report = result?;
@@ -1055,8 +1047,8 @@ fn run_extract(a: &ExtractArgs) -> Result<i32> {
     check_sources(&a.sources)?;
     let schema = ExtractSchema::load(&a.schema)?;
     let mut say = say(a.quiet);
-    let (mut engine, engine_line) = a.model.engine(&a.run, &mut say)?;
-    let (mut corpus, ingest_errors) = open_sources(&a.sources, &a.walk.options(true), a.quiet, &mut say)?;
+    let (mut engine, engine_line) = a.common.model.engine(&a.common.run, &mut say)?;
+    let (mut corpus, ingest_errors) = open_sources(&a.sources, &a.common.walk.options(true), a.quiet, &mut say)?;
     say(&format!(
         "scout: extracting with the {} schema on {engine_line}",
         schema.name
@@ -1086,16 +1078,7 @@ fn run_extract(a: &ExtractArgs) -> Result<i32> {
         engine.as_mut(),
         &schema,
         &opts,
-        &mut |event| match event {
-            AskEvent::Step {
-                step,
-                index,
-                of,
-                prompt_tokens,
-            } => progress.step(&step_text(step, index, of), prompt_tokens),
-            AskEvent::Prefill { done, total } => progress.prefill_progress(done, total),
-            AskEvent::Answer(_) => {}
-        },
+        &mut |event| show_progress(&progress, event),
         &mut |result| {
             progress.clear();
             if write_error.is_none() {
@@ -1156,14 +1139,14 @@ fn run_batch_cli(a: &BatchArgs) -> Result<i32> {
     )?;
     let (mut out, in_file) = ResultsFile::open(&a.out)?;
     let mut say = say(a.quiet);
-    if a.concurrency > 1 && a.model.engine == EngineKind::Llamacpp {
+    if a.concurrency > 1 && a.common.model.engine == EngineKind::Llamacpp {
         say(&format!(
             "scout: --concurrency {}: each worker loads its own copy of the model",
             a.concurrency
         ));
     }
-    let walk = a.walk.options(false);
-    let extract_walk = a.walk.options(true);
+    let walk = a.common.walk.options(false);
+    let extract_walk = a.common.walk.options(true);
     let open = |source: &Source, for_extract: bool| -> Result<Corpus> {
         match source {
             Source::Corpus(path) => {
@@ -1179,7 +1162,7 @@ fn run_batch_cli(a: &BatchArgs) -> Result<i32> {
             }
         }
     };
-    let engine_name = match a.model.engine {
+    let engine_name = match a.common.model.engine {
         EngineKind::Llamacpp => "llamacpp",
         EngineKind::Openai => "openai",
     };
@@ -1193,7 +1176,7 @@ fn run_batch_cli(a: &BatchArgs) -> Result<i32> {
     ));
     let progress = Progress::jobs(a.quiet, jobs.len());
     let make_worker = || -> Result<Worker<'_>> {
-        let (engine, _) = a.model.engine(&a.run, &mut |_| {})?;
+        let (engine, _) = a.common.model.engine(&a.common.run, &mut |_| {})?;
         Ok(Worker::new(engine, &open, a.max_tokens))
     };
     let summary = run_batch(
@@ -1243,11 +1226,11 @@ fn run_serve(a: &ServeArgs) -> Result<i32> {
     .collect::<Result<_>>()?;
     let mut say = say(false);
     // Resolve (and fetch) the model once, before the engines start.
-    let mut model = a.model.clone();
+    let mut model = a.common.model.clone();
     if model.engine == EngineKind::Llamacpp {
         model.model = Some(models::resolve(model.model.as_deref(), &mut say)?);
     }
-    let run = a.run.clone();
+    let run = a.common.run.clone();
     let factory: std::sync::Arc<crate::server::EngineFactory> =
         std::sync::Arc::new(move || Ok(model.engine(&run, &mut |_| {})?.0));
     let options = crate::server::ServeOptions {
@@ -1259,8 +1242,8 @@ fn run_serve(a: &ServeArgs) -> Result<i32> {
         queue: a.queue,
         timeout: std::time::Duration::from_secs(a.timeout.max(1)),
         body_limit: a.max_body_bytes,
-        walk: a.walk.options(false),
-        extract_walk: a.walk.options(true),
+        walk: a.common.walk.options(false),
+        extract_walk: a.common.walk.options(true),
         max_tokens: a.max_tokens,
     };
     say(&format!(

@@ -84,6 +84,26 @@ impl From<&Document> for StoredDocument {
 }
 
 impl StoredDocument {
+    /// A document of `kind` with these segments and nothing else (tests
+    /// build their corpora with it).
+    #[must_use]
+    pub fn with_segments(path: &str, kind: DocumentKind, segments: Vec<Segment>) -> Self {
+        Self {
+            id: 0,
+            path: path.to_owned(),
+            kind,
+            language: None,
+            content_hash: String::new(),
+            bytes: segments.iter().map(|s| s.text.len() as u64).sum(),
+            modified: 0,
+            replaced_chars: 0,
+            image: None,
+            segments,
+            symbols: Vec::new(),
+            title: None,
+        }
+    }
+
     /// Number of lines (text) or pages (PDF) the document has; 0 for images.
     #[must_use]
     pub fn extent(&self) -> u32 {
@@ -505,6 +525,21 @@ impl Corpus {
                     text: r.get(6)?,
                 })
             })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// What the latest ingest run skipped: (path, reason, detail).
+    pub fn last_skips(&self) -> Result<Vec<(String, String, String)>, CorpusError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT path, reason, detail FROM skips
+                 WHERE run_id = (SELECT MAX(id) FROM ingest_runs) ORDER BY path",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }

@@ -182,6 +182,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/v1/corpora", get(list_corpora).post(create_corpus))
         .route("/v1/corpora/{id}", get(inspect_corpus).delete(delete_corpus))
         .route("/v1/corpora/{id}/source", get(source))
+        .route("/v1/corpora/{id}/image", get(image))
         .route("/v1/corpora/{id}/ask", post(ask_route))
         .route("/v1/corpora/{id}/audit", post(audit_route))
         .route("/v1/corpora/{id}/extract", post(extract_route))
@@ -428,29 +429,46 @@ async fn list_corpora(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({"data": list})))
 }
 
+/// A corpus's documents with their prompt tokens (counted by the served
+/// model, cached in the corpus), and what its latest ingest skipped.
 async fn inspect_corpus(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Value>> {
     let path = corpus_path(&app, &id)?;
-    tokio::task::spawn_blocking(move || {
-        let corpus = open_corpus(&path, &id)?;
-        let docs = corpus
-            .documents()
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if !path.exists() {
+        return Err(ApiError::not_found(format!("no corpus {id:?}")));
+    }
+    let v = on_engine(&app, move |engine, _| {
+        let internal = |e: crate::corpus::CorpusError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        let mut corpus = open_corpus(&path, &id)?;
+        let docs = corpus.documents().map_err(internal)?;
+        let tokens: HashMap<String, u64> = crate::tasks::ingest::document_tokens(&mut corpus, &*engine)
+            .map_err(internal)?
+            .into_iter()
+            .map(|(p, _, n)| (p, n))
+            .collect();
         let documents: Vec<Value> = docs
             .iter()
             .map(|d| {
                 json!({"path": d.path, "kind": d.kind.as_str(), "bytes": d.bytes, "extent": d.extent(),
-                       "language": d.language, "title": d.title})
+                       "tokens": tokens.get(&d.path), "language": d.language, "title": d.title})
             })
             .collect();
-        Ok(Json(json!({
+        let skips: Vec<Value> = corpus
+            .last_skips()
+            .map_err(internal)?
+            .into_iter()
+            .map(|(path, reason, detail)| json!({"path": path, "reason": reason, "detail": detail}))
+            .collect();
+        Ok(json!({
             "id": id,
             "documents": documents,
+            "tokens": tokens.values().sum::<u64>(),
             "bytes": docs.iter().map(|d| d.bytes).sum::<u64>(),
+            "skips": skips,
             "git_head": corpus.meta("git_head").ok().flatten(),
-        })))
+        }))
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .await?;
+    Ok(Json(v))
 }
 
 async fn delete_corpus(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult<StatusCode> {
@@ -496,6 +514,47 @@ async fn source(
         Ok(Json(
             json!({"path": doc.path, "kind": doc.kind.as_str(), "segments": segments}),
         ))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+/// An image document's file, for the page to show the cited region on the
+/// scan. Only images the corpus holds, read from under the roots.
+async fn image(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<SourceQuery>,
+) -> ApiResult<Response> {
+    let path = corpus_path(&app, &id)?;
+    let roots = app.opts.roots.clone();
+    tokio::task::spawn_blocking(move || {
+        let corpus = open_corpus(&path, &id)?;
+        let wanted: std::collections::HashSet<String> = [q.path.clone()].into();
+        let doc = corpus
+            .documents_at(&wanted)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .into_iter()
+            .next()
+            .filter(|d| d.kind == crate::ingest::DocumentKind::Image)
+            .ok_or_else(|| ApiError::not_found(format!("no image {:?} in corpus {id:?}", q.path)))?;
+        let file = allowed_path(&doc.path, &roots).map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
+        let bytes = std::fs::read(&file).map_err(|e| ApiError::not_found(format!("{}: {e}", doc.path)))?;
+        let kind = match file
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("png") => "image/png",
+            Some("jpg" | "jpeg") => "image/jpeg",
+            Some("gif") => "image/gif",
+            Some("webp") => "image/webp",
+            Some("tif" | "tiff") => "image/tiff",
+            Some("bmp") => "image/bmp",
+            _ => "application/octet-stream",
+        };
+        Ok(([(header::CONTENT_TYPE, kind)], Body::from(bytes)).into_response())
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?

@@ -601,27 +601,19 @@ mod tests {
 
     fn doc(path: &str, text: &str) -> StoredDocument {
         let lines = text.lines().count() as u32;
-        StoredDocument {
-            id: 1,
+        let anchor = Anchor::Lines {
             path: path.to_owned(),
-            kind: DocumentKind::Code,
-            language: Some("python".to_owned()),
-            content_hash: String::new(),
-            bytes: text.len() as u64,
-            modified: 0,
-            replaced_chars: 0,
-            image: None,
-            segments: vec![Segment {
-                anchor: Anchor::Lines {
-                    path: path.to_owned(),
-                    start: 1,
-                    end: lines,
-                },
+            start: 1,
+            end: lines,
+        };
+        StoredDocument::with_segments(
+            path,
+            DocumentKind::Code,
+            vec![Segment {
+                anchor,
                 text: text.to_owned(),
             }],
-            symbols: Vec::new(),
-            title: None,
-        }
+        )
     }
 
     fn raw(rule: &str, path: &str, lines: (u32, u32), evidence: &str) -> RawFinding {

@@ -493,31 +493,16 @@ mod tests {
             line("TOTAL 11.98", 200, 93.5),
         ];
         let text: String = ocr.iter().map(|l| format!("{}\n", l.text)).collect();
+        let anchor = Anchor::Region {
+            path: "r.png".to_owned(),
+            page: 1,
+            x: 10,
+            y: 10,
+            w: 200,
+            h: 210,
+        };
         Unit {
-            doc: StoredDocument {
-                id: 1,
-                path: "r.png".to_owned(),
-                kind: DocumentKind::Image,
-                language: None,
-                content_hash: String::new(),
-                bytes: 0,
-                modified: 0,
-                replaced_chars: 0,
-                image: None,
-                segments: vec![Segment {
-                    anchor: Anchor::Region {
-                        path: "r.png".to_owned(),
-                        page: 1,
-                        x: 10,
-                        y: 10,
-                        w: 200,
-                        h: 210,
-                    },
-                    text,
-                }],
-                symbols: Vec::new(),
-                title: None,
-            },
+            doc: StoredDocument::with_segments("r.png", DocumentKind::Image, vec![Segment { anchor, text }]),
             page: None,
             ocr,
         }
