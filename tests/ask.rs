@@ -424,6 +424,7 @@ fn a_follow_up_in_process_reuses_the_prefix_from_memory_and_answers_the_same() {
     let again = ask(&mut small, &a);
     assert_eq!(b1.kv.reused_tokens, 0);
     assert!(b2.kv.reused_tokens > 400, "the budget holds one prefix: {:?}", b2.kv);
+    assert_eq!((first.kv.evictions, b1.kv.evictions), (0, 1), "b's prefix evicted a's");
     assert_eq!(again.kv.reused_tokens, 0, "evicted, so read again: {:?}", again.kv);
     assert_eq!(again.text, first.text);
 }

@@ -558,3 +558,31 @@ fn page_asks_streams_and_highlights_the_cited_source() {
     );
     assert!(b.text(&b.find("#sourcetitle")).contains("vault/config.py"));
 }
+
+/// A generation past `--timeout` is stopped and answered with 504; the
+/// engine is free for the next request.
+#[test]
+fn serve_stops_a_generation_at_its_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Serve::start(dir.path(), &["--timeout", "1"]);
+    let (status, body) = s.json(
+        "POST",
+        "/v1/corpora",
+        Some(&json!({"id": "needle", "paths": [data("needle")]})),
+    );
+    assert_eq!(status, 201, "{body}");
+    // Reading ~1,000 prompt tokens takes longer than a second here.
+    let started = Instant::now();
+    let (status, body) = s.json(
+        "POST",
+        "/v1/corpora/needle/ask",
+        Some(&json!({"question": "What is the vault unseal phrase?"})),
+    );
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("time limit"),
+        "{body}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "stopped promptly");
+    assert_eq!(s.call("GET", "/healthz", None, false).0, 200);
+}

@@ -306,10 +306,12 @@ impl LlamaCppEngine {
 
     /// Copies sequence 0's KV (exactly the prompt's prefix, at this point)
     /// into the host tier under `key`.
-    fn keep_in_memory(host: &mut HostTier<SeqState>, ctx: &LlamaContext<'_>, key: &str) {
+    /// Returns how many other prefixes were evicted to make room.
+    fn keep_in_memory(host: &mut HostTier<SeqState>, ctx: &LlamaContext<'_>, key: &str) -> u32 {
         if !host.enabled() {
-            return;
+            return 0;
         }
+        let before = host.counters.evictions;
         match ctx.state_seq_get(0, LlamaStateSeqFlags::empty()) {
             Ok(state) => {
                 let bytes = state.byte_len() as u64;
@@ -317,6 +319,7 @@ impl LlamaCppEngine {
             }
             Err(e) => eprintln!("scout: could not keep the prompt's KV in memory: {e}"),
         }
+        (host.counters.evictions - before) as u32
     }
 
     /// Restores `prefix`'s KV into sequence 0 from the disk tier; returns
@@ -561,7 +564,7 @@ impl Engine for LlamaCppEngine {
             done = Self::restore(&mut ctx, tier, key, &prompt[..prefix_len], on_event);
             kv.restored_tokens = done as u32;
             if done > 0 {
-                Self::keep_in_memory(&mut self.host, &ctx, key);
+                kv.evictions += Self::keep_in_memory(&mut self.host, &ctx, key);
             }
         }
         let keep_prefix = key.is_some() && (disk.is_some() || self.host.enabled()) && done == 0;
@@ -594,7 +597,7 @@ impl Engine for LlamaCppEngine {
                     kv.saved_bytes = save(&ctx, tier, key, &prompt[..prefix_len]);
                 }
                 if let Some(key) = &key {
-                    Self::keep_in_memory(&mut self.host, &ctx, key);
+                    kv.evictions += Self::keep_in_memory(&mut self.host, &ctx, key);
                 }
             }
             on_event(EngineEvent::Prefill {

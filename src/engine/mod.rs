@@ -137,6 +137,8 @@ pub struct KvUse {
     pub prefilled_tokens: u32,
     /// Bytes written to the disk tier for a later request.
     pub saved_bytes: u64,
+    /// Other prefixes dropped from the host tier to make room for this one.
+    pub evictions: u32,
 }
 
 impl std::ops::AddAssign for KvUse {
@@ -145,6 +147,7 @@ impl std::ops::AddAssign for KvUse {
         self.restored_tokens += o.restored_tokens;
         self.prefilled_tokens += o.prefilled_tokens;
         self.saved_bytes += o.saved_bytes;
+        self.evictions += o.evictions;
     }
 }
 

@@ -32,6 +32,8 @@ struct KvTotals {
     misses: u64,
     /// Prefixes written to the disk tier.
     saves: u64,
+    /// Prefixes dropped from the host tier to make room.
+    evictions: u64,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +68,7 @@ impl Metrics {
             k.hits += u64::from(kv.reused_tokens > 0);
             k.misses += u64::from(kv.reused_tokens == 0 && kv.restored_tokens == 0);
             k.saves += u64::from(kv.saved_bytes > 0);
+            k.evictions += u64::from(kv.evictions);
         }
     }
 
@@ -122,6 +125,11 @@ impl Metrics {
             m.kv.misses,
         );
         counter("scout_kv_saves_total", "Prefixes saved to the disk tier.", m.kv.saves);
+        counter(
+            "scout_kv_evictions_total",
+            "Corpus prefixes dropped from memory (least recently used) to make room.",
+            m.kv.evictions,
+        );
         counter(
             "scout_rejected_total",
             "Requests refused with 429 (queue full).",
