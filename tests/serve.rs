@@ -235,9 +235,22 @@ fn serve_answers_every_route_with_the_cli_json() {
     let (status, body) = s.json(
         "POST",
         "/v1/corpora",
-        Some(&json!({"id": "scans", "paths": [data("receipts/receipt1.png")]})),
+        Some(&json!({"id": "scans", "paths": [data("receipts/receipt1.png"), data("scans/scanned-handbook.pdf")]})),
     );
     assert_eq!(status, 201, "{body}");
+    // A scanned PDF page's image is kept in the corpus.
+    let pdf = data("scans/scanned-handbook.pdf");
+    let resp = ureq::get(&format!(
+        "{}/v1/corpora/scans/image?path={}&page=2",
+        s.url,
+        pdf.display()
+    ))
+    .header("authorization", &format!("Bearer {KEY}"))
+    .call()
+    .unwrap();
+    let kind = resp.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+    assert!(kind == "image/jpeg" || kind == "image/png", "{kind}");
+    assert!(resp.into_body().read_to_vec().unwrap().len() > 1000);
     let png = data("receipts/receipt1.png");
     let resp = ureq::get(&format!("{}/v1/corpora/scans/image?path={}", s.url, png.display()))
         .header("authorization", &format!("Bearer {KEY}"))

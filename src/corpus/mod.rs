@@ -261,6 +261,11 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
     started INTEGER NOT NULL,
     summary TEXT
 );
+CREATE TABLE IF NOT EXISTS page_images (
+    doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    page INTEGER NOT NULL,
+    bytes BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS skips (
     run_id INTEGER NOT NULL REFERENCES ingest_runs(id) ON DELETE CASCADE,
     path TEXT NOT NULL,
@@ -527,6 +532,19 @@ impl Corpus {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The image of a scanned PDF page (JPEG or PNG bytes), when the
+    /// page was a scan.
+    pub fn page_image(&self, doc_id: i64, page: u32) -> Result<Option<Vec<u8>>, CorpusError> {
+        self.conn
+            .query_row(
+                "SELECT bytes FROM page_images WHERE doc_id = ?1 AND page = ?2",
+                params![doc_id, page],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     /// What the latest ingest run skipped: (path, reason, detail).
@@ -921,6 +939,10 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document, rewrite: bool) -> rusql
             bbox.map(|b| b.3),
             seg.text
         ])?;
+    }
+    let mut stmt = tx.prepare_cached("INSERT INTO page_images VALUES (?1, ?2, ?3)")?;
+    for (page, bytes) in &doc.page_images {
+        stmt.execute(params![id, page, bytes])?;
     }
     let mut stmt = tx.prepare_cached("INSERT INTO ocr_lines VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?;
     for line in &doc.ocr_lines {

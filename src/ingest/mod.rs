@@ -108,6 +108,9 @@ pub struct Document {
     pub outline_failure: Option<&'static str>,
     /// An image's text lines as OCR read them (boxes, confidences).
     pub ocr_lines: Vec<ocr::OcrLine>,
+    /// A scanned PDF's page images (JPEG or PNG bytes), by page, so a
+    /// citation of the page can show the scan.
+    pub page_images: Vec<(u32, Vec<u8>)>,
     /// One per image file or scanned PDF page: `ok`, `no_text`, or why
     /// OCR gave no text.
     pub ocr_outcomes: Vec<&'static str>,
@@ -134,6 +137,7 @@ impl Document {
             outline_failure: None,
             title: None,
             ocr_lines: Vec::new(),
+            page_images: Vec::new(),
             ocr_outcomes: Vec::new(),
         }
     }

@@ -419,7 +419,11 @@ fn read_scanned_pages(doc: &mut Document, scans: Vec<(u32, Result<Vec<u8>, Strin
         let outcome = match image {
             Err(why) if why == pdf::BLANK_PAGE => Err("blank_page"),
             Err(_) => Err("unsupported_image"),
-            Ok(bytes) => ocr_page(&doc.path, page, &bytes, opts),
+            Ok(bytes) => {
+                let outcome = ocr_page(&doc.path, page, &bytes, opts);
+                doc.page_images.push((page, bytes));
+                outcome
+            }
         };
         match outcome {
             Ok((segments, lines, found)) => {

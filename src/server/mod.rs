@@ -519,39 +519,54 @@ async fn source(
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
-/// An image document's file, for the page to show the cited region on the
-/// scan. Only images the corpus holds, read from under the roots.
+#[derive(Debug, Deserialize)]
+struct ImageQuery {
+    path: String,
+    #[serde(default)]
+    page: Option<u32>,
+}
+
+/// The scan behind a citation, for the page to outline the cited region
+/// on: an image document's file (read from under the roots), or a scanned
+/// PDF page's image as stored in the corpus.
 async fn image(
     State(app): State<Arc<App>>,
     UrlPath(id): UrlPath<String>,
-    Query(q): Query<SourceQuery>,
+    Query(q): Query<ImageQuery>,
 ) -> ApiResult<Response> {
+    use crate::ingest::DocumentKind;
     let path = corpus_path(&app, &id)?;
     let roots = app.opts.roots.clone();
     tokio::task::spawn_blocking(move || {
         let corpus = open_corpus(&path, &id)?;
         let wanted: std::collections::HashSet<String> = [q.path.clone()].into();
+        let internal = |e: crate::corpus::CorpusError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        let missing = || ApiError::not_found(format!("no scan for {:?} in corpus {id:?}", q.path));
         let doc = corpus
             .documents_at(&wanted)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(internal)?
             .into_iter()
             .next()
-            .filter(|d| d.kind == crate::ingest::DocumentKind::Image)
-            .ok_or_else(|| ApiError::not_found(format!("no image {:?} in corpus {id:?}", q.path)))?;
-        let file = allowed_path(&doc.path, &roots).map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
-        let bytes = std::fs::read(&file).map_err(|e| ApiError::not_found(format!("{}: {e}", doc.path)))?;
-        let kind = match file
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            Some("png") => "image/png",
-            Some("jpg" | "jpeg") => "image/jpeg",
-            Some("gif") => "image/gif",
-            Some("webp") => "image/webp",
-            Some("tif" | "tiff") => "image/tiff",
-            Some("bmp") => "image/bmp",
+            .ok_or_else(missing)?;
+        let bytes = match doc.kind {
+            DocumentKind::Image => {
+                let file = allowed_path(&doc.path, &roots).map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
+                std::fs::read(&file).map_err(|e| ApiError::not_found(format!("{}: {e}", doc.path)))?
+            }
+            DocumentKind::Pdf => corpus
+                .page_image(doc.id, q.page.unwrap_or(1))
+                .map_err(internal)?
+                .ok_or_else(missing)?,
+            DocumentKind::Text | DocumentKind::Code => return Err(missing()),
+        };
+        // By content, not name: a PDF's page images are JPEG or PNG.
+        let kind = match bytes.get(..4) {
+            Some([0x89, b'P', b'N', b'G']) => "image/png",
+            Some([0xff, 0xd8, ..]) => "image/jpeg",
+            Some([b'G', b'I', b'F', _]) => "image/gif",
+            Some([b'R', b'I', b'F', b'F']) => "image/webp",
+            Some([b'I', b'I', ..] | [b'M', b'M', ..]) => "image/tiff",
+            Some([b'B', b'M', ..]) => "image/bmp",
             _ => "application/octet-stream",
         };
         Ok(([(header::CONTENT_TYPE, kind)], Body::from(bytes)).into_response())
