@@ -407,6 +407,11 @@ fn serve_under_load_answers_or_refuses_and_reads_the_corpus_once() {
     eprintln!("load: {ok} answered, {refused} refused; RSS {before} kB -> {after} kB");
     assert!(after < before + 512 * 1024, "RSS grew from {before} kB to {after} kB");
     let (_, m) = s.call("GET", "/metrics", None, false);
+    assert_eq!(
+        metric(&m, "scout_kv_offloads_total"),
+        1,
+        "the prefix went to memory once:\n{m}"
+    );
     assert_eq!(metric(&m, "scout_kv_misses_total"), 1, "the corpus is read once:\n{m}");
     assert_eq!(metric(&m, "scout_kv_hits_total"), (ok - 1) as u64, "{m}");
     assert_eq!(metric(&m, "scout_rejected_total"), refused as u64);

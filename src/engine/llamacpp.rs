@@ -306,20 +306,23 @@ impl LlamaCppEngine {
 
     /// Copies sequence 0's KV (exactly the prompt's prefix, at this point)
     /// into the host tier under `key`.
-    /// Returns how many other prefixes were evicted to make room.
-    fn keep_in_memory(host: &mut HostTier<SeqState>, ctx: &LlamaContext<'_>, key: &str) -> u32 {
+    /// Records the bytes kept and how many other prefixes were evicted to
+    /// make room in `kv`.
+    fn keep_in_memory(host: &mut HostTier<SeqState>, ctx: &LlamaContext<'_>, key: &str, kv: &mut KvUse) {
         if !host.enabled() {
-            return 0;
+            return;
         }
         let before = host.counters.evictions;
         match ctx.state_seq_get(0, LlamaStateSeqFlags::empty()) {
             Ok(state) => {
                 let bytes = state.byte_len() as u64;
-                host.insert(key, state, bytes);
+                if host.insert(key, state, bytes) {
+                    kv.offloaded_bytes += bytes;
+                }
             }
             Err(e) => eprintln!("scout: could not keep the prompt's KV in memory: {e}"),
         }
-        (host.counters.evictions - before) as u32
+        kv.evictions += (host.counters.evictions - before) as u32;
     }
 
     /// Restores `prefix`'s KV into sequence 0 from the disk tier; returns
@@ -564,7 +567,7 @@ impl Engine for LlamaCppEngine {
             done = Self::restore(&mut ctx, tier, key, &prompt[..prefix_len], on_event);
             kv.restored_tokens = done as u32;
             if done > 0 {
-                kv.evictions += Self::keep_in_memory(&mut self.host, &ctx, key);
+                Self::keep_in_memory(&mut self.host, &ctx, key, &mut kv);
             }
         }
         let keep_prefix = key.is_some() && (disk.is_some() || self.host.enabled()) && done == 0;
@@ -597,7 +600,7 @@ impl Engine for LlamaCppEngine {
                     kv.saved_bytes = save(&ctx, tier, key, &prompt[..prefix_len]);
                 }
                 if let Some(key) = &key {
-                    kv.evictions += Self::keep_in_memory(&mut self.host, &ctx, key);
+                    Self::keep_in_memory(&mut self.host, &ctx, key, &mut kv);
                 }
             }
             on_event(EngineEvent::Prefill {

@@ -139,6 +139,9 @@ pub struct KvUse {
     pub saved_bytes: u64,
     /// Other prefixes dropped from the host tier to make room for this one.
     pub evictions: u32,
+    /// Bytes of this prompt's prefix KV copied out of the engine's context
+    /// into host memory (the host tier) for later requests.
+    pub offloaded_bytes: u64,
 }
 
 impl std::ops::AddAssign for KvUse {
@@ -148,6 +151,7 @@ impl std::ops::AddAssign for KvUse {
         self.prefilled_tokens += o.prefilled_tokens;
         self.saved_bytes += o.saved_bytes;
         self.evictions += o.evictions;
+        self.offloaded_bytes += o.offloaded_bytes;
     }
 }
 

@@ -34,6 +34,9 @@ struct KvTotals {
     saves: u64,
     /// Prefixes dropped from the host tier to make room.
     evictions: u64,
+    /// Prefixes copied from an engine's context into host memory.
+    offloads: u64,
+    offloaded_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +72,8 @@ impl Metrics {
             k.misses += u64::from(kv.reused_tokens == 0 && kv.restored_tokens == 0);
             k.saves += u64::from(kv.saved_bytes > 0);
             k.evictions += u64::from(kv.evictions);
+            k.offloads += u64::from(kv.offloaded_bytes > 0);
+            k.offloaded_bytes += kv.offloaded_bytes;
         }
     }
 
@@ -125,6 +130,16 @@ impl Metrics {
             m.kv.misses,
         );
         counter("scout_kv_saves_total", "Prefixes saved to the disk tier.", m.kv.saves);
+        counter(
+            "scout_kv_offloads_total",
+            "Corpus prefixes copied from an engine's context into host memory.",
+            m.kv.offloads,
+        );
+        counter(
+            "scout_kv_offloaded_bytes_total",
+            "Bytes of KV copied into host memory.",
+            m.kv.offloaded_bytes,
+        );
         counter(
             "scout_kv_evictions_total",
             "Corpus prefixes dropped from memory (least recently used) to make room.",
