@@ -127,6 +127,8 @@ pub enum BatchError {
         "{out} exists and no batch state is beside it; refusing to overwrite it (remove it, or choose another --out)"
     )]
     OutExists { out: String },
+    #[error("{path}, line {line}: not a result line scout wrote (no JSON with an id); remove or fix it, then resume")]
+    ForeignLine { path: String, line: usize },
     #[error("nothing to resume: {state} does not exist")]
     NothingToResume { state: String },
     #[error("the jobs file changed since this batch began (its hash differs from the one in {state}); start over with a new --out, or restore the file")]
@@ -426,11 +428,25 @@ impl ResultsFile {
             file.set_len(whole as u64).map_err(io)?;
             file.seek(SeekFrom::End(0)).map_err(io)?;
         }
-        let ids = String::from_utf8_lossy(&text[..whole])
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter_map(|v| v.get("custom_id").or_else(|| v.get("id")).and_then(id_text))
-            .collect();
+        // Every whole line must be a result this code wrote: an id it cannot
+        // read would make a finished job run again.
+        let mut ids = HashSet::new();
+        for (i, line) in String::from_utf8_lossy(&text[..whole]).lines().enumerate() {
+            let id = serde_json::from_str::<Value>(line)
+                .ok()
+                .and_then(|v| v.get("custom_id").or_else(|| v.get("id")).and_then(id_text));
+            match id {
+                Some(id) => {
+                    ids.insert(id);
+                }
+                None => {
+                    return Err(BatchError::ForeignLine {
+                        path: name,
+                        line: i + 1,
+                    })
+                }
+            }
+        }
         Ok((Self { file, path: name }, ids))
     }
 
@@ -782,6 +798,12 @@ not json
         let (mut out, ids) = ResultsFile::open(&path).unwrap();
         assert_eq!(ids, ["a", "b"].map(String::from).into_iter().collect());
         out.append("{\"id\":\"c\"}").unwrap();
+        let other = dir.path().join("other.jsonl");
+        std::fs::write(&other, "{\"id\":\"a\"}\nnot a result\n").unwrap();
+        assert!(matches!(
+            ResultsFile::open(&other),
+            Err(BatchError::ForeignLine { line: 2, .. })
+        ));
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\"id\":\"a\"}\n{\"custom_id\":\"b\"}\n{\"id\":\"c\"}\n"
