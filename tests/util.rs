@@ -15,7 +15,9 @@ pub fn scout(cache: &Path) -> Command {
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("SCOUT_CACHE_DIR", cache)
         .env_remove("SCOUT_MODEL")
-        .env_remove("SCOUT_THREADS");
+        .env_remove("SCOUT_THREADS")
+        .env_remove("SCOUT_ENGINE")
+        .env_remove("SCOUT_API_KEY");
     cmd
 }
 

@@ -533,7 +533,9 @@ struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
     listen: std::net::SocketAddr,
     /// The environment variable holding the API key every route but /healthz and / then
-    /// requires, as `Authorization: Bearer KEY`.
+    /// requires, as `Authorization: Bearer KEY`. Without this option, `SCOUT_API_KEY` is
+    /// used when it is set. (A key is never taken on the command line, where other users
+    /// of the machine can read it.)
     #[arg(long, value_name = "VAR")]
     api_key_env: Option<String>,
     /// A folder corpora may be read from (repeatable). Default: the current folder.
@@ -1208,11 +1210,11 @@ fn run_batch_cli(a: &BatchArgs) -> Result<i32> {
 fn run_serve(a: &ServeArgs) -> Result<i32> {
     let api_key = match &a.api_key_env {
         Some(var) => Some(std::env::var(var).with_context(|| format!("--api-key-env {var}: not set"))?),
-        None => None,
+        None => std::env::var("SCOUT_API_KEY").ok().filter(|k| !k.is_empty()),
     };
     if api_key.is_none() && !a.listen.ip().is_loopback() {
         bail!(
-            "--listen {} reaches beyond this machine: set an API key with --api-key-env VAR first",
+            "--listen {} reaches beyond this machine: set an API key first (SCOUT_API_KEY, or --api-key-env VAR)",
             a.listen
         );
     }
