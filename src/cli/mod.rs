@@ -40,6 +40,10 @@ Examples:
   scout ask examples/demo \"What is the release codename?\"
   scout ingest ./my-repo --corpus my-repo.scout.db
   scout ask my-repo.scout.db \"Where are passwords hashed?\" --json
+  scout audit ./my-repo --sarif scout.sarif --html report.html
+  scout extract scans/ --schema receipt --jsonl receipts.jsonl
+  scout batch jobs.jsonl --out results.jsonl
+  scout serve --root ./my-repo
   scout models
   scout plan --model scout --context 1000000 --kv-type fp8 --devices H200
   scout plan --devices \"8x H200\" --quant FP8 --emit vllm
@@ -49,7 +53,8 @@ The default model (SmolLM2-135M-Instruct, Q4_1 GGUF) is fetched on first use wit
 ~/.cache/scout). Pass --model FILE.gguf to use any other GGUF.
 
 Exit codes: 0 success; 1 ran but the answer is not found in the corpus (or no citation
-of it resolves); 2 at least one error (unreadable files, broken PDFs, a failed model).";
+of it resolves), or audit --fail-on matched a finding; 2 at least one error (unreadable
+files, broken PDFs, a failed model, a failed batch job or extraction).";
 
 #[derive(Debug, Parser)]
 #[command(name = "scout", version, about = ABOUT, after_help = AFTER_HELP)]
