@@ -685,17 +685,47 @@ mod tests {
     /// `[DONE]` if `finish`, else a cut connection; with `throttle`, the
     /// first chat request gets a 429 with `Retry-After: 1`. Returns its
     /// base URL.
+    /// A whole HTTP request: headers, then as many body bytes as they
+    /// announce. (Answering after a partial read and closing would reset
+    /// the connection while the client still sends, which a loaded machine
+    /// turns into a spurious connection error.)
+    fn read_request(stream: &mut std::net::TcpStream) -> String {
+        use std::io::Read;
+        let mut data = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = stream.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&data);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if data.len() >= end + 4 + length {
+                    break;
+                }
+            }
+        }
+        String::from_utf8_lossy(&data).into_owned()
+    }
+
     fn canned(pieces: &'static [&'static str], finish: bool, throttle: bool) -> String {
-        use std::io::{Read, Write};
+        use std::io::Write;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         std::thread::spawn(move || {
             let mut throttle = throttle;
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
-                let mut buf = vec![0u8; 65536];
-                let n = stream.read(&mut buf).unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let request = read_request(&mut stream);
                 if !request.starts_with("GET") && std::mem::take(&mut throttle) {
                     let _ = write!(
                         stream,
