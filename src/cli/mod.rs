@@ -1122,7 +1122,7 @@ fn run_extract(a: &ExtractArgs) -> Result<i32> {
 }
 
 fn run_batch_cli(a: &BatchArgs) -> Result<i32> {
-    use crate::tasks::batch::{parse_jobs, run_batch, BatchState, ResultsFile, Source, Worker};
+    use crate::tasks::batch::{open_corpus_file, parse_jobs, run_batch, BatchState, ResultsFile, Source, Worker};
     let text = std::fs::read_to_string(&a.jobs).with_context(|| format!("reading {}", a.jobs.display()))?;
     let roots: Vec<PathBuf> = if a.root.is_empty() {
         vec![std::env::current_dir().context("the current folder")?]
@@ -1156,12 +1156,7 @@ fn run_batch_cli(a: &BatchArgs) -> Result<i32> {
     let extract_walk = a.common.walk.options(true);
     let open = |source: &Source, for_extract: bool| -> Result<Corpus> {
         match source {
-            Source::Corpus(path) => {
-                if !Corpus::is_corpus_file(path) {
-                    bail!("{} is not a corpus file made by `scout ingest`", path.display());
-                }
-                Ok(Corpus::open(path)?)
-            }
+            Source::Corpus(path) => open_corpus_file(path),
             // Extract jobs read scans as rows, as `scout extract` does.
             Source::Paths(paths) => {
                 let walk = if for_extract { &extract_walk } else { &walk };

@@ -39,7 +39,9 @@ use crate::engine::{Cancel, Engine, GenerateParams};
 use crate::ingest::WalkOptions;
 use crate::tasks::ask::{ask, corpus_message, AskEvent, AskOptions};
 use crate::tasks::audit::{audit, AuditOptions};
-use crate::tasks::batch::{allowed_path, parse_jobs, run_batch, BatchState, ResultsFile, Source, Worker};
+use crate::tasks::batch::{
+    allowed_path, open_corpus_file, parse_jobs, run_batch, BatchState, ResultsFile, Source, Worker,
+};
 use crate::tasks::chat::chat;
 use crate::tasks::extract::{extract, ExtractOptions, ExtractSchema};
 use crate::tasks::pipeline::Pipeline;
@@ -876,7 +878,7 @@ async fn create_batch(State(app): State<Arc<App>>, body: String) -> ApiResult<(S
         // Corpora of path jobs are cached beside the batches.
         let open = |source: &Source, for_extract: bool| -> anyhow::Result<Corpus> {
             match source {
-                Source::Corpus(p) => Ok(Corpus::open(p)?),
+                Source::Corpus(p) => open_corpus_file(p),
                 Source::Paths(paths) => {
                     let key = blake3::hash(format!("{paths:?}{for_extract}").as_bytes()).to_hex();
                     let cache = data_dir.join("batches").join(format!("{}.scout.db", &key[..16]));

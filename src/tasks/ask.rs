@@ -173,8 +173,8 @@ pub enum AskError {
     CannotFit,
     #[error("the corpus takes {windows} windows of this engine's context; a chat holds one, so ask over it (map and reduce) instead")]
     TooLargeForChat { windows: usize },
-    #[error("no file in the corpus is one the {0} pipeline reads; check the path, or use another --pipeline")]
-    NoPipelineFiles(String),
+    #[error("no file in the corpus is one the {0} pipeline reads ({1}); check the path, or use another --pipeline")]
+    NoPipelineFiles(String, String),
     #[error("{notes} notes of {tokens} tokens cannot be combined within this engine's context")]
     NotesTooLarge { notes: usize, tokens: u32 },
 }
@@ -251,7 +251,7 @@ pub fn ask(
     if let Some(p) = &opts.pipeline {
         docs.retain(|d| p.reads(&d.path));
         if docs.is_empty() {
-            return Err(AskError::NoPipelineFiles(p.name.clone()));
+            return Err(AskError::NoPipelineFiles(p.name.clone(), p.reads_text()));
         }
     }
     order_documents(&mut docs);

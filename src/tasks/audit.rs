@@ -202,8 +202,8 @@ pub const REPORT_FORMAT: u32 = 1;
 pub enum AuditError {
     #[error(transparent)]
     Ask(#[from] AskError),
-    #[error("no file in the corpus is one the {pipeline} pipeline reads (its include globs: text and code files such as {example}); check the path, or use another --pipeline")]
-    NoFiles { pipeline: String, example: String },
+    #[error("no file in the corpus is one the {pipeline} pipeline reads ({reads}); check the path, or use another --pipeline")]
+    NoFiles { pipeline: String, reads: String },
 }
 
 impl From<crate::corpus::CorpusError> for AuditError {
@@ -285,7 +285,7 @@ pub fn audit(
     if docs.is_empty() {
         return Err(AuditError::NoFiles {
             pipeline: pipeline.name.clone(),
-            example: "*.py".to_owned(),
+            reads: pipeline.reads_text(),
         });
     }
     order_documents(&mut docs);

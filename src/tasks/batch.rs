@@ -465,6 +465,15 @@ impl ResultsFile {
     }
 }
 
+/// Opens a corpus file a job names (`corpus`): only files `scout ingest`
+/// made, never any other file opened as a database.
+pub fn open_corpus_file(path: &Path) -> anyhow::Result<Corpus> {
+    if !Corpus::is_corpus_file(path) {
+        anyhow::bail!("{} is not a corpus file made by `scout ingest`", path.display());
+    }
+    Ok(Corpus::open(path)?)
+}
+
 /// Opens a job's corpus: the source, and whether it is for extraction.
 pub type Opener<'o> = dyn Fn(&Source, bool) -> anyhow::Result<Corpus> + Sync + 'o;
 

@@ -338,7 +338,7 @@ pub(crate) fn parse_object(text: &str) -> Option<Value> {
     serde_json::from_str::<Value>(t).ok().filter(Value::is_object)
 }
 
-/// Every non-empty leaf value, with its JSON pointer.
+/// Every non-empty string or number leaf, with its JSON pointer.
 fn leaves(value: &Value, pointer: &str, out: &mut Vec<(String, Value)>) {
     match value {
         Value::Object(map) => {
@@ -352,8 +352,9 @@ fn leaves(value: &Value, pointer: &str, out: &mut Vec<(String, Value)>) {
                 leaves(v, &format!("{pointer}/{i}"), out);
             }
         }
+        // Empty values, nulls and booleans are not text the document holds.
         Value::String(s) if s.trim().is_empty() => {}
-        Value::Null => {}
+        Value::Null | Value::Bool(_) => {}
         other => out.push((pointer.to_owned(), other.clone())),
     }
 }

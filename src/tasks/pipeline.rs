@@ -64,6 +64,7 @@ pub struct Pipeline {
     pub source: String,
     include: Vec<PathGlob>,
     exclude: Vec<PathGlob>,
+    include_patterns: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +190,7 @@ impl Pipeline {
         };
         Ok(Self {
             include: globs(&file.include)?,
+            include_patterns: file.include.clone(),
             exclude: globs(&file.exclude)?,
             name: file.name,
             version: file.version,
@@ -205,6 +207,16 @@ impl Pipeline {
     pub fn reads(&self, path: &str) -> bool {
         (self.include.is_empty() || self.include.iter().any(|g| g.is_match(path)))
             && !self.exclude.iter().any(|g| g.is_match(path))
+    }
+
+    /// The files it reads, in words (for errors when it reads none).
+    #[must_use]
+    pub fn reads_text(&self) -> String {
+        match self.include_patterns.as_slice() {
+            [] => "every text and code file".to_owned(),
+            list if list.len() <= 6 => list.join(" "),
+            list => format!("{} and {} more", list[..6].join(" "), list.len() - 6),
+        }
     }
 
     #[must_use]
