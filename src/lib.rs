@@ -9,6 +9,7 @@
 //! `cli` is the binary's edge and holds no logic a library user would need.
 
 pub mod anchor;
+#[cfg(feature = "llamacpp")]
 pub mod cli;
 pub mod corpus;
 pub mod engine;

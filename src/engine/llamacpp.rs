@@ -263,20 +263,6 @@ fn save(ctx: &LlamaContext<'_>, tier: &DiskTier, key: &str, prefix: &[LlamaToken
     }
 }
 
-/// What the llamacpp backend can do with a model of `context_length`:
-/// text only (vision comes with the multimodal projector), output
-/// constrained to a JSON schema (as a grammar), and llama.cpp's sequence
-/// and state operations.
-#[must_use]
-pub fn capabilities(context_length: u32) -> Capabilities {
-    Capabilities {
-        context_length,
-        vision: false,
-        json_schema: true,
-        kv_operations: true,
-    }
-}
-
 /// Whether `template` trims message content (scout renders the template
 /// around placeholders, so it must do the trimming itself): a probe with
 /// surrounding whitespace shows it.
@@ -489,7 +475,7 @@ impl Engine for LlamaCppEngine {
     }
 
     fn capabilities(&self) -> Capabilities {
-        capabilities(self.context_length)
+        Capabilities::llamacpp(self.context_length)
     }
 
     fn count_chat_tokens(&self, messages: &[ChatMessage]) -> Result<u32, EngineError> {

@@ -9,6 +9,7 @@
 //! Never knows about tasks, corpora or citations.
 
 pub mod bpe;
+#[cfg(feature = "llamacpp")]
 pub mod llamacpp;
 pub mod models;
 pub mod openai;
@@ -29,6 +30,21 @@ pub struct Capabilities {
     pub json_schema: bool,
     /// KV operations (sequence copy, state save/restore) are available.
     pub kv_operations: bool,
+}
+
+impl Capabilities {
+    /// What the llamacpp engine can do with a text model whose context is
+    /// `context_length` tokens (scout's own engine: KV operations and
+    /// constrained output, no images yet).
+    #[must_use]
+    pub fn llamacpp(context_length: u32) -> Self {
+        Self {
+            context_length,
+            vision: false,
+            json_schema: true,
+            kv_operations: true,
+        }
+    }
 }
 
 /// Stops a generation from outside: at a deadline, or when a flag is set

@@ -129,7 +129,7 @@ pub fn llamacpp_capabilities(path: &Path) -> Option<super::Capabilities> {
     let header = crate::kv::plan::gguf::read_header(path).ok()?;
     let arch = header.str("general.architecture")?;
     let context = header.u64(&format!("{arch}.context_length"))?;
-    Some(super::llamacpp::capabilities(
+    Some(super::Capabilities::llamacpp(
         u32::try_from(context).unwrap_or(u32::MAX),
     ))
 }
