@@ -40,6 +40,14 @@ pub const MAX_PDF_INFLATED_BYTES: u64 = 1024 * 1024 * 1024;
 /// hundred thousand.
 pub const MAX_PDF_OBJECTS: usize = 2_000_000;
 
+/// Outline (bookmark) nodes read from one PDF; past this the outline is
+/// cut, so a hostile outline cannot cost unbounded time.
+pub const MAX_PDF_BOOKMARKS: usize = 100_000;
+
+/// Form `XObjects` nested in one another deeper than this make a PDF refused:
+/// text extractors follow them by recursion (real documents nest a few).
+pub const MAX_PDF_FORM_DEPTH: usize = 64;
+
 /// The disk tier of the KV cache: saved prompt prefixes past this are
 /// removed, least recently used first (the default model's KV for a full
 /// 8k context is about 190 MB).
@@ -90,6 +98,12 @@ pub const SERVER_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 /// `scout serve`: the longest one generation may run (`--timeout`).
 pub const GENERATION_SECONDS: u64 = 300;
+
+/// `scout serve`: the longest a client may take to send a request's
+/// headers, and then its body (`--client-timeout`); a slower client is cut
+/// off (its connection closed, or 408), so slow clients cannot hold the
+/// server's connections.
+pub const SERVER_CLIENT_SECONDS: u64 = 30;
 
 /// The bounds in force for one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 use super::child::{self, ChildError};
 use super::outline::Symbol;
 use super::{Segment, SkipReason};
-use crate::limits::{MAX_PDF_INFLATED_BYTES, MAX_PDF_OBJECTS, MAX_PDF_STREAM_BYTES, MAX_SCAN_PIXELS};
+use crate::limits::{
+    MAX_PDF_BOOKMARKS, MAX_PDF_FORM_DEPTH, MAX_PDF_INFLATED_BYTES, MAX_PDF_OBJECTS, MAX_PDF_STREAM_BYTES,
+    MAX_SCAN_PIXELS,
+};
 
 /// Why a PDF gave no pages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +63,9 @@ pub enum PdfIsolation {
 /// Extra seconds the parent waits beyond the worker's own limit, so the
 /// worker reports its timeout itself when it can.
 const WORKER_GRACE_SECONDS: u64 = 3;
+
+/// Stack of the thread that runs the PDF parsers.
+const PDF_PARSER_STACK_BYTES: usize = 256 * 1024 * 1024;
 
 /// Text, structure and scanned page images of a PDF, parsed as
 /// `isolation` says.
@@ -215,6 +221,184 @@ fn check_bounds(doc: &lopdf::Document, bounds: PdfBounds) -> Result<(), String> 
     Ok(())
 }
 
+/// Refuses a page tree with a cycle: a page whose `/Parent` chain comes
+/// back to itself (parsers walk it for inherited resources and never stop),
+/// or a page reached twice from the root (a `/Kids` array that points back
+/// up, which lopdf cuts off only after repeating pages many times).
+fn check_page_tree(doc: &lopdf::Document) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for (n, id) in doc.page_iter().enumerate() {
+        if !seen.insert(id) {
+            return Err(format!(
+                "cyclic page tree: page object {} {} is reached again as page {}",
+                id.0,
+                id.1,
+                n + 1
+            ));
+        }
+        let mut up = std::collections::HashSet::from([id]);
+        let mut node = id;
+        while let Some(parent) = doc
+            .get_dictionary(node)
+            .ok()
+            .and_then(|d| d.get(b"Parent").ok())
+            .and_then(|p| p.as_reference().ok())
+        {
+            if !up.insert(parent) {
+                return Err(format!(
+                    "cyclic page tree: the /Parent chain of page {} loops at object {} {}",
+                    n + 1,
+                    parent.0,
+                    parent.1
+                ));
+            }
+            node = parent;
+        }
+    }
+    Ok(())
+}
+
+/// The object `o` stands for: the one it refers to, or itself.
+fn deref<'a>(doc: &'a lopdf::Document, o: &'a lopdf::Object) -> Option<&'a lopdf::Object> {
+    match o {
+        lopdf::Object::Reference(id) => doc.get_object(*id).ok(),
+        other => Some(other),
+    }
+}
+
+/// Every dictionary in `object`, nested ones included (a page's direct
+/// `/Resources`), to a bounded depth.
+fn dictionaries<'a>(object: &'a lopdf::Object, depth: usize, out: &mut Vec<&'a lopdf::Dictionary>) {
+    let dict = match object {
+        lopdf::Object::Dictionary(d) => d,
+        lopdf::Object::Stream(s) => &s.dict,
+        lopdf::Object::Array(a) if depth > 0 => {
+            for o in a {
+                dictionaries(o, depth - 1, out);
+            }
+            return;
+        }
+        _ => return,
+    };
+    out.push(dict);
+    if depth > 0 {
+        for (_, v) in dict {
+            dictionaries(v, depth - 1, out);
+        }
+    }
+}
+
+/// Refuses form `XObjects` that draw themselves, directly or through other
+/// forms, or that nest deeper than [`MAX_PDF_FORM_DEPTH`]: text extractors
+/// follow `Do` by recursion, so such a document overflows their stack.
+/// A form's `Do` names are looked up in its own `/XObject` resources, or,
+/// for a form without resources (which inherits them), in those of every
+/// resource dictionary that names it.
+fn check_forms(doc: &lopdf::Document) -> Result<(), String> {
+    use std::collections::HashMap;
+    fn xobjects_of<'a>(doc: &'a lopdf::Document, d: &'a lopdf::Dictionary) -> Option<&'a lopdf::Dictionary> {
+        d.get(b"XObject")
+            .ok()
+            .and_then(|x| deref(doc, x))
+            .and_then(|x| x.as_dict().ok())
+    }
+    // Every stream that some /XObject dictionary names can be drawn with
+    // `Do`, whatever its /Subtype says (the extractor does not check), and
+    // each dictionary naming it is one it may inherit resources from.
+    let mut named_in: HashMap<lopdf::ObjectId, Vec<&lopdf::Dictionary>> = HashMap::new();
+    for object in doc.objects.values() {
+        let mut dicts = Vec::new();
+        dictionaries(object, 4, &mut dicts);
+        for xobjects in dicts.into_iter().filter_map(|d| xobjects_of(doc, d)) {
+            for (_, v) in xobjects {
+                if let Ok(id) = v.as_reference() {
+                    if matches!(doc.objects.get(&id), Some(lopdf::Object::Stream(_))) {
+                        named_in.entry(id).or_default().push(xobjects);
+                    }
+                }
+            }
+        }
+    }
+    let mut edges: HashMap<lopdf::ObjectId, Vec<lopdf::ObjectId>> = HashMap::new();
+    for (&id, parents) in &named_in {
+        let Some(lopdf::Object::Stream(form)) = doc.objects.get(&id) else {
+            continue;
+        };
+        // The form's own resources when they are a dictionary; else the
+        // caller's, as the extractor does.
+        let scopes: Vec<&lopdf::Dictionary> = match form
+            .dict
+            .get(b"Resources")
+            .ok()
+            .and_then(|r| deref(doc, r))
+            .and_then(|r| r.as_dict().ok())
+        {
+            Some(r) => xobjects_of(doc, r).into_iter().collect(),
+            None => parents.clone(),
+        };
+        let content = form.decompressed_content().unwrap_or_else(|_| form.content.clone());
+        // The same content parser the extractor uses, so names match as it
+        // reads them (`#xx` escapes included).
+        let names: Vec<Vec<u8>> = lopdf::content::Content::decode(&content)
+            .map(|c| {
+                c.operations
+                    .into_iter()
+                    .filter(|op| op.operator == "Do")
+                    .filter_map(|op| op.operands.first().and_then(|n| n.as_name().ok()).map(<[u8]>::to_vec))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut targets: Vec<lopdf::ObjectId> = names
+            .iter()
+            .flat_map(|name| {
+                scopes
+                    .iter()
+                    .filter_map(move |x| x.get(name).ok().and_then(|v| v.as_reference().ok()))
+            })
+            .filter(|t| named_in.contains_key(t))
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        edges.insert(id, targets);
+    }
+    // Depth-first from every form: a form met again on the current path
+    // is a cycle; a path longer than the limit is too deep.
+    let mut done = std::collections::HashSet::new();
+    for &start in edges.keys() {
+        if done.contains(&start) {
+            continue;
+        }
+        let mut path = vec![start];
+        let mut stack = vec![(start, 0usize)];
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            let children = &edges[&node];
+            if *next == children.len() {
+                done.insert(node);
+                stack.pop();
+                path.pop();
+                continue;
+            }
+            let child = children[*next];
+            *next += 1;
+            if path.contains(&child) {
+                return Err(format!(
+                    "cyclic form XObjects: object {} {} draws itself",
+                    child.0, child.1
+                ));
+            }
+            if done.contains(&child) {
+                continue;
+            }
+            if path.len() >= MAX_PDF_FORM_DEPTH {
+                return Err(format!("form XObjects nest deeper than {MAX_PDF_FORM_DEPTH} levels"));
+            }
+            path.push(child);
+            stack.push((child, 0));
+        }
+    }
+    Ok(())
+}
+
 fn structure(doc: &lopdf::Document, textless_pages: &[u32]) -> Structure {
     let page_ids = doc.get_pages();
     let scans = textless_pages
@@ -230,15 +414,7 @@ fn structure(doc: &lopdf::Document, textless_pages: &[u32]) -> Structure {
             Some((n, page_image(largest, MAX_SCAN_PIXELS)))
         })
         .collect();
-    let toc = doc
-        .get_toc()
-        .map(|t| {
-            t.toc
-                .into_iter()
-                .map(|e| (e.level, e.title.trim().to_owned(), e.page as u32))
-                .collect()
-        })
-        .unwrap_or_default();
+    let toc = bookmarks(doc, &page_ids);
     let title = doc
         .trailer
         .get(b"Info")
@@ -255,6 +431,116 @@ fn structure(doc: &lopdf::Document, textless_pages: &[u32]) -> Structure {
         title,
         scans,
     }
+}
+
+/// Text of a PDF text string: UTF-16 with a byte-order mark, else UTF-8
+/// when it is valid, else one byte per character (`PDFDocEncoding` is
+/// Latin-1 for every printable letter).
+fn text_string(bytes: &[u8]) -> String {
+    let utf16 = |big: bool| {
+        let units: Vec<u16> = bytes[2..]
+            .chunks_exact(2)
+            .map(|c| {
+                if big {
+                    u16::from_be_bytes([c[0], c[1]])
+                } else {
+                    u16::from_le_bytes([c[0], c[1]])
+                }
+            })
+            .collect();
+        String::from_utf16_lossy(&units)
+    };
+    match bytes {
+        [0xFE, 0xFF, ..] => utf16(true),
+        [0xFF, 0xFE, ..] => utf16(false),
+        _ => std::str::from_utf8(bytes).map_or_else(|_| bytes.iter().map(|&b| char::from(b)).collect(), str::to_owned),
+    }
+}
+
+/// The page a bookmark goes to: its `/Dest` or its `/A` `GoTo` action's
+/// `/D`, an explicit `[page ...]` array or a name looked up in the
+/// catalog's `/Dests`. Name trees are not searched.
+fn bookmark_page(
+    doc: &lopdf::Document,
+    node: &lopdf::Dictionary,
+    page_numbers: &std::collections::HashMap<lopdf::ObjectId, u32>,
+) -> Option<u32> {
+    let dest = if let Ok(d) = node.get(b"Dest") {
+        deref(doc, d)?
+    } else {
+        let action = deref(doc, node.get(b"A").ok()?)?.as_dict().ok()?;
+        if action.get(b"S").ok()?.as_name().ok()? != b"GoTo" {
+            return None;
+        }
+        deref(doc, action.get(b"D").ok()?)?
+    };
+    let array = match dest {
+        lopdf::Object::Array(a) => a,
+        lopdf::Object::Name(name) | lopdf::Object::String(name, _) => {
+            let dests = deref(doc, doc.catalog().ok()?.get(b"Dests").ok()?)?;
+            match deref(doc, dests.as_dict().ok()?.get(name).ok()?)? {
+                lopdf::Object::Array(a) => a,
+                lopdf::Object::Dictionary(d) => deref(doc, d.get(b"D").ok()?)?.as_array().ok()?,
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    page_numbers.get(&array.first()?.as_reference().ok()?).copied()
+}
+
+/// The outline (bookmarks) as (level, title, page), in reading order. Every
+/// node is visited once: a `/Next` or `/First` that points back (a cycle)
+/// ends that branch, and the walk stops at [`MAX_PDF_BOOKMARKS`] nodes, so
+/// a hostile outline costs bounded time and memory. Bookmarks that go
+/// nowhere in this document are left out; the rest keep their titles even
+/// when two are alike.
+fn bookmarks(
+    doc: &lopdf::Document,
+    pages: &std::collections::BTreeMap<u32, lopdf::ObjectId>,
+) -> Vec<(usize, String, u32)> {
+    let page_numbers: std::collections::HashMap<lopdf::ObjectId, u32> = pages.iter().map(|(&n, &id)| (id, n)).collect();
+    let first_child = |d: &lopdf::Dictionary| d.get(b"First").ok().and_then(|f| f.as_reference().ok());
+    let Some(root) = doc
+        .catalog()
+        .ok()
+        .and_then(|c| c.get(b"Outlines").ok())
+        .and_then(|o| o.as_reference().ok())
+        .and_then(|id| doc.get_dictionary(id).ok())
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut visited = std::collections::HashSet::new();
+    // Depth first, children before the next sibling: reading order.
+    let mut stack: Vec<(lopdf::ObjectId, usize)> = first_child(root).map(|id| (id, 1)).into_iter().collect();
+    while let Some((id, level)) = stack.pop() {
+        if visited.len() >= MAX_PDF_BOOKMARKS || !visited.insert(id) {
+            continue;
+        }
+        let Ok(node) = doc.get_dictionary(id) else {
+            continue;
+        };
+        if let Some(next) = node.get(b"Next").ok().and_then(|n| n.as_reference().ok()) {
+            stack.push((next, level));
+        }
+        if let Some(child) = first_child(node) {
+            stack.push((child, level + 1));
+        }
+        let title = node
+            .get(b"Title")
+            .ok()
+            .and_then(|t| match t {
+                lopdf::Object::Reference(r) => doc.get_object(*r).ok(),
+                other => Some(other),
+            })
+            .and_then(|t| t.as_str().ok())
+            .map(|b| text_string(b).trim().to_owned());
+        if let (Some(title), Some(page)) = (title, bookmark_page(doc, node, &page_numbers)) {
+            out.push((level, title, page));
+        }
+    }
+    out
 }
 
 /// A page image as bytes tesseract reads: JPEG as stored, or 8-bit gray or
@@ -349,46 +635,54 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// so page numbers in the prompt match the document.
 pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result<PdfContent, PdfFailure> {
     let (tx, rx) = mpsc::channel();
-    let spawned = thread::Builder::new().name("pdf-extract".into()).spawn(move || {
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            // lopdf reads the document once, for the bounds and the
-            // structure; a document it cannot read may still give text.
-            let doc = catch_unwind(AssertUnwindSafe(|| lopdf::Document::load_mem(&bytes).ok()))
-                .ok()
-                .flatten();
-            if let Some(Err(why)) = doc.as_ref().map(|d| check_bounds(d, PdfBounds::default())) {
-                return Err(why);
-            }
-            let text = pdf_extract::extract_text_from_mem_by_pages(&bytes);
-            let textless: Vec<u32> = text.as_ref().map_or_else(
-                |_| Vec::new(),
-                |pages| {
-                    (1..=pages.len() as u32)
-                        .filter(|&n| {
-                            pages[n as usize - 1].chars().filter(|c| !c.is_whitespace()).count() < SCAN_TEXT_CHARS
+    let spawned = thread::Builder::new()
+        .name("pdf-extract".into())
+        // The parsers recurse into nested objects and content: a deep but
+        // finite nesting needs more than a thread's usual 2 MiB. Only the
+        // pages touched are committed.
+        .stack_size(PDF_PARSER_STACK_BYTES)
+        .spawn(move || {
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                // lopdf reads the document once, for the bounds and the
+                // structure; a document it cannot read may still give text.
+                let doc = catch_unwind(AssertUnwindSafe(|| lopdf::Document::load_mem(&bytes).ok()))
+                    .ok()
+                    .flatten();
+                if let Some(doc) = doc.as_ref() {
+                    check_bounds(doc, PdfBounds::default()).map_err(|why| (SkipReason::PdfBomb, why))?;
+                    check_page_tree(doc).map_err(|why| (SkipReason::PdfError, why))?;
+                    check_forms(doc).map_err(|why| (SkipReason::PdfError, why))?;
+                }
+                let text = pdf_extract::extract_text_from_mem_by_pages(&bytes);
+                let textless: Vec<u32> = text.as_ref().map_or_else(
+                    |_| Vec::new(),
+                    |pages| {
+                        (1..=pages.len() as u32)
+                            .filter(|&n| {
+                                pages[n as usize - 1].chars().filter(|c| !c.is_whitespace()).count() < SCAN_TEXT_CHARS
+                            })
+                            .collect()
+                    },
+                );
+                // Structure is best effort: a PDF whose outline lopdf cannot
+                // read still gets its text.
+                let structure = doc
+                    .as_ref()
+                    .and_then(|doc| catch_unwind(AssertUnwindSafe(|| structure(doc, &textless))).ok())
+                    .or_else(|| {
+                        // lopdf could not read what pdf-extract did: the text-less
+                        // pages still count, as images that could not be taken out.
+                        let why = || Err("lopdf could not read the document structure".to_owned());
+                        Some(Structure {
+                            scans: textless.iter().map(|&p| (p, why())).collect(),
+                            ..Structure::default()
                         })
-                        .collect()
-                },
-            );
-            // Structure is best effort: a PDF whose outline lopdf cannot
-            // read still gets its text.
-            let structure = doc
-                .as_ref()
-                .and_then(|doc| catch_unwind(AssertUnwindSafe(|| structure(doc, &textless))).ok())
-                .or_else(|| {
-                    // lopdf could not read what pdf-extract did: the text-less
-                    // pages still count, as images that could not be taken out.
-                    let why = || Err("lopdf could not read the document structure".to_owned());
-                    Some(Structure {
-                        scans: textless.iter().map(|&p| (p, why())).collect(),
-                        ..Structure::default()
-                    })
-                });
-            Ok((text, structure))
-        }));
-        // The receiver may have given up (timeout); nothing to do then.
-        let _ = tx.send(outcome);
-    });
+                    });
+                Ok((text, structure))
+            }));
+            // The receiver may have given up (timeout); nothing to do then.
+            let _ = tx.send(outcome);
+        });
     if let Err(e) = spawned {
         return Err(PdfFailure {
             reason: SkipReason::PdfError,
@@ -405,12 +699,7 @@ pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result
         },
     ) = match rx.recv_timeout(time_limit) {
         Ok(Ok(Ok((Ok(pages), structure)))) => (pages, structure.unwrap_or_default()),
-        Ok(Ok(Err(why))) => {
-            return Err(PdfFailure {
-                reason: SkipReason::PdfBomb,
-                detail: why,
-            })
-        }
+        Ok(Ok(Err((reason, detail)))) => return Err(PdfFailure { reason, detail }),
         Ok(Ok(Ok((Err(e), structure)))) => {
             let encrypted = structure.is_some_and(|s| s.encrypted);
             return Err(if encrypted {
@@ -624,6 +913,143 @@ mod tests {
             matches!(err.reason, SkipReason::PdfError | SkipReason::PdfPanic),
             "{err:?}"
         );
+    }
+
+    /// The fuzzer's find (`fuzz/seeds/pdf/outline-cycle.pdf`): a bookmark
+    /// whose `/Next` is itself made lopdf's outline walk grow without end.
+    #[test]
+    fn a_cyclic_outline_is_read_once_and_alike_titles_are_kept() {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/pdf/outline-cycle.pdf")).unwrap();
+        let started = std::time::Instant::now();
+        let content = extract_pages("c.pdf", bytes, Duration::from_secs(10)).expect("read");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(content.pages.len(), 3);
+        let names: Vec<&str> = content.sections.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["Introduction"]);
+
+        // Children and siblings pointing back, and two bookmarks alike.
+        let mut doc =
+            lopdf::Document::load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pdfs/bookmarked.pdf")).unwrap();
+        let pages = doc.get_pages();
+        let (p1, p2) = (pages[&1], pages[&2]);
+        let outlines = doc.new_object_id();
+        let (a, b, c) = (doc.new_object_id(), doc.new_object_id(), doc.new_object_id());
+        let node = |title: &str, page, next: lopdf::ObjectId, first: Option<lopdf::ObjectId>| {
+            let mut d = lopdf::Dictionary::new();
+            d.set("Title", lopdf::Object::string_literal(title));
+            d.set("Parent", outlines);
+            d.set("Dest", vec![lopdf::Object::Reference(page), "Fit".into()]);
+            d.set("Next", next);
+            if let Some(f) = first {
+                d.set("First", f);
+            }
+            d
+        };
+        doc.objects.insert(a, node("Same", p1, b, Some(c)).into());
+        doc.objects.insert(b, node("Same", p2, a, None).into());
+        doc.objects.insert(c, node("Child", p1, a, Some(c)).into());
+        let mut root_outline = lopdf::Dictionary::new();
+        root_outline.set("Type", "Outlines");
+        root_outline.set("First", a);
+        doc.objects.insert(outlines, root_outline.into());
+        let root = doc.trailer.get(b"Root").unwrap().as_reference().unwrap();
+        doc.get_dictionary_mut(root).unwrap().set("Outlines", outlines);
+        let got = bookmarks(&doc, &doc.get_pages());
+        assert_eq!(
+            got,
+            vec![
+                (1, "Same".to_owned(), 1),
+                (2, "Child".to_owned(), 1),
+                (1, "Same".to_owned(), 2)
+            ]
+        );
+    }
+
+    /// The fuzzer's second find (`fuzz/seeds/pdf/parent-cycle.pdf`): a page
+    /// that is its own `/Parent` sent pdf-extract into an endless loop. Kids
+    /// that point back up are refused the same way.
+    #[test]
+    fn a_cyclic_page_tree_is_a_fast_typed_error() {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/pdf/parent-cycle.pdf")).unwrap();
+        let started = std::time::Instant::now();
+        let failure = extract_pages("p.pdf", bytes, Duration::from_secs(20)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(failure.reason, SkipReason::PdfError);
+        assert!(failure.detail.starts_with("cyclic page tree"), "{}", failure.detail);
+
+        let mut doc =
+            lopdf::Document::load(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pdfs/bookmarked.pdf")).unwrap();
+        let root_pages = doc.catalog().unwrap().get(b"Pages").unwrap().as_reference().unwrap();
+        let pages = doc.get_dictionary_mut(root_pages).unwrap();
+        let mut kids = pages.get(b"Kids").unwrap().as_array().unwrap().clone();
+        kids.push(lopdf::Object::Reference(root_pages));
+        pages.set("Kids", kids);
+        let mut bytes = Vec::new();
+        doc.save_to(&mut bytes).unwrap();
+        let failure = extract_pages("k.pdf", bytes, Duration::from_secs(20)).unwrap_err();
+        assert!(failure.detail.starts_with("cyclic page tree"), "{}", failure.detail);
+    }
+
+    /// The fuzzer's third find: a form that draws itself overflowed the
+    /// extractor's stack (`fuzz/seeds/pdf/form-cycle.pdf`). Cycles through
+    /// inherited resources and through other forms are refused too; a form
+    /// drawing an image, and forms nested a few deep, are not.
+    #[test]
+    fn form_xobjects_that_draw_themselves_are_refused() {
+        let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/pdf/form-cycle.pdf")).unwrap();
+        let failure = extract_pages("f.pdf", bytes, Duration::from_secs(20)).unwrap_err();
+        assert_eq!(failure.reason, SkipReason::PdfError);
+        assert!(failure.detail.starts_with("cyclic form XObjects"), "{}", failure.detail);
+
+        // Page resources {A, B, I}; `forms` gives each form's content and
+        // whether it has resources of its own (the page's, again).
+        let check = |forms: &[(&str, bool)]| {
+            let mut doc = lopdf::Document::with_version("1.5");
+            let mut page_x = lopdf::Dictionary::new();
+            let image = doc.add_object(lopdf::Stream::new(
+                {
+                    let mut d = lopdf::Dictionary::new();
+                    d.set("Subtype", "Image");
+                    d
+                },
+                vec![0],
+            ));
+            page_x.set("I", image);
+            let ids: Vec<lopdf::ObjectId> = forms.iter().map(|_| doc.new_object_id()).collect();
+            for (name, id) in ["A", "B"].iter().zip(&ids) {
+                page_x.set(*name, *id);
+            }
+            let x = doc.add_object(page_x);
+            for ((content, own), id) in forms.iter().zip(&ids) {
+                let mut d = lopdf::Dictionary::new();
+                d.set("Subtype", "Form");
+                if *own {
+                    let mut r = lopdf::Dictionary::new();
+                    r.set("XObject", x);
+                    d.set("Resources", r);
+                }
+                doc.objects
+                    .insert(*id, lopdf::Stream::new(d, content.as_bytes().to_vec()).into());
+            }
+            let mut res = lopdf::Dictionary::new();
+            res.set("XObject", x);
+            let mut page = lopdf::Dictionary::new();
+            page.set("Type", "Page");
+            page.set("Resources", res);
+            doc.add_object(page);
+            check_forms(&doc)
+        };
+        assert!(
+            check(&[("/A Do", false)]).unwrap_err().starts_with("cyclic"),
+            "inherited"
+        );
+        assert!(
+            check(&[("/B Do", true), ("q /A Do Q", true)])
+                .unwrap_err()
+                .starts_with("cyclic"),
+            "mutual"
+        );
+        assert_eq!(check(&[("/B Do /I Do", true), ("/I Do", false)]), Ok(()));
     }
 
     #[test]
