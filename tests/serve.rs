@@ -162,6 +162,17 @@ fn serve_answers_every_route_with_the_cli_json() {
     assert_eq!(status, 403, "{body}");
     let (status, body) = s.json("POST", "/v1/corpora", Some(&json!({"id": "../x", "paths": [needle]})));
     assert_eq!(status, 400, "{body}");
+    // URLs are never fetched; `..` cannot climb out of a root.
+    let (status, body) = s.json(
+        "POST",
+        "/v1/corpora",
+        Some(&json!({"id": "u", "paths": ["https://example.invalid/repo"]})),
+    );
+    assert!(status == 400 || status == 403, "{status} {body}");
+    assert!(body.to_string().contains("URL"), "{body}");
+    let climb = format!("{}/../../../../../../etc", needle.display());
+    let (status, body) = s.json("POST", "/v1/corpora", Some(&json!({"id": "c", "paths": [climb]})));
+    assert_eq!(status, 403, "{body}");
     let (status, body) = s.json("POST", "/v1/corpora", Some(&json!({"id": "needle", "paths": [needle]})));
     assert_eq!(status, 201, "{body}");
     assert!(body["documents"].as_u64().unwrap() >= 3, "{body}");
@@ -602,5 +613,50 @@ fn serve_stops_a_generation_at_its_time_limit() {
         "{body}"
     );
     assert!(started.elapsed() < Duration::from_secs(20), "stopped promptly");
+    assert_eq!(s.call("GET", "/healthz", None, false).0, 200);
+}
+
+/// Slow clients (reliability case 23): one that never finishes its
+/// headers is disconnected, one that never finishes its body gets 408,
+/// both after `--client-timeout`, and the server goes on answering.
+#[test]
+fn serve_cuts_off_slow_clients() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Serve::start(dir.path(), &["--client-timeout", "2"]);
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let read_all = |mut c: std::net::TcpStream| {
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut got = Vec::new();
+        let _ = c.read_to_end(&mut got);
+        String::from_utf8_lossy(&got).into_owned()
+    };
+
+    let started = Instant::now();
+    let mut headers = std::net::TcpStream::connect(&addr).unwrap();
+    headers.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let answer = read_all(headers);
+    let cut = started.elapsed();
+    assert!(!answer.contains("200 OK"), "{answer}");
+    assert!(
+        cut >= Duration::from_millis(1500) && cut < Duration::from_secs(10),
+        "{cut:?}"
+    );
+
+    let started = Instant::now();
+    let mut body = std::net::TcpStream::connect(&addr).unwrap();
+    body.write_all(
+        b"POST /v1/corpora HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"id\":",
+    )
+    .unwrap();
+    let answer = read_all(body);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("--client-timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    eprintln!(
+        "figure: case 23: slow headers cut after {cut:.1?}; slow body answered 408 after {:.1?}",
+        started.elapsed()
+    );
+
     assert_eq!(s.call("GET", "/healthz", None, false).0, 200);
 }

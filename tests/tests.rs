@@ -8,6 +8,7 @@ mod ingest;
 mod llama4;
 mod openai;
 mod plan;
+mod reliability;
 mod serve;
 mod tasks;
 mod tokens;

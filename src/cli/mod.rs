@@ -173,6 +173,10 @@ struct WalkArgs {
     /// Seconds one PDF may take to parse before it is reported as timed out.
     #[arg(long, value_name = "SECONDS", default_value_t = crate::limits::PDF_EXTRACT_SECONDS)]
     pdf_timeout: u64,
+    /// Milliseconds the outline parser (tree-sitter) may spend on one source file; past
+    /// it the file is kept as plain text, without definitions, and counted.
+    #[arg(long, value_name = "MS", default_value_t = crate::limits::PARSE_MILLIS)]
+    parse_timeout: u64,
 }
 
 /// How OCR reads a page (tesseract's page segmentation).
@@ -204,6 +208,7 @@ impl WalkArgs {
             limits: Limits {
                 max_file_bytes: self.max_file_size,
                 pdf_extract_seconds: self.pdf_timeout,
+                parse_millis: self.parse_timeout,
                 ..Limits::default()
             },
             // scout's own models and on-the-fly corpora are never data.
@@ -561,6 +566,10 @@ struct ServeArgs {
     /// The largest request body accepted, in bytes.
     #[arg(long, default_value_t = crate::limits::SERVER_BODY_BYTES, value_name = "BYTES")]
     max_body_bytes: usize,
+    /// Seconds a client may take to send a request's headers, and again
+    /// its body; slower clients are cut off (408 for a slow body).
+    #[arg(long, default_value_t = crate::limits::SERVER_CLIENT_SECONDS, value_name = "SECONDS")]
+    client_timeout: u64,
     /// Answer length when a request does not say.
     #[arg(long, default_value_t = ANSWER_TOKENS)]
     max_tokens: u32,
@@ -1244,6 +1253,7 @@ fn run_serve(a: &ServeArgs) -> Result<i32> {
         queue: a.queue,
         timeout: std::time::Duration::from_secs(a.timeout.max(1)),
         body_limit: a.max_body_bytes,
+        client_timeout: std::time::Duration::from_secs(a.client_timeout.max(1)),
         walk: a.common.walk.options(false),
         extract_walk: a.common.walk.options(true),
         max_tokens: a.max_tokens,

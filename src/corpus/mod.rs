@@ -164,6 +164,45 @@ pub struct IngestSummary {
     /// many documents took their last-change time from its history.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub git: Vec<GitSummary>,
+    /// Peak resident memory, in bytes, of scout itself and of the largest
+    /// helper process it waited for (PDF workers, tesseract), measured
+    /// when the run ends; 0 where the system does not say.
+    pub peak_rss: PeakRss,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PeakRss {
+    pub scout_bytes: u64,
+    pub helpers_bytes: u64,
+}
+
+impl PeakRss {
+    /// The peaks so far: scout's own from `/proc/self/status` (`VmHWM`;
+    /// getrusage's would include the process scout was forked from, since
+    /// Linux keeps that high-water mark across exec), the helpers' from
+    /// getrusage.
+    #[must_use]
+    pub fn now() -> Self {
+        #[cfg(unix)]
+        {
+            use nix::sys::resource::{getrusage, UsageWho};
+            // Linux reports kilobytes.
+            let peak = |who| getrusage(who).map_or(0, |u| u64::try_from(u.max_rss()).unwrap_or(0) * 1024);
+            let own = std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|status| {
+                    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+                    line.split_whitespace().nth(1)?.parse::<u64>().ok()
+                })
+                .map_or_else(|| peak(UsageWho::RUSAGE_SELF), |kb| kb * 1024);
+            Self {
+                scout_bytes: own,
+                helpers_bytes: peak(UsageWho::RUSAGE_CHILDREN),
+            }
+        }
+        #[cfg(not(unix))]
+        Self::default()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

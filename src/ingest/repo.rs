@@ -566,8 +566,16 @@ fn read_file(
     }
     // UTF-16 text is full of NUL bytes; its byte-order mark says what it is.
     let is_utf16 = bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF");
-    if !is_utf16 && bytes[..bytes.len().min(BINARY_SNIFF_BYTES)].contains(&0) {
-        return Err((SkipReason::Binary, "NUL byte in the first 8 KiB".into()));
+    if !is_utf16 {
+        // The first bytes decide most files; a NUL further on (a binary
+        // with a text-like header) is found by the full scan, which costs
+        // little beside decoding.
+        if bytes[..bytes.len().min(BINARY_SNIFF_BYTES)].contains(&0) {
+            return Err((SkipReason::Binary, "NUL byte in the first 8 KiB".into()));
+        }
+        if let Some(at) = bytes.iter().position(|&b| b == 0) {
+            return Err((SkipReason::Binary, format!("NUL byte at offset {at}")));
+        }
     }
     let (text, replaced) = decode(&bytes);
     let text = if opts.keep_secrets {

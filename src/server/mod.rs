@@ -67,6 +67,8 @@ pub struct ServeOptions {
     /// Longest a generation may run.
     pub timeout: Duration,
     pub body_limit: usize,
+    /// Longest a client may take to send its headers, and then its body.
+    pub client_timeout: Duration,
     /// How corpora are read; `extract_walk` for extraction (scans as rows).
     pub walk: WalkOptions,
     pub extract_walk: WalkOptions,
@@ -124,7 +126,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let kind = match self.status.as_u16() {
-            400 | 404 | 409 | 413 | 422 => "invalid_request_error",
+            400 | 404 | 408 | 409 | 413 | 422 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             429 => "rate_limit_error",
@@ -164,13 +166,45 @@ pub fn serve(opts: ServeOptions, factory: Arc<EngineFactory>, on_ready: impl FnO
         let listener = tokio::net::TcpListener::bind(app.opts.listen).await?;
         on_ready(listener.local_addr()?);
         let router = router(Arc::clone(&app));
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        accept_loop(listener, router, app.opts.client_timeout).await;
         Ok(())
     })
+}
+
+/// Serves connections until Ctrl-C, then lets those in flight finish (for
+/// at most the generation limit). Unlike `axum::serve`, a client that does
+/// not finish sending its headers within `client_timeout` is disconnected,
+/// so slow clients cannot pile up open connections.
+async fn accept_loop(listener: tokio::net::TcpListener, router: Router, client_timeout: Duration) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(client_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                // Out of file descriptors and the like: pause, try again.
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    // A client that went away or was cut off: nothing to report.
+                    let _ = connection.await;
+                });
+            }
+            _ = &mut ctrl_c => break,
+        }
+    }
+    let _ = tokio::time::timeout(
+        Duration::from_secs(crate::limits::GENERATION_SECONDS),
+        graceful.shutdown(),
+    )
+    .await;
 }
 
 fn router(app: Arc<App>) -> Router {
@@ -220,10 +254,47 @@ async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Res
             return r;
         }
     }
+    let request = match read_body(request, app.opts.body_limit, app.opts.client_timeout).await {
+        Ok(r) => r,
+        Err(e) => {
+            let r = e.into_response();
+            app.metrics
+                .request(&route, r.status().as_u16(), started.elapsed().as_secs_f64());
+            return r;
+        }
+    };
     let response = next.run(request).await;
     app.metrics
         .request(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
+}
+
+/// The request with its whole body read, which must arrive within
+/// `within` (else 408) and hold at most `limit` bytes (else 413).
+async fn read_body(request: Request, limit: usize, within: Duration) -> Result<Request, ApiError> {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(within, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, axum::body::Body::from(bytes))),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(<dyn std::error::Error>::is::<http_body_util::LengthLimitError>);
+            Err(if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is over the {limit}-byte limit (--max-body-bytes)"),
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("reading the request body: {e}"))
+            })
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s (--client-timeout)",
+                within.as_secs()
+            ),
+        )),
+    }
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Json<Value> {

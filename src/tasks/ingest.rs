@@ -57,6 +57,7 @@ pub fn ingest(
     if let Some(tok) = tokenizer {
         summary.tokens = document_tokens(corpus, tok)?.iter().map(|d| d.2).sum();
     }
+    summary.peak_rss = crate::corpus::PeakRss::now();
     Ok(summary)
 }
 
