@@ -89,6 +89,11 @@ pub const ANSWER_TOKENS: u32 = 512;
 /// request over the same corpus (the host tier); least recently used out.
 pub const KV_HOST_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
+/// The longest a prefill of a prompt prefix runs between checkpoints of
+/// its KV to the disk tier (`--kv-checkpoint`), so an interrupted prefill
+/// resumes where it stopped.
+pub const KV_CHECKPOINT_SECONDS: u64 = 60;
+
 /// `scout serve`: requests that may wait for an engine before new ones are
 /// refused with 429 (`--queue`).
 pub const SERVER_QUEUE: usize = 16;

@@ -428,3 +428,139 @@ fn a_follow_up_in_process_reuses_the_prefix_from_memory_and_answers_the_same() {
     assert_eq!(again.kv.reused_tokens, 0, "evicted, so read again: {:?}", again.kv);
     assert_eq!(again.text, first.text);
 }
+
+/// A corpus file of the needle's files and three logs of filler that come
+/// after them (written later: the least recently changed go first), about
+/// 5,800 tokens in all; returns the corpus file. Asking the corpus file
+/// from two cache folders gives the same prompt (one salt) with and without
+/// stored KV, read in the same batches (llama.cpp's sums depend on how the
+/// prompt is cut into batches, so that is the fair comparison).
+fn grown_needle(dir: &std::path::Path) -> std::path::PathBuf {
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            let target = to.join(entry.file_name());
+            if entry.path().is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+    let root = dir.join("tree");
+    copy(&data("needle"), &root);
+    for log in ["log-a.txt", "log-b.txt", "log-c.txt"] {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let lines: String = (1..=90)
+            .map(|i| {
+                format!(
+                    "{log} entry {i}: pump {} ran {} minutes in bay {}.\n",
+                    i % 7,
+                    i * 3 % 50,
+                    i % 11
+                )
+            })
+            .collect();
+        std::fs::write(root.join(log), lines).unwrap();
+    }
+    ingest_tree(dir);
+    dir.join("c.scout.db")
+}
+
+fn ingest_tree(dir: &std::path::Path) {
+    let out = scout(dir)
+        .args(["ingest", "--no-tokens", "--quiet", "--corpus"])
+        .arg(dir.join("c.scout.db"))
+        .arg(dir.join("tree"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Block-level prefix matching on the disk tier: after the last file of a
+/// corpus changes, the next question restores the blocks before it (from
+/// the state the first question saved) and reads only the rest, and the
+/// answer is the one a fresh read gives.
+#[test]
+fn an_edited_corpus_reuses_its_unchanged_blocks_and_answers_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = grown_needle(dir.path());
+    let q = "What is the vault unseal phrase?";
+    let run = |cache: &std::path::Path| {
+        let out = ask(cache, &corpus, q, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        json(&out)
+    };
+    let cold = run(dir.path());
+    assert!(cold["kv"]["saved_bytes"].as_u64().unwrap() > 0, "{:#}", cold["kv"]);
+    // The last file changes: its tokens and everything after differ.
+    std::fs::write(
+        dir.path().join("tree/log-c.txt"),
+        "log-c.txt was rotated; nothing in it yet.\n",
+    )
+    .unwrap();
+    ingest_tree(dir.path());
+    let edited = run(dir.path());
+    let restored = edited["kv"]["restored_tokens"].as_u64().unwrap();
+    let prefilled = edited["kv"]["prefilled_tokens"].as_u64().unwrap();
+    let prompt = edited["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(restored >= 1024 && restored % 512 == 0, "{:#}", edited["kv"]);
+    assert_eq!(restored + prefilled, prompt);
+    let other = tempfile::tempdir().unwrap();
+    let fresh = run(other.path());
+    assert_eq!(fresh["kv"]["restored_tokens"], 0);
+    assert_eq!(
+        edited["answer"], fresh["answer"],
+        "greedy output after a block restore equals a fresh read"
+    );
+}
+
+/// A prefill killed mid-way (SIGKILL after its first checkpoint) resumes
+/// from the checkpoint in the next process, answers as a fresh read does,
+/// and leaves no checkpoint behind once the prefix is whole.
+#[test]
+fn an_interrupted_prefill_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = grown_needle(dir.path());
+    let q = "What is the vault unseal phrase?";
+    let kv = dir.path().join("kv");
+    let checkpoints = || -> usize {
+        std::fs::read_dir(&kv).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| {
+                    let path = e.path();
+                    let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+                    stem.starts_with("part-") && path.extension().is_some_and(|x| x == "sum")
+                })
+                .count()
+        })
+    };
+    let mut child = scout(dir.path())
+        .args(["ask", "--json", "--threads", "1", "--kv-checkpoint", "0", "--model"])
+        .arg(model())
+        .arg(&corpus)
+        .arg(q)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while checkpoints() == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "finished before a checkpoint");
+        assert!(started.elapsed().as_secs() < 300, "no checkpoint came");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let out = ask(dir.path(), &corpus, q, &["--kv-checkpoint", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let resumed = json(&out);
+    let restored = resumed["kv"]["restored_tokens"].as_u64().unwrap();
+    assert!(restored >= 512 && restored % 512 == 0, "{:#}", resumed["kv"]);
+    assert_eq!(checkpoints(), 0, "the whole prefix replaced its checkpoint");
+    let other = tempfile::tempdir().unwrap();
+    let fresh = json(&ask(other.path(), &corpus, q, &[]));
+    assert_eq!(fresh["kv"]["restored_tokens"], 0);
+    assert_eq!(resumed["answer"], fresh["answer"]);
+}

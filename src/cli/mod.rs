@@ -283,6 +283,12 @@ struct RunArgs {
     /// corpus again.
     #[arg(long)]
     no_kv_cache: bool,
+    /// llamacpp: during a long read of the corpus, save its KV so far at least this
+    /// often (seconds; 0 after every batch of tokens), so an interrupted read resumes
+    /// where it stopped. A later prompt that shares the start of this one (a corpus
+    /// with its last files changed) also reuses the saved blocks of 512 tokens.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::limits::KV_CHECKPOINT_SECONDS)]
+    kv_checkpoint: u64,
 }
 
 /// What every command that runs a model over sources shares: how sources
@@ -753,6 +759,7 @@ fn engine_options(m: &ModelArgs, run: &RunArgs) -> LlamaCppOptions {
         } else {
             crate::limits::KV_HOST_BYTES
         },
+        kv_checkpoint: Some(std::time::Duration::from_secs(run.kv_checkpoint)),
     }
 }
 

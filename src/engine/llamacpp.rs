@@ -77,6 +77,10 @@ pub struct LlamaCppOptions {
     /// Bytes of prompt prefixes' KV kept in memory for later requests in
     /// this process (0: none).
     pub kv_host_bytes: u64,
+    /// During a prefill of a prefix, save its KV so far to the disk tier at
+    /// least this often, so an interrupted prefill resumes where it
+    /// stopped; `None`: only when the prefix is done.
+    pub kv_checkpoint: Option<std::time::Duration>,
 }
 
 impl Default for LlamaCppOptions {
@@ -89,6 +93,7 @@ impl Default for LlamaCppOptions {
             kv_on_host: false,
             kv_disk: None,
             kv_host_bytes: 0,
+            kv_checkpoint: Some(std::time::Duration::from_secs(crate::limits::KV_CHECKPOINT_SECONDS)),
         }
     }
 }
@@ -245,17 +250,27 @@ impl Tokenizer for LlamaCppTokenizer {
 /// costs more than recomputing a few hundred tokens.
 const MIN_SAVED_PREFIX: usize = 256;
 
-/// Saves sequence 0's KV (exactly the prefix, just prefilled) to the disk
-/// tier; returns the bytes written (0 when saving failed: a warning, never
-/// an error, since the answer does not depend on it).
-fn save(ctx: &LlamaContext<'_>, tier: &DiskTier, key: &str, prefix: &[LlamaToken]) -> u64 {
+/// Tokens in one block of a prompt prefix: the disk tier finds stored KV
+/// for the longest run of whole blocks a new prompt shares with an old one.
+pub const KV_BLOCK: usize = 512;
+
+/// Saves sequence 0's KV (exactly `prefix`, just prefilled) to the disk
+/// tier under `key`, and links each of its whole blocks to it; returns the
+/// bytes written (0 when saving failed: a warning, never an error, since
+/// the answer does not depend on it).
+fn save(ctx: &LlamaContext<'_>, tier: &DiskTier, key: &str, prefix: &[LlamaToken], blocks: &[String]) -> u64 {
     let stored = tier.store(key, |path| {
         ctx.state_seq_save_file(path, 0, prefix)
             .map(|_| ())
             .map_err(|e| e.to_string())
     });
     match stored {
-        Ok(bytes) => bytes,
+        Ok(bytes) => {
+            for block in &blocks[..(prefix.len() / KV_BLOCK).min(blocks.len())] {
+                tier.link(block, key, prefix.len());
+            }
+            bytes
+        }
         Err(why) => {
             eprintln!("scout: could not save the prompt's KV for later questions: {why}");
             0
@@ -288,6 +303,65 @@ impl LlamaCppEngine {
             h.update(&t.0.to_le_bytes());
         }
         h.finalize().to_hex()[..32].to_owned()
+    }
+
+    /// Keys of the prefix's whole blocks, each chained through the one
+    /// before it (and the model and KV type), so a block's key stands for
+    /// every token up to its end.
+    fn block_keys(&self, prefix: &[LlamaToken]) -> Vec<String> {
+        let mut h = blake3::Hasher::new();
+        h.update(self.model_id.as_bytes());
+        h.update(format!("{:?}", self.options.kv_type).as_bytes());
+        let mut previous = h.finalize();
+        prefix
+            .chunks_exact(KV_BLOCK)
+            .map(|block| {
+                let mut h = blake3::Hasher::new();
+                h.update(previous.as_bytes());
+                for t in block {
+                    h.update(&t.0.to_le_bytes());
+                }
+                previous = h.finalize();
+                format!("block-{}", &previous.to_hex()[..32])
+            })
+            .collect()
+    }
+
+    /// Restores the longest run of whole blocks of `prefix` that a stored
+    /// state holds (another prompt's, or an interrupted prefill's
+    /// checkpoint), and drops what that state holds past it. The state's
+    /// tokens are compared with the prompt's, so a link can only save work,
+    /// never change the answer. Returns the tokens restored (0: none).
+    fn restore_blocks(
+        ctx: &mut LlamaContext<'_>,
+        tier: &DiskTier,
+        blocks: &[String],
+        prefix: &[LlamaToken],
+        capacity: usize,
+    ) -> usize {
+        for (i, block) in blocks.iter().enumerate().rev() {
+            let Some((key, _)) = tier.linked(block) else {
+                continue;
+            };
+            let path = match tier.lookup(&key) {
+                Lookup::Hit(path) => path,
+                Lookup::Miss => continue,
+                Lookup::Corrupt(why) => {
+                    eprintln!("scout: ignored a damaged KV file: {why}");
+                    continue;
+                }
+            };
+            let n = (i + 1) * KV_BLOCK;
+            let same = match ctx.state_seq_load_file(&path, 0, capacity) {
+                Ok((tokens, _)) => tokens.len() >= n && tokens[..n] == prefix[..n],
+                Err(_) => false,
+            };
+            if same && ctx.clear_kv_cache_seq(Some(0), Some(n as u32), None).unwrap_or(false) {
+                return n;
+            }
+            ctx.clear_kv_cache();
+        }
+        0
     }
 
     /// Copies sequence 0's KV (exactly the prompt's prefix, at this point)
@@ -507,9 +581,23 @@ impl Engine for LlamaCppEngine {
                 context: self.context_length,
             });
         }
+        let key = (prefix_len >= MIN_SAVED_PREFIX).then(|| self.prefix_key(&prompt[..prefix_len]));
+        let disk = self.options.kv_disk.as_ref().zip(key.as_ref());
+        let blocks = if disk.is_some() {
+            self.block_keys(&prompt[..prefix_len])
+        } else {
+            Vec::new()
+        };
+        // When this prefix is not stored whole, a state that holds some of
+        // its blocks may hold more tokens than this prompt needs; the
+        // context must fit them to load it.
+        let stored = disk
+            .filter(|(tier, key)| !tier.has(key))
+            .and_then(|(tier, _)| blocks.iter().rev().find_map(|b| tier.linked(b)))
+            .map_or(0, |(_, tokens)| tokens as u32);
         // Allocate only the context this request needs (rounded up), not
         // the model's whole trained length.
-        let n_ctx = (n_prompt + params.max_tokens).div_ceil(256) * 256;
+        let n_ctx = (n_prompt + params.max_tokens).max(stored).div_ceil(256) * 256;
         let threads = self.options.threads.max(1) as i32;
         let mut ctx_params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(n_ctx.min(self.context_length)))
@@ -533,8 +621,6 @@ impl Engine for LlamaCppEngine {
         // The prefix (everything before the question) may be in memory from
         // an earlier request, or on disk from an earlier process: a copy of
         // it replaces its prefill.
-        let key = (prefix_len >= MIN_SAVED_PREFIX).then(|| self.prefix_key(&prompt[..prefix_len]));
-        let disk = self.options.kv_disk.as_ref().zip(key.as_ref());
         let mut done = 0usize;
         if let Some(state) = key
             .as_ref()
@@ -551,12 +637,26 @@ impl Engine for LlamaCppEngine {
         }
         if let (0, Some((tier, key))) = (done, &disk) {
             done = Self::restore(&mut ctx, tier, key, &prompt[..prefix_len], on_event);
-            kv.restored_tokens = done as u32;
             if done > 0 {
                 Self::keep_in_memory(&mut self.host, &ctx, key, &mut kv);
+            } else {
+                // Not this prefix whole: the longest run of its blocks
+                // another prompt (or an interrupted prefill) left.
+                done = Self::restore_blocks(
+                    &mut ctx,
+                    tier,
+                    &blocks,
+                    &prompt[..prefix_len],
+                    n_ctx.min(self.context_length) as usize,
+                );
             }
+            kv.restored_tokens = done as u32;
         }
-        let keep_prefix = key.is_some() && (disk.is_some() || self.host.enabled()) && done == 0;
+        let keep_prefix = key.is_some() && (disk.is_some() || self.host.enabled()) && done < prefix_len;
+        // An interrupted prefill leaves its latest checkpoint under this
+        // key; the finished prefix replaces it.
+        let checkpoint_key = key.as_ref().map(|k| format!("part-{k}"));
+        let mut last_checkpoint = Instant::now();
         let mut batch = LlamaBatch::new(PREFILL_BATCH, 1);
         on_event(EngineEvent::Prefill {
             done: done as u32,
@@ -581,9 +681,18 @@ impl Engine for LlamaCppEngine {
                 .map_err(|e| EngineError::Inference(format!("prefill: {e}")))?;
             kv.prefilled_tokens += (end - done) as u32;
             done = end;
+            if let (Some((tier, _)), Some(every), Some(part)) = (&disk, self.options.kv_checkpoint, &checkpoint_key) {
+                if keep_prefix && done < prefix_len && done >= KV_BLOCK && last_checkpoint.elapsed() >= every {
+                    save(&ctx, tier, part, &prompt[..done], &blocks);
+                    last_checkpoint = Instant::now();
+                }
+            }
             if done == prefix_len && keep_prefix {
                 if let Some((tier, key)) = &disk {
-                    kv.saved_bytes = save(&ctx, tier, key, &prompt[..prefix_len]);
+                    kv.saved_bytes = save(&ctx, tier, key, &prompt[..prefix_len], &blocks);
+                    if let Some(part) = &checkpoint_key {
+                        tier.remove(part);
+                    }
                 }
                 if let Some(key) = &key {
                     Self::keep_in_memory(&mut self.host, &ctx, key, &mut kv);

@@ -87,6 +87,44 @@ impl DiskTier {
         Ok(bytes)
     }
 
+    fn link_path(&self, block: &str) -> PathBuf {
+        self.dir.join(format!("{block}.link"))
+    }
+
+    /// Whether an entry is stored under `key` (not yet verified).
+    #[must_use]
+    pub fn has(&self, key: &str) -> bool {
+        self.sum_path(key).exists()
+    }
+
+    /// Records that the state stored under `key`, of `tokens` tokens, holds
+    /// the prefix block chain ending in `block` (among others). Written to
+    /// a temporary name and renamed, so a link is whole or absent.
+    pub fn link(&self, block: &str, key: &str, tokens: usize) {
+        let tmp = self.dir.join(format!("{block}.{}.linktmp", std::process::id()));
+        if std::fs::write(&tmp, format!("{key}\n{tokens}\n")).is_ok()
+            && std::fs::rename(&tmp, self.link_path(block)).is_err()
+        {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// The key and token count of a stored state that holds the block
+    /// chain ending in `block`, if one is still there (a link to an evicted
+    /// state is removed). The caller still compares the state's tokens: a
+    /// link only says where to look.
+    #[must_use]
+    pub fn linked(&self, block: &str) -> Option<(String, usize)> {
+        let text = std::fs::read_to_string(self.link_path(block)).ok()?;
+        let (key, tokens) = text.trim_end().split_once('\n')?;
+        if self.has(key) {
+            Some((key.to_owned(), tokens.parse().ok()?))
+        } else {
+            let _ = std::fs::remove_file(self.link_path(block));
+            None
+        }
+    }
+
     pub fn remove(&self, key: &str) {
         let _ = std::fs::remove_file(self.sum_path(key));
         let _ = std::fs::remove_file(self.kv_path(key));
@@ -148,6 +186,22 @@ mod tests {
         assert!(tier.store("b", |_| Err("engine said no".into())).is_err());
         assert_eq!(tier.lookup("b"), Lookup::Miss);
         assert_eq!(std::fs::read_dir(dir.path().join("kv")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn links_lead_to_stored_states_and_die_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::new(dir.path().to_path_buf(), 1 << 20);
+        assert_eq!(tier.linked("b1"), None);
+        tier.store("state", write(b"kv")).unwrap();
+        tier.link("b1", "state", 1024);
+        tier.link("b2", "state", 1024);
+        assert_eq!(tier.linked("b2"), Some(("state".to_owned(), 1024)));
+        tier.link("b2", "other", 512);
+        assert_eq!(tier.linked("b2"), None, "a link to a missing state is no link");
+        assert!(!dir.path().join("b2.link").exists(), "and is removed");
+        tier.remove("state");
+        assert_eq!(tier.linked("b1"), None);
     }
 
     #[test]
