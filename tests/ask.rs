@@ -468,12 +468,7 @@ fn grown_needle(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn ingest_tree(dir: &std::path::Path) {
-    let out = scout(dir)
-        .args(["ingest", "--no-tokens", "--quiet", "--corpus"])
-        .arg(dir.join("c.scout.db"))
-        .arg(dir.join("tree"))
-        .output()
-        .unwrap();
+    let out = crate::util::ingest(dir, &dir.join("c.scout.db"), &dir.join("tree"), &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 

@@ -71,12 +71,7 @@ fn reingest_reuses_unchanged_files_and_sees_edits_and_deletions() {
     std::fs::write(tree.join("b.md"), "beta\n").unwrap();
     let corpus = dir.path().join("c.db");
     let run = || {
-        let out = scout(dir.path())
-            .args(["ingest", "--no-tokens", "--json", "--corpus"])
-            .arg(&corpus)
-            .arg(&tree)
-            .output()
-            .unwrap();
+        let out = crate::util::ingest(dir.path(), &corpus, &tree, &[]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         json(&out)
     };

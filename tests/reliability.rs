@@ -17,15 +17,9 @@ const MIB: u64 = 1024 * 1024;
 /// `scout ingest --json` over `root` with `extra` flags: (exit code,
 /// summary, seconds taken).
 fn ingest(root: &Path, extra: &[&str]) -> (Option<i32>, Value, f64) {
-    let cache = root.parent().unwrap().join("cache");
+    let parent = root.parent().unwrap();
     let started = Instant::now();
-    let out = scout(&cache)
-        .args(["ingest", "--no-tokens", "--json", "--corpus"])
-        .arg(root.parent().unwrap().join("c.db"))
-        .args(extra)
-        .arg(root)
-        .output()
-        .unwrap();
+    let out = crate::util::ingest(&parent.join("cache"), &parent.join("c.db"), root, extra);
     let seconds = started.elapsed().as_secs_f64();
     assert!(matches!(out.status.code(), Some(0 | 2)), "{}", text(&out.stderr));
     (out.status.code(), json(&out), seconds)
@@ -551,12 +545,7 @@ fn r18_an_injected_instruction_stays_data_and_the_audit_still_reports() {
     .unwrap();
     let corpus_path = dir.path().join("c.db");
     let ingest_repo = || {
-        let out = scout(dir.path())
-            .args(["ingest", "--no-tokens", "--quiet", "--corpus"])
-            .arg(&corpus_path)
-            .arg(&repo)
-            .output()
-            .unwrap();
+        let out = crate::util::ingest(dir.path(), &corpus_path, &repo, &[]);
         assert!(out.status.success(), "{}", text(&out.stderr));
     };
     ingest_repo();

@@ -47,6 +47,18 @@ pub fn model() -> &'static Path {
     })
 }
 
+/// `scout ingest --no-tokens --json --corpus CORPUS EXTRA... SOURCE`, with
+/// `cache` as its cache folder.
+pub fn ingest(cache: &Path, corpus: &Path, source: &Path, extra: &[&str]) -> Output {
+    scout(cache)
+        .args(["ingest", "--no-tokens", "--json", "--corpus"])
+        .arg(corpus)
+        .args(extra)
+        .arg(source)
+        .output()
+        .unwrap()
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
