@@ -434,6 +434,9 @@ struct Browser {
     driver: Child,
     base: String,
     agent: ureq::Agent,
+    /// The browser's temporary folder (Chromium leaves its scoped folders
+    /// behind when it quits): removed with the browser.
+    _tmp: tempfile::TempDir,
 }
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -445,8 +448,10 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        let tmp = tempfile::tempdir().unwrap();
         let driver = std::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .env("TMPDIR", tmp.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -472,6 +477,7 @@ impl Browser {
             driver,
             base: root.clone(),
             agent,
+            _tmp: tmp,
         };
         let session = b.post("/session", &caps);
         let id = session["sessionId"]
