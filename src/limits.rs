@@ -101,6 +101,11 @@ pub const SERVER_QUEUE: usize = 16;
 /// `scout serve`: the largest request body accepted (`--max-body-bytes`).
 pub const SERVER_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// Longest string the model may write for a schema field that sets no
+/// bound of its own (`ask --schema`, `extract`), so a constrained answer
+/// always finishes its object.
+pub const GENERATED_STRING_CHARS: u64 = 400;
+
 /// `scout serve`: the longest one generation may run (`--timeout`).
 pub const GENERATION_SECONDS: u64 = 300;
 

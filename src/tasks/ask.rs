@@ -308,7 +308,7 @@ pub fn ask(
     // The final answer under a schema: constrained, and no echo stops
     // (they could cut the JSON).
     let json_params = opts.schema.as_ref().map(|s| GenerateParams {
-        json_schema: Some(s.schema.clone()),
+        json_schema: Some(s.for_generation()),
         ..opts.generate.clone()
     });
     let mut caller = Caller {

@@ -21,6 +21,7 @@ use crate::corpus::{Corpus, StoredDocument};
 use crate::engine::{Engine, GenerateParams};
 use crate::ingest::ocr::{union, OcrLine};
 use crate::ingest::DocumentKind;
+use crate::limits::GENERATED_STRING_CHARS;
 use crate::prompt::{preamble, render_document};
 use crate::tasks::ask::{messages, AskError, AskEvent, Caller, Step, Usage};
 use crate::tasks::citations::{locate, squash};
@@ -87,6 +88,35 @@ impl ExtractSchema {
             Some((n, text)) => Self::parse(text, n),
             None => Err(SchemaError::Unknown(name_or_path.to_owned())),
         }
+    }
+
+    /// The schema the model's output is held to while it is generated:
+    /// this one, with every free string (no `maxLength`, `enum`, `const`,
+    /// `pattern` or `format`) bounded to [`GENERATED_STRING_CHARS`], so an
+    /// answer that wanders inside a string must still close it and finish
+    /// the object. Validation uses the schema as written.
+    #[must_use]
+    pub fn for_generation(&self) -> Value {
+        fn bound(v: &mut Value) {
+            match v {
+                Value::Object(o) => {
+                    let free_string = o.get("type").is_some_and(|t| {
+                        t == "string" || t.as_array().is_some_and(|a| a.iter().any(|x| x == "string"))
+                    }) && !["maxLength", "enum", "const", "pattern", "format"]
+                        .iter()
+                        .any(|k| o.contains_key(*k));
+                    if free_string {
+                        o.insert("maxLength".into(), GENERATED_STRING_CHARS.into());
+                    }
+                    o.values_mut().for_each(bound);
+                }
+                Value::Array(a) => a.iter_mut().for_each(bound),
+                _ => {}
+            }
+        }
+        let mut schema = self.schema.clone();
+        bound(&mut schema);
+        schema
     }
 
     pub fn parse(text: &str, name: &str) -> Result<Self, SchemaError> {
@@ -255,7 +285,7 @@ pub fn extract(
     let constrained = engine.capabilities().json_schema;
     let context = engine.capabilities().context_length;
     let mut params = opts.generate.clone();
-    params.json_schema = Some(schema.schema.clone());
+    params.json_schema = Some(schema.for_generation());
     let mut results = Vec::new();
     let of = units.len();
     for (i, unit) in units.iter().enumerate() {
@@ -552,6 +582,31 @@ mod tests {
             ms: 7,
         };
         insta::assert_json_snapshot!("extract_line", line);
+    }
+
+    #[test]
+    fn free_strings_are_bounded_while_generating_only() {
+        let schema = ExtractSchema::parse(
+            r#"{"type": "object", "properties": {
+                "file": {"type": "string"},
+                "code": {"type": "string", "pattern": "^[A-Z]+$"},
+                "kind": {"type": "string", "enum": ["a", "b"]},
+                "note": {"type": ["string", "null"], "maxLength": 20},
+                "tags": {"type": "array", "items": {"type": "string"}},
+                "type": {"type": "integer"}},
+                "required": ["file"]}"#,
+            "t",
+        )
+        .unwrap();
+        let g = schema.for_generation();
+        let p = &g["properties"];
+        assert_eq!(p["file"]["maxLength"], GENERATED_STRING_CHARS);
+        assert_eq!(p["tags"]["items"]["maxLength"], GENERATED_STRING_CHARS);
+        assert!(p["code"]["maxLength"].is_null() && p["kind"]["maxLength"].is_null());
+        assert_eq!(p["note"]["maxLength"], 20);
+        assert!(p["type"]["maxLength"].is_null());
+        // Validation keeps the schema as written: a longer string is valid.
+        assert!(schema.schema["properties"]["file"]["maxLength"].is_null());
     }
 
     #[test]
