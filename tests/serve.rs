@@ -98,6 +98,16 @@ impl Serve {
         (status, text)
     }
 
+    /// Creates corpus `needle` from the needle's files.
+    fn create_needle(&self) {
+        let (status, body) = self.json(
+            "POST",
+            "/v1/corpora",
+            Some(&json!({"id": "needle", "paths": [data("needle")]})),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+
     fn json(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         let (status, text) = self.call(method, path, body, true);
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
@@ -363,12 +373,7 @@ fn serve_under_load_answers_or_refuses_and_reads_the_corpus_once() {
     // An oversized body is refused before anything runs.
     let big = json!({"question": "x".repeat(100_000)});
     assert_eq!(s.call("POST", "/v1/corpora/needle/ask", Some(&big), false).0, 413);
-    let (status, body) = s.json(
-        "POST",
-        "/v1/corpora",
-        Some(&json!({"id": "needle", "paths": [data("needle")]})),
-    );
-    assert_eq!(status, 201, "{body}");
+    s.create_needle();
     let rss = |pid: u32| -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .unwrap()
@@ -563,12 +568,7 @@ impl Drop for Browser {
 fn page_asks_streams_and_highlights_the_cited_source() {
     let dir = tempfile::tempdir().unwrap();
     let s = Serve::start(dir.path(), &[]);
-    let (status, body) = s.json(
-        "POST",
-        "/v1/corpora",
-        Some(&json!({"id": "needle", "paths": [data("needle")]})),
-    );
-    assert_eq!(status, 201, "{body}");
+    s.create_needle();
     let b = Browser::start();
     b.post("/url", &json!({"url": format!("{}/", s.url)}));
     // The page picks the only corpus.
@@ -600,12 +600,7 @@ fn page_asks_streams_and_highlights_the_cited_source() {
 fn serve_stops_a_generation_at_its_time_limit() {
     let dir = tempfile::tempdir().unwrap();
     let s = Serve::start(dir.path(), &["--timeout", "1"]);
-    let (status, body) = s.json(
-        "POST",
-        "/v1/corpora",
-        Some(&json!({"id": "needle", "paths": [data("needle")]})),
-    );
-    assert_eq!(status, 201, "{body}");
+    s.create_needle();
     // Reading ~1,000 prompt tokens takes longer than a second here.
     let started = Instant::now();
     let (status, body) = s.json(
