@@ -591,10 +591,18 @@ impl Engine for LlamaCppEngine {
         // When this prefix is not stored whole, a state that holds some of
         // its blocks may hold more tokens than this prompt needs; the
         // context must fit them to load it.
-        let stored = disk
-            .filter(|(tier, key)| !tier.has(key))
-            .and_then(|(tier, _)| blocks.iter().rev().find_map(|b| tier.linked(b)))
-            .map_or(0, |(_, tokens)| tokens as u32);
+        // The scan also bounds the block restore below to the blocks up to
+        // the longest linked one (`None`: not scanned, the whole prefix is
+        // stored; a damaged one falls back to every block).
+        let linked: Option<(usize, u32)> = disk.filter(|(tier, key)| !tier.has(key)).map(|(tier, _)| {
+            blocks
+                .iter()
+                .enumerate()
+                .rev()
+                .find_map(|(i, b)| tier.linked(b).map(|(_, tokens)| (i + 1, tokens as u32)))
+                .unwrap_or((0, 0))
+        });
+        let stored = linked.map_or(0, |(_, tokens)| tokens);
         // Allocate only the context this request needs (rounded up), not
         // the model's whole trained length.
         let n_ctx = (n_prompt + params.max_tokens).max(stored).div_ceil(256) * 256;
@@ -645,7 +653,7 @@ impl Engine for LlamaCppEngine {
                 done = Self::restore_blocks(
                     &mut ctx,
                     tier,
-                    &blocks,
+                    &blocks[..linked.map_or(blocks.len(), |(n, _)| n)],
                     &prompt[..prefix_len],
                     n_ctx.min(self.context_length) as usize,
                 );
