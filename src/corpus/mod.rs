@@ -403,9 +403,13 @@ impl Corpus {
     /// application id), without creating anything.
     #[must_use]
     pub fn is_corpus_file(path: &Path) -> bool {
-        let Ok(bytes) = std::fs::read(path).map(|b| b.into_iter().take(100).collect::<Vec<u8>>()) else {
+        // The header only: a corpus file can be gigabytes.
+        let mut bytes = Vec::with_capacity(100);
+        let read = std::fs::File::open(path)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 100), &mut bytes));
+        if read.is_err() {
             return false;
-        };
+        }
         // SQLite header: magic string, application id at offset 68 (BE).
         bytes.len() == 100
             && bytes.starts_with(b"SQLite format 3\0")
