@@ -37,11 +37,6 @@ use crate::kv::host::HostTier;
 /// Prompt tokens decoded per llama.cpp call.
 const PREFILL_BATCH: usize = 512;
 
-/// Placeholder put in each message before the template is applied; chosen
-/// from a Unicode private-use range so no template or model emits it.
-const SLOT_OPEN: char = '\u{F0000}';
-const SLOT_CLOSE: char = '\u{F0001}';
-
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
@@ -149,6 +144,8 @@ pub struct LlamaCppTokenizer {
     model: LlamaModel,
     fast: Option<ByteBpe>,
     tokenizer_id: String,
+    template: LlamaChatTemplate,
+    trims_content: bool,
 }
 
 impl std::fmt::Debug for LlamaCppTokenizer {
@@ -214,11 +211,41 @@ impl LlamaCppTokenizer {
     pub fn load(path: &Path) -> Result<Self, EngineError> {
         let model = load(path, &LlamaModelParams::default().with_vocab_only(true))?;
         let tokenizer_id = vocab_hash(&model);
+        let template = template_of(&model)?;
+        let trims_content = trims_content(&model, &template)?;
         Ok(Self {
             model,
             fast: fast_counter(path),
             tokenizer_id,
+            template,
+            trims_content,
         })
+    }
+
+    /// `messages` rendered in the GGUF's chat template and tokenized as
+    /// the llamacpp engine does (for another engine running the same
+    /// GGUF); with how many tokens come before the last message's content.
+    pub fn chat_tokens(&self, messages: &[ChatMessage]) -> Result<(Vec<u32>, usize), EngineError> {
+        let (tokens, prefix) = chat_tokens(&self.model, &self.template, self.trims_content, messages)?;
+        Ok((tokens.iter().map(|t| t.0 as u32).collect(), prefix))
+    }
+
+    /// Token ids as text, special tokens written out.
+    #[must_use]
+    pub fn detokenize(&self, tokens: &[u32]) -> String {
+        let tokens: Vec<LlamaToken> = tokens.iter().map(|&t| LlamaToken(t as i32)).collect();
+        String::from_utf8_lossy(&self.model.vocab().detokenize(&tokens, false, true)).into_owned()
+    }
+
+    /// The tokens that end a turn or the text (end of generation).
+    #[must_use]
+    pub fn end_tokens(&self) -> Vec<u32> {
+        let vocab = self.model.vocab();
+        (0..self.model.n_vocab())
+            .map(LlamaToken)
+            .filter(|&t| vocab.is_eog(t))
+            .map(|t| t.0 as u32)
+            .collect()
     }
 
     /// llama.cpp's own count, bypassing the fast counter: for checks.
@@ -276,6 +303,15 @@ fn save(ctx: &LlamaContext<'_>, tier: &DiskTier, key: &str, prefix: &[LlamaToken
             0
         }
     }
+}
+
+/// The GGUF's chat template; `ChatML` for a GGUF without one (what most small
+/// instruction models were tuned on).
+fn template_of(model: &LlamaModel) -> Result<LlamaChatTemplate, EngineError> {
+    model
+        .chat_template(None)
+        .or_else(|_| LlamaChatTemplate::new("chatml"))
+        .map_err(|e| EngineError::Template(e.to_string()))
 }
 
 /// Whether `template` trims message content (scout renders the template
@@ -426,12 +462,7 @@ impl LlamaCppEngine {
 
     pub fn load(path: &Path, options: LlamaCppOptions) -> Result<Self, EngineError> {
         let model = load(path, &LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers))?;
-        let template = model
-            .chat_template(None)
-            // A GGUF without a template: ChatML is what most small
-            // instruction models were tuned on.
-            .or_else(|_| LlamaChatTemplate::new("chatml"))
-            .map_err(|e| EngineError::Template(e.to_string()))?;
+        let template = template_of(&model)?;
         let tokenizer_id = vocab_hash(&model);
         let name = path
             .file_stem()
@@ -472,59 +503,43 @@ impl LlamaCppEngine {
     /// The prompt's tokens, and how many come before the last message's
     /// content (the prefix that stays the same across questions).
     fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<(Vec<LlamaToken>, usize), EngineError> {
-        let slotted: Vec<LlamaChatMessage> = messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| LlamaChatMessage::new(m.role.as_str().to_owned(), format!("{SLOT_OPEN}{i}{SLOT_CLOSE}")))
-            .collect::<Result<_, _>>()
-            .map_err(|e| EngineError::Template(e.to_string()))?;
-        let rendered = self
-            .model
-            .apply_chat_template(&self.template, &slotted, true)
-            .map_err(|e| EngineError::Template(e.to_string()))?;
-        let vocab = self.model.vocab();
-        let mut tokens = Vec::new();
-        if vocab.should_add_bos() {
-            tokens.push(vocab.bos());
-        }
-        let mut rest = rendered.as_str();
-        let mut seen = 0usize;
-        let mut prefix = 0usize;
-        while let Some(open) = rest.find(SLOT_OPEN) {
-            let piece = &rest[..open];
-            vocab.tokenize_into(piece.as_bytes(), &mut tokens, false, true);
-            let after = &rest[open + SLOT_OPEN.len_utf8()..];
-            let close = after
-                .find(SLOT_CLOSE)
-                .ok_or_else(|| EngineError::Template("template cut a message".into()))?;
-            let index: usize = after[..close]
-                .parse()
-                .map_err(|_| EngineError::Template("template altered a message".into()))?;
-            let message = messages
-                .get(index)
-                .ok_or_else(|| EngineError::Template("template invented a message".into()))?;
-            if index + 1 == messages.len() {
-                prefix = tokens.len();
-            }
-            // Templates that trim content (Llama 4's) see it trimmed here too.
-            let content = if self.trims_content {
-                message.content.trim()
-            } else {
-                message.content.as_str()
-            };
-            vocab.tokenize_into(content.as_bytes(), &mut tokens, false, false);
-            seen += 1;
-            rest = &after[close + SLOT_CLOSE.len_utf8()..];
-        }
-        vocab.tokenize_into(rest.as_bytes(), &mut tokens, false, true);
-        if seen != messages.len() {
-            return Err(EngineError::Template(format!(
-                "the model's chat template kept {seen} of {} messages (does it support a system role?)",
-                messages.len()
-            )));
-        }
-        Ok((tokens, prefix))
+        chat_tokens(&self.model, &self.template, self.trims_content, messages)
     }
+}
+
+/// `messages` in `model`'s chat `template`, as tokens: the template's own
+/// text with special tokens parsed, message contents as plain text. Returns
+/// them with how many come before the last message's content.
+fn chat_tokens(
+    model: &LlamaModel,
+    template: &LlamaChatTemplate,
+    trims_content: bool,
+    messages: &[ChatMessage],
+) -> Result<(Vec<LlamaToken>, usize), EngineError> {
+    let slotted: Vec<LlamaChatMessage> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| LlamaChatMessage::new(m.role.as_str().to_owned(), super::slot(i)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| EngineError::Template(e.to_string()))?;
+    let rendered = model
+        .apply_chat_template(template, &slotted, true)
+        .map_err(|e| EngineError::Template(e.to_string()))?;
+    let vocab = model.vocab();
+    let mut tokens = Vec::new();
+    if vocab.should_add_bos() {
+        tokens.push(vocab.bos());
+    }
+    let prefix = super::tokenize_slotted(
+        &rendered,
+        messages,
+        trims_content,
+        &mut tokens,
+        &mut |text, special, out| {
+            vocab.tokenize_into(text.as_bytes(), out, false, special);
+        },
+    )?;
+    Ok((tokens, prefix))
 }
 
 impl Tokenizer for LlamaCppEngine {

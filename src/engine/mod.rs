@@ -11,6 +11,8 @@
 pub mod bpe;
 #[cfg(feature = "llamacpp")]
 pub mod llamacpp;
+#[cfg(feature = "mistralrs")]
+pub mod mistralrs;
 pub mod models;
 pub mod openai;
 pub mod threads;
@@ -220,6 +222,69 @@ pub trait Engine: Tokenizer {
         params: &GenerateParams,
         on_event: &mut dyn FnMut(EngineEvent<'_>),
     ) -> Result<Generation, EngineError>;
+}
+
+/// Placeholder put in each message before a chat template is applied;
+/// chosen from a Unicode private-use range so no template or model emits it.
+const SLOT_OPEN: char = '\u{F0000}';
+const SLOT_CLOSE: char = '\u{F0001}';
+
+/// The placeholder content for message `index`: engines render their chat
+/// template around these and split the result with [`tokenize_slotted`].
+#[must_use]
+pub fn slot(index: usize) -> String {
+    format!("{SLOT_OPEN}{index}{SLOT_CLOSE}")
+}
+
+/// Tokenizes a chat template's output rendered around [`slot`]s: the
+/// template's own text through `piece(text, true, out)` (special tokens
+/// parsed), each message's content through `piece(content, false, out)`
+/// (plain text, trimmed first when the template trims), so a document that
+/// contains a chat-format token stays text. Returns how many tokens come
+/// before the last message's content.
+pub fn tokenize_slotted<T>(
+    rendered: &str,
+    messages: &[ChatMessage],
+    trims_content: bool,
+    tokens: &mut Vec<T>,
+    piece: &mut dyn FnMut(&str, bool, &mut Vec<T>),
+) -> Result<usize, EngineError> {
+    let mut rest = rendered;
+    let mut seen = 0usize;
+    let mut prefix = 0usize;
+    while let Some(open) = rest.find(SLOT_OPEN) {
+        piece(&rest[..open], true, tokens);
+        let after = &rest[open + SLOT_OPEN.len_utf8()..];
+        let close = after
+            .find(SLOT_CLOSE)
+            .ok_or_else(|| EngineError::Template("template cut a message".into()))?;
+        let index: usize = after[..close]
+            .parse()
+            .map_err(|_| EngineError::Template("template altered a message".into()))?;
+        let message = messages
+            .get(index)
+            .ok_or_else(|| EngineError::Template("template invented a message".into()))?;
+        if index + 1 == messages.len() {
+            prefix = tokens.len();
+        }
+        // Templates that trim content (Llama 4's) see it trimmed here too.
+        let content = if trims_content {
+            message.content.trim()
+        } else {
+            message.content.as_str()
+        };
+        piece(content, false, tokens);
+        seen += 1;
+        rest = &after[close + SLOT_CLOSE.len_utf8()..];
+    }
+    piece(rest, true, tokens);
+    if seen != messages.len() {
+        return Err(EngineError::Template(format!(
+            "the model's chat template kept {seen} of {} messages (does it support a system role?)",
+            messages.len()
+        )));
+    }
+    Ok(prefix)
 }
 
 /// Streams generated text while holding back anything that could still turn
