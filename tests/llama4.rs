@@ -126,6 +126,24 @@ fn byte_tokens() -> Vec<String> {
         .collect()
 }
 
+/// Llama 4's chat format (Scout's template, less its tool and image parts).
+const TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}{{ '<|header_start|>' + message['role'] + '<|header_end|>\\n\\n' + message['content'] | trim + '<|eot|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|header_start|>assistant<|header_end|>\\n\\n' }}{% endif %}";
+
+/// Small random weights, the same on every run.
+fn random_weights() -> impl FnMut(u64) -> Vec<f32> {
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    move |n: u64| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+            })
+            .collect()
+    }
+}
+
 const LAYERS: usize = 4;
 const EMBD: u64 = 64;
 const HEADS: u64 = 4;
@@ -151,7 +169,6 @@ fn tiny_llama4() -> &'static Path {
         let id = |t: &str| tokens.iter().position(|x| x == t).unwrap() as u32;
         let (bos, eot) = (id("<|begin_of_text|>"), id("<|eot|>"));
         let vocab = tokens.len() as u64;
-        let template = "{{ bos_token }}{% for message in messages %}{{ '<|header_start|>' + message['role'] + '<|header_end|>\\n\\n' + message['content'] | trim + '<|eot|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|header_start|>assistant<|header_end|>\\n\\n' }}{% endif %}";
         let meta = vec![
             ("general.architecture", V::Str("llama4".into())),
             ("general.name", V::Str("tiny-llama4".into())),
@@ -176,19 +193,9 @@ fn tiny_llama4() -> &'static Path {
             ("tokenizer.ggml.bos_token_id", V::U32(bos)),
             ("tokenizer.ggml.eos_token_id", V::U32(eot)),
             ("tokenizer.ggml.add_bos_token", V::Bool(true)),
-            ("tokenizer.chat_template", V::Str(template.into())),
+            ("tokenizer.chat_template", V::Str(TEMPLATE.into())),
         ];
-        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut random = |n: u64| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-                })
-                .collect()
-        };
+        let mut random = random_weights();
         let ones = |n: u64| vec![1.0f32; n as usize];
         let mut t: Vec<(String, Vec<u64>, Vec<f32>)> = vec![
             ("token_embd.weight".into(), vec![EMBD, vocab], random(EMBD * vocab)),
@@ -198,16 +205,36 @@ fn tiny_llama4() -> &'static Path {
         for i in 0..LAYERS {
             let b = |n: &str| format!("blk.{i}.{n}.weight");
             t.push((b("attn_norm"), vec![EMBD], ones(EMBD)));
-            t.push((b("attn_q"), vec![EMBD, HEADS * HEAD_DIM], random(EMBD * HEADS * HEAD_DIM)));
-            t.push((b("attn_k"), vec![EMBD, KV_HEADS * HEAD_DIM], random(EMBD * KV_HEADS * HEAD_DIM)));
-            t.push((b("attn_v"), vec![EMBD, KV_HEADS * HEAD_DIM], random(EMBD * KV_HEADS * HEAD_DIM)));
-            t.push((b("attn_output"), vec![HEADS * HEAD_DIM, EMBD], random(HEADS * HEAD_DIM * EMBD)));
+            t.push((
+                b("attn_q"),
+                vec![EMBD, HEADS * HEAD_DIM],
+                random(EMBD * HEADS * HEAD_DIM),
+            ));
+            t.push((
+                b("attn_k"),
+                vec![EMBD, KV_HEADS * HEAD_DIM],
+                random(EMBD * KV_HEADS * HEAD_DIM),
+            ));
+            t.push((
+                b("attn_v"),
+                vec![EMBD, KV_HEADS * HEAD_DIM],
+                random(EMBD * KV_HEADS * HEAD_DIM),
+            ));
+            t.push((
+                b("attn_output"),
+                vec![HEADS * HEAD_DIM, EMBD],
+                random(HEADS * HEAD_DIM * EMBD),
+            ));
             t.push((b("ffn_norm"), vec![EMBD], ones(EMBD)));
             t.push((b("ffn_gate_inp"), vec![EMBD, EXPERTS], random(EMBD * EXPERTS)));
             for e in ["ffn_gate_exps", "ffn_up_exps"] {
                 t.push((b(e), vec![EMBD, FF_EXPERT, EXPERTS], random(EMBD * FF_EXPERT * EXPERTS)));
             }
-            t.push((b("ffn_down_exps"), vec![FF_EXPERT, EMBD, EXPERTS], random(FF_EXPERT * EMBD * EXPERTS)));
+            t.push((
+                b("ffn_down_exps"),
+                vec![FF_EXPERT, EMBD, EXPERTS],
+                random(FF_EXPERT * EMBD * EXPERTS),
+            ));
             for e in ["ffn_gate_shexp", "ffn_up_shexp"] {
                 t.push((b(e), vec![EMBD, FF_EXPERT], random(EMBD * FF_EXPERT)));
             }
@@ -274,4 +301,397 @@ fn a_prompt_past_the_attention_chunk_runs_deterministically_with_usage_that_matc
     assert_eq!(a.prompt_tokens, prompt);
     assert!(a.completion_tokens > 0 && a.completion_tokens <= 12);
     assert_eq!(a.text, b.text, "same seed, same text");
+}
+
+/// The same code path through the mistralrs engine: a tiny random-weight
+/// Llama 4 written as a Hugging Face folder (config.json with Scout's keys,
+/// tokenizer.json with Llama 4's special tokens, safetensors with Scout's
+/// tensor names, text and vision tower), loaded by mistral.rs.
+#[cfg(feature = "mistralrs")]
+mod mistralrs {
+    use super::*;
+    use scout::engine::mistralrs::{Isq, MistralRsEngine, MistralRsOptions};
+    use scout::engine::StopReason;
+
+    /// Writes a safetensors file of F32 tensors (shapes outermost first).
+    fn write_safetensors(path: &Path, tensors: &[(String, Vec<u64>, Vec<f32>)]) {
+        let mut header = serde_json::Map::new();
+        header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+        let mut offset = 0usize;
+        for (name, shape, data) in tensors {
+            assert_eq!(shape.iter().product::<u64>() as usize, data.len(), "{name}");
+            let end = offset + data.len() * 4;
+            header.insert(
+                name.clone(),
+                serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}),
+            );
+            offset = end;
+        }
+        let mut head = serde_json::Value::Object(header).to_string().into_bytes();
+        head.resize(head.len().div_ceil(8) * 8, b' ');
+        let mut out = (head.len() as u64).to_le_bytes().to_vec();
+        out.extend(head);
+        for (_, _, data) in tensors {
+            for x in data {
+                out.extend(x.to_le_bytes());
+            }
+        }
+        std::fs::write(path, out).unwrap();
+    }
+
+    /// Text tower: Scout's layout at toy size.
+    const HIDDEN: u64 = 64;
+    const INTER: u64 = 64;
+    const INTER_MLP: u64 = 128;
+    /// Small enough that the tests' prompts cross chunks.
+    const CHUNK: u32 = 256;
+    /// Vision tower: Scout's 336 px tiles of 14 px patches; the pixel
+    /// shuffle (ratio 0.5) makes 144 tokens of each tile's 576 patches.
+    const V_HIDDEN: u64 = 32;
+    const V_INTER: u64 = 128;
+    const V_OUT: u64 = 64;
+    const PATCHES: u64 = (336 / 14) * (336 / 14) + 1;
+
+    fn tiny_llama4_folder() -> &'static Path {
+        static PATH: OnceLock<PathBuf> = OnceLock::new();
+        PATH.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap().keep().join("tiny-llama4");
+            std::fs::create_dir_all(&dir).unwrap();
+            let bytes = byte_tokens();
+            let mut vocab = serde_json::Map::new();
+            for (i, t) in bytes.iter().enumerate() {
+                vocab.insert(t.clone(), i.into());
+            }
+            let added: Vec<serde_json::Value> = SPECIAL
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    serde_json::json!({"id": bytes.len() + i, "content": s, "single_word": false,
+                        "lstrip": false, "rstrip": false, "normalized": false, "special": true})
+                })
+                .collect();
+            let id = |t: &str| bytes.len() + SPECIAL.iter().position(|s| *s == t).unwrap();
+            let n_vocab = (bytes.len() + SPECIAL.len()) as u64;
+            let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false,
+                "trim_offsets": true, "use_regex": true});
+            let tokenizer = serde_json::json!({
+                "version": "1.0", "truncation": null, "padding": null,
+                "added_tokens": added, "normalizer": null,
+                "pre_tokenizer": byte_level, "post_processor": null, "decoder": byte_level,
+                "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                    "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                    "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                    "vocab": vocab, "merges": []}
+            });
+            let write = |name: &str, v: &serde_json::Value| std::fs::write(dir.join(name), v.to_string()).unwrap();
+            write("tokenizer.json", &tokenizer);
+            // Scout's tokenizer ends text with <|end_of_text|> and turns
+            // with <|eot|>.
+            write(
+                "tokenizer_config.json",
+                &serde_json::json!({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>",
+                    "chat_template": TEMPLATE, "model_max_length": 10_485_760}),
+            );
+            write(
+                "generation_config.json",
+                &serde_json::json!({"bos_token_id": id("<|begin_of_text|>"),
+                    "eos_token_id": [id("<|end_of_text|>"), id("<|eom|>"), id("<|eot|>")]}),
+            );
+            write(
+                "config.json",
+                &serde_json::json!({
+                    "architectures": ["Llama4ForConditionalGeneration"],
+                    "model_type": "llama4",
+                    "image_token_index": id("<|image|>"),
+                    "boi_token_index": id("<|image_start|>"),
+                    "eoi_token_index": id("<|image_end|>"),
+                    "text_config": {
+                        "model_type": "llama4_text", "hidden_act": "silu",
+                        "hidden_size": HIDDEN, "intermediate_size": INTER,
+                        "intermediate_size_mlp": INTER_MLP, "vocab_size": n_vocab,
+                        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+                        "num_key_value_heads": KV_HEADS, "head_dim": HEAD_DIM,
+                        "rms_norm_eps": 1e-5, "rope_theta": 500_000.0,
+                        // Scout's: what mistral.rs would size its RoPE tables by.
+                        "max_position_embeddings": 10_485_760,
+                        "rope_scaling": {"factor": 16.0, "high_freq_factor": 1.0, "low_freq_factor": 1.0,
+                            "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+                        "tie_word_embeddings": false, "use_qk_norm": true,
+                        "interleave_moe_layer_step": 1, "num_local_experts": EXPERTS,
+                        "num_experts_per_tok": 1, "attention_chunk_size": CHUNK,
+                        "attn_temperature_tuning": 4, "floor_scale": 8192, "attn_scale": 0.1,
+                        "bos_token_id": id("<|begin_of_text|>"),
+                        "eos_token_id": [id("<|end_of_text|>"), id("<|eom|>"), id("<|eot|>")]
+                    },
+                    "vision_config": {
+                        "hidden_size": V_HIDDEN, "hidden_act": "gelu", "num_hidden_layers": 1,
+                        "num_attention_heads": 2, "num_channels": 3, "intermediate_size": V_INTER,
+                        "vision_output_dim": V_OUT, "image_size": 336, "patch_size": 14,
+                        "norm_eps": 1e-5, "pixel_shuffle_ratio": 0.5,
+                        "projector_input_dim": V_OUT, "projector_output_dim": V_OUT,
+                        "vision_feature_layer": -1, "rope_theta": 10_000.0
+                    }
+                }),
+            );
+            write(
+                "preprocessor_config.json",
+                &serde_json::json!({"do_convert_rgb": true, "do_normalize": true, "do_rescale": true,
+                    "do_resize": true, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+                    "max_patches": 16, "resample": 2, "rescale_factor": 1.0 / 255.0,
+                    "size": {"height": 336, "width": 336},
+                    "image_processor_type": "Llama4ImageProcessorFast"}),
+            );
+            write(
+                "processor_config.json",
+                &serde_json::json!({"fake_image_token": "<|image|>", "image_token": "<|image|>",
+                    "patch_size": 14, "processor_class": "Llama4Processor"}),
+            );
+            let mut random = random_weights();
+            let ones = |n: u64| vec![1.0f32; n as usize];
+            let zeros = |n: u64| vec![0.0f32; n as usize];
+            let mut t: Vec<(String, Vec<u64>, Vec<f32>)> = Vec::new();
+            let lm = "language_model.model";
+            t.push((
+                format!("{lm}.embed_tokens.weight"),
+                vec![n_vocab, HIDDEN],
+                random(n_vocab * HIDDEN),
+            ));
+            t.push((format!("{lm}.norm.weight"), vec![HIDDEN], ones(HIDDEN)));
+            t.push((
+                "language_model.lm_head.weight".into(),
+                vec![n_vocab, HIDDEN],
+                random(n_vocab * HIDDEN),
+            ));
+            let (q, kv) = (HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM);
+            for i in 0..LAYERS {
+                let l = |n: &str| format!("{lm}.layers.{i}.{n}");
+                t.push((l("input_layernorm.weight"), vec![HIDDEN], ones(HIDDEN)));
+                t.push((l("post_attention_layernorm.weight"), vec![HIDDEN], ones(HIDDEN)));
+                t.push((l("self_attn.q_proj.weight"), vec![q, HIDDEN], random(q * HIDDEN)));
+                t.push((l("self_attn.k_proj.weight"), vec![kv, HIDDEN], random(kv * HIDDEN)));
+                t.push((l("self_attn.v_proj.weight"), vec![kv, HIDDEN], random(kv * HIDDEN)));
+                t.push((l("self_attn.o_proj.weight"), vec![HIDDEN, q], random(HIDDEN * q)));
+                t.push((
+                    l("feed_forward.router.weight"),
+                    vec![EXPERTS, HIDDEN],
+                    random(EXPERTS * HIDDEN),
+                ));
+                t.push((
+                    l("feed_forward.experts.gate_up_proj"),
+                    vec![EXPERTS, HIDDEN, 2 * INTER],
+                    random(EXPERTS * HIDDEN * 2 * INTER),
+                ));
+                t.push((
+                    l("feed_forward.experts.down_proj"),
+                    vec![EXPERTS, INTER, HIDDEN],
+                    random(EXPERTS * INTER * HIDDEN),
+                ));
+                for p in ["gate_proj", "up_proj"] {
+                    t.push((
+                        l(&format!("feed_forward.shared_expert.{p}.weight")),
+                        vec![INTER, HIDDEN],
+                        random(INTER * HIDDEN),
+                    ));
+                }
+                t.push((
+                    l("feed_forward.shared_expert.down_proj.weight"),
+                    vec![HIDDEN, INTER],
+                    random(HIDDEN * INTER),
+                ));
+            }
+            let v = "vision_model";
+            t.push((
+                format!("{v}.patch_embedding.linear.weight"),
+                vec![V_HIDDEN, 3 * 14 * 14],
+                random(V_HIDDEN * 3 * 14 * 14),
+            ));
+            t.push((format!("{v}.class_embedding"), vec![V_HIDDEN], random(V_HIDDEN)));
+            t.push((
+                format!("{v}.positional_embedding_vlm"),
+                vec![PATCHES, V_HIDDEN],
+                random(PATCHES * V_HIDDEN),
+            ));
+            let norm = |t: &mut Vec<(String, Vec<u64>, Vec<f32>)>, name: String| {
+                t.push((format!("{name}.weight"), vec![V_HIDDEN], ones(V_HIDDEN)));
+                t.push((format!("{name}.bias"), vec![V_HIDDEN], zeros(V_HIDDEN)));
+            };
+            norm(&mut t, format!("{v}.layernorm_pre"));
+            norm(&mut t, format!("{v}.layernorm_post"));
+            norm(&mut t, format!("{v}.model.layers.0.input_layernorm"));
+            norm(&mut t, format!("{v}.model.layers.0.post_attention_layernorm"));
+            for p in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+                let name = format!("{v}.model.layers.0.self_attn.{p}");
+                t.push((
+                    format!("{name}.weight"),
+                    vec![V_HIDDEN, V_HIDDEN],
+                    random(V_HIDDEN * V_HIDDEN),
+                ));
+                t.push((format!("{name}.bias"), vec![V_HIDDEN], zeros(V_HIDDEN)));
+            }
+            let mlp = format!("{v}.model.layers.0.mlp");
+            t.push((
+                format!("{mlp}.fc1.weight"),
+                vec![V_INTER, V_HIDDEN],
+                random(V_INTER * V_HIDDEN),
+            ));
+            t.push((format!("{mlp}.fc1.bias"), vec![V_INTER], zeros(V_INTER)));
+            t.push((
+                format!("{mlp}.fc2.weight"),
+                vec![V_HIDDEN, V_INTER],
+                random(V_HIDDEN * V_INTER),
+            ));
+            t.push((format!("{mlp}.fc2.bias"), vec![V_HIDDEN], zeros(V_HIDDEN)));
+            t.push((
+                format!("{v}.vision_adapter.mlp.fc1.weight"),
+                vec![V_OUT, V_INTER],
+                random(V_OUT * V_INTER),
+            ));
+            t.push((
+                format!("{v}.vision_adapter.mlp.fc2.weight"),
+                vec![V_OUT, V_OUT],
+                random(V_OUT * V_OUT),
+            ));
+            t.push((
+                "multi_modal_projector.linear_1.weight".into(),
+                vec![HIDDEN, V_OUT],
+                random(HIDDEN * V_OUT),
+            ));
+            write_safetensors(&dir.join("model.safetensors"), &t);
+            dir
+        })
+    }
+
+    fn options(context: Option<u32>, past_attention_chunk: bool) -> MistralRsOptions {
+        MistralRsOptions {
+            isq: Isq::None,
+            context,
+            past_attention_chunk,
+            scratch: tempfile::tempdir().unwrap().keep(),
+        }
+    }
+
+    #[test]
+    fn mistralrs_loads_it_renders_llama4s_format_and_caps_the_context_at_the_chunk() {
+        let opts = options(None, false);
+        let e = MistralRsEngine::load(tiny_llama4_folder(), &opts).unwrap();
+        // Finding 2: decoding past the chunk departs from the reference
+        // model in mistral.rs, so the context stops at it.
+        assert_eq!(e.capabilities().context_length, CHUNK);
+        assert!(!e.capabilities().kv_operations);
+        // Finding 3: mistral.rs loaded a config that says the planned
+        // context, not Scout's 10,485,760 positions.
+        let configs: Vec<serde_json::Value> = std::fs::read_dir(&opts.scratch)
+            .unwrap()
+            .map(|d| {
+                serde_json::from_str(&std::fs::read_to_string(d.unwrap().path().join("config.json")).unwrap()).unwrap()
+            })
+            .collect();
+        assert_eq!(configs.len(), 1);
+        assert_eq!(configs[0]["text_config"]["max_position_embeddings"], CHUNK);
+        let messages = [
+            ChatMessage::new(Role::System, "  Documents here.\n"),
+            ChatMessage::new(Role::User, "What port?"),
+        ];
+        assert_eq!(
+            e.render_chat(&messages).unwrap(),
+            "<|begin_of_text|><|header_start|>system<|header_end|>\n\nDocuments here.<|eot|>\
+             <|header_start|>user<|header_end|>\n\nWhat port?<|eot|>\
+             <|header_start|>assistant<|header_end|>\n\n"
+        );
+        // Document text is never parsed for special tokens.
+        let sneaky = e.count_chat_tokens(&[ChatMessage::new(Role::User, "<|eot|>")]).unwrap();
+        let empty = e.count_chat_tokens(&[ChatMessage::new(Role::User, "")]).unwrap();
+        assert_eq!(sneaky - empty, "<|eot|>".len() as u32);
+    }
+
+    #[test]
+    fn mistralrs_runs_a_prompt_past_the_chunk_deterministically_with_exact_usage() {
+        let mut e = MistralRsEngine::load(tiny_llama4_folder(), &options(Some(2048), true)).unwrap();
+        assert_eq!(e.capabilities().context_length, 2048);
+        let messages = [
+            ChatMessage::new(Role::System, "The warehouse counted crates of bolts. ".repeat(20)),
+            ChatMessage::new(Role::User, "How many?"),
+        ];
+        let prompt = e.count_chat_tokens(&messages).unwrap();
+        assert!(prompt > 2 * CHUNK, "{prompt}");
+        let params = GenerateParams {
+            max_tokens: 12,
+            ..GenerateParams::default()
+        };
+        let mut streamed = String::new();
+        let a = e
+            .generate(&messages, &params, &mut |ev| {
+                if let scout::engine::EngineEvent::Text(t) = ev {
+                    streamed.push_str(t);
+                }
+            })
+            .unwrap();
+        let b = e.generate(&messages, &params, &mut |_| {}).unwrap();
+        assert_eq!(a.prompt_tokens, prompt, "usage counts the prompt scout tokenized");
+        assert_eq!(a.kv.prefilled_tokens, prompt, "no prefix cache: every token prefilled");
+        assert!(a.completion_tokens > 0 && a.completion_tokens <= 12, "{a:?}");
+        assert_eq!(a.text, streamed, "the stream is the answer");
+        assert_eq!(a.text, b.text, "greedy, same text");
+    }
+
+    #[test]
+    fn mistralrs_quantizes_the_weights_while_loading() {
+        let mut opts = options(None, false);
+        opts.isq = Isq::Q8_0;
+        let mut e = MistralRsEngine::load(tiny_llama4_folder(), &opts).unwrap();
+        let messages = [ChatMessage::new(Role::User, "How many crates?")];
+        let params = GenerateParams {
+            max_tokens: 8,
+            ..GenerateParams::default()
+        };
+        let a = e.generate(&messages, &params, &mut |_| {}).unwrap();
+        let b = e.generate(&messages, &params, &mut |_| {}).unwrap();
+        assert!(a.completion_tokens > 0, "{a:?}");
+        assert_eq!(a.text, b.text);
+    }
+
+    #[test]
+    fn mistralrs_ends_a_schema_constrained_answer_at_the_object() {
+        let mut e = MistralRsEngine::load(tiny_llama4_folder(), &options(None, false)).unwrap();
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {"port": {"enum": ["80", "443"]}},
+            "required": ["port"],
+            "additionalProperties": false
+        });
+        let params = GenerateParams {
+            max_tokens: 60,
+            json_schema: Some(schema),
+            ..GenerateParams::default()
+        };
+        let messages = [ChatMessage::new(Role::User, "Which port? Answer in JSON.")];
+        let g = e.generate(&messages, &params, &mut |_| {}).unwrap();
+        // mistral.rs's grammar allows any whitespace between JSON tokens by
+        // default, and random weights wander into blank lines until the
+        // limit; scout asks for JSON on one line, so the object ends.
+        let v: serde_json::Value = serde_json::from_str(g.text.trim()).unwrap_or_else(|e| panic!("{e}: {:?}", g.text));
+        assert!(v["port"] == "80" || v["port"] == "443", "{v}");
+        assert_eq!(g.stop, StopReason::EndOfText, "{g:?}");
+        assert!(g.completion_tokens < 60, "{g:?}");
+    }
+
+    #[test]
+    fn mistralrs_reports_an_unknown_gguf_architecture_as_an_error() {
+        // Finding 6: mistral.rs's GGUF loader panics on an architecture it
+        // does not know (gemma3); scout turns that into a load error.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny-gemma3.gguf");
+        write_gguf(
+            &path,
+            &[
+                ("general.architecture", V::Str("gemma3".into())),
+                ("gemma3.context_length", V::U32(2048)),
+            ],
+            &[("token_embd.weight".into(), vec![8, 4], vec![0.0; 32])],
+        );
+        let err = MistralRsEngine::load(&path, &options(None, false))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mistral.rs") && err.contains("gemma3"), "{err}");
+    }
 }

@@ -6,6 +6,8 @@ mod ask;
 mod cli;
 mod ingest;
 mod llama4;
+#[cfg(feature = "mistralrs")]
+mod mistralrs;
 mod openai;
 mod plan;
 mod reliability;

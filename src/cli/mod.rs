@@ -16,6 +16,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::corpus::{Corpus, CorpusError};
 use crate::engine::llamacpp::{KvType, LlamaCppEngine, LlamaCppOptions, LlamaCppTokenizer};
+#[cfg(feature = "mistralrs")]
+use crate::engine::mistralrs::{Isq, MistralRsEngine, MistralRsOptions};
 use crate::engine::openai::{OpenAiEngine, OpenAiOptions};
 use crate::engine::{models, threads, Engine, GenerateParams};
 use crate::ingest::pdf::PdfIsolation;
@@ -225,14 +227,19 @@ enum EngineKind {
     Llamacpp,
     /// Any OpenAI-compatible server (vLLM, SGLang, llama-server, Ollama, ...), with --endpoint.
     Openai,
+    /// mistral.rs in this process, on a Hugging Face model folder (Llama 4 Scout:
+    /// config.json, tokenizer.json, safetensors) quantized while loading (--isq), or a GGUF.
+    #[cfg(feature = "mistralrs")]
+    Mistralrs,
 }
 
 /// Which model, and how to run it; shared by every command that needs one.
 #[derive(Debug, Args, Clone)]
 struct ModelArgs {
-    /// A GGUF model file (llamacpp), or the served model's name (openai; default: the
-    /// first the server lists). Default: SmolLM2-135M-Instruct, fetched on first use.
-    #[arg(long, value_name = "FILE.gguf|NAME", env = "SCOUT_MODEL")]
+    /// A GGUF model file (llamacpp, mistralrs), a Hugging Face model folder (mistralrs),
+    /// or the served model's name (openai; default: the first the server lists).
+    /// Default: SmolLM2-135M-Instruct, fetched on first use.
+    #[arg(long, value_name = "FILE.gguf|DIR|NAME", env = "SCOUT_MODEL")]
     model: Option<PathBuf>,
     /// The engine that answers.
     #[arg(long, value_enum, default_value_t = EngineKind::Llamacpp, env = "SCOUT_ENGINE")]
@@ -259,6 +266,18 @@ struct ModelArgs {
     /// Context tokens to use at most (default: the model's trained context).
     #[arg(long, value_name = "TOKENS")]
     context: Option<u32>,
+    /// mistralrs, model folders: quantize the weights while loading (in-situ
+    /// quantization). q4k fits Llama 4 Scout in about 61 GB.
+    #[cfg(feature = "mistralrs")]
+    #[arg(long, value_enum, default_value_t = Isq::Q4k)]
+    isq: Isq,
+    /// mistralrs, Llama 4: allow a context past `attention_chunk_size` (8,192 for Scout).
+    /// Risky: mistral.rs 0.8.1 applies the chunk mask only while reading the prompt, so
+    /// tokens decoded past the chunk attend to the whole context and answers depart
+    /// from the reference model. Without it scout reads longer corpora in windows.
+    #[cfg(feature = "mistralrs")]
+    #[arg(long)]
+    past_attention_chunk: bool,
 }
 
 /// How the llamacpp engine runs a model (for commands that run one).
@@ -653,12 +672,12 @@ fn check_sources(paths: &[PathBuf]) -> Result<()> {
 fn run_ingest(a: &IngestArgs) -> Result<i32> {
     check_sources(&a.paths)?;
     let mut corpus = Corpus::open(&a.corpus)?;
-    let model_path = if a.no_tokens {
-        None
+    let (tokenizer, model_path) = if a.no_tokens {
+        (None, None)
     } else {
-        Some(a.model.tokenizer_path(&mut say(a.quiet))?)
+        let (t, path) = a.model.tokenizer(&mut say(a.quiet))?;
+        (Some(t), Some(path))
     };
-    let tokenizer = model_path.as_deref().map(LlamaCppTokenizer::load).transpose()?;
     let progress = Progress::files(a.quiet);
     let options = a.walk.options(false);
     let summary = std::thread::scope(|scope| {
@@ -672,14 +691,14 @@ fn run_ingest(a: &IngestArgs) -> Result<i32> {
             &mut corpus,
             &a.paths,
             &options,
-            tokenizer.as_ref().map(|t| t as &dyn crate::prompt::Tokenizer),
+            tokenizer.as_deref().map(|t| t as &dyn crate::prompt::Tokenizer),
             &mut |path| progress.file(path),
         )
     })?;
     progress.finish();
     if let Some(map) = &a.map {
         let entries: Vec<MapEntry> = match &tokenizer {
-            Some(t) => document_tokens(&mut corpus, t)?
+            Some(t) => document_tokens(&mut corpus, t.as_ref())?
                 .into_iter()
                 .map(|(path, kind, size)| MapEntry { path, kind, size })
                 .collect(),
@@ -770,7 +789,23 @@ impl ModelArgs {
         Ok(match self.engine {
             EngineKind::Llamacpp => models::resolve(self.model.as_deref(), say)?,
             EngineKind::Openai => models::resolve(self.tokenizer.as_deref(), say)?,
+            #[cfg(feature = "mistralrs")]
+            EngineKind::Mistralrs => match &self.model {
+                Some(dir) if dir.is_dir() => dir.clone(),
+                other => models::resolve(other.as_deref(), say)?,
+            },
         })
+    }
+
+    /// The tokenizer that counts for this model, without its weights: a
+    /// GGUF's vocabulary, or a model folder's tokenizer.json.
+    fn tokenizer(&self, say: &mut dyn FnMut(&str)) -> Result<(Box<dyn crate::prompt::Tokenizer + Send>, PathBuf)> {
+        let path = self.tokenizer_path(say)?;
+        #[cfg(feature = "mistralrs")]
+        if path.is_dir() {
+            return Ok((crate::engine::mistralrs::folder_tokenizer(&path)?, path));
+        }
+        Ok((Box::new(LlamaCppTokenizer::load(&path)?), path))
     }
 
     /// Loads or connects to the engine; returns it with a line saying what
@@ -793,6 +828,23 @@ impl ModelArgs {
                     if threads == 1 { "" } else { "s" },
                     engine.capabilities().context_length
                 );
+                Ok((Box::new(engine), line))
+            }
+            #[cfg(feature = "mistralrs")]
+            EngineKind::Mistralrs => {
+                let path = match &self.model {
+                    Some(dir) if dir.is_dir() => dir.clone(),
+                    other => models::resolve(other.as_deref(), say)?,
+                };
+                let options = MistralRsOptions {
+                    isq: self.isq,
+                    context: self.context,
+                    past_attention_chunk: self.past_attention_chunk,
+                    scratch: models::cache_dir().join("mistralrs"),
+                };
+                say(&format!("scout: loading {} with mistral.rs", path.display()));
+                let engine = MistralRsEngine::load(&path, &options).with_context(|| "loading the model")?;
+                let line = engine.description().to_owned();
                 Ok((Box::new(engine), line))
             }
             EngineKind::Openai => {
@@ -1162,7 +1214,7 @@ fn run_batch_cli(a: &BatchArgs) -> Result<i32> {
     )?;
     let (mut out, in_file) = ResultsFile::open(&a.out)?;
     let mut say = say(a.quiet);
-    if a.concurrency > 1 && a.common.model.engine == EngineKind::Llamacpp {
+    if a.concurrency > 1 && a.common.model.engine != EngineKind::Openai {
         say(&format!(
             "scout: --concurrency {}: each worker loads its own copy of the model",
             a.concurrency
@@ -1183,6 +1235,8 @@ fn run_batch_cli(a: &BatchArgs) -> Result<i32> {
     let engine_name = match a.common.model.engine {
         EngineKind::Llamacpp => "llamacpp",
         EngineKind::Openai => "openai",
+        #[cfg(feature = "mistralrs")]
+        EngineKind::Mistralrs => "mistralrs",
     };
     say(&format!(
         "scout: {} jobs from {} ({} engine, {} worker{})",
@@ -1286,7 +1340,7 @@ fn run_serve(a: &ServeArgs) -> Result<i32> {
 }
 
 fn run_stability(a: &StabilityArgs) -> Result<i32> {
-    let tokenizer = LlamaCppTokenizer::load(&a.model.tokenizer_path(&mut say(false))?)?;
+    let (tokenizer, _) = a.model.tokenizer(&mut say(false))?;
     let scratch = tempfile::tempdir().context("making a scratch folder")?;
     let mut out = std::io::stdout().lock();
     if !a.json {
@@ -1296,20 +1350,21 @@ fn run_stability(a: &StabilityArgs) -> Result<i32> {
             "commit", "changed", "tokens", "path order", "scout order"
         )?;
     }
-    let report = crate::tasks::stability::prefix_stability(&a.repo, a.commits, scratch.path(), &tokenizer, &mut |c| {
-        if !a.json {
-            // A closed stdout shows at the next write below.
-            let _ = writeln!(
-                out,
-                "{:<14} {:>8} {:>12} {:>10.1}% {:>11.1}%",
-                c.commit,
-                c.changed_documents,
-                report::thousands(c.total_tokens),
-                c.path_order * 100.0,
-                c.scout_order * 100.0
-            );
-        }
-    })?;
+    let report =
+        crate::tasks::stability::prefix_stability(&a.repo, a.commits, scratch.path(), tokenizer.as_ref(), &mut |c| {
+            if !a.json {
+                // A closed stdout shows at the next write below.
+                let _ = writeln!(
+                    out,
+                    "{:<14} {:>8} {:>12} {:>10.1}% {:>11.1}%",
+                    c.commit,
+                    c.changed_documents,
+                    report::thousands(c.total_tokens),
+                    c.path_order * 100.0,
+                    c.scout_order * 100.0
+                );
+            }
+        })?;
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
@@ -1388,6 +1443,13 @@ fn run_models(a: &ModelsArgs) -> Result<i32> {
     writeln!(
         out,
         "Engine llamacpp: in-process llama.cpp on any GGUF file (--model FILE.gguf), on the CPU."
+    )?;
+    #[cfg(feature = "mistralrs")]
+    writeln!(
+        out,
+        "Engine mistralrs: in-process mistral.rs on a Hugging Face model folder (--engine mistralrs --model DIR, \
+         quantized while loading with --isq) or a GGUF it supports; no KV operations, JSON schema yes, \
+         Llama 4 context capped at its attention chunk (8,192 for Scout) unless --past-attention-chunk."
     )?;
     writeln!(
         out,

@@ -156,7 +156,7 @@ fn mark_lines(text: &str, first_line: u32, symbol_starts: &std::collections::BTr
     let mut out = String::with_capacity(text.len() + text.len() / 40);
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let n = first_line + i as u32;
-        if i == 0 || (n - 1) % LINE_MARKER_EVERY == 0 || symbol_starts.contains(&n) {
+        if i == 0 || (n - 1).is_multiple_of(LINE_MARKER_EVERY) || symbol_starts.contains(&n) {
             let _ = write!(out, "[L{n}] ");
         }
         out.push_str(line);
