@@ -296,12 +296,21 @@ struct RunArgs {
     #[arg(long)]
     kv_on_host: bool,
     /// llamacpp: do not keep the corpus's KV. By default the KV of everything before the
-    /// question is kept in memory for later requests in this process (2 GiB at most) and
-    /// saved in the cache folder (4 GiB at most; least recently used out of both), and a
+    /// question is kept in memory for later requests in this process (--kv-host-gib) and
+    /// saved in the cache folder (--kv-disk-gib; least recently used out of both), and a
     /// later question over the same corpus and model reuses it instead of reading the
     /// corpus again.
     #[arg(long)]
     no_kv_cache: bool,
+    /// llamacpp: memory for corpora's KV kept between requests in this process, in GiB.
+    /// A corpus whose KV is larger is not kept in memory (Llama 4 Scout: about 0.19 MB
+    /// per token at f16, so 128k tokens take 24 GiB; `scout plan` says).
+    #[arg(long, value_name = "GIB", default_value_t = crate::limits::KV_HOST_BYTES as f64 / GIB)]
+    kv_host_gib: f64,
+    /// llamacpp: disk space for corpora's KV saved in the cache folder, in GiB; least
+    /// recently used out. A corpus whose KV is larger is not saved.
+    #[arg(long, value_name = "GIB", default_value_t = crate::limits::KV_DISK_BYTES as f64 / GIB)]
+    kv_disk_gib: f64,
     /// llamacpp: during a long read of the corpus, save its KV so far at least this
     /// often (seconds; 0 after every batch of tokens), so an interrupted read resumes
     /// where it stopped. A later prompt that shares the start of this one (a corpus
@@ -765,6 +774,13 @@ fn cache_corpus_path(sources: &[PathBuf], ocr_rows: bool) -> PathBuf {
     models::corpora_dir().join(format!("{}.scout.db", &h.finalize().to_hex()[..16]))
 }
 
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// `gib` GiB in bytes (negative and NaN: none).
+fn gib_bytes(gib: f64) -> u64 {
+    (gib.max(0.0) * GIB) as u64
+}
+
 fn engine_options(m: &ModelArgs, run: &RunArgs) -> LlamaCppOptions {
     LlamaCppOptions {
         threads: m.threads.unwrap_or_else(threads::free_cores).max(1),
@@ -772,12 +788,8 @@ fn engine_options(m: &ModelArgs, run: &RunArgs) -> LlamaCppOptions {
         gpu_layers: run.n_gpu_layers,
         kv_type: run.kv_type,
         kv_on_host: run.kv_on_host,
-        kv_disk: (!run.no_kv_cache).then(|| DiskTier::new(models::kv_dir(), crate::limits::KV_DISK_BYTES)),
-        kv_host_bytes: if run.no_kv_cache {
-            0
-        } else {
-            crate::limits::KV_HOST_BYTES
-        },
+        kv_disk: (!run.no_kv_cache).then(|| DiskTier::new(models::kv_dir(), gib_bytes(run.kv_disk_gib))),
+        kv_host_bytes: if run.no_kv_cache { 0 } else { gib_bytes(run.kv_host_gib) },
         kv_checkpoint: Some(std::time::Duration::from_secs(run.kv_checkpoint)),
     }
 }

@@ -7,9 +7,13 @@
 //! or corrupt file (a crash mid-write, a full disk, a stray edit) is
 //! detected, reported and removed, never loaded. Writes go to a temporary
 //! name and are renamed into place, checksum last. The folder has a byte
-//! cap; past it the least recently used entries go first.
+//! cap; past it the least recently used entries go first, and a state larger
+//! than the whole cap is not kept.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::tier::{KvTier, TierCounters};
 
 /// What a lookup found.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,12 +29,22 @@ pub enum Lookup {
 pub struct DiskTier {
     dir: PathBuf,
     cap_bytes: u64,
+    /// Shared by clones (each engine of a server holds one).
+    counters: Arc<Mutex<TierCounters>>,
 }
 
 impl DiskTier {
     #[must_use]
     pub fn new(dir: PathBuf, cap_bytes: u64) -> Self {
-        Self { dir, cap_bytes }
+        Self {
+            dir,
+            cap_bytes,
+            counters: Arc::default(),
+        }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut TierCounters)) {
+        f(&mut self.counters.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
     fn kv_path(&self, key: &str) -> PathBuf {
@@ -46,33 +60,44 @@ impl DiskTier {
     pub fn lookup(&self, key: &str) -> Lookup {
         let (kv, sum) = (self.kv_path(key), self.sum_path(key));
         let Ok(expected) = std::fs::read_to_string(&sum) else {
+            self.count(|c| c.misses += 1);
             return Lookup::Miss;
         };
         let actual = match hash_file(&kv) {
             Ok(h) => h,
             Err(e) => {
                 self.remove(key);
+                self.count(|c| c.misses += 1);
                 return Lookup::Corrupt(format!("{}: {e}", kv.display()));
             }
         };
         if actual != expected.trim() {
             self.remove(key);
+            self.count(|c| c.misses += 1);
             return Lookup::Corrupt(format!("{}: checksum mismatch (truncated or altered)", kv.display()));
         }
         // Used now: last to be evicted.
         let _ = std::fs::File::open(&kv).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        self.count(|c| c.hits += 1);
         Lookup::Hit(kv)
     }
 
     /// Stores an entry: `write` fills the given temporary path (the engine
     /// saves its state there); then the file is checked in under `key`.
-    /// Returns the bytes stored.
+    /// Returns the bytes stored. A state larger than the whole cap is not
+    /// kept (and evicts nothing).
     pub fn store(&self, key: &str, write: impl FnOnce(&Path) -> Result<(), String>) -> Result<u64, String> {
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
         let tmp = self.dir.join(format!("{key}.{}.tmp", std::process::id()));
         let result = write(&tmp).and_then(|()| {
             let hash = hash_file(&tmp).map_err(|e| e.to_string())?;
             let bytes = std::fs::metadata(&tmp).map_err(|e| e.to_string())?.len();
+            if bytes > self.cap_bytes {
+                return Err(format!(
+                    "{bytes} bytes are over the disk tier's cap of {} bytes",
+                    self.cap_bytes
+                ));
+            }
             std::fs::rename(&tmp, self.kv_path(key)).map_err(|e| e.to_string())?;
             let sum_tmp = self.dir.join(format!("{key}.{}.sumtmp", std::process::id()));
             std::fs::write(&sum_tmp, &hash).map_err(|e| e.to_string())?;
@@ -83,7 +108,8 @@ impl DiskTier {
             let _ = std::fs::remove_file(&tmp);
         }
         let bytes = result?;
-        self.evict_to_cap();
+        self.count(|c| c.stores += 1);
+        self.evict_to_cap(key);
         Ok(bytes)
     }
 
@@ -130,13 +156,12 @@ impl DiskTier {
         let _ = std::fs::remove_file(self.kv_path(key));
     }
 
-    /// Removes least recently used entries until the folder is under its
-    /// cap (the newest entry stays even if it alone is larger).
-    fn evict_to_cap(&self) {
+    /// The stored states: modification time (last use), bytes, key.
+    fn entries(&self) -> Vec<(std::time::SystemTime, u64, String)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
+            return Vec::new();
         };
-        let mut files: Vec<(std::time::SystemTime, u64, String)> = entries
+        entries
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
@@ -144,16 +169,61 @@ impl DiskTier {
                 let meta = e.metadata().ok()?;
                 Some((meta.modified().ok()?, meta.len(), key))
             })
-            .collect();
+            .collect()
+    }
+
+    /// Removes least recently used entries, never `kept` (just stored),
+    /// until the folder is under its cap.
+    fn evict_to_cap(&self, kept: &str) {
+        let mut files = self.entries();
         files.sort();
         let mut total: u64 = files.iter().map(|f| f.1).sum();
-        for (_, bytes, key) in &files[..files.len().saturating_sub(1)] {
+        for (_, bytes, key) in files.iter().filter(|f| f.2 != kept) {
             if total <= self.cap_bytes {
                 break;
             }
             self.remove(key);
+            self.count(|c| c.evictions += 1);
             total -= bytes;
         }
+    }
+}
+
+impl KvTier for DiskTier {
+    /// Writes the state to the path it is given.
+    type Put = Box<dyn FnOnce(&Path) -> Result<(), String>>;
+    /// The verified state file.
+    type Got<'a> = PathBuf;
+
+    fn put(&mut self, key: &str, write: Self::Put) -> Result<u64, String> {
+        self.store(key, write)
+    }
+
+    fn get(&mut self, key: &str) -> Option<PathBuf> {
+        match self.lookup(key) {
+            Lookup::Hit(path) => Some(path),
+            Lookup::Miss | Lookup::Corrupt(_) => None,
+        }
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.has(key)
+    }
+
+    fn remove(&mut self, key: &str) {
+        DiskTier::remove(self, key);
+    }
+
+    fn bytes(&self) -> u64 {
+        self.entries().iter().map(|f| f.1).sum()
+    }
+
+    fn budget(&self) -> u64 {
+        self.cap_bytes
+    }
+
+    fn counters(&self) -> TierCounters {
+        *self.counters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -169,6 +239,22 @@ mod tests {
 
     fn write(bytes: &'static [u8]) -> impl FnOnce(&Path) -> Result<(), String> {
         move |p| std::fs::write(p, bytes).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_disk_tier_keeps_the_tier_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = std::cell::Cell::new(0);
+        crate::kv::tier::tests::contract(
+            &|cap| {
+                n.set(n.get() + 1);
+                DiskTier::new(dir.path().join(n.get().to_string()), cap)
+            },
+            &|v, bytes| Box::new(move |p: &Path| std::fs::write(p, vec![v; bytes as usize]).map_err(|e| e.to_string())),
+            &|path| std::fs::read(path).unwrap()[0],
+            // Recency is the file's modification time.
+            &|| std::thread::sleep(std::time::Duration::from_millis(20)),
+        );
     }
 
     #[test]
@@ -202,28 +288,5 @@ mod tests {
         assert!(!dir.path().join("b2.link").exists(), "and is removed");
         tier.remove("state");
         assert_eq!(tier.linked("b1"), None);
-    }
-
-    #[test]
-    fn the_least_recently_used_entries_go_past_the_cap() {
-        let dir = tempfile::tempdir().unwrap();
-        let tier = DiskTier::new(dir.path().to_owned(), 25);
-        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(100);
-        tier.store("a", write(b"0123456789")).unwrap();
-        std::fs::File::open(dir.path().join("a.kv"))
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        tier.store("b", write(b"0123456789")).unwrap();
-        // Using a makes b the least recent.
-        std::fs::File::open(dir.path().join("b.kv"))
-            .unwrap()
-            .set_modified(old - std::time::Duration::from_secs(100))
-            .unwrap();
-        assert!(matches!(tier.lookup("a"), Lookup::Hit(_)));
-        tier.store("c", write(b"0123456789")).unwrap();
-        assert_eq!(tier.lookup("b"), Lookup::Miss);
-        assert!(matches!(tier.lookup("a"), Lookup::Hit(_)));
-        assert!(matches!(tier.lookup("c"), Lookup::Hit(_)));
     }
 }

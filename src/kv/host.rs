@@ -5,14 +5,8 @@
 //! whole budget is never kept. Generic over the engine's state type, so
 //! this module knows nothing of any engine.
 
-/// Counters of one tier, for `--verbose` and the server's metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TierCounters {
-    pub hits: u64,
-    pub misses: u64,
-    pub stores: u64,
-    pub evictions: u64,
-}
+use super::tier::KvTier;
+pub use super::tier::TierCounters;
 
 #[derive(Debug)]
 struct Entry<S> {
@@ -51,6 +45,13 @@ impl<S> HostTier<S> {
     #[must_use]
     pub fn bytes(&self) -> u64 {
         self.entries.iter().map(|e| e.bytes).sum()
+    }
+
+    /// The state stored under `key`, without using it (no counters, no
+    /// change of order): for looking before choosing.
+    #[must_use]
+    pub fn peek(&self, key: &str) -> Option<&S> {
+        self.entries.iter().find(|e| e.key == key).map(|e| &e.state)
     }
 
     /// The state stored under `key`, marked as just used.
@@ -99,35 +100,61 @@ impl<S> HostTier<S> {
     }
 }
 
+impl<S> KvTier for HostTier<S> {
+    /// The state and its size in bytes.
+    type Put = (S, u64);
+    type Got<'a>
+        = &'a S
+    where
+        S: 'a;
+
+    fn put(&mut self, key: &str, (state, bytes): (S, u64)) -> Result<u64, String> {
+        if self.insert(key, state, bytes) {
+            Ok(bytes)
+        } else {
+            Err(format!(
+                "{bytes} bytes do not fit the host tier's budget of {}",
+                self.budget
+            ))
+        }
+    }
+
+    fn get(&mut self, key: &str) -> Option<&S> {
+        HostTier::get(self, key)
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.entries.iter().any(|e| e.key == key)
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.entries.retain(|e| e.key != key);
+    }
+
+    fn bytes(&self) -> u64 {
+        HostTier::bytes(self)
+    }
+
+    fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    fn counters(&self) -> TierCounters {
+        self.counters
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn least_recently_used_goes_first_and_the_budget_holds() {
-        let mut t = HostTier::new(100);
-        assert!(t.insert("a", 1, 40));
-        assert!(t.insert("b", 2, 40));
-        assert_eq!(t.get("a"), Some(&1)); // a is now the more recent
-        assert!(t.insert("c", 3, 40)); // b goes
-        assert_eq!(t.get("b"), None);
-        assert_eq!(t.get("a"), Some(&1));
-        assert_eq!(t.get("c"), Some(&3));
-        assert!(t.bytes() <= 100);
-        assert!(!t.insert("huge", 4, 101), "larger than the budget: not kept");
-        assert_eq!(t.get("a"), Some(&1), "and nothing was evicted for it");
-        assert!(t.insert("a", 5, 60), "a key stored again replaces its entry");
-        assert_eq!(t.get("a"), Some(&5));
-        assert!(t.bytes() <= 100);
-        assert_eq!(
-            t.counters,
-            TierCounters {
-                hits: 5,
-                misses: 1,
-                stores: 4,
-                evictions: 1
-            }
-        );
+    fn the_host_tier_keeps_the_tier_contract() {
+        crate::kv::tier::tests::contract(&HostTier::<u8>::new, &|v, bytes| (v, bytes), &|s: &u8| *s, &|| {});
+    }
+
+    #[test]
+    fn a_zero_budget_keeps_nothing() {
         let mut off: HostTier<u8> = HostTier::new(0);
         assert!(!off.enabled() && !off.insert("a", 1, 1));
     }
