@@ -364,8 +364,9 @@ fn the_llamacpp_engine_constrains_output_to_a_json_schema() {
 
 /// The host tier: a follow-up in the same process starts from the
 /// prefix's KV kept in memory, and answers exactly as a fresh prefill
-/// does; under a budget too small for two corpora, the older one is
-/// evicted and read again (never another corpus's KV).
+/// does; a corpus whose end changed starts from the whole blocks it shares
+/// with one in memory; under a budget too small for two corpora, the older
+/// one is evicted and read again (never another corpus's KV).
 #[test]
 fn a_follow_up_in_process_reuses_the_prefix_from_memory_and_answers_the_same() {
     use scout::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions};
@@ -376,6 +377,8 @@ fn a_follow_up_in_process_reuses_the_prefix_from_memory_and_answers_the_same() {
             .collect();
         format!("{body}The vault unseal phrase is {word}.")
     };
+    // The same lines after a different first one: no block in common.
+    let unrelated = |word: &str| format!("The vault unseal phrase is {word}.\n{}", corpus(word));
     let ask = |e: &mut LlamaCppEngine, doc: &str| {
         let messages = [
             ChatMessage::new(Role::System, doc),
@@ -387,7 +390,7 @@ fn a_follow_up_in_process_reuses_the_prefix_from_memory_and_answers_the_same() {
         };
         e.generate(&messages, &params, &mut |_| {}).unwrap()
     };
-    let (a, b) = (corpus("amber-falcon-7731"), corpus("cobalt-heron-2209"));
+    let (a, b) = (corpus("amber-falcon-7731"), unrelated("cobalt-heron-2209"));
     let mut fresh = LlamaCppEngine::load(model(), LlamaCppOptions::default()).unwrap();
     let reference = ask(&mut fresh, &a);
     assert_eq!(reference.kv.reused_tokens, 0);
@@ -410,6 +413,20 @@ fn a_follow_up_in_process_reuses_the_prefix_from_memory_and_answers_the_same() {
     // Another corpus is another key: read, not reused.
     let other = ask(&mut e, &b);
     assert_eq!(other.kv.reused_tokens, 0);
+    // a with its last line changed shares a's whole blocks of 512 tokens:
+    // those are copied from memory, the rest is read, and the answer is a
+    // fresh prefill's.
+    let edited = corpus("cobalt-heron-2209");
+    let partial = ask(&mut e, &edited);
+    let reused = partial.kv.reused_tokens;
+    assert!(reused >= 512 && reused.is_multiple_of(512), "{:?}", partial.kv);
+    assert_eq!(
+        reused + partial.kv.prefilled_tokens,
+        partial.prompt_tokens,
+        "{:?}",
+        partial.kv
+    );
+    assert_eq!(partial.text, ask(&mut fresh, &edited).text);
 
     // A budget that holds one prefix: b evicts a, and a is read again.
     let one = (u64::from(cold.prompt_tokens) * 30_000).max(1);

@@ -33,6 +33,7 @@ use super::{
 };
 use crate::kv::disk::{DiskTier, Lookup};
 use crate::kv::host::HostTier;
+use crate::kv::tier::KvTier;
 
 /// Prompt tokens decoded per llama.cpp call.
 const PREFILL_BATCH: usize = 512;
@@ -128,7 +129,18 @@ pub struct LlamaCppEngine {
     tokenizer_id: String,
     context_length: u32,
     /// Prompt prefixes' KV in memory, by the same key as the disk tier.
-    host: HostTier<SeqState>,
+    host: HostTier<HostEntry>,
+    /// Which prefix in `host` holds each block (by the block's chained
+    /// key), so a prompt that shares only its first blocks with one in
+    /// memory starts from it. A link whose prefix has left is skipped.
+    host_links: std::collections::HashMap<String, String>,
+}
+
+/// A prompt prefix's KV kept in memory, with its tokens (compared with a
+/// new prompt's before any of it is reused).
+struct HostEntry {
+    state: SeqState,
+    tokens: Vec<LlamaToken>,
 }
 
 impl std::fmt::Debug for LlamaCppEngine {
@@ -400,25 +412,41 @@ impl LlamaCppEngine {
         0
     }
 
-    /// Copies sequence 0's KV (exactly the prompt's prefix, at this point)
-    /// into the host tier under `key`.
-    /// Records the bytes kept and how many other prefixes were evicted to
+    /// Copies sequence 0's KV (exactly the prompt's `prefix`, at this point)
+    /// into the host tier under `key`, and links the prefix's `blocks` to
+    /// it. Records the bytes kept and how many other prefixes were evicted to
     /// make room in `kv`.
-    fn keep_in_memory(host: &mut HostTier<SeqState>, ctx: &LlamaContext<'_>, key: &str, kv: &mut KvUse) {
+    fn keep_in_memory(
+        (host, links): (&mut HostTier<HostEntry>, &mut std::collections::HashMap<String, String>),
+        ctx: &LlamaContext<'_>,
+        key: &str,
+        prefix: &[LlamaToken],
+        blocks: &[String],
+        kv: &mut KvUse,
+    ) {
         if !host.enabled() {
             return;
         }
-        let before = host.counters.evictions;
+        let before = host.counters().evictions;
         match ctx.state_seq_get(0, LlamaStateSeqFlags::empty()) {
             Ok(state) => {
                 let bytes = state.byte_len() as u64;
-                if host.insert(key, state, bytes) {
-                    kv.offloaded_bytes += bytes;
+                let entry = HostEntry {
+                    state,
+                    tokens: prefix.to_vec(),
+                };
+                // A prefix larger than the whole budget is simply not kept.
+                if let Ok(kept) = host.put(key, (entry, bytes)) {
+                    kv.offloaded_bytes += kept;
+                    links.retain(|_, k| host.contains(k));
+                    for b in blocks {
+                        links.insert(b.clone(), key.to_owned());
+                    }
                 }
             }
             Err(e) => eprintln!("scout: could not keep the prompt's KV in memory: {e}"),
         }
-        kv.evictions += (host.counters.evictions - before) as u32;
+        kv.evictions += (host.counters().evictions - before) as u32;
     }
 
     /// Restores `prefix`'s KV into sequence 0 from the disk tier; returns
@@ -484,6 +512,7 @@ impl LlamaCppEngine {
             template,
             trims_content,
             host: HostTier::new(options.kv_host_bytes),
+            host_links: std::collections::HashMap::new(),
             options,
             model_id,
             tokenizer_id,
@@ -598,7 +627,7 @@ impl Engine for LlamaCppEngine {
         }
         let key = (prefix_len >= MIN_SAVED_PREFIX).then(|| self.prefix_key(&prompt[..prefix_len]));
         let disk = self.options.kv_disk.as_ref().zip(key.as_ref());
-        let blocks = if disk.is_some() {
+        let blocks = if key.is_some() && (disk.is_some() || self.host.enabled()) {
             self.block_keys(&prompt[..prefix_len])
         } else {
             Vec::new()
@@ -618,9 +647,24 @@ impl Engine for LlamaCppEngine {
                 .unwrap_or((0, 0))
         });
         let stored = linked.map_or(0, |(_, tokens)| tokens);
+        // Not in memory whole: the longest run of its blocks that another
+        // prefix in memory holds (key, tokens shared, tokens it holds).
+        let in_memory: Option<(String, usize, usize)> = key
+            .as_ref()
+            .filter(|k| self.host.enabled() && !self.host.contains(k))
+            .and_then(|_| {
+                blocks.iter().enumerate().rev().find_map(|(i, b)| {
+                    let k = self.host_links.get(b)?;
+                    let entry = self.host.peek(k)?;
+                    let n = (i + 1) * KV_BLOCK;
+                    (entry.tokens.len() >= n && entry.tokens[..n] == prompt[..n])
+                        .then(|| (k.clone(), n, entry.tokens.len()))
+                })
+            });
+        let held = in_memory.as_ref().map_or(0, |(_, _, held)| *held as u32);
         // Allocate only the context this request needs (rounded up), not
         // the model's whole trained length.
-        let n_ctx = (n_prompt + params.max_tokens).max(stored).div_ceil(256) * 256;
+        let n_ctx = (n_prompt + params.max_tokens).max(stored).max(held).div_ceil(256) * 256;
         let threads = self.options.threads.max(1) as i32;
         let mut ctx_params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(n_ctx.min(self.context_length)))
@@ -650,7 +694,7 @@ impl Engine for LlamaCppEngine {
             .filter(|_| self.host.enabled())
             .and_then(|k| self.host.get(k))
         {
-            match ctx.state_seq_set(state, 0) {
+            match ctx.state_seq_set(&state.state, 0) {
                 Ok(()) => {
                     done = prefix_len;
                     kv.reused_tokens = done as u32;
@@ -661,18 +705,43 @@ impl Engine for LlamaCppEngine {
         if let (0, Some((tier, key))) = (done, &disk) {
             done = Self::restore(&mut ctx, tier, key, &prompt[..prefix_len], on_event);
             if done > 0 {
-                Self::keep_in_memory(&mut self.host, &ctx, key, &mut kv);
-            } else {
-                // Not this prefix whole: the longest run of its blocks
-                // another prompt (or an interrupted prefill) left.
-                done = Self::restore_blocks(
-                    &mut ctx,
-                    tier,
-                    &blocks[..linked.map_or(blocks.len(), |(n, _)| n)],
+                kv.restored_tokens = done as u32;
+                Self::keep_in_memory(
+                    (&mut self.host, &mut self.host_links),
+                    &ctx,
+                    key,
                     &prompt[..prefix_len],
-                    n_ctx.min(self.context_length) as usize,
+                    &blocks,
+                    &mut kv,
                 );
             }
+        }
+        // Not this prefix whole: the longest run of its blocks that another
+        // prompt left, in memory or (when longer there) on disk.
+        let on_disk = linked.map_or(0, |(n, _)| n * KV_BLOCK);
+        if let (0, Some((held_key, n, _))) = (done, &in_memory) {
+            if *n >= on_disk {
+                if let Some(entry) = self.host.get(held_key) {
+                    if ctx.state_seq_set(&entry.state, 0).is_ok()
+                        && ctx.clear_kv_cache_seq(Some(0), Some(*n as u32), None).unwrap_or(false)
+                    {
+                        done = *n;
+                        kv.reused_tokens = done as u32;
+                    } else {
+                        ctx.clear_kv_cache();
+                    }
+                }
+            }
+        }
+        if let (0, Some((tier, _))) = (done, &disk) {
+            // Another prompt's (or an interrupted prefill's) blocks on disk.
+            done = Self::restore_blocks(
+                &mut ctx,
+                tier,
+                &blocks[..linked.map_or(blocks.len(), |(n, _)| n)],
+                &prompt[..prefix_len],
+                n_ctx.min(self.context_length) as usize,
+            );
             kv.restored_tokens = done as u32;
         }
         let keep_prefix = key.is_some() && (disk.is_some() || self.host.enabled()) && done < prefix_len;
@@ -718,7 +787,14 @@ impl Engine for LlamaCppEngine {
                     }
                 }
                 if let Some(key) = &key {
-                    Self::keep_in_memory(&mut self.host, &ctx, key, &mut kv);
+                    Self::keep_in_memory(
+                        (&mut self.host, &mut self.host_links),
+                        &ctx,
+                        key,
+                        &prompt[..prefix_len],
+                        &blocks,
+                        &mut kv,
+                    );
                 }
             }
             on_event(EngineEvent::Prefill {
