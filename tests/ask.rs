@@ -350,14 +350,11 @@ fn a_second_question_restores_the_corpus_kv_from_disk_and_answers_the_same() {
 #[test]
 fn the_llamacpp_engine_constrains_output_to_a_json_schema() {
     use scout::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions};
-    use scout::engine::{ChatMessage, Engine, Role};
+    use scout::engine::Engine;
     let mut e = LlamaCppEngine::load(model(), LlamaCppOptions::default()).unwrap();
     assert!(e.capabilities().json_schema);
     let params = crate::util::port_service_params();
-    let messages = [
-        ChatMessage::new(Role::System, "The api service listens on port 8412."),
-        ChatMessage::new(Role::User, "Give the port and the service name as JSON."),
-    ];
+    let messages = crate::util::port_service_messages();
     let g = e.generate(&messages, &params, &mut |_| {}).unwrap();
     crate::util::assert_port_service_json(&g.text);
 }

@@ -4,7 +4,7 @@
 
 use crate::util::{json, model, scout, text};
 use scout::engine::mistralrs::{Isq, MistralRsEngine, MistralRsOptions};
-use scout::engine::{ChatMessage, Engine, Role, StopReason};
+use scout::engine::{Engine, StopReason};
 
 fn engine() -> MistralRsEngine {
     let options = MistralRsOptions {
@@ -21,10 +21,7 @@ fn the_mistralrs_engine_ends_a_schema_answer_at_the_models_end_tokens() {
     let mut e = engine();
     assert_eq!(e.capabilities().context_length, 8192, "from the GGUF header");
     let params = crate::util::port_service_params();
-    let messages = [
-        ChatMessage::new(Role::System, "The api service listens on port 8412."),
-        ChatMessage::new(Role::User, "Give the port and the service name as JSON."),
-    ];
+    let messages = crate::util::port_service_messages();
     let g = e.generate(&messages, &params, &mut |_| {}).unwrap();
     crate::util::assert_port_service_json(&g.text);
     // Finding 5: the grammar ends on the tokenizer's end token

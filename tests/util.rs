@@ -88,6 +88,15 @@ pub fn port_service_params() -> scout::engine::GenerateParams {
     }
 }
 
+/// A short prompt whose answer fits [`port_service_params`]'s schema.
+pub fn port_service_messages() -> [scout::engine::ChatMessage; 2] {
+    use scout::engine::{ChatMessage, Role};
+    [
+        ChatMessage::new(Role::System, "The api service listens on port 8412."),
+        ChatMessage::new(Role::User, "Give the port and the service name as JSON."),
+    ]
+}
+
 /// Asserts that `answer` is JSON valid for [`port_service_params`]'s schema.
 pub fn assert_port_service_json(answer: &str) {
     let v: serde_json::Value = serde_json::from_str(answer).unwrap_or_else(|err| panic!("not JSON ({err}): {answer}"));

@@ -691,12 +691,7 @@ impl Engine for MistralRsEngine {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            context_length: self.context_length,
-            vision: false,
-            json_schema: true,
-            kv_operations: false,
-        }
+        Capabilities::text_with_schema(self.context_length)
     }
 
     fn count_chat_tokens(&self, messages: &[ChatMessage]) -> Result<u32, EngineError> {

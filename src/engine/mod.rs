@@ -47,6 +47,18 @@ impl Capabilities {
             kv_operations: true,
         }
     }
+
+    /// An engine that reads text and holds answers to a JSON schema but
+    /// offers scout no KV operations (mistralrs, openai).
+    #[must_use]
+    pub fn text_with_schema(context_length: u32) -> Self {
+        Self {
+            context_length,
+            vision: false,
+            json_schema: true,
+            kv_operations: false,
+        }
+    }
 }
 
 /// Stops a generation from outside: at a deadline, or when a flag is set

@@ -591,12 +591,7 @@ impl Engine for OpenAiEngine {
         &self.model_id
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            context_length: self.context_length,
-            vision: false,
-            json_schema: true,
-            kv_operations: false,
-        }
+        Capabilities::text_with_schema(self.context_length)
     }
     fn count_chat_tokens(&self, messages: &[ChatMessage]) -> Result<u32, EngineError> {
         Ok(self.estimate_chat(messages))
