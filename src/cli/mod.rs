@@ -1025,6 +1025,9 @@ fn run_ask(a: &AskArgs) -> Result<i32> {
     if verbose || (!a.quiet && !a.json && std::io::stderr().is_terminal()) {
         eprintln!("scout: {}", report::usage_text(&result));
     }
+    if let Some(line) = report::tiers_text(&engine.kv_tiers()).filter(|_| verbose) {
+        eprintln!("scout: {line}");
+    }
     Ok(if ingest_errors > 0 {
         2
     } else {

@@ -600,6 +600,17 @@ impl Engine for LlamaCppEngine {
         Ok(self.tokenize_chat(messages)?.0.len() as u32)
     }
 
+    fn kv_tiers(&self) -> Vec<(&'static str, crate::kv::tier::TierCounters)> {
+        let mut tiers = Vec::new();
+        if self.host.enabled() {
+            tiers.push(("memory", self.host.counters()));
+        }
+        if let Some(disk) = &self.options.kv_disk {
+            tiers.push(("disk", disk.counters()));
+        }
+        tiers
+    }
+
     fn generate(
         &mut self,
         messages: &[ChatMessage],

@@ -234,6 +234,11 @@ pub trait Engine: Tokenizer {
         params: &GenerateParams,
         on_event: &mut dyn FnMut(EngineEvent<'_>),
     ) -> Result<Generation, EngineError>;
+    /// The counters of each KV tier the engine keeps (name, counters), over
+    /// its life so far; none for engines that keep no KV of their own.
+    fn kv_tiers(&self) -> Vec<(&'static str, crate::kv::tier::TierCounters)> {
+        Vec::new()
+    }
 }
 
 /// Placeholder put in each message before a chat template is applied;

@@ -209,6 +209,29 @@ pub fn citations_text(result: &AskResult) -> String {
     out
 }
 
+/// The KV tiers' counters over a run, for `--verbose`: one line.
+#[must_use]
+pub fn tiers_text(tiers: &[(&str, crate::kv::tier::TierCounters)]) -> Option<String> {
+    if tiers.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = tiers
+        .iter()
+        .map(|(name, c)| {
+            format!(
+                "{name}: {} hit{}, {} miss{}, {} stored, {} evicted",
+                c.hits,
+                if c.hits == 1 { "" } else { "s" },
+                c.misses,
+                if c.misses == 1 { "" } else { "es" },
+                c.stores,
+                c.evictions
+            )
+        })
+        .collect();
+    Some(format!("KV tiers: {}", parts.join("; ")))
+}
+
 /// One line of usage and speed, for `--verbose` and the end of a run.
 #[must_use]
 pub fn usage_text(result: &AskResult) -> String {
@@ -252,5 +275,21 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+
+    #[test]
+    fn tier_counters_read_as_one_line() {
+        use crate::kv::tier::TierCounters;
+        assert_eq!(tiers_text(&[]), None);
+        let memory = TierCounters {
+            hits: 1,
+            misses: 2,
+            stores: 3,
+            evictions: 0,
+        };
+        assert_eq!(
+            tiers_text(&[("memory", memory), ("disk", TierCounters::default())]).unwrap(),
+            "KV tiers: memory: 1 hit, 2 misses, 3 stored, 0 evicted; disk: 0 hits, 0 misses, 0 stored, 0 evicted"
+        );
     }
 }
