@@ -432,6 +432,24 @@ fn serve_under_load_answers_or_refuses_and_reads_the_corpus_once() {
     assert_eq!(metric(&m, "scout_kv_hits_total"), (ok - 1) as u64, "{m}");
     assert_eq!(metric(&m, "scout_rejected_total"), refused as u64);
     assert_eq!(metric(&m, "scout_queue_depth"), 0);
+    // The engine's own tier counters: the prefix went into memory once and
+    // every later request found it there. (An engine publishes them after
+    // its answer is sent, so the last one may still be on its way.)
+    let mut m = m;
+    for _ in 0..50 {
+        if metric(&m, "scout_kv_tier_hits_total{tier=\"memory\"}") == (ok - 1) as u64 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        m = s.call("GET", "/metrics", None, false).1;
+    }
+    assert_eq!(
+        metric(&m, "scout_kv_tier_hits_total{tier=\"memory\"}"),
+        (ok - 1) as u64,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "scout_kv_tier_stores_total{tier=\"memory\"}"), 1, "{m}");
+    assert_eq!(metric(&m, "scout_kv_tier_misses_total{tier=\"memory\"}"), 1, "{m}");
 }
 
 /// A minimal `WebDriver` client (the W3C protocol over HTTP) for the page test.

@@ -6,6 +6,9 @@ use std::sync::Mutex;
 
 use crate::engine::KvUse;
 
+/// One counter of a KV tier, for the metrics text.
+type TierField = fn(&crate::kv::tier::TierCounters) -> u64;
+
 #[derive(Debug, Default)]
 struct Inner {
     /// (route, status) -> requests.
@@ -78,9 +81,15 @@ impl Metrics {
     }
 
     /// The text for `GET /metrics`; `queued` and `running` are the pool's
-    /// gauges now.
+    /// gauges now, `tiers` its engines' KV tier counters.
     #[must_use]
-    pub fn render(&self, queued: usize, running: usize, workers: usize) -> String {
+    pub fn render(
+        &self,
+        queued: usize,
+        running: usize,
+        workers: usize,
+        tiers: &[(&str, crate::kv::tier::TierCounters)],
+    ) -> String {
         let Ok(m) = self.inner.lock() else {
             return String::new();
         };
@@ -150,6 +159,26 @@ impl Metrics {
             "Requests refused with 429 (queue full).",
             m.rejected,
         );
+        let fields: [(&str, &str, TierField); 4] = [
+            ("hits", "Lookups that found the prefix's KV in the tier.", |c| c.hits),
+            ("misses", "Lookups that did not.", |c| c.misses),
+            ("stores", "Prefixes' KV stored in the tier.", |c| c.stores),
+            (
+                "evictions",
+                "Entries sent out of the tier (least recently used) to make room.",
+                |c| c.evictions,
+            ),
+        ];
+        for (field, help, value) in fields {
+            let name = format!("scout_kv_tier_{field}_total");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help} By tier (memory, disk).\n# TYPE {name} counter"
+            );
+            for (tier, c) in tiers {
+                let _ = writeln!(out, "{name}{{tier=\"{tier}\"}} {}", value(c));
+            }
+        }
         let _ = writeln!(
             out,
             "# HELP scout_requests_total Requests by route and status.\n# TYPE scout_requests_total counter"

@@ -302,9 +302,12 @@ async fn healthz(State(app): State<Arc<App>>) -> Json<Value> {
 }
 
 async fn metrics_text(State(app): State<Arc<App>>) -> Response {
-    let text = app
-        .metrics
-        .render(app.pool.queued(), app.pool.running(), app.pool.workers);
+    let text = app.metrics.render(
+        app.pool.queued(),
+        app.pool.running(),
+        app.pool.workers,
+        &app.pool.kv_tiers(),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

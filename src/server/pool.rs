@@ -7,6 +7,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use crate::engine::{Capabilities, Engine};
+use crate::kv::tier::TierCounters;
 
 /// Work for an engine; it runs on a worker thread.
 pub type Work = Box<dyn FnOnce(&mut dyn Engine) + Send>;
@@ -28,7 +29,12 @@ pub struct Pool {
     pub model: String,
     pub backend: &'static str,
     pub capabilities: Capabilities,
+    /// Each worker's engine's KV tier counters, as of its last request.
+    tiers: Arc<Mutex<Vec<Tiers>>>,
 }
+
+/// An engine's KV tiers: name and counters.
+type Tiers = Vec<(&'static str, TierCounters)>;
 
 impl Pool {
     /// Starts `workers` threads, each loading its own engine (engines stay
@@ -38,9 +44,11 @@ impl Pool {
         let rx = Arc::new(Mutex::new(rx));
         let queued = Arc::new(AtomicUsize::new(0));
         let running = Arc::new(AtomicUsize::new(0));
+        let tiers = Arc::new(Mutex::new(vec![Tiers::new(); workers.max(1)]));
         let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
         for i in 0..workers.max(1) {
             let (rx, queued, running) = (Arc::clone(&rx), Arc::clone(&queued), Arc::clone(&running));
+            let tiers = Arc::clone(&tiers);
             let (factory, loaded) = (Arc::clone(factory), loaded_tx.clone());
             std::thread::Builder::new()
                 .name(format!("scout-engine-{i}"))
@@ -52,7 +60,11 @@ impl Pool {
                             engine.capabilities(),
                         )));
                         drop(loaded);
-                        worker(engine, &rx, &queued, &running);
+                        worker(engine, &rx, &queued, &running, &|t| {
+                            if let Ok(mut all) = tiers.lock() {
+                                all[i] = t;
+                            }
+                        });
                     }
                     Err(e) => {
                         let _ = loaded.send(Err(e));
@@ -74,7 +86,30 @@ impl Pool {
             model,
             backend,
             capabilities,
+            tiers,
         })
+    }
+
+    /// The KV tiers' counters summed over the workers' engines (by tier
+    /// name, in the order the engines list them).
+    #[must_use]
+    pub fn kv_tiers(&self) -> Tiers {
+        let mut sum = Tiers::new();
+        let Ok(all) = self.tiers.lock() else {
+            return sum;
+        };
+        for (name, c) in all.iter().flatten() {
+            match sum.iter_mut().find(|(n, _)| n == name) {
+                Some((_, s)) => {
+                    s.hits += c.hits;
+                    s.misses += c.misses;
+                    s.stores += c.stores;
+                    s.evictions += c.evictions;
+                }
+                None => sum.push((name, *c)),
+            }
+        }
+        sum
     }
 
     /// Queues `work`, or says the queue is full.
@@ -100,7 +135,13 @@ impl Pool {
     }
 }
 
-fn worker(mut engine: Box<dyn Engine>, rx: &Mutex<Receiver<Work>>, queued: &AtomicUsize, running: &AtomicUsize) {
+fn worker(
+    mut engine: Box<dyn Engine>,
+    rx: &Mutex<Receiver<Work>>,
+    queued: &AtomicUsize,
+    running: &AtomicUsize,
+    publish: &dyn Fn(Tiers),
+) {
     loop {
         let work = match rx.lock() {
             Ok(rx) => rx.recv(),
@@ -112,6 +153,7 @@ fn worker(mut engine: Box<dyn Engine>, rx: &Mutex<Receiver<Work>>, queued: &Atom
         // A panic in one request must not take the worker (and its loaded
         // model) down with it.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(engine.as_mut())));
+        publish(engine.kv_tiers());
         running.fetch_sub(1, Ordering::SeqCst);
         if outcome.is_err() {
             eprintln!("scout: a request panicked on an engine thread; the engine goes on");
