@@ -854,6 +854,21 @@ impl ModelArgs {
                     past_attention_chunk: self.past_attention_chunk,
                     scratch: models::cache_dir().join("mistralrs"),
                 };
+                let ignored: Vec<&str> = [
+                    (self.threads.is_some(), "--threads"),
+                    (run.n_gpu_layers > 0, "--n-gpu-layers"),
+                    (run.kv_type != KvType::F16, "--kv-type"),
+                    (run.kv_on_host, "--kv-on-host"),
+                ]
+                .into_iter()
+                .filter_map(|(set, flag)| set.then_some(flag))
+                .collect();
+                if !ignored.is_empty() {
+                    say(&format!(
+                        "scout: {} apply to the llamacpp engine only; mistral.rs uses every core, maps devices itself and keeps its KV in the model's activation type",
+                        ignored.join(", ")
+                    ));
+                }
                 say(&format!("scout: loading {} with mistral.rs", path.display()));
                 let engine = MistralRsEngine::load(&path, &options).with_context(|| "loading the model")?;
                 let line = engine.description().to_owned();
