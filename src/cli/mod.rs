@@ -865,8 +865,9 @@ impl ModelArgs {
                 .collect();
                 if !ignored.is_empty() {
                     say(&format!(
-                        "scout: {} apply to the llamacpp engine only; mistral.rs uses every core, maps devices itself and keeps its KV in the model's activation type",
-                        ignored.join(", ")
+                        "scout: {} {} to the llamacpp engine only; mistral.rs uses every core, maps devices itself and keeps its KV in the model's activation type",
+                        ignored.join(", "),
+                        if ignored.len() == 1 { "applies" } else { "apply" }
                     ));
                 }
                 say(&format!("scout: loading {} with mistral.rs", path.display()));
