@@ -20,3 +20,13 @@ pub mod prompt;
 pub mod report;
 pub mod server;
 pub mod tasks;
+
+/// The message a caught panic carried (third-party parsers and loaders
+/// panic; scout reports it as an error).
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}

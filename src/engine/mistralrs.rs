@@ -439,14 +439,6 @@ impl std::fmt::Debug for MistralRsEngine {
 /// will read them again for every question.
 const LONG_PROMPT: u32 = 4096;
 
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
 impl MistralRsEngine {
     /// Loads a Hugging Face model folder or a GGUF file.
     pub fn load(path: &Path, options: &MistralRsOptions) -> Result<Self, EngineError> {
@@ -484,7 +476,7 @@ impl MistralRsEngine {
             Ok(Err(e)) => Err(err(format!("mistral.rs could not load it: {e:#}"))),
             Err(payload) => Err(err(format!(
                 "mistral.rs failed inside its loader (an architecture or file layout it does not support?): {}",
-                panic_text(payload.as_ref())
+                crate::panic_message(payload.as_ref())
             ))),
         }
     }

@@ -622,14 +622,6 @@ fn png(width: u32, height: u32, rgb: bool, pixels: &[u8]) -> Vec<u8> {
     out
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned())
-}
-
 /// Text of each page of the PDF in `bytes`, one segment per page, with its
 /// bookmarks and title. Pages with no text still get a segment (saying so),
 /// so page numbers in the prompt match the document.
@@ -717,7 +709,7 @@ pub fn extract_pages(path: &str, bytes: Vec<u8>, time_limit: Duration) -> Result
         Ok(Err(panic)) => {
             return Err(PdfFailure {
                 reason: SkipReason::PdfPanic,
-                detail: format!("parser panicked: {}", panic_message(panic.as_ref())),
+                detail: format!("parser panicked: {}", crate::panic_message(panic.as_ref())),
             });
         }
         Err(_) => {
