@@ -444,8 +444,9 @@ fn a_follow_up_in_process_reuses_the_prefix_from_memory_and_answers_the_same() {
 }
 
 /// A corpus file of the needle's files and three logs of filler that come
-/// after them (written later: the least recently changed go first), about
-/// 5,800 tokens in all; returns the corpus file. Asking the corpus file
+/// after them (written later: the least recently changed go first), read
+/// in two map windows (about 7,500 and 600 prompt tokens); returns the
+/// corpus file. Asking the corpus file
 /// from two cache folders gives the same prompt (one salt) with and without
 /// stored KV, read in the same batches (llama.cpp's sums depend on how the
 /// prompt is cut into batches, so that is the fair comparison).
@@ -481,6 +482,14 @@ fn grown_needle(dir: &std::path::Path) -> std::path::PathBuf {
     dir.join("c.scout.db")
 }
 
+/// The ask ran to an answer: exit 0 (backed by the corpus) or 1 (not
+/// backed). Which of the two depends on the 135M model's luck with this
+/// corpus's random salt, not on the KV path these tests check; they compare
+/// the answer with a fresh read's instead.
+fn assert_answered(out: &std::process::Output) {
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out.stderr));
+}
+
 fn ingest_tree(dir: &std::path::Path) {
     let out = crate::util::ingest(dir, &dir.join("c.scout.db"), &dir.join("tree"), &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -497,7 +506,7 @@ fn an_edited_corpus_reuses_its_unchanged_blocks_and_answers_the_same() {
     let q = "What is the vault unseal phrase?";
     let run = |cache: &std::path::Path| {
         let out = ask(cache, &corpus, q, &[]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_answered(&out);
         json(&out)
     };
     let cold = run(dir.path());
@@ -563,7 +572,7 @@ fn an_interrupted_prefill_resumes_from_its_checkpoint() {
     child.wait().unwrap();
 
     let out = ask(dir.path(), &corpus, q, &["--kv-checkpoint", "0"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_answered(&out);
     let resumed = json(&out);
     let restored = resumed["kv"]["restored_tokens"].as_u64().unwrap();
     assert!(restored >= 512 && restored.is_multiple_of(512), "{:#}", resumed["kv"]);
