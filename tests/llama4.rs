@@ -635,6 +635,23 @@ mod mistralrs {
     }
 
     #[test]
+    fn a_damaged_tokenizer_config_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(tiny_llama4_folder()).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+        std::fs::write(dir.path().join("tokenizer_config.json"), "{\"chat_template\": ").unwrap();
+        let err = MistralRsEngine::load(dir.path(), &options(None, false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokenizer_config.json") && err.contains("not valid JSON"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn mistralrs_quantizes_the_weights_while_loading() {
         let mut opts = options(None, false);
         opts.isq = Isq::Q8_0;

@@ -210,8 +210,11 @@ fn chat_template(dir: &Path, tokenizer_config: &serde_json::Value) -> Result<Str
             _ => None,
         }
     };
-    if let Some(t) = read_json(&dir.join("chat_template.json")).ok().as_ref().and_then(from) {
-        return Ok(t);
+    let json_path = dir.join("chat_template.json");
+    if json_path.exists() {
+        if let Some(t) = from(&read_json(&json_path)?) {
+            return Ok(t);
+        }
     }
     from(tokenizer_config).ok_or_else(|| {
         EngineError::Template(format!(
@@ -231,7 +234,14 @@ impl HfPrompter {
         let special = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| err(e.to_string()))?;
         let mut plain = special.clone();
         plain.set_encode_special_tokens(true);
-        let config = read_json(&dir.join("tokenizer_config.json")).unwrap_or(serde_json::Value::Null);
+        // Optional, but when it is there it must parse: it holds the chat
+        // template and the begin and end tokens.
+        let config_path = dir.join("tokenizer_config.json");
+        let config = if config_path.exists() {
+            read_json(&config_path)?
+        } else {
+            serde_json::Value::Null
+        };
         let template = chat_template(dir, &config)?;
         let bos = token_text(config.get("bos_token"));
         let eos = token_text(config.get("eos_token"));
