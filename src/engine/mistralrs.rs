@@ -176,7 +176,9 @@ struct HfPrompter {
     special: tokenizers::Tokenizer,
     /// Reads special tokens as text (for message contents).
     plain: tokenizers::Tokenizer,
-    template: String,
+    /// The chat template, compiled once (prompts are rendered for every
+    /// count and every request).
+    env: minijinja::Environment<'static>,
     bos: String,
     eos: String,
     trims_content: bool,
@@ -224,6 +226,22 @@ fn chat_template(dir: &Path, tokenizer_config: &serde_json::Value) -> Result<Str
     })
 }
 
+/// A Hugging Face chat template compiled as transformers renders them
+/// (Python string methods, blocks trimmed, `raise_exception`).
+fn template_env(template: String) -> Result<minijinja::Environment<'static>, EngineError> {
+    let mut env = minijinja::Environment::new();
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_lstrip_blocks(true);
+    env.set_trim_blocks(true);
+    env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+    });
+    env.add_function("strftime_now", |_fmt: String| -> String { String::new() });
+    env.add_template_owned("chat", template)
+        .map_err(|e| EngineError::Template(e.to_string()))?;
+    Ok(env)
+}
+
 impl HfPrompter {
     fn load(dir: &Path, generation_eos: &[u32]) -> Result<Self, EngineError> {
         let tokenizer_path = dir.join("tokenizer.json");
@@ -242,7 +260,7 @@ impl HfPrompter {
         } else {
             serde_json::Value::Null
         };
-        let template = chat_template(dir, &config)?;
+        let env = template_env(chat_template(dir, &config)?)?;
         let bos = token_text(config.get("bos_token"));
         let eos = token_text(config.get("eos_token"));
         let bytes = std::fs::read(&tokenizer_path).map_err(|e| err(e.to_string()))?;
@@ -270,7 +288,7 @@ impl HfPrompter {
         let mut me = Self {
             special,
             plain,
-            template,
+            env,
             bos,
             eos,
             trims_content: false,
@@ -283,22 +301,12 @@ impl HfPrompter {
     }
 
     fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, EngineError> {
-        let mut env = minijinja::Environment::new();
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        // As transformers renders chat templates.
-        env.set_lstrip_blocks(true);
-        env.set_trim_blocks(true);
-        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
-        env.add_function("strftime_now", |_fmt: String| -> String { String::new() });
-        env.add_template("chat", &self.template)
-            .map_err(|e| EngineError::Template(e.to_string()))?;
         let messages: Vec<serde_json::Value> = messages
             .iter()
             .map(|m| serde_json::json!({"role": m.role.as_str(), "content": m.content}))
             .collect();
-        env.get_template("chat")
+        self.env
+            .get_template("chat")
             .and_then(|t| {
                 t.render(minijinja::context! {
                     messages => messages,
