@@ -588,6 +588,11 @@ mod mistralrs {
             .collect();
         assert_eq!(configs.len(), 1);
         assert_eq!(configs[0]["text_config"]["max_position_embeddings"], CHUNK);
+        assert_eq!(
+            e.loaded_max_sequence_length(),
+            Some(CHUNK as usize),
+            "and mistral.rs read that copy, not the folder's own config"
+        );
         let messages = [
             ChatMessage::new(Role::System, "  Documents here.\n"),
             ChatMessage::new(Role::User, "What port?"),

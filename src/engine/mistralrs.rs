@@ -101,6 +101,16 @@ fn read_json(path: &Path) -> Result<serde_json::Value, EngineError> {
     serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))
 }
 
+/// An optional JSON file of a model folder: `None` when absent, an error
+/// when present but unreadable or not JSON (never silently skipped).
+fn read_optional_json(path: &Path) -> Result<Option<serde_json::Value>, EngineError> {
+    if path.exists() {
+        read_json(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 fn folder_facts(config: &serde_json::Value) -> FolderFacts {
     let text = config.get("text_config").unwrap_or(config);
     let model_type = config.get("model_type").and_then(|v| v.as_str()).unwrap_or_default();
@@ -212,11 +222,11 @@ fn chat_template(dir: &Path, tokenizer_config: &serde_json::Value) -> Result<Str
             _ => None,
         }
     };
-    let json_path = dir.join("chat_template.json");
-    if json_path.exists() {
-        if let Some(t) = from(&read_json(&json_path)?) {
-            return Ok(t);
-        }
+    if let Some(t) = read_optional_json(&dir.join("chat_template.json"))?
+        .as_ref()
+        .and_then(from)
+    {
+        return Ok(t);
     }
     from(tokenizer_config).ok_or_else(|| {
         EngineError::Template(format!(
@@ -254,12 +264,7 @@ impl HfPrompter {
         plain.set_encode_special_tokens(true);
         // Optional, but when it is there it must parse: it holds the chat
         // template and the begin and end tokens.
-        let config_path = dir.join("tokenizer_config.json");
-        let config = if config_path.exists() {
-            read_json(&config_path)?
-        } else {
-            serde_json::Value::Null
-        };
+        let config = read_optional_json(&dir.join("tokenizer_config.json"))?.unwrap_or(serde_json::Value::Null);
         let env = template_env(chat_template(dir, &config)?)?;
         let bos = token_text(config.get("bos_token"));
         let eos = token_text(config.get("eos_token"));
@@ -513,8 +518,7 @@ impl MistralRsEngine {
         } else {
             dir.to_path_buf()
         };
-        let generation_eos: Vec<u32> = read_json(&dir.join("generation_config.json"))
-            .ok()
+        let generation_eos: Vec<u32> = read_optional_json(&dir.join("generation_config.json"))?
             .and_then(|g| match g.get("eos_token_id")? {
                 serde_json::Value::Number(n) => Some(vec![n.as_u64()? as u32]),
                 serde_json::Value::Array(a) => Some(a.iter().filter_map(|v| Some(v.as_u64()? as u32)).collect()),
@@ -631,6 +635,13 @@ impl MistralRsEngine {
                 "GGUF files with the mistralrs engine need scout built with the llamacpp feature (for the tokenizer)"
                     .into(),
         })
+    }
+
+    /// The longest sequence mistral.rs itself says the loaded model takes
+    /// (from the config it read): for checks.
+    #[must_use]
+    pub fn loaded_max_sequence_length(&self) -> Option<usize> {
+        self.model.max_sequence_length().ok().flatten()
     }
 
     /// What is loaded, for the line commands print.
