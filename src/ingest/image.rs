@@ -138,6 +138,12 @@ pub fn for_ocr<'a>(bytes: &'a [u8], opened: &Opened) -> Result<Cow<'a, [u8]>, Im
     Ok(Cow::Owned(png))
 }
 
+/// The MIME type of an image file's bytes, by content.
+#[must_use]
+pub fn mime_type(bytes: &[u8]) -> &'static str {
+    image::guess_format(bytes).map_or("application/octet-stream", |f| f.to_mime_type())
+}
+
 /// Llama 4's vision tiles: 336 px squares, at most 16 of them, 144 tokens
 /// each after pixel shuffle.
 pub const LLAMA4_TILE_PX: u32 = 336;
@@ -197,6 +203,31 @@ pub fn llama4_tiling(width: u32, height: u32) -> Llama4Tiling {
         cols,
         tokens: 1 + tile_tokens + 1 + LLAMA4_TOKENS_PER_TILE + 1,
     }
+}
+
+/// What Llama 4's processor puts in a prompt in place of `<|image|>` for
+/// an image of this upright size, written out as its special tokens
+/// (exactly [`llama4_tiling`]`.tokens` of them).
+#[must_use]
+pub fn llama4_image_text(width: u32, height: u32) -> String {
+    let tiling = llama4_tiling(width, height);
+    let patches = "<|patch|>".repeat(LLAMA4_TOKENS_PER_TILE as usize);
+    let mut s = String::from("<|image_start|>");
+    if tiling.rows * tiling.cols > 1 {
+        for _ in 0..tiling.rows {
+            for col in 0..tiling.cols {
+                s.push_str(&patches);
+                if col + 1 < tiling.cols {
+                    s.push_str("<|tile_x_separator|>");
+                }
+            }
+            s.push_str("<|tile_y_separator|>");
+        }
+    }
+    s.push_str("<|image|>");
+    s.push_str(&patches);
+    s.push_str("<|image_end|>");
+    s
 }
 
 #[cfg(test)]
@@ -320,5 +351,20 @@ mod tests {
         );
         // A tall page scan: 850 x 1100 upscales least onto 4 rows x 3 cols.
         assert_eq!(llama4_tiling(850, 1100).rows * llama4_tiling(850, 1100).cols, 12);
+        // Written out, the same number of tokens, in the processor's order.
+        for (w, h) in [(336, 336), (672, 336), (4000, 3000), (850, 1100)] {
+            let text = llama4_image_text(w, h);
+            assert_eq!(text.matches("<|").count() as u32, llama4_tiling(w, h).tokens, "{w}x{h}");
+            assert_eq!(text.matches("<|tile_y_separator|>").count() as u32, {
+                let t = llama4_tiling(w, h);
+                if t.rows * t.cols > 1 {
+                    t.rows
+                } else {
+                    0
+                }
+            });
+        }
+        assert!(llama4_image_text(672, 336).starts_with("<|image_start|><|patch|>"));
+        assert!(llama4_image_text(336, 336).ends_with("<|patch|><|image_end|>"));
     }
 }

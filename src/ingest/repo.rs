@@ -383,6 +383,9 @@ fn read_image(doc: &mut Document, bytes: &[u8], opts: &WalkOptions) -> Result<()
         }
         Ok(opened) => {
             doc.image = Some(opened.info);
+            // Kept for engines that read images (they see it where it
+            // stands) and for showing a citation of it.
+            doc.page_images.push((1, bytes.to_vec()));
             if opts.ocr_lang.is_none() {
                 Err("ocr_off")
             } else {

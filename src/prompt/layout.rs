@@ -6,7 +6,8 @@ use crate::anchor::Anchor;
 use crate::corpus::StoredDocument;
 use crate::ingest::DocumentKind;
 
-use super::{LAYOUT_VERSION, LINE_MARKER_EVERY};
+use super::{Content, PromptImage, LAYOUT_VERSION, LINE_MARKER_EVERY};
+use std::sync::Arc;
 
 /// Makes `text` safe to place inside a document block: every occurrence of
 /// `-SALT` becomes `~SALT`. Both boundary lines contain `-SALT`, so after
@@ -51,6 +52,9 @@ pub fn preamble(salt: &str) -> String {
 pub struct DocumentBlock {
     pub path: String,
     pub pieces: Vec<(Anchor, String)>,
+    /// Images, each standing before the text of the piece it names (see
+    /// [`place_images`]); none for engines that do not read images.
+    pub images: Vec<(usize, Arc<PromptImage>)>,
     pub extent: String,
     salt: String,
     attributes: String,
@@ -80,15 +84,29 @@ impl DocumentBlock {
         format!("{}\n", close_tag(&self.salt))
     }
 
-    /// The whole block as one string.
+    /// The whole block as one string (its images left out).
     #[must_use]
     pub fn render(&self) -> String {
-        let mut s = self.header(None);
-        for (_, p) in &self.pieces {
-            s.push_str(p);
+        self.render_content().text
+    }
+
+    /// The whole block with its images where they stand.
+    #[must_use]
+    pub fn render_content(&self) -> Content {
+        let mut c = Content::text(self.header(None));
+        self.push_pieces(0..self.pieces.len(), &mut c);
+        c.push_str(&self.footer());
+        c
+    }
+
+    /// Appends the pieces in `range`, each after its images.
+    pub fn push_pieces(&self, range: std::ops::Range<usize>, out: &mut Content) {
+        for i in range {
+            for (_, image) in self.images.iter().filter(|(at, _)| *at == i) {
+                out.push_image(image.clone());
+            }
+            out.push_str(&self.pieces[i].1);
         }
-        s.push_str(&self.footer());
-        s
     }
 }
 
@@ -125,9 +143,7 @@ pub fn render_document(doc: &StoredDocument, salt: &str) -> DocumentBlock {
                 Anchor::Region { page, x, y, w, h, .. } => {
                     format!("[page {page} bbox={x},{y},{w},{h}]\n{}", ensure_newline(&seg.text))
                 }
-                Anchor::Document { .. } => {
-                    "(an image; this engine has no vision and OCR found no text in it)\n".to_owned()
-                }
+                Anchor::Document { .. } => NO_TEXT_IMAGE.to_owned(),
             };
             (seg.anchor.clone(), escape(&body, salt))
         })
@@ -135,10 +151,78 @@ pub fn render_document(doc: &StoredDocument, salt: &str) -> DocumentBlock {
     DocumentBlock {
         path: doc.path.clone(),
         pieces,
+        images: Vec::new(),
         extent,
         salt: salt.to_owned(),
         attributes,
     }
+}
+
+/// The line standing for an image without text, for an engine without
+/// vision.
+const NO_TEXT_IMAGE: &str = "(an image; this engine has no vision and OCR found no text in it)\n";
+
+/// The same line once the image itself stands before it.
+const NO_TEXT_IMAGE_SEEN: &str = "(the image above; OCR found no text in it)\n";
+
+/// Gives the stored image bytes of a document's page, if any.
+pub type ImageLoader<'a, E> = dyn FnMut(&StoredDocument, u32) -> Result<Option<Vec<u8>>, E> + 'a;
+
+/// Puts each document's images where they stand, for an engine that reads
+/// them: an image file before its OCR text (or before the line saying it
+/// has none, which then says the image is above), a scanned PDF page's
+/// image before that page's text. `load(doc, page)` gives the stored
+/// image bytes of a page (1 for an image file), if any; an image whose
+/// size cannot be read stays out, its text standing in as for an engine
+/// without vision. Returns how many images were placed.
+pub fn place_images<E>(
+    blocks: &mut [DocumentBlock],
+    docs: &[StoredDocument],
+    load: &mut ImageLoader<'_, E>,
+) -> Result<usize, E> {
+    let mut placed = 0;
+    for (block, doc) in blocks.iter_mut().zip(docs) {
+        let pages: Vec<u32> = match doc.kind {
+            DocumentKind::Image => vec![1],
+            DocumentKind::Pdf => {
+                let mut pages: Vec<u32> = block.pieces.iter().filter_map(|(a, _)| a.page()).collect();
+                pages.dedup();
+                pages
+            }
+            DocumentKind::Text | DocumentKind::Code => continue,
+        };
+        for page in pages {
+            let Some(bytes) = load(doc, page)? else {
+                continue;
+            };
+            let Ok(size) = crate::ingest::image::probe(&bytes) else {
+                continue;
+            };
+            let at = match doc.kind {
+                DocumentKind::Image => Some(0),
+                _ => block.pieces.iter().position(|(a, _)| a.page() == Some(page)),
+            };
+            let Some(at) = at else { continue };
+            if block.pieces[at].1 == NO_TEXT_IMAGE {
+                NO_TEXT_IMAGE_SEEN.clone_into(&mut block.pieces[at].1);
+            }
+            let label = match doc.kind {
+                DocumentKind::Image => doc.path.clone(),
+                _ => format!("{}#page={page}", doc.path),
+            };
+            block.images.push((
+                at,
+                Arc::new(PromptImage {
+                    bytes,
+                    width: size.width,
+                    height: size.height,
+                    label,
+                }),
+            ));
+            placed += 1;
+        }
+    }
+    Ok(placed)
 }
 
 fn ensure_newline(s: &str) -> String {
@@ -274,6 +358,131 @@ mod tests {
         let block = render_document(&d, "s").render();
         let marked: Vec<&str> = block.lines().filter(|l| l.starts_with("[L")).collect();
         assert_eq!(marked, vec!["[L1] l1", "[L7] l7", "[L11] l11", "[L21] l21"]);
+    }
+
+    /// Words, and images that cost 1,000 tokens plus one per pixel.
+    struct Tiles;
+    impl crate::prompt::Tokenizer for Tiles {
+        fn tokenizer_id(&self) -> &'static str {
+            "tiles"
+        }
+        fn count_tokens(&self, text: &str) -> u32 {
+            text.split_whitespace().count() as u32
+        }
+        fn image_tokens(&self, w: u32, h: u32) -> Option<u32> {
+            Some(1000 + w * h)
+        }
+    }
+
+    /// A 6 x 4 PNG.
+    fn png() -> Vec<u8> {
+        let mut out = Vec::new();
+        image::DynamicImage::ImageRgb8(image::RgbImage::new(6, 4))
+            .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    fn seg(anchor: Anchor, text: &str) -> crate::ingest::Segment {
+        crate::ingest::Segment {
+            anchor,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn images_stand_where_their_page_is_and_cost_their_tokens() {
+        let page = |p: u32| Anchor::Page {
+            path: "scan.pdf".into(),
+            page: p,
+        };
+        let mut pdf = doc("scan.pdf", "", 0);
+        pdf.kind = DocumentKind::Pdf;
+        pdf.id = 7;
+        pdf.segments = vec![seg(page(1), "typed page\n"), seg(page(2), "ocr of page 2\n")];
+        let mut photo = doc("shelf.png", "", 0);
+        photo.kind = DocumentKind::Image;
+        photo.id = 8;
+        photo.segments = vec![seg(
+            Anchor::Document {
+                path: "shelf.png".into(),
+            },
+            "",
+        )];
+        let mut broken = photo.clone();
+        broken.path = "broken.png".into();
+        broken.id = 9;
+        let code = doc("a.rs", "fn main() {}\n", 0);
+        let docs = vec![pdf, photo, broken, code];
+        let mut blocks: Vec<DocumentBlock> = docs.iter().map(|d| render_document(d, "s")).collect();
+        let before: Vec<String> = blocks.iter().map(DocumentBlock::render).collect();
+        let mut asked = Vec::new();
+        let placed = place_images::<()>(&mut blocks, &docs, &mut |d, p| {
+            asked.push((d.id, p));
+            Ok(match (d.id, p) {
+                (7, 2) | (8, 1) => Some(png()),
+                (9, 1) => Some(b"not an image".to_vec()),
+                _ => None,
+            })
+        })
+        .unwrap();
+        // Every page of the PDF and each image file is asked for; code is not.
+        assert_eq!(asked, vec![(7, 1), (7, 2), (8, 1), (9, 1)]);
+        assert_eq!(placed, 2, "an image whose size cannot be read stays out");
+        assert_eq!(blocks[0].images.len(), 1);
+        assert_eq!(blocks[0].images[0].0, 1, "before page 2's text");
+        assert_eq!(blocks[0].images[0].1.label, "scan.pdf#page=2");
+        assert_eq!((blocks[0].images[0].1.width, blocks[0].images[0].1.height), (6, 4));
+        let c = blocks[0].render_content();
+        let at = c.images[0].0;
+        assert!(c.text[..at].ends_with("typed page\n"), "{}", &c.text[..at]);
+        assert!(c.text[at..].starts_with("[page 2]\nocr of page 2"), "{}", &c.text[at..]);
+        assert_eq!(c.text, before[0], "the text itself is the same");
+        // An image without text: the line now says the image is above.
+        assert_eq!(blocks[1].images[0].0, 0);
+        assert!(blocks[1].render().contains(NO_TEXT_IMAGE_SEEN));
+        assert!(
+            blocks[2].render().contains(NO_TEXT_IMAGE),
+            "no image placed, the old line"
+        );
+        assert_eq!(blocks[3].render(), before[3]);
+
+        let with = crate::prompt::count_block(&blocks[0], &Tiles);
+        let without = crate::prompt::count_block(&blocks[0], &crate::prompt::Words);
+        assert_eq!(with.pieces[0], without.pieces[0]);
+        assert_eq!(with.pieces[1], without.pieces[1] + 1024);
+    }
+
+    #[test]
+    fn message_parts_put_images_between_text_and_trim_the_ends() {
+        use crate::prompt::Part;
+        let image = Arc::new(PromptImage {
+            bytes: Vec::new(),
+            width: 1,
+            height: 1,
+            label: "x".into(),
+        });
+        let mut c = Content::text("  before ");
+        c.push_image(image.clone());
+        c.push_image(image.clone());
+        c.push_str(" after \n");
+        let m = c.into_message(crate::prompt::Role::System);
+        assert_eq!(
+            m.parts(true),
+            vec![
+                Part::Text("before "),
+                Part::Image(&image),
+                Part::Image(&image),
+                Part::Text(" after")
+            ]
+        );
+        assert_eq!(m.parts(false)[0], Part::Text("  before "));
+        let mut whole = Content::text("system\n\n");
+        whole.append(&Content {
+            text: "ab".into(),
+            images: vec![(1, image.clone())],
+        });
+        assert_eq!(whole.images[0].0, "system\n\na".len());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! 2. documents, least recently changed first, each inside a boundary that
 //!    carries the salt; content cannot forge a boundary (see [`escape`]);
 //! 3. sparse line markers in text and code, so citations are exact;
-//! 4. images where they stand (no vision yet: a line says so);
+//! 4. images where they stand, for engines that read them (their OCR
+//!    text beside them); for the others, the OCR text, or a line saying
+//!    the image has none;
 //! 5. a table of contents after the documents;
 //! 6. the task.
 //!
@@ -21,7 +23,9 @@ mod window;
 
 use serde::Serialize;
 
-pub use layout::{data_block, escape, order_documents, preamble, render_document, table_of_contents, DocumentBlock};
+pub use layout::{
+    data_block, escape, order_documents, place_images, preamble, render_document, table_of_contents, DocumentBlock,
+};
 pub use window::{count_block, count_units, plan_windows, BlockTokens, PieceTooLarge, Window, WindowPart};
 
 /// Bumped whenever rendering changes, so caches keyed on it miss.
@@ -51,12 +55,34 @@ impl Role {
     }
 }
 
+/// An image placed in a prompt: its file bytes (PNG, JPEG, TIFF, WebP,
+/// GIF, BMP) and upright pixel size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptImage {
+    pub bytes: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    /// Where it comes from (`scan.pdf#page=2`), for messages.
+    pub label: String,
+}
+
+/// A piece of a message's content, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part<'a> {
+    Text(&'a str),
+    Image(&'a PromptImage),
+}
+
 /// One chat message. Engines render these in their own chat format and
-/// tokenize `content` as plain text.
+/// tokenize `content` as plain text; `images` stand between its
+/// characters (engines whose capabilities say `vision`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatMessage {
     pub role: Role,
     pub content: String,
+    /// Images and the byte offset in `content` where each stands, in
+    /// order.
+    pub images: Vec<(usize, std::sync::Arc<PromptImage>)>,
 }
 
 impl ChatMessage {
@@ -65,6 +91,79 @@ impl ChatMessage {
         Self {
             role,
             content: content.into(),
+            images: Vec::new(),
+        }
+    }
+
+    /// The content as text and images in order, with the text trimmed at
+    /// both ends first when `trim` (chat templates that trim content).
+    /// Empty text parts are left out.
+    #[must_use]
+    pub fn parts(&self, trim: bool) -> Vec<Part<'_>> {
+        let mut parts = Vec::with_capacity(2 * self.images.len() + 1);
+        let mut from = 0;
+        for (at, image) in &self.images {
+            let at = (*at).clamp(from, self.content.len());
+            parts.push(Part::Text(&self.content[from..at]));
+            parts.push(Part::Image(image));
+            from = at;
+        }
+        parts.push(Part::Text(&self.content[from..]));
+        if trim {
+            if let Some(Part::Text(t)) = parts.first_mut() {
+                *t = t.trim_start();
+            }
+            if let Some(Part::Text(t)) = parts.last_mut() {
+                *t = t.trim_end();
+            }
+        }
+        parts.retain(|p| !matches!(p, Part::Text("")));
+        parts
+    }
+}
+
+/// Text with images standing between its characters: what a window
+/// renders, before it becomes a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Content {
+    pub text: String,
+    /// Byte offsets in `text`, in order.
+    pub images: Vec<(usize, std::sync::Arc<PromptImage>)>,
+}
+
+impl Content {
+    #[must_use]
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            images: Vec::new(),
+        }
+    }
+
+    pub fn push_str(&mut self, s: &str) {
+        self.text.push_str(s);
+    }
+
+    /// Places `image` at the end of the text so far.
+    pub fn push_image(&mut self, image: std::sync::Arc<PromptImage>) {
+        self.images.push((self.text.len(), image));
+    }
+
+    /// Appends `other`, its images moved along with its text.
+    pub fn append(&mut self, other: &Content) {
+        let shift = self.text.len();
+        self.text.push_str(&other.text);
+        self.images
+            .extend(other.images.iter().map(|(at, i)| (at + shift, i.clone())));
+    }
+
+    /// A message of `role` holding this content.
+    #[must_use]
+    pub fn into_message(self, role: Role) -> ChatMessage {
+        ChatMessage {
+            role,
+            content: self.text,
+            images: self.images,
         }
     }
 }
@@ -94,5 +193,11 @@ pub trait Tokenizer: Sync {
     /// token-count cache (hashing the text and a database round trip).
     fn counts_are_cheap(&self) -> bool {
         false
+    }
+    /// Tokens an image of this upright size takes in a prompt, when the
+    /// engine reads images; `None` when it does not (the layout then puts
+    /// the image's OCR text, or a line saying so, in its place).
+    fn image_tokens(&self, _width: u32, _height: u32) -> Option<u32> {
+        None
     }
 }

@@ -9,7 +9,7 @@ use crate::anchor::Anchor;
 use crate::corpus::{Corpus, CorpusError};
 
 use super::layout::{table_of_contents, DocumentBlock};
-use super::Tokenizer;
+use super::{Content, Tokenizer};
 
 /// Token counts of one block's pieces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,10 +45,16 @@ pub fn count_units(
         return Ok(blocks
             .iter()
             .zip(&units)
-            .map(|(b, u)| BlockTokens {
-                header: tokenizer.count_tokens(&b.header(None)),
-                pieces: counts.by_ref().take(u.len()).collect(),
-                footer: tokenizer.count_tokens(&b.footer()),
+            .map(|(b, u)| {
+                with_images(
+                    b,
+                    BlockTokens {
+                        header: tokenizer.count_tokens(&b.header(None)),
+                        pieces: counts.by_ref().take(u.len()).collect(),
+                        footer: tokenizer.count_tokens(&b.footer()),
+                    },
+                    tokenizer,
+                )
             })
             .collect());
     }
@@ -87,11 +93,12 @@ pub fn count_units(
     let mut it = flat.into_iter();
     Ok(texts
         .iter()
-        .map(|t| {
+        .zip(blocks)
+        .map(|(t, b)| {
             let header = it.next().unwrap_or(0);
             let pieces: Vec<u32> = (0..t.len() - 2).map(|_| it.next().unwrap_or(0)).collect();
             let footer = it.next().unwrap_or(0);
-            BlockTokens { header, pieces, footer }
+            with_images(b, BlockTokens { header, pieces, footer }, tokenizer)
         })
         .collect())
 }
@@ -99,11 +106,25 @@ pub fn count_units(
 /// Counts one block's header, pieces and footer, without a cache.
 #[must_use]
 pub fn count_block(block: &DocumentBlock, tokenizer: &dyn Tokenizer) -> BlockTokens {
-    BlockTokens {
-        header: tokenizer.count_tokens(&block.header(None)),
-        pieces: block.pieces.iter().map(|(_, p)| tokenizer.count_tokens(p)).collect(),
-        footer: tokenizer.count_tokens(&block.footer()),
+    with_images(
+        block,
+        BlockTokens {
+            header: tokenizer.count_tokens(&block.header(None)),
+            pieces: block.pieces.iter().map(|(_, p)| tokenizer.count_tokens(p)).collect(),
+            footer: tokenizer.count_tokens(&block.footer()),
+        },
+        tokenizer,
+    )
+}
+
+/// Adds what each image costs to the piece it stands before.
+fn with_images(block: &DocumentBlock, mut counts: BlockTokens, tokenizer: &dyn Tokenizer) -> BlockTokens {
+    for (at, image) in &block.images {
+        if let Some(n) = counts.pieces.get_mut(*at) {
+            *n += tokenizer.image_tokens(image.width, image.height).unwrap_or(0);
+        }
     }
+    counts
 }
 
 /// Counts `texts` on every core (tokenizing is most of a first ingest's
@@ -251,19 +272,18 @@ fn showing(pieces: &[(Anchor, String)]) -> String {
 }
 
 impl Window {
-    /// The window's documents followed by its table of contents.
+    /// The window's documents, with their images where they stand,
+    /// followed by its table of contents.
     #[must_use]
-    pub fn render(&self, blocks: &[DocumentBlock], salt: &str) -> String {
-        let mut s = String::new();
+    pub fn render(&self, blocks: &[DocumentBlock], salt: &str) -> Content {
+        let mut s = Content::default();
         let mut toc = Vec::new();
         for part in &self.parts {
             let block = &blocks[part.block];
             let pieces = &block.pieces[part.pieces.clone()];
             let range = showing(pieces);
             s.push_str(&block.header(part.part.map(|(i, n)| (i, n, range.as_str()))));
-            for (_, p) in pieces {
-                s.push_str(p);
-            }
+            block.push_pieces(part.pieces.clone(), &mut s);
             s.push_str(&block.footer());
             let extent = if part.part.is_some() {
                 range
@@ -272,7 +292,7 @@ impl Window {
             };
             toc.push((block.path.clone(), extent, part.tokens.saturating_sub(TOC_LINE_TOKENS)));
         }
-        s.push('\n');
+        s.push_str("\n");
         s.push_str(&table_of_contents(&toc, salt));
         s
     }
@@ -372,7 +392,7 @@ mod tests {
         // The parts cover every piece exactly once, in order.
         let covered: Vec<usize> = huge_parts.iter().flat_map(|p| p.pieces.clone()).collect();
         assert_eq!(covered, (0..blocks[1].pieces.len()).collect::<Vec<_>>());
-        let rendered = w[1].render(&blocks, "salt");
+        let rendered = w[1].render(&blocks, "salt").text;
         assert!(rendered.contains("part=1/"), "{rendered}");
         assert!(w.iter().all(|w| w.tokens <= 300));
     }

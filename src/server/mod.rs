@@ -625,9 +625,15 @@ async fn image(
             .next()
             .ok_or_else(missing)?;
         let bytes = match doc.kind {
+            // The copy the corpus keeps (what the model read), else the
+            // file (corpora ingested before images were kept).
             DocumentKind::Image => {
-                let file = allowed_path(&doc.path, &roots).map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
-                std::fs::read(&file).map_err(|e| ApiError::not_found(format!("{}: {e}", doc.path)))?
+                if let Some(bytes) = corpus.page_image(doc.id, 1).map_err(internal)? {
+                    bytes
+                } else {
+                    let file = allowed_path(&doc.path, &roots).map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
+                    std::fs::read(&file).map_err(|e| ApiError::not_found(format!("{}: {e}", doc.path)))?
+                }
             }
             DocumentKind::Pdf => corpus
                 .page_image(doc.id, q.page.unwrap_or(1))
@@ -636,15 +642,7 @@ async fn image(
             DocumentKind::Text | DocumentKind::Code => return Err(missing()),
         };
         // By content, not name: a PDF's page images are JPEG or PNG.
-        let kind = match bytes.get(..4) {
-            Some([0x89, b'P', b'N', b'G']) => "image/png",
-            Some([0xff, 0xd8, ..]) => "image/jpeg",
-            Some([b'G', b'I', b'F', _]) => "image/gif",
-            Some([b'R', b'I', b'F', b'F']) => "image/webp",
-            Some([b'I', b'I', ..] | [b'M', b'M', ..]) => "image/tiff",
-            Some([b'B', b'M', ..]) => "image/bmp",
-            _ => "application/octet-stream",
-        };
+        let kind = crate::ingest::image::mime_type(&bytes);
         Ok(([(header::CONTENT_TYPE, kind)], Body::from(bytes)).into_response())
     })
     .await

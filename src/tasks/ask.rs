@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::corpus::{Corpus, CorpusError, StoredDocument};
 use crate::engine::{Engine, EngineError, EngineEvent, GenerateParams, Generation, KvUse};
 use crate::prompt::{
-    count_units, data_block, order_documents, plan_windows, preamble, render_document, BlockTokens, ChatMessage,
-    DocumentBlock, PieceTooLarge, Role, Window,
+    count_units, data_block, order_documents, place_images, plan_windows, preamble, render_document, BlockTokens,
+    ChatMessage, Content, DocumentBlock, PieceTooLarge, Role, Window,
 };
 use crate::tasks::citations::{attribute, resolve_written, Citation, CitationStatus, CorpusIndex};
 use crate::tasks::extract::ExtractSchema;
@@ -183,16 +183,28 @@ fn fill(template: &str, question: &str) -> String {
     template.replace("{question}", question.trim())
 }
 
-pub(crate) fn messages(system: &str, body: &str, task: &str) -> Vec<ChatMessage> {
-    let system = if body.is_empty() {
-        system.to_owned()
-    } else {
-        format!("{system}\n\n{body}")
-    };
-    vec![
-        ChatMessage::new(Role::System, system),
-        ChatMessage::new(Role::User, task),
-    ]
+pub(crate) fn messages(system: &str, body: &Content, task: &str) -> Vec<ChatMessage> {
+    let mut content = Content::text(system);
+    if !body.text.is_empty() || !body.images.is_empty() {
+        content.push_str("\n\n");
+        content.append(body);
+    }
+    vec![content.into_message(Role::System), ChatMessage::new(Role::User, task)]
+}
+
+/// The documents' blocks, with their images placed when the engine reads
+/// images (see [`place_images`]).
+pub(crate) fn document_blocks(
+    docs: &[StoredDocument],
+    salt: &str,
+    corpus: &Corpus,
+    engine: &dyn Engine,
+) -> Result<Vec<DocumentBlock>, CorpusError> {
+    let mut blocks: Vec<DocumentBlock> = docs.iter().map(|d| render_document(d, salt)).collect();
+    if engine.capabilities().vision {
+        place_images(&mut blocks, docs, &mut |d, page| corpus.page_image(d.id, page))?;
+    }
+    Ok(blocks)
 }
 
 /// Runs model calls and keeps the usage and timing books.
@@ -256,7 +268,7 @@ pub fn ask(
     }
     order_documents(&mut docs);
     let salt = corpus.salt().to_owned();
-    let blocks: Vec<DocumentBlock> = docs.iter().map(|d| render_document(d, &salt)).collect();
+    let blocks = document_blocks(&docs, &salt, corpus, &*engine)?;
     let counts = count_units(&blocks, corpus, &*engine)?;
     let system = preamble(&salt);
     let mut question = opts.question.trim().to_owned();
@@ -384,7 +396,7 @@ pub fn ask(
         }
         let notes = reduce_until_fits(&mut caller, &system, &salt, notes, &reduce_task)?;
         (
-            messages(&system, &notes_body(&notes, &salt), &reduce_task),
+            messages(&system, &Content::text(notes_body(&notes, &salt)), &reduce_task),
             Step::Reduce,
         )
     };
@@ -419,7 +431,7 @@ pub fn corpus_message(corpus: &mut Corpus, engine: &dyn Engine, answer_tokens: u
     }
     order_documents(&mut docs);
     let salt = corpus.salt().to_owned();
-    let blocks: Vec<DocumentBlock> = docs.iter().map(|d| render_document(d, &salt)).collect();
+    let blocks = document_blocks(&docs, &salt, corpus, engine)?;
     let counts = count_units(&blocks, corpus, engine)?;
     let system = preamble(&salt);
     let windows = fit_windows(engine, &blocks, &counts, &system, &salt, "", answer_tokens)?;
@@ -457,7 +469,10 @@ fn reduce_until_fits(
     let context = caller.engine.capabilities().context_length;
     let answer = caller.params.max_tokens;
     let fits = |engine: &dyn Engine, group: &[String]| -> Result<bool, AskError> {
-        Ok(engine.count_chat_tokens(&messages(system, &notes_body(group, salt), task))? + answer <= context)
+        Ok(
+            engine.count_chat_tokens(&messages(system, &Content::text(notes_body(group, salt)), task))? + answer
+                <= context,
+        )
     };
     while !fits(&*caller.engine, &notes)? {
         let mut groups: Vec<Vec<String>> = Vec::new();
@@ -472,14 +487,16 @@ fn reduce_until_fits(
         }
         groups.push(current);
         if groups.iter().any(|g| g.len() == 1) && groups.len() == 1 {
-            let tokens = caller
-                .engine
-                .count_chat_tokens(&messages(system, &notes_body(&groups[0], salt), task))?;
+            let tokens = caller.engine.count_chat_tokens(&messages(
+                system,
+                &Content::text(notes_body(&groups[0], salt)),
+                task,
+            ))?;
             return Err(AskError::NotesTooLarge { notes: 1, tokens });
         }
         let rounds = groups.len();
         for (i, group) in groups.iter().enumerate() {
-            let msgs = messages(system, &notes_body(group, salt), task);
+            let msgs = messages(system, &Content::text(notes_body(group, salt)), task);
             let text = caller
                 .call(&msgs, Step::Reduce, i, rounds, false)?
                 .text
@@ -565,7 +582,7 @@ pub(crate) fn fit_windows(
     answer_tokens: u32,
 ) -> Result<Vec<Window>, AskError> {
     let context = engine.capabilities().context_length;
-    let fixed = engine.count_chat_tokens(&messages(system, "", task))?;
+    let fixed = engine.count_chat_tokens(&messages(system, &Content::default(), task))?;
     let needed = fixed + answer_tokens + FIT_MARGIN;
     if needed >= context {
         return Err(AskError::NoRoom { needed, context });

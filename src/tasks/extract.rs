@@ -22,8 +22,8 @@ use crate::engine::{Engine, GenerateParams};
 use crate::ingest::ocr::{union, OcrLine};
 use crate::ingest::DocumentKind;
 use crate::limits::GENERATED_STRING_CHARS;
-use crate::prompt::{preamble, render_document};
-use crate::tasks::ask::{messages, AskError, AskEvent, Caller, Step, Usage};
+use crate::prompt::preamble;
+use crate::tasks::ask::{document_blocks, messages, AskError, AskEvent, Caller, Step, Usage};
 use crate::tasks::citations::{locate, squash};
 
 const EXTRACT_TEMPLATE: &str = include_str!("../../prompts/extract.txt");
@@ -302,9 +302,11 @@ pub fn extract(
             ms: 0,
         };
         let has_text = unit.doc.segments.iter().any(|s| !s.text.trim().is_empty());
-        if has_text {
-            let body = render_document(&unit.doc, &salt).render();
-            let msgs = messages(&system, &body, &task);
+        let block = document_blocks(std::slice::from_ref(&unit.doc), &salt, corpus, &*engine)?
+            .pop()
+            .expect("one block per document");
+        if has_text || !block.images.is_empty() {
+            let msgs = messages(&system, &block.render_content(), &task);
             let needed = engine.count_chat_tokens(&msgs)? + params.max_tokens;
             if needed > context {
                 result.errors.push(format!(
