@@ -311,7 +311,7 @@ fn a_prompt_past_the_attention_chunk_runs_deterministically_with_usage_that_matc
 mod mistralrs {
     use super::*;
     use scout::engine::mistralrs::{Isq, MistralRsEngine, MistralRsOptions};
-    use scout::engine::StopReason;
+    use scout::engine::{StopReason, Tokenizer};
 
     /// Writes a safetensors file of F32 tensors (shapes outermost first).
     fn write_safetensors(path: &Path, tensors: &[(String, Vec<u64>, Vec<f32>)]) {
@@ -637,6 +637,120 @@ mod mistralrs {
         assert!(a.completion_tokens > 0 && a.completion_tokens <= 12, "{a:?}");
         assert_eq!(a.text, streamed, "the stream is the answer");
         assert_eq!(a.text, b.text, "greedy, same text");
+    }
+
+    /// A `width` x `height` PNG test card.
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, 90]));
+        let mut out = Vec::new();
+        image::DynamicImage::ImageRgb8(img)
+            .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    }
+
+    /// A system message with text, an image, and more text.
+    fn with_image(width: u32, height: u32, after: &str) -> Vec<ChatMessage> {
+        let mut c = scout::prompt::Content::text("Inventory photo follows.\n");
+        c.push_image(std::sync::Arc::new(scout::prompt::PromptImage {
+            bytes: png(width, height),
+            width,
+            height,
+            label: "shelf.png".into(),
+        }));
+        c.push_str(after);
+        vec![
+            c.into_message(Role::System),
+            ChatMessage::new(Role::User, "How many crates are on the shelf?"),
+        ]
+    }
+
+    #[test]
+    fn mistralrs_reads_an_image_where_it_stands_at_llama4s_tile_cost() {
+        let mut e = MistralRsEngine::load(tiny_llama4_folder(), &options(Some(2048), true)).unwrap();
+        assert!(
+            e.capabilities().vision,
+            "a Llama 4 folder with its vision tower reads images"
+        );
+        assert!(e.description().contains("reads images"), "{}", e.description());
+        // 672 x 336: two tiles side by side (2 x 144 patches, an x and a y
+        // separator) and the global tile (144), between start, <|image|>
+        // and end: 437 tokens, past the 256-token attention chunk.
+        let tiling = scout::ingest::image::llama4_tiling(672, 336);
+        assert_eq!((tiling.rows, tiling.cols, tiling.tokens), (1, 2, 437));
+        assert_eq!(e.image_tokens(672, 336), Some(437));
+        let after = "\nThe shelf holds <|eot|> crates.\n";
+        let messages = with_image(672, 336, after);
+        let text_only = [
+            ChatMessage::new(Role::System, format!("Inventory photo follows.\n{after}")),
+            messages[1].clone(),
+        ];
+        let prompt = e.count_chat_tokens(&messages).unwrap();
+        // The image costs its tiles. mistral.rs reads a prompt with images
+        // as text, special tokens parsed, so the document's "<|eot|>" gets
+        // a word joiner after its "<" (3 bytes: 3 tokens for this
+        // tokenizer, which has no merges).
+        let text = e.count_chat_tokens(&text_only).unwrap();
+        assert_eq!(prompt, text + 437 + 3);
+        let rendered = e.render_chat(&messages).unwrap();
+        assert!(rendered.contains("holds <\u{2060}|eot|> crates"), "{rendered:.400}");
+        assert_eq!(rendered.matches("<|patch|>").count(), 3 * 144, "{rendered:.400}");
+        assert_eq!(rendered.matches("<|tile_x_separator|>").count(), 1);
+        assert_eq!(rendered.matches("<|tile_y_separator|>").count(), 1);
+        let params = GenerateParams {
+            max_tokens: 8,
+            ..GenerateParams::default()
+        };
+        let a = e.generate(&messages, &params, &mut |_| {}).unwrap();
+        // What mistral.rs says it read, once it wrote the image out as its
+        // tiles, is what scout counted: the placeholders expanded to
+        // exactly Llama 4's tiling.
+        assert_eq!(a.prompt_tokens, prompt, "{a:?}");
+        assert!(a.completion_tokens > 0, "{a:?}");
+        let b = e.generate(&messages, &params, &mut |_| {}).unwrap();
+        assert_eq!(a.text, b.text, "greedy, same text");
+        // One tile plus the global tile for a small image.
+        let small = with_image(200, 150, "\nThat is all.\n");
+        let g = e.generate(&small, &params, &mut |_| {}).unwrap();
+        assert_eq!(g.prompt_tokens, e.count_chat_tokens(&small).unwrap(), "{g:?}");
+    }
+
+    /// `scout ask` over `dir` on the tiny Llama 4: the prompt tokens
+    /// mistral.rs read.
+    fn ask_prompt_tokens(dir: &Path) -> u64 {
+        let cache = tempfile::tempdir().unwrap();
+        let out = crate::util::scout(cache.path())
+            .arg("ask")
+            .arg(dir)
+            .args(["How many crates are on the shelf?", "--json", "-q", "--no-ocr"])
+            .args(["--engine", "mistralrs", "--isq", "none", "--context", "2048"])
+            .args(["--past-attention-chunk", "--max-tokens", "8", "--model"])
+            .arg(tiny_llama4_folder())
+            .output()
+            .unwrap();
+        // Random weights cite nothing: answered (0) or not backed (1).
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{}",
+            crate::util::text(&out.stderr)
+        );
+        let r = crate::util::json(&out);
+        assert_eq!(r["usage"]["calls"], 1, "{r}");
+        r["usage"]["prompt_tokens"].as_u64().unwrap()
+    }
+
+    #[test]
+    fn scout_ask_shows_the_tiny_llama4_a_corpus_image_where_it_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "The shelf holds twelve crates.\n").unwrap();
+        let without = ask_prompt_tokens(dir.path());
+        std::fs::write(dir.path().join("shelf.png"), png(672, 336)).unwrap();
+        let with = ask_prompt_tokens(dir.path());
+        // The image's 437 tokens (two tiles and the global one), and its
+        // document's header, line and table-of-contents entry (about 200
+        // bytes: a token each with this tokenizer).
+        let extra = with - without;
+        assert!((437..437 + 300).contains(&extra), "{without} -> {with}");
     }
 
     #[test]

@@ -278,6 +278,14 @@ struct ModelArgs {
     #[cfg(feature = "mistralrs")]
     #[arg(long)]
     past_attention_chunk: bool,
+    /// openai: the served model reads images (Llama 4 Scout on vLLM or SGLang, say).
+    /// Images in the corpus (image files, scanned PDF pages) are then sent as data URLs
+    /// where they stand, beside their OCR text, and budgeted at Llama 4's cost: 144
+    /// tokens per 336 px tile, up to 16 tiles plus a global one. Without it the server
+    /// gets the OCR text only. (mistralrs reads images when the model folder is a Llama
+    /// 4 with its vision tower; llamacpp reads the OCR text.)
+    #[arg(long)]
+    vision: bool,
 }
 
 /// How the llamacpp engine runs a model (for commands that run one).
@@ -823,6 +831,9 @@ impl ModelArgs {
     /// Loads or connects to the engine; returns it with a line saying what
     /// it is.
     fn engine(&self, run: &RunArgs, say: &mut dyn FnMut(&str)) -> Result<(Box<dyn Engine>, String)> {
+        if self.vision && self.engine != EngineKind::Openai {
+            say("scout: --vision applies to --engine openai only; mistralrs reads images when the model folder is a Llama 4 with its vision tower, llamacpp reads their OCR text");
+        }
         match self.engine {
             EngineKind::Llamacpp => {
                 let path = models::resolve(self.model.as_deref(), say)?;
@@ -891,15 +902,17 @@ impl ModelArgs {
                     model: self.model.as_ref().map(|m| m.to_string_lossy().into_owned()),
                     api_key,
                     context: self.context,
+                    vision: self.vision,
                     ..OpenAiOptions::default()
                 };
                 let engine = OpenAiEngine::connect(options, Box::new(tokenizer), exact)
                     .with_context(|| "connecting to the OpenAI-compatible endpoints")?;
                 let line = format!(
-                    "{} at {} (openai, context {}, token counts {})",
+                    "{} at {} (openai, context {}{}, token counts {})",
                     engine.model(),
                     self.endpoint.join(", "),
                     engine.capabilities().context_length,
+                    if self.vision { ", reads images" } else { "" },
                     if exact {
                         "from --tokenizer".to_owned()
                     } else {

@@ -567,6 +567,7 @@ fn chat_tokens(
         &mut |text, special, out| {
             vocab.tokenize_into(text.as_bytes(), out, false, special);
         },
+        &|image| Err(super::no_vision(image)),
     )?;
     Ok((tokens, prefix))
 }

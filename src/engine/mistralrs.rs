@@ -194,6 +194,8 @@ struct HfPrompter {
     trims_content: bool,
     tokenizer_id: String,
     end_tokens: Vec<u32>,
+    /// A Llama 4 with its vision tower: images go in the prompt.
+    llama4_vision: bool,
 }
 
 /// A token written in `tokenizer_config.json`: a string or `{content: ...}`.
@@ -299,6 +301,7 @@ impl HfPrompter {
             trims_content: false,
             tokenizer_id,
             end_tokens,
+            llama4_vision: false,
         };
         let probe = me.render(&[ChatMessage::new(super::Role::User, " \nscout-probe\n ")], false)?;
         me.trims_content = !probe.contains(" \nscout-probe\n ");
@@ -324,6 +327,8 @@ impl HfPrompter {
     }
 
     fn chat_tokens(&self, messages: &[ChatMessage]) -> Result<(Vec<u32>, usize), EngineError> {
+        let (messages, _) = self.neutralized(messages);
+        let messages = &*messages;
         let slotted: Vec<ChatMessage> = messages
             .iter()
             .enumerate()
@@ -342,6 +347,13 @@ impl HfPrompter {
                 match tok.encode_fast(text, false) {
                     Ok(e) => out.extend_from_slice(e.get_ids()),
                     Err(e) => failed = Some(e.to_string()),
+                }
+            },
+            &|image| {
+                if self.llama4_vision {
+                    Ok(crate::ingest::image::llama4_image_text(image.width, image.height))
+                } else {
+                    Err(super::no_vision(image))
                 }
             },
         )?;
@@ -364,6 +376,77 @@ impl Tokenizer for HfPrompter {
     }
     fn count_tokens(&self, text: &str) -> u32 {
         self.count(text)
+    }
+    fn image_tokens(&self, width: u32, height: u32) -> Option<u32> {
+        self.llama4_vision
+            .then(|| crate::ingest::image::llama4_tiling(width, height).tokens)
+    }
+}
+
+impl HfPrompter {
+    /// mistral.rs's Llama 4 processor renders the chat template around
+    /// messages with images and tokenizes the result with special tokens
+    /// parsed. So that document text cannot turn into special tokens there,
+    /// a word joiner (U+2060) goes after the first character of any special
+    /// token's text in such messages (scout counts the messages as they are
+    /// sent). Returns the messages and how many tokens were broken up;
+    /// messages without images come back as they are.
+    fn neutralized<'m>(&self, messages: &'m [ChatMessage]) -> (std::borrow::Cow<'m, [ChatMessage]>, usize) {
+        if !self.llama4_vision || messages.iter().all(|m| m.images.is_empty()) {
+            return (std::borrow::Cow::Borrowed(messages), 0);
+        }
+        let specials: Vec<String> = self
+            .special
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| t.special && t.content.len() > 1)
+            .map(|t| t.content)
+            .collect();
+        let mut broken = 0;
+        let out = messages
+            .iter()
+            .map(|m| {
+                let mut content = crate::prompt::Content::default();
+                for part in m.parts(false) {
+                    match part {
+                        super::Part::Text(text) => {
+                            let mut text = text.to_owned();
+                            for s in &specials {
+                                let n = text.matches(s.as_str()).count();
+                                if n > 0 {
+                                    broken += n;
+                                    let split = s.chars().next().map_or(1, char::len_utf8);
+                                    text = text.replace(s.as_str(), &format!("{}\u{2060}{}", &s[..split], &s[split..]));
+                                }
+                            }
+                            content.push_str(&text);
+                        }
+                        super::Part::Image(image) => content.push_image(Arc::new(image.clone())),
+                    }
+                }
+                content.into_message(m.role)
+            })
+            .collect();
+        (std::borrow::Cow::Owned(out), broken)
+    }
+
+    /// Messages as mistral.rs's Llama 4 processor takes them with images:
+    /// (role, text with `<|image|>` where each image stands); it writes
+    /// each `<|image|>` out as the image's tiles.
+    fn llama4_vision_messages(&self, messages: &[ChatMessage]) -> Vec<(String, String)> {
+        messages
+            .iter()
+            .map(|m| {
+                let mut content = String::new();
+                for part in m.parts(self.trims_content) {
+                    match part {
+                        super::Part::Text(text) => content.push_str(text),
+                        super::Part::Image(_) => content.push_str("<|image|>"),
+                    }
+                }
+                (m.role.as_str().to_owned(), content)
+            })
+            .collect()
     }
 }
 
@@ -447,6 +530,9 @@ pub struct MistralRsEngine {
     /// on a CPU): every prompt is prefilled whole.
     no_prefix_cache: Option<&'static str>,
     warned_prefix: bool,
+    /// Said once: special-token text in documents was broken up for
+    /// mistral.rs's image path.
+    warned_specials: bool,
     description: String,
 }
 
@@ -525,7 +611,16 @@ impl MistralRsEngine {
                 _ => None,
             })
             .unwrap_or_default();
-        let prompter = HfPrompter::load(dir, &generation_eos)?;
+        let mut prompter = HfPrompter::load(dir, &generation_eos)?;
+        // mistral.rs loads a Llama 4 with a vision tower as a multimodal
+        // model; its processor needs the image tokens and the image
+        // preprocessing config.
+        prompter.llama4_vision = facts.llama4
+            && config.get("vision_config").is_some()
+            && dir.join("preprocessor_config.json").is_file()
+            && ["<|image|>", "<|patch|>", "<|image_start|>", "<|image_end|>"]
+                .iter()
+                .all(|t| prompter.special.token_to_id(t).is_some());
         let mut builder = ModelBuilder::new(load_dir.to_string_lossy())
             .with_token_source(TokenSource::None)
             .with_max_num_seqs(1)
@@ -558,6 +653,9 @@ impl MistralRsEngine {
         if facts.llama4 && !options.past_attention_chunk && facts.trained_context > context_length {
             description.push_str(", capped at Llama 4's attention chunk");
         }
+        if prompter.llama4_vision {
+            description.push_str(", reads images");
+        }
         description.push(')');
         Ok(Self {
             runtime,
@@ -569,6 +667,7 @@ impl MistralRsEngine {
             context_length,
             no_prefix_cache,
             warned_prefix: false,
+            warned_specials: false,
             description,
         })
     }
@@ -618,6 +717,7 @@ impl MistralRsEngine {
                 .is_none()
                 .then_some("mistral.rs's prefix cache is off on a CPU (it never evicts there)"),
             warned_prefix: false,
+            warned_specials: false,
             description: format!("{file} (mistralrs GGUF, context {context_length})"),
         })
     }
@@ -670,6 +770,55 @@ impl MistralRsEngine {
         }
     }
 
+    /// A request carrying the messages' images, as mistral.rs's Llama 4
+    /// processor takes it (see [`HfPrompter::llama4_vision_messages`]).
+    fn vision_request(&mut self, messages: &[ChatMessage]) -> Result<RequestMessage, EngineError> {
+        let first = messages
+            .iter()
+            .flat_map(|m| &m.images)
+            .map(|(_, i)| i.as_ref())
+            .next()
+            .ok_or_else(|| EngineError::Inference("no image in the request".into()))?;
+        let prompter = match &self.prompter {
+            Prompter::Folder(p) if p.llama4_vision => p,
+            _ => return Err(super::no_vision(first)),
+        };
+        let (messages, broken) = prompter.neutralized(messages);
+        let texts = prompter.llama4_vision_messages(&messages);
+        if broken > 0 && !self.warned_specials {
+            eprintln!(
+                "scout: the documents hold {broken} piece(s) of text that spell a special token; mistral.rs reads a prompt with images as text, so scout put a word joiner (U+2060) inside each"
+            );
+            self.warned_specials = true;
+        }
+        let mut images = Vec::new();
+        for (_, image) in messages.iter().flat_map(|m| &m.images) {
+            let unreadable = |e: crate::ingest::image::ImageFailure| {
+                EngineError::Inference(format!("the image of {} could not be decoded: {e:?}", image.label))
+            };
+            let opened =
+                crate::ingest::image::open(&image.bytes, crate::limits::MAX_SCAN_PIXELS).map_err(unreadable)?;
+            images.push(crate::ingest::image::decode(&image.bytes, &opened).map_err(unreadable)?);
+        }
+        let messages = texts
+            .into_iter()
+            .map(|(role, content)| {
+                let mut m = indexmap::IndexMap::new();
+                m.insert("role".to_owned(), either::Either::Left(role));
+                m.insert("content".to_owned(), either::Either::Left(content));
+                m
+            })
+            .collect();
+        Ok(RequestMessage::MultimodalChat {
+            images,
+            audios: Vec::new(),
+            videos: Vec::new(),
+            messages,
+            enable_thinking: None,
+            reasoning_effort: None,
+        })
+    }
+
     /// Stops whatever the model is generating and waits (briefly) for its
     /// sequences to end, so the next request starts clean.
     fn terminate(&self, rx: &mut tokio::sync::mpsc::Receiver<Response>) {
@@ -700,6 +849,13 @@ impl Tokenizer for MistralRsEngine {
             Prompter::Gguf(t) => t.counts_are_cheap(),
         }
     }
+    fn image_tokens(&self, width: u32, height: u32) -> Option<u32> {
+        match &self.prompter {
+            Prompter::Folder(p) => p.image_tokens(width, height),
+            #[cfg(feature = "llamacpp")]
+            Prompter::Gguf(_) => None,
+        }
+    }
 }
 
 impl Engine for MistralRsEngine {
@@ -712,7 +868,10 @@ impl Engine for MistralRsEngine {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::text_with_schema(self.context_length)
+        Capabilities {
+            vision: self.image_tokens(336, 336).is_some(),
+            ..Capabilities::text_with_schema(self.context_length)
+        }
     }
 
     fn count_chat_tokens(&self, messages: &[ChatMessage]) -> Result<u32, EngineError> {
@@ -756,9 +915,14 @@ impl Engine for MistralRsEngine {
             max_len: Some(params.max_tokens as usize),
             ..SamplingParams::deterministic()
         };
+        let request_messages = if messages.iter().any(|m| !m.images.is_empty()) {
+            self.vision_request(messages)?
+        } else {
+            RequestMessage::CompletionTokens(prompt)
+        };
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let request = Request::Normal(Box::new(NormalRequest {
-            messages: RequestMessage::CompletionTokens(prompt),
+            messages: request_messages,
             sampling_params: sampling,
             response: tx,
             return_logprobs: false,
@@ -795,6 +959,8 @@ impl Engine for MistralRsEngine {
         let mut finish: Option<String> = None;
         let mut stopped_here = false;
         let mut failure: Option<EngineError> = None;
+        // What mistral.rs says it read (a chat request's usage).
+        let mut reported_prompt: Option<u32> = None;
         loop {
             if let Err(e) = params.cancel.check() {
                 self.terminate(&mut rx);
@@ -808,37 +974,26 @@ impl Engine for MistralRsEngine {
                 Ok(None) => break,
                 Ok(Some(r)) => r,
             };
-            match response {
+            let pieces: Vec<(String, Option<String>)> = match response {
                 Response::CompletionChunk(chunk) => {
-                    for choice in chunk.choices {
-                        if ttft_ms.is_none() {
-                            ttft_ms = Some(started.elapsed().as_millis() as u64);
-                            on_event(EngineEvent::Prefill {
-                                done: n_prompt,
-                                total: n_prompt,
-                            });
-                        }
-                        chunks += 1;
-                        let (shown, stop) = filter.push(&choice.text);
-                        if !shown.is_empty() {
-                            on_event(EngineEvent::Text(shown));
-                        }
-                        if stop {
-                            stopped_here = true;
-                        }
-                        if choice.finish_reason.is_some() {
-                            finish = choice.finish_reason;
-                        }
+                    chunk.choices.into_iter().map(|c| (c.text, c.finish_reason)).collect()
+                }
+                Response::Chunk(chunk) => {
+                    if let Some(u) = &chunk.usage {
+                        reported_prompt = Some(u.prompt_tokens as u32);
                     }
-                    if stopped_here {
-                        self.terminate(&mut rx);
-                        break;
-                    }
-                    if finish.is_some() {
-                        break;
-                    }
+                    chunk
+                        .choices
+                        .into_iter()
+                        .map(|c| (c.delta.content.unwrap_or_default(), c.finish_reason))
+                        .collect()
                 }
                 Response::CompletionDone(done) => {
+                    finish = done.choices.first().map(|c| c.finish_reason.clone());
+                    break;
+                }
+                Response::Done(done) => {
+                    reported_prompt = Some(done.usage.prompt_tokens as u32);
                     finish = done.choices.first().map(|c| c.finish_reason.clone());
                     break;
                 }
@@ -850,7 +1005,34 @@ impl Engine for MistralRsEngine {
                     failure = Some(EngineError::Inference(format!("mistral.rs: {e}")));
                     break;
                 }
-                _ => {}
+                _ => continue,
+            };
+            for (text, finish_reason) in pieces {
+                if ttft_ms.is_none() {
+                    ttft_ms = Some(started.elapsed().as_millis() as u64);
+                    on_event(EngineEvent::Prefill {
+                        done: n_prompt,
+                        total: n_prompt,
+                    });
+                }
+                chunks += 1;
+                let (shown, stop) = filter.push(&text);
+                if !shown.is_empty() {
+                    on_event(EngineEvent::Text(shown));
+                }
+                if stop {
+                    stopped_here = true;
+                }
+                if finish_reason.is_some() {
+                    finish = finish_reason;
+                }
+            }
+            if stopped_here {
+                self.terminate(&mut rx);
+                break;
+            }
+            if finish.is_some() {
+                break;
             }
         }
         if let Some(e) = failure {
@@ -880,6 +1062,9 @@ impl Engine for MistralRsEngine {
             sampled
         };
         let ttft = ttft_ms.unwrap_or_else(|| started.elapsed().as_millis() as u64);
+        // A request with images reports what mistral.rs read once it had
+        // written each image out as its tiles.
+        let n_prompt = reported_prompt.unwrap_or(n_prompt);
         Ok(Generation {
             text: filter.text().to_owned(),
             prompt_tokens: n_prompt,

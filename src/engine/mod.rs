@@ -19,7 +19,16 @@ pub mod threads;
 
 use serde::Serialize;
 
-pub use crate::prompt::{ChatMessage, Role, Tokenizer};
+pub use crate::prompt::{ChatMessage, Part, PromptImage, Role, Tokenizer};
+
+/// What an engine without vision says when a message holds an image.
+#[must_use]
+pub fn no_vision(image: &PromptImage) -> EngineError {
+    EngineError::Unsupported(format!(
+        "read images (the prompt holds {}); its layout gives such engines the images' OCR text instead",
+        image.label
+    ))
+}
 
 /// What an engine and its model can do; tasks check these before running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -257,14 +266,17 @@ pub fn slot(index: usize) -> String {
 /// template's own text through `piece(text, true, out)` (special tokens
 /// parsed), each message's content through `piece(content, false, out)`
 /// (plain text, trimmed first when the template trims), so a document that
-/// contains a chat-format token stays text. Returns how many tokens come
-/// before the last message's content.
+/// contains a chat-format token stays text. An image in a message becomes
+/// `image(it)`, the model's own image tokens written out, through
+/// `piece(.., true, out)`. Returns how many tokens come before the last
+/// message's content.
 pub fn tokenize_slotted<T>(
     rendered: &str,
     messages: &[ChatMessage],
     trims_content: bool,
     tokens: &mut Vec<T>,
     piece: &mut dyn FnMut(&str, bool, &mut Vec<T>),
+    image: &dyn Fn(&PromptImage) -> Result<String, EngineError>,
 ) -> Result<usize, EngineError> {
     let mut rest = rendered;
     let mut seen = 0usize;
@@ -285,12 +297,12 @@ pub fn tokenize_slotted<T>(
             prefix = tokens.len();
         }
         // Templates that trim content (Llama 4's) see it trimmed here too.
-        let content = if trims_content {
-            message.content.trim()
-        } else {
-            message.content.as_str()
-        };
-        piece(content, false, tokens);
+        for part in message.parts(trims_content) {
+            match part {
+                Part::Text(text) => piece(text, false, tokens),
+                Part::Image(i) => piece(&image(i)?, true, tokens),
+            }
+        }
         seen += 1;
         rest = &after[close + SLOT_CLOSE.len_utf8()..];
     }

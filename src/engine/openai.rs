@@ -10,6 +10,9 @@
 //! Token counts come from a local tokenizer (a GGUF's vocabulary): exact
 //! when it is the served model's, an estimate otherwise; the server's own
 //! `usage` is what a generation reports when the server sends it.
+//!
+//! With `vision` (the served model reads images), a message's images go
+//! in as `image_url` parts holding data URLs, between its text parts.
 
 use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -19,8 +22,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{
-    Capabilities, ChatMessage, Engine, EngineError, EngineEvent, GenerateParams, Generation, StopFilter, StopReason,
-    Tokenizer,
+    Capabilities, ChatMessage, Engine, EngineError, EngineEvent, GenerateParams, Generation, Part, StopFilter,
+    StopReason, Tokenizer,
 };
 
 /// Tokens of chat formatting per message (role header and end marker) when
@@ -52,6 +55,9 @@ pub struct OpenAiOptions {
     pub retries: u32,
     /// First backoff; doubles per attempt up to 8 s.
     pub backoff: Duration,
+    /// The served model reads images: they go in as data URLs where they
+    /// stand, budgeted at Llama 4's tile cost.
+    pub vision: bool,
 }
 
 impl Default for OpenAiOptions {
@@ -65,6 +71,7 @@ impl Default for OpenAiOptions {
             connect_timeout: Duration::from_secs(10),
             retries: 4,
             backoff: Duration::from_millis(250),
+            vision: false,
         }
     }
 }
@@ -289,10 +296,7 @@ impl OpenAiEngine {
     fn request_body(&self, messages: &[ChatMessage], params: &GenerateParams) -> Value {
         let mut body = json!({
             "model": self.model,
-            "messages": messages
-                .iter()
-                .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
-                .collect::<Vec<_>>(),
+            "messages": messages.iter().map(message_json).collect::<Vec<_>>(),
             "stream": true,
             "stream_options": {"include_usage": true},
             "max_tokens": params.max_tokens,
@@ -499,10 +503,44 @@ impl OpenAiEngine {
     fn estimate_chat(&self, messages: &[ChatMessage]) -> u32 {
         messages
             .iter()
-            .map(|m| self.tokenizer.count_tokens(&m.content) + TOKENS_PER_MESSAGE)
+            .map(|m| {
+                self.tokenizer.count_tokens(&m.content)
+                    + TOKENS_PER_MESSAGE
+                    + m.images
+                        .iter()
+                        .map(|(_, i)| self.image_tokens(i.width, i.height).unwrap_or(0))
+                        .sum::<u32>()
+            })
             .sum::<u32>()
             + TOKENS_PER_MESSAGE
     }
+}
+
+/// A message as chat completions take it: its content a string, or, with
+/// images, a list of text and `image_url` parts (each image a data URL).
+fn message_json(m: &ChatMessage) -> Value {
+    if m.images.is_empty() {
+        return json!({"role": m.role.as_str(), "content": m.content});
+    }
+    let parts: Vec<Value> = m
+        .parts(false)
+        .into_iter()
+        .map(|p| match p {
+            Part::Text(text) => json!({"type": "text", "text": text}),
+            Part::Image(image) => json!({"type": "image_url", "image_url": {"url": data_url(&image.bytes)}}),
+        })
+        .collect();
+    json!({"role": m.role.as_str(), "content": parts})
+}
+
+/// `data:image/...;base64,...` for an image file's bytes.
+fn data_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    let mime = crate::ingest::image::mime_type(bytes);
+    format!(
+        "data:{mime};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
 }
 
 /// The context a server reports for a model in its `/models` list: vLLM
@@ -581,6 +619,11 @@ impl Tokenizer for OpenAiEngine {
     fn counts_are_cheap(&self) -> bool {
         self.tokenizer.counts_are_cheap()
     }
+    fn image_tokens(&self, width: u32, height: u32) -> Option<u32> {
+        self.options
+            .vision
+            .then(|| crate::ingest::image::llama4_tiling(width, height).tokens)
+    }
 }
 
 impl Engine for OpenAiEngine {
@@ -591,7 +634,10 @@ impl Engine for OpenAiEngine {
         &self.model_id
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::text_with_schema(self.context_length)
+        Capabilities {
+            vision: self.options.vision,
+            ..Capabilities::text_with_schema(self.context_length)
+        }
     }
     fn count_chat_tokens(&self, messages: &[ChatMessage]) -> Result<u32, EngineError> {
         Ok(self.estimate_chat(messages))
@@ -713,6 +759,16 @@ mod tests {
     }
 
     fn canned(pieces: &'static [&'static str], finish: bool, throttle: bool) -> String {
+        canned_recording(pieces, finish, throttle, std::sync::Arc::default())
+    }
+
+    /// [`canned`], keeping each chat request's body in `seen`.
+    fn canned_recording(
+        pieces: &'static [&'static str],
+        finish: bool,
+        throttle: bool,
+        seen: std::sync::Arc<Mutex<Vec<String>>>,
+    ) -> String {
         use std::io::Write;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -721,6 +777,11 @@ mod tests {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
                 let request = read_request(&mut stream);
+                if !request.starts_with("GET") {
+                    if let Some((_, body)) = request.split_once("\r\n\r\n") {
+                        seen.lock().unwrap().push(body.to_owned());
+                    }
+                }
                 if !request.starts_with("GET") && std::mem::take(&mut throttle) {
                     let _ = write!(
                         stream,
@@ -771,6 +832,56 @@ mod tests {
             }
         });
         (r, shown)
+    }
+
+    #[test]
+    fn images_go_to_a_server_that_reads_them_as_data_urls_between_the_text() {
+        use base64::Engine as _;
+        let mut png = Vec::new();
+        image::DynamicImage::ImageRgb8(image::RgbImage::new(672, 336))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let mut c = crate::prompt::Content::text("Scan follows:\n");
+        c.push_image(std::sync::Arc::new(super::super::PromptImage {
+            bytes: png.clone(),
+            width: 672,
+            height: 336,
+            label: "scan.pdf#page=1".into(),
+        }));
+        c.push_str("\nEnd of scan.");
+        let messages = [
+            c.into_message(super::super::Role::System),
+            ChatMessage::new(super::super::Role::User, "q"),
+        ];
+        let seen = std::sync::Arc::default();
+        let url = canned_recording(&["ok"], true, false, std::sync::Arc::clone(&seen));
+        let mut e = engine_over(&[url]);
+        assert!(
+            !e.capabilities().vision,
+            "only when the user says the model reads images"
+        );
+        assert_eq!(e.image_tokens(672, 336), None);
+        e.options.vision = true;
+        assert!(e.capabilities().vision);
+        // Budgeted at Llama 4's cost: two tiles and the global one.
+        let text_only = [
+            ChatMessage::new(super::super::Role::System, "Scan follows:\n\nEnd of scan."),
+            messages[1].clone(),
+        ];
+        assert_eq!(
+            e.count_chat_tokens(&messages).unwrap(),
+            e.count_chat_tokens(&text_only).unwrap() + 437
+        );
+        e.generate(&messages, &GenerateParams::default(), &mut |_| {}).unwrap();
+        let body: Value = serde_json::from_str(&seen.lock().unwrap()[0]).unwrap();
+        let content = &body["messages"][0]["content"];
+        assert_eq!(content[0], json!({"type": "text", "text": "Scan follows:\n"}));
+        assert_eq!(content[1]["type"], "image_url");
+        let url = content[1]["image_url"]["url"].as_str().unwrap();
+        let data = url.strip_prefix("data:image/png;base64,").expect(url);
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(data).unwrap(), png);
+        assert_eq!(content[2], json!({"type": "text", "text": "\nEnd of scan."}));
+        assert_eq!(body["messages"][1]["content"], "q", "text-only messages stay strings");
     }
 
     #[test]
