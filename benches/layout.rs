@@ -30,6 +30,7 @@ fn corpus() -> Vec<StoredDocument> {
                 segments: split_text(&path, &text),
                 symbols: Vec::new(),
                 title: None,
+                commits: 0,
             }
         })
         .collect()

@@ -544,11 +544,11 @@ fn git_history_dates_documents_and_records_the_commit() {
     };
     let times = || {
         let c = scout::corpus::Corpus::open(&corpus).unwrap();
-        let mut t: Vec<(String, i64)> = c
+        let mut t: Vec<(String, i64, u32)> = c
             .documents()
             .unwrap()
             .into_iter()
-            .map(|d| (d.path.rsplit('/').next().unwrap().to_owned(), d.modified))
+            .map(|d| (d.path.rsplit('/').next().unwrap().to_owned(), d.modified, d.commits))
             .collect();
         t.sort();
         t
@@ -557,9 +557,13 @@ fn git_history_dates_documents_and_records_the_commit() {
     assert_eq!(s["git"][0]["dated"], 2, "{s:#}");
     assert_eq!(s["git"][0]["incremental"], false);
     assert_eq!(s["git"][0]["commit"].as_str().unwrap().len(), 40);
+    // With when each file last changed, how many commits changed it.
     assert_eq!(
         times(),
-        vec![("busy.py".into(), 1_100_000_000), ("stable.py".into(), 1_000_000_000)]
+        vec![
+            ("busy.py".into(), 1_100_000_000, 2),
+            ("stable.py".into(), 1_000_000_000, 1)
+        ]
     );
     // Touching a file (same content) does not move it in the order.
     let f = std::fs::File::options()
@@ -570,7 +574,8 @@ fn git_history_dates_documents_and_records_the_commit() {
     let s = ingest();
     assert_eq!(s["unchanged"], 1, "{s:#}");
     assert_eq!(times()[1].1, 1_000_000_000);
-    // A new commit: only its files are dated again.
+    // A new commit: only its files are dated again, and their commit
+    // counts grow by the new commits (the rewritten row keeps its count).
     std::fs::write(repo.join("stable.py"), "A = 2\n").unwrap();
     git(&["commit", "-qam", "three"], "1200000000 +0000");
     let s = ingest();
@@ -578,7 +583,10 @@ fn git_history_dates_documents_and_records_the_commit() {
     assert_eq!(s["git"][0]["dated"], 1);
     assert_eq!(
         times(),
-        vec![("busy.py".into(), 1_100_000_000), ("stable.py".into(), 1_200_000_000)]
+        vec![
+            ("busy.py".into(), 1_100_000_000, 2),
+            ("stable.py".into(), 1_200_000_000, 2)
+        ]
     );
 }
 

@@ -60,6 +60,9 @@ pub struct StoredDocument {
     pub symbols: Vec<Symbol>,
     /// A PDF's title from its metadata.
     pub title: Option<String>,
+    /// Commits that changed it, when it is in a git repository's history
+    /// (0 otherwise): breaks ties in the prompt order.
+    pub commits: u32,
 }
 
 /// A document as it will be stored (id 0: not stored yet), so that it
@@ -79,6 +82,7 @@ impl From<&Document> for StoredDocument {
             segments: doc.segments.clone(),
             symbols: doc.symbols.clone(),
             title: doc.title.clone(),
+            commits: 0,
         }
     }
 }
@@ -101,6 +105,7 @@ impl StoredDocument {
             segments,
             symbols: Vec::new(),
             title: None,
+            commits: 0,
         }
     }
 
@@ -299,6 +304,12 @@ CREATE TABLE IF NOT EXISTS ingest_runs (
     roots TEXT NOT NULL,
     started INTEGER NOT NULL,
     summary TEXT
+);
+-- Commits that changed each document's file (from git history, by the
+-- document's path); kept apart from documents so a rewritten row keeps it.
+CREATE TABLE IF NOT EXISTS git_commits (
+    path TEXT PRIMARY KEY,
+    commits INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS page_images (
     doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
@@ -616,8 +627,9 @@ impl Corpus {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, path, kind, language, content_hash, bytes, modified, replaced_chars, width, height, title
-                 FROM documents ORDER BY path",
+                "SELECT id, d.path, kind, language, content_hash, bytes, modified, replaced_chars, width, height, title,
+                        COALESCE(g.commits, 0)
+                 FROM documents d LEFT JOIN git_commits g ON g.path = d.path ORDER BY d.path",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
@@ -641,6 +653,7 @@ impl Corpus {
                     segments: Vec::new(),
                     symbols: Vec::new(),
                     title: r.get(10)?,
+                    commits: r.get::<_, i64>(11)? as u32,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -838,9 +851,11 @@ impl Corpus {
             .map_err(|e| self.err(e))
     }
 
-    /// Sets documents' last-change times (seconds), by path, in one
-    /// transaction; paths not in the corpus are passed over.
-    pub fn set_modified_times(&mut self, times: &[(String, i64)]) -> Result<(), CorpusError> {
+    /// Sets documents' git history, by path, in one transaction: the
+    /// last-change time (seconds) and the commits that changed them, which
+    /// are added to those recorded when `add` (a read of only the newer
+    /// commits). Paths not in the corpus are passed over.
+    pub fn set_history(&mut self, history: &[(String, i64, u32)], add: bool) -> Result<(), CorpusError> {
         let err = |e: rusqlite::Error| CorpusError::Corrupt {
             path: self.path.clone(),
             detail: e.to_string(),
@@ -850,8 +865,17 @@ impl Corpus {
             let mut stmt = tx
                 .prepare("UPDATE documents SET modified = ?1 WHERE path = ?2")
                 .map_err(err)?;
-            for (path, t) in times {
+            let mut commits = tx
+                .prepare(if add {
+                    "INSERT INTO git_commits VALUES (?1, ?2)
+                     ON CONFLICT(path) DO UPDATE SET commits = commits + excluded.commits"
+                } else {
+                    "INSERT OR REPLACE INTO git_commits VALUES (?1, ?2)"
+                })
+                .map_err(err)?;
+            for (path, t, n) in history {
                 stmt.execute(params![t, path]).map_err(err)?;
+                commits.execute(params![path, n]).map_err(err)?;
             }
         }
         tx.commit().map_err(err)

@@ -1,7 +1,7 @@
 //! Git history, where a source is inside a git repository: the commit
-//! ingested, and when each file last changed (for the prefix-stable
-//! document order: a fresh clone gives every file the same modification
-//! time, its history does not).
+//! ingested, and when each file last changed and in how many commits (for
+//! the prefix-stable document order: a fresh clone gives every file the
+//! same modification time, its history does not).
 //!
 //! Runs `git` itself (a missing `git` or a folder outside any repository
 //! is simply no history). The log is read once per repository and commit;
@@ -46,12 +46,20 @@ pub fn repo(path: &Path) -> Option<Repo> {
     })
 }
 
-/// When each file last changed in a commit (seconds since the epoch),
-/// by path relative to the repository's top: over all of history, or
+/// A file's history: when it last changed in a commit (seconds since the
+/// epoch), and in how many commits it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileHistory {
+    pub last: i64,
+    pub commits: u32,
+}
+
+/// Each file's history, by path relative to the repository's top: over all
+/// of history, or
 /// only the commits after `since` when that commit is an ancestor of
 /// HEAD. `None` when git fails or runs past `limit`.
 #[must_use]
-pub fn last_changes(repo: &Repo, since: Option<&str>, limit: Duration) -> Option<HashMap<String, i64>> {
+pub fn last_changes(repo: &Repo, since: Option<&str>, limit: Duration) -> Option<HashMap<String, FileHistory>> {
     let range = since.map(|s| format!("{s}..HEAD"));
     let mut args = vec!["log", "--format=%x00%ct", "--name-only", "--no-renames", "-z"];
     if let Some(r) = &range {
@@ -65,9 +73,10 @@ pub fn last_changes(repo: &Repo, since: Option<&str>, limit: Duration) -> Option
 /// Split at NULs, each commit is an empty field (the `%x00`), its time,
 /// then its paths (the first after a newline). The first time a path
 /// appears is its last change. (A time is only read right after an empty
-/// field, so a file named `2024` stays a path.)
-fn parse_log(out: &[u8]) -> HashMap<String, i64> {
-    let mut times = HashMap::new();
+/// field, so a file named `2024` stays a path.) Every appearance is a
+/// commit that changed it.
+fn parse_log(out: &[u8]) -> HashMap<String, FileHistory> {
+    let mut times: HashMap<String, FileHistory> = HashMap::new();
     let mut current: Option<i64> = None;
     let mut expect_time = false;
     for field in out.split(|&b| b == 0) {
@@ -84,7 +93,10 @@ fn parse_log(out: &[u8]) -> HashMap<String, i64> {
         }
         let path = text.trim_start_matches('\n');
         if let (Some(t), false) = (current, path.is_empty()) {
-            times.entry(path.to_owned()).or_insert(t);
+            times
+                .entry(path.to_owned())
+                .or_insert(FileHistory { last: t, commits: 0 })
+                .commits += 1;
         }
     }
     times
@@ -99,9 +111,13 @@ mod tests {
         // Two commits, newest first, as git prints them.
         let log = b"\x00200\x00\nsrc/a.rs\x002024\x00\x00100\x00\nsrc/a.rs\x00old.txt\x00";
         let t = parse_log(log);
-        assert_eq!(t["src/a.rs"], 200);
-        assert_eq!(t["2024"], 200, "a file named like a time is a path");
-        assert_eq!(t["old.txt"], 100);
+        assert_eq!(t["src/a.rs"], FileHistory { last: 200, commits: 2 });
+        assert_eq!(
+            t["2024"],
+            FileHistory { last: 200, commits: 1 },
+            "a file named like a time is a path"
+        );
+        assert_eq!(t["old.txt"], FileHistory { last: 100, commits: 1 });
         assert_eq!(t.len(), 3);
     }
 

@@ -333,6 +333,7 @@ mod tests {
             segments: split_text(path, &text),
             symbols: Vec::new(),
             title: None,
+            commits: 0,
         };
         render_document(&doc, "salt")
     }

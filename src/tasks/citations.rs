@@ -479,6 +479,7 @@ mod tests {
             segments: split_text(path, text),
             symbols: Vec::new(),
             title: None,
+            commits: 0,
         }
     }
 

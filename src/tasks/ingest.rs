@@ -69,7 +69,7 @@ struct GitRead {
     repo: git::Repo,
     key: String,
     since: Option<String>,
-    changes: Option<std::thread::JoinHandle<Option<std::collections::HashMap<String, i64>>>>,
+    changes: Option<std::thread::JoinHandle<Option<std::collections::HashMap<String, git::FileHistory>>>>,
 }
 
 /// For sources inside git repositories, starts reading each one's history
@@ -82,7 +82,11 @@ fn start_git(corpus: &Corpus, roots: &[PathBuf]) -> Result<Vec<GitRead>, CorpusE
         .into_iter()
         .map(|repo| {
             let key = format!("git_head:{}", repo.top.display());
-            let since = corpus.meta(&key)?;
+            // A corpus that recorded times but not commit counts (an older
+            // scout's) reads the whole history once more.
+            let since = corpus
+                .meta(&key)?
+                .filter(|_| corpus.meta(&counts_key(&repo)).ok().flatten().is_some());
             let changes = (since.as_deref() != Some(repo.head.as_str())).then(|| {
                 let (repo, since) = (repo.clone(), since.clone());
                 std::thread::spawn(move || {
@@ -97,6 +101,11 @@ fn start_git(corpus: &Corpus, roots: &[PathBuf]) -> Result<Vec<GitRead>, CorpusE
             })
         })
         .collect()
+}
+
+/// The meta key saying a repository's commit counts are recorded.
+fn counts_key(repo: &git::Repo) -> String {
+    format!("git_counts:{}", repo.top.display())
 }
 
 /// Dates each document by its last commit and records the commits read,
@@ -114,7 +123,7 @@ fn finish_git(corpus: &mut Corpus, reads: Vec<GitRead>) -> Result<Vec<GitSummary
         match read.changes.map(|h| h.join().ok().flatten()) {
             None => {}
             Some(Some(changes)) => {
-                let dated: Vec<(String, i64)> = corpus
+                let dated: Vec<(String, i64, u32)> = corpus
                     .document_kinds()?
                     .into_iter()
                     .filter_map(|(path, _)| {
@@ -124,12 +133,13 @@ fn finish_git(corpus: &mut Corpus, reads: Vec<GitRead>) -> Result<Vec<GitSummary
                             .ok()?
                             .to_string_lossy()
                             .replace('\\', "/");
-                        changes.get(&rel).map(|&t| (path, t))
+                        changes.get(&rel).map(|h| (path, h.last, h.commits))
                     })
                     .collect();
                 summary.dated = dated.len() as u64;
-                corpus.set_modified_times(&dated)?;
+                corpus.set_history(&dated, read.since.is_some())?;
                 corpus.set_meta(&read.key, &read.repo.head)?;
+                corpus.set_meta(&counts_key(&read.repo), "1")?;
             }
             Some(None) => summary.error = Some(format!("git log failed or ran past {GIT_LOG_SECONDS} s")),
         }
