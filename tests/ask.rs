@@ -582,3 +582,111 @@ fn an_interrupted_prefill_resumes_from_its_checkpoint() {
     assert_eq!(fresh["kv"]["restored_tokens"], 0);
     assert_eq!(resumed["answer"], fresh["answer"]);
 }
+
+/// Forks: three questions over one corpus read it once and fork its KV
+/// into one sequence each; decoded in turn (a CPU's default), each answer
+/// is the one a fresh prefill of that question alone gives. A second batch finds the
+/// prefix in memory; a batch whose prompts share nothing runs one by one.
+#[test]
+fn questions_over_one_corpus_fork_its_kv_and_answer_as_alone() {
+    use scout::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions};
+    use scout::engine::{ChatMessage, Engine, EngineEvent, GenerateParams, Role};
+    let body: String = (0..60)
+        .map(|i| format!("Line {i}: the warehouse keeps item {i} on shelf {}.\n", i * 7))
+        .collect();
+    let corpus = format!("{body}The vault unseal phrase is amber-falcon-7731. The loading dock opens at 06:00.");
+    let questions = [
+        "What is the vault unseal phrase?",
+        "When does the loading dock open?",
+        "Which shelf holds item 12?",
+    ];
+    let conversations: Vec<Vec<ChatMessage>> = questions
+        .iter()
+        .map(|q| {
+            vec![
+                ChatMessage::new(Role::System, corpus.as_str()),
+                ChatMessage::new(Role::User, *q),
+            ]
+        })
+        .collect();
+    let params = GenerateParams {
+        max_tokens: 16,
+        ..GenerateParams::default()
+    };
+    let mut fresh = LlamaCppEngine::load(model(), LlamaCppOptions::default()).unwrap();
+    let alone: Vec<_> = conversations
+        .iter()
+        .map(|c| fresh.generate(c, &params, &mut |_| {}).unwrap())
+        .collect();
+
+    let options = LlamaCppOptions {
+        kv_host_bytes: 1 << 30,
+        ..LlamaCppOptions::default()
+    };
+    let mut e = LlamaCppEngine::load(model(), options).unwrap();
+    let mut streamed = vec![String::new(); 3];
+    let forked = e
+        .generate_forked(&conversations, &params, &mut |i, ev| {
+            if let EngineEvent::Text(t) = ev {
+                streamed[i].push_str(t);
+            }
+        })
+        .unwrap();
+    assert_eq!(forked.len(), 3);
+    let prompt = |i: usize| alone[i].prompt_tokens;
+    for (i, g) in forked.iter().enumerate() {
+        assert_eq!(g.text, alone[i].text, "question {i}: a fork answers as a fresh prefill");
+        assert_eq!(g.text, streamed[i], "question {i}: the stream is the answer");
+        assert_eq!(g.prompt_tokens, prompt(i));
+    }
+    // The first sequence read the corpus; the others forked it and read
+    // only their questions.
+    let shared = forked[1].kv.forked_tokens;
+    assert!(shared > 500, "{:?}", forked[1].kv);
+    assert_eq!(forked[0].kv.forked_tokens, 0);
+    assert_eq!(forked[0].kv.prefilled_tokens, prompt(0), "{:?}", forked[0].kv);
+    for (i, g) in forked.iter().enumerate().skip(1) {
+        assert_eq!(g.kv.forked_tokens, shared);
+        assert_eq!(g.kv.prefilled_tokens, prompt(i) - shared, "{:?}", g.kv);
+    }
+    // Again: the prefix comes from memory.
+    let again = e.generate_forked(&conversations, &params, &mut |_, _| {}).unwrap();
+    assert_eq!(again[0].kv.reused_tokens, shared, "{:?}", again[0].kv);
+    assert_eq!(
+        again.iter().map(|g| g.text.as_str()).collect::<Vec<_>>(),
+        alone.iter().map(|g| g.text.as_str()).collect::<Vec<_>>()
+    );
+    // Different corpora share no prefix: answered one by one, as alone.
+    let other = vec![
+        ChatMessage::new(Role::System, "The gate code is 4417."),
+        ChatMessage::new(Role::User, questions[0]),
+    ];
+    let mixed = e
+        .generate_forked(&[conversations[0].clone(), other], &params, &mut |_, _| {})
+        .unwrap();
+    assert_eq!(mixed[0].text, alone[0].text);
+    assert_eq!(mixed[1].kv.forked_tokens, 0);
+
+    // Decoded together, one token of every question per batch (what a GPU
+    // gains from): the same forks; a batch of several rows may round
+    // differently, so the answers' shape is checked, not their words.
+    let options = LlamaCppOptions {
+        decode_forks_together: true,
+        ..LlamaCppOptions::default()
+    };
+    let mut together = LlamaCppEngine::load(model(), options).unwrap();
+    let mut streamed = vec![String::new(); 3];
+    let side_by_side = together
+        .generate_forked(&conversations, &params, &mut |i, ev| {
+            if let EngineEvent::Text(t) = ev {
+                streamed[i].push_str(t);
+            }
+        })
+        .unwrap();
+    for (i, g) in side_by_side.iter().enumerate() {
+        assert_eq!(g.text, streamed[i], "question {i}");
+        assert_eq!(g.prompt_tokens, prompt(i));
+        assert!(g.completion_tokens > 0, "{g:?}");
+    }
+    assert_eq!(side_by_side[2].kv.forked_tokens, shared);
+}

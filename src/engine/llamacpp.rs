@@ -77,6 +77,11 @@ pub struct LlamaCppOptions {
     /// least this often, so an interrupted prefill resumes where it
     /// stopped; `None`: only when the prefix is done.
     pub kv_checkpoint: Option<std::time::Duration>,
+    /// Forked questions decode one token of each per batch (throughput on
+    /// a GPU); otherwise each sequence decodes its own token in turn, which
+    /// on a CPU is no slower and keeps every answer exactly the one the
+    /// question alone gets (a batch of several rows can round differently).
+    pub decode_forks_together: bool,
 }
 
 impl Default for LlamaCppOptions {
@@ -90,6 +95,7 @@ impl Default for LlamaCppOptions {
             kv_disk: None,
             kv_host_bytes: 0,
             kv_checkpoint: Some(std::time::Duration::from_secs(crate::limits::KV_CHECKPOINT_SECONDS)),
+            decode_forks_together: false,
         }
     }
 }
@@ -338,6 +344,166 @@ fn trims_content(model: &LlamaModel, template: &LlamaChatTemplate) -> Result<boo
     Ok(!rendered.contains(" \nscout-probe\n "))
 }
 
+/// A schema as a grammar (llama.cpp's own converter), made before any work
+/// so an unsupported schema fails at once.
+fn grammar_of(params: &GenerateParams) -> Result<Option<String>, EngineError> {
+    params
+        .json_schema
+        .as_ref()
+        .map(|schema| {
+            llama_cpp_2::json_schema_to_grammar(&schema.to_string())
+                .map_err(|e| EngineError::Unsupported(format!("use this JSON schema: {e}")))
+        })
+        .transpose()
+}
+
+/// One answer being decoded: its sampler, the text so far (whole UTF-8
+/// characters, stop sequences held back) and why it ended.
+struct Answer {
+    sampler: LlamaSampler,
+    filter: StopFilter,
+    /// Bytes of an incomplete trailing character.
+    pending: Vec<u8>,
+    piece: Vec<u8>,
+    produced: u32,
+    stop: Option<StopReason>,
+    started: Instant,
+    ttft_ms: Option<u64>,
+}
+
+impl Answer {
+    fn new(
+        model: &LlamaModel,
+        grammar: Option<&str>,
+        params: &GenerateParams,
+        started: Instant,
+    ) -> Result<Self, EngineError> {
+        // The grammar, when there is one, first: only tokens that keep the
+        // output valid JSON for the schema are left to choose from.
+        let mut chain = Vec::new();
+        if let Some(g) = grammar {
+            chain.push(
+                LlamaSampler::grammar(model, g, "root")
+                    .map_err(|e| EngineError::Unsupported(format!("use the grammar of this JSON schema: {e}")))?,
+            );
+        }
+        chain.push(LlamaSampler::penalties(
+            model.n_vocab(),
+            64,
+            params.repeat_penalty,
+            0.0,
+            0.0,
+        ));
+        if params.temperature <= 0.0 {
+            chain.push(LlamaSampler::greedy());
+        } else {
+            chain.extend([
+                LlamaSampler::top_p(0.95, 1),
+                LlamaSampler::temp(params.temperature),
+                LlamaSampler::dist(params.seed),
+            ]);
+        }
+        Ok(Self {
+            sampler: LlamaSampler::chain_simple(chain),
+            filter: StopFilter::new(&params.stop),
+            pending: Vec::new(),
+            piece: Vec::new(),
+            produced: 0,
+            stop: None,
+            started,
+            ttft_ms: None,
+        })
+    }
+
+    /// Samples the next token from the logits at `index`, shows what text
+    /// it completes, and returns it to be decoded next; `None` once the
+    /// answer has ended (an end token, a stop sequence, the token limit).
+    fn step(
+        &mut self,
+        model: &LlamaModel,
+        ctx: &LlamaContext<'_>,
+        index: i32,
+        params: &GenerateParams,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Option<LlamaToken>, EngineError> {
+        if self.stop.is_some() {
+            return Ok(None);
+        }
+        if self.produced >= params.max_tokens {
+            self.stop = Some(StopReason::MaxTokens);
+            return Ok(None);
+        }
+        params.cancel.check()?;
+        // `sample` also accepts the token into every sampler's state (the
+        // grammar's, the penalties' window).
+        let token = self.sampler.sample(ctx, index);
+        let vocab = model.vocab();
+        if vocab.is_eog(token) {
+            self.stop = Some(StopReason::EndOfText);
+            return Ok(None);
+        }
+        self.produced += 1;
+        self.piece.clear();
+        vocab.token_to_piece_into(token, &mut self.piece, false, None);
+        self.pending.extend_from_slice(&self.piece);
+        let valid = match std::str::from_utf8(&self.pending) {
+            // Keep an incomplete trailing character for the next token.
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            // Valid, or invalid bytes that no later token can complete
+            // (shown as U+FFFD).
+            _ => self.pending.len(),
+        };
+        if valid > 0 {
+            let chunk = String::from_utf8_lossy(&self.pending[..valid]).into_owned();
+            self.pending.drain(..valid);
+            let started = self.started;
+            self.ttft_ms.get_or_insert_with(|| started.elapsed().as_millis() as u64);
+            let (shown, stopped) = self.filter.push(&chunk);
+            if !shown.is_empty() {
+                on_text(shown);
+            }
+            if stopped {
+                self.stop = Some(StopReason::StopSequence);
+                return Ok(None);
+            }
+        }
+        Ok(Some(token))
+    }
+
+    /// Shows what was held back and makes the generation's report.
+    fn finish(
+        mut self,
+        kv: KvUse,
+        prompt_tokens: u32,
+        prefill_ms: u64,
+        decode_start: Instant,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Generation {
+        let stop = self.stop.unwrap_or(StopReason::MaxTokens);
+        if stop != StopReason::StopSequence {
+            let chunk = String::from_utf8_lossy(&self.pending).into_owned();
+            let (shown, _) = self.filter.push(&chunk);
+            let mut rest = shown.to_owned();
+            rest.push_str(self.filter.flush());
+            if !rest.is_empty() {
+                on_text(&rest);
+            }
+        }
+        Generation {
+            kv,
+            text: self.filter.text().to_owned(),
+            prompt_tokens,
+            completion_tokens: self.produced,
+            stop,
+            ttft_ms: self
+                .ttft_ms
+                .unwrap_or_else(|| self.started.elapsed().as_millis() as u64),
+            prefill_ms,
+            decode_ms: decode_start.elapsed().as_millis() as u64,
+        }
+    }
+}
+
 impl LlamaCppEngine {
     /// The disk tier's key for a prefix: the model, the KV type and the
     /// exact tokens. Anything else (another model, tokenizer, layout or KV
@@ -447,6 +613,204 @@ impl LlamaCppEngine {
             Err(e) => eprintln!("scout: could not keep the prompt's KV in memory: {e}"),
         }
         kv.evictions += (host.counters().evictions - before) as u32;
+    }
+
+    /// [`Engine::generate_forked`] for prompts that share their first
+    /// `shared` tokens: one context with a KV stream per sequence. The
+    /// shared prefix goes into sequence 0 (from the host tier, else the
+    /// disk tier, else prefilled and then kept in both), is copied into
+    /// the others, each sequence reads its own question, and the answers
+    /// decode one token of each per batch.
+    fn forked(
+        &mut self,
+        prompts: &[(Vec<LlamaToken>, usize)],
+        shared: usize,
+        params: &GenerateParams,
+        on_event: &mut dyn FnMut(usize, EngineEvent<'_>),
+    ) -> Result<Vec<Generation>, EngineError> {
+        let grammar = grammar_of(params)?;
+        let started = Instant::now();
+        let n = prompts.len();
+        let prefix = &prompts[0].0[..shared];
+        let longest = prompts.iter().map(|(p, _)| p.len() as u32).max().unwrap_or(0) + params.max_tokens;
+        // Without a unified cache (llama-cpp-2 does not expose it), each
+        // sequence has a stream of n_ctx / n cells.
+        let per_sequence = longest.div_ceil(256) * 256;
+        let threads = self.options.threads.max(1) as i32;
+        let mut ctx_params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(per_sequence * n as u32))
+            .with_n_seq_max(n as u32)
+            .with_n_batch(PREFILL_BATCH as u32)
+            .with_n_ubatch(PREFILL_BATCH as u32)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads)
+            .with_type_k(self.options.kv_type.ggml())
+            .with_type_v(self.options.kv_type.ggml())
+            .with_offload_kqv(!self.options.kv_on_host);
+        if self.options.kv_type != KvType::F16 {
+            ctx_params = ctx_params.with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED);
+        }
+        let mut ctx = self.model.new_context(backend()?, ctx_params).map_err(|e| {
+            EngineError::Inference(format!(
+                "could not create a context of {n} sequences of {per_sequence} tokens: {e}"
+            ))
+        })?;
+        let total: u32 = shared as u32 + prompts.iter().map(|(p, _)| (p.len() - shared) as u32).sum::<u32>();
+        // The shared prefix, into sequence 0.
+        let mut kv = KvUse::default();
+        let key = (shared >= MIN_SAVED_PREFIX).then(|| self.prefix_key(prefix));
+        let mut done = 0usize;
+        if let Some(state) = key
+            .as_ref()
+            .filter(|_| self.host.enabled())
+            .and_then(|k| self.host.get(k))
+        {
+            if ctx.state_seq_set(&state.state, 0).is_ok() {
+                done = shared;
+                kv.reused_tokens = shared as u32;
+            }
+        }
+        let disk = self.options.kv_disk.as_ref().zip(key.as_ref());
+        if let (0, Some((tier, key))) = (done, &disk) {
+            done = Self::restore(&mut ctx, tier, key, prefix, &mut |e| on_event(0, e));
+            kv.restored_tokens = done as u32;
+        }
+        let blocks = if key.is_some() {
+            self.block_keys(prefix)
+        } else {
+            Vec::new()
+        };
+        let restored = done;
+        let mut batch = LlamaBatch::new(PREFILL_BATCH, n as i32);
+        while done < shared {
+            params.cancel.check()?;
+            let end = (done + PREFILL_BATCH).min(shared);
+            batch.clear();
+            for (j, &tok) in prefix[done..end].iter().enumerate() {
+                batch
+                    .add(tok, (done + j) as i32, &[0], false)
+                    .map_err(|e| EngineError::Inference(e.to_string()))?;
+            }
+            ctx.decode(&mut batch)
+                .map_err(|e| EngineError::Inference(format!("prefill: {e}")))?;
+            kv.prefilled_tokens += (end - done) as u32;
+            done = end;
+            on_event(
+                0,
+                EngineEvent::Prefill {
+                    done: done as u32,
+                    total,
+                },
+            );
+        }
+        if let (Some(key), true) = (&key, restored < shared) {
+            if let Some((tier, _)) = &disk {
+                kv.saved_bytes = save(&ctx, tier, key, prefix, &blocks);
+            }
+        }
+        if let (Some(key), 0) = (&key, kv.reused_tokens) {
+            Self::keep_in_memory(
+                (&mut self.host, &mut self.host_links),
+                &ctx,
+                key,
+                prefix,
+                &blocks,
+                &mut kv,
+            );
+        }
+        // Each other sequence gets the prefix's KV copied in: no prefill.
+        for s in 1..n {
+            ctx.copy_kv_cache_seq(0, s as i32, None, None)
+                .map_err(|e| EngineError::Inference(format!("forking the prefix: {e}")))?;
+        }
+        // Each question read into its own sequence; its first token is
+        // sampled at once (the next decode replaces the logits).
+        let mut answers = Vec::with_capacity(n);
+        let mut next: Vec<Option<LlamaToken>> = Vec::with_capacity(n);
+        let mut read = shared as u32;
+        for (s, (prompt, _)) in prompts.iter().enumerate() {
+            let mut pos = shared;
+            while pos < prompt.len() {
+                params.cancel.check()?;
+                let end = (pos + PREFILL_BATCH).min(prompt.len());
+                batch.clear();
+                for (j, &tok) in prompt[pos..end].iter().enumerate() {
+                    let at = pos + j;
+                    batch
+                        .add(tok, at as i32, &[s as i32], at + 1 == prompt.len())
+                        .map_err(|e| EngineError::Inference(e.to_string()))?;
+                }
+                ctx.decode(&mut batch)
+                    .map_err(|e| EngineError::Inference(format!("prefill: {e}")))?;
+                read += (end - pos) as u32;
+                pos = end;
+                on_event(s, EngineEvent::Prefill { done: read, total });
+            }
+            let mut answer = Answer::new(&self.model, grammar.as_deref(), params, started)?;
+            next.push(answer.step(&self.model, &ctx, batch.n_tokens() - 1, params, &mut |t| {
+                on_event(s, EngineEvent::Text(t));
+            })?);
+            answers.push(answer);
+        }
+        let prefill_ms = started.elapsed().as_millis() as u64;
+        let decode_start = Instant::now();
+        let mut positions: Vec<i32> = prompts.iter().map(|(p, _)| p.len() as i32).collect();
+        let together = self.options.decode_forks_together;
+        loop {
+            let live: Vec<usize> = (0..n).filter(|&s| next[s].is_some()).collect();
+            if live.is_empty() {
+                break;
+            }
+            // One token of every live sequence per batch, or one sequence
+            // per batch in turn.
+            let rounds: Vec<&[usize]> = if together {
+                vec![&live[..]]
+            } else {
+                live.chunks(1).collect()
+            };
+            for rows in rounds {
+                batch.clear();
+                for &s in rows {
+                    if let Some(token) = next[s] {
+                        batch
+                            .add(token, positions[s], &[s as i32], true)
+                            .map_err(|e| EngineError::Inference(e.to_string()))?;
+                        positions[s] += 1;
+                    }
+                }
+                ctx.decode(&mut batch)
+                    .map_err(|e| EngineError::Inference(format!("decode: {e}")))?;
+                for (row, &s) in rows.iter().enumerate() {
+                    next[s] = answers[s].step(&self.model, &ctx, row as i32, params, &mut |t| {
+                        on_event(s, EngineEvent::Text(t));
+                    })?;
+                }
+            }
+        }
+        Ok(answers
+            .into_iter()
+            .enumerate()
+            .map(|(s, answer)| {
+                let own = (prompts[s].0.len() - shared) as u32;
+                // The first sequence carries how the prefix was had; the
+                // others forked it.
+                let kv = if s == 0 {
+                    KvUse {
+                        prefilled_tokens: kv.prefilled_tokens + own,
+                        ..kv
+                    }
+                } else {
+                    KvUse {
+                        forked_tokens: shared as u32,
+                        prefilled_tokens: own,
+                        ..KvUse::default()
+                    }
+                };
+                answer.finish(kv, prompts[s].0.len() as u32, prefill_ms, decode_start, &mut |t| {
+                    on_event(s, EngineEvent::Text(t));
+                })
+            })
+            .collect())
     }
 
     /// Restores `prefix`'s KV into sequence 0 from the disk tier; returns
@@ -612,21 +976,43 @@ impl Engine for LlamaCppEngine {
         tiers
     }
 
+    fn generate_forked(
+        &mut self,
+        conversations: &[Vec<ChatMessage>],
+        params: &GenerateParams,
+        on_event: &mut dyn FnMut(usize, EngineEvent<'_>),
+    ) -> Result<Vec<Generation>, EngineError> {
+        let prompts = conversations
+            .iter()
+            .map(|c| self.tokenize_chat(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let shared = prompts.first().map_or(0, |p| p.1);
+        let forkable = prompts.len() > 1
+            && prompts
+                .iter()
+                .all(|(p, n)| *n == shared && p[..shared] == prompts[0].0[..shared])
+            && prompts
+                .iter()
+                .all(|(p, _)| p.len() as u32 + params.max_tokens <= self.context_length);
+        if !forkable {
+            // Nothing shared to fork (or a prompt that cannot fit, which
+            // the one-by-one path reports): one after another.
+            return conversations
+                .iter()
+                .enumerate()
+                .map(|(i, c)| self.generate(c, params, &mut |e| on_event(i, e)))
+                .collect();
+        }
+        self.forked(&prompts, shared, params, on_event)
+    }
+
     fn generate(
         &mut self,
         messages: &[ChatMessage],
         params: &GenerateParams,
         on_event: &mut dyn FnMut(EngineEvent<'_>),
     ) -> Result<Generation, EngineError> {
-        // A schema becomes a grammar (llama.cpp's own converter) before any
-        // work, so an unsupported schema fails at once.
-        let grammar = match &params.json_schema {
-            Some(schema) => Some(
-                llama_cpp_2::json_schema_to_grammar(&schema.to_string())
-                    .map_err(|e| EngineError::Unsupported(format!("use this JSON schema: {e}")))?,
-            ),
-            None => None,
-        };
+        let grammar = grammar_of(params)?;
         let started = Instant::now();
         let (prompt, prefix_len) = self.tokenize_chat(messages)?;
         let n_prompt = prompt.len() as u32;
@@ -816,75 +1202,13 @@ impl Engine for LlamaCppEngine {
         }
         let prefill_ms = started.elapsed().as_millis() as u64;
 
-        // The grammar, when there is one, first: only tokens that keep the
-        // output valid JSON for the schema are left to choose from.
-        let mut chain = Vec::new();
-        if let Some(g) = &grammar {
-            chain.push(
-                LlamaSampler::grammar(&self.model, g, "root")
-                    .map_err(|e| EngineError::Unsupported(format!("use the grammar of this JSON schema: {e}")))?,
-            );
-        }
-        chain.push(LlamaSampler::penalties(
-            self.model.n_vocab(),
-            64,
-            params.repeat_penalty,
-            0.0,
-            0.0,
-        ));
-        if params.temperature <= 0.0 {
-            chain.push(LlamaSampler::greedy());
-        } else {
-            chain.extend([
-                LlamaSampler::top_p(0.95, 1),
-                LlamaSampler::temp(params.temperature),
-                LlamaSampler::dist(params.seed),
-            ]);
-        }
-        let mut sampler = LlamaSampler::chain_simple(chain);
-        let vocab = self.model.vocab();
-        let mut filter = StopFilter::new(&params.stop);
-        let mut pending: Vec<u8> = Vec::new();
-        let mut piece = Vec::new();
-        let mut produced = 0u32;
-        let mut ttft_ms = None;
+        let mut answer = Answer::new(&self.model, grammar.as_deref(), params, started)?;
         let decode_start = Instant::now();
         let mut pos = prompt.len() as i32;
-        let mut stop = StopReason::MaxTokens;
         let mut logits_index = batch.n_tokens() - 1;
-        while produced < params.max_tokens {
-            params.cancel.check()?;
-            // `sample` also accepts the token into every sampler's state
-            // (the grammar's, the penalties' window).
-            let token = sampler.sample(&ctx, logits_index);
-            if vocab.is_eog(token) {
-                stop = StopReason::EndOfText;
-                break;
-            }
-            produced += 1;
-            piece.clear();
-            vocab.token_to_piece_into(token, &mut piece, false, None);
-            pending.extend_from_slice(&piece);
-            let valid = match std::str::from_utf8(&pending) {
-                // Keep an incomplete trailing character for the next token.
-                Err(e) if e.error_len().is_none() => e.valid_up_to(),
-                // Valid, or invalid bytes that no later token can complete
-                // (shown as U+FFFD).
-                _ => pending.len(),
-            };
-            if valid > 0 {
-                let chunk = String::from_utf8_lossy(&pending[..valid]).into_owned();
-                pending.drain(..valid);
-                ttft_ms.get_or_insert_with(|| started.elapsed().as_millis() as u64);
-                let (shown, stopped) = filter.push(&chunk);
-                if !shown.is_empty() {
-                    on_event(EngineEvent::Text(shown));
-                }
-                if stopped {
-                    stop = StopReason::StopSequence;
-                    break;
-                }
-            }
+        while let Some(token) = answer.step(&self.model, &ctx, logits_index, params, &mut |t| {
+            on_event(EngineEvent::Text(t));
+        })? {
             batch.clear();
             batch
                 .add(token, pos, &[0], true)
@@ -894,24 +1218,8 @@ impl Engine for LlamaCppEngine {
                 .map_err(|e| EngineError::Inference(format!("decode: {e}")))?;
             logits_index = 0;
         }
-        if stop != StopReason::StopSequence {
-            let chunk = String::from_utf8_lossy(&pending).into_owned();
-            let (shown, _) = filter.push(&chunk);
-            let mut rest = shown.to_owned();
-            rest.push_str(filter.flush());
-            if !rest.is_empty() {
-                on_event(EngineEvent::Text(&rest));
-            }
-        }
-        Ok(Generation {
-            kv,
-            text: filter.text().to_owned(),
-            prompt_tokens: n_prompt,
-            completion_tokens: produced,
-            stop,
-            ttft_ms: ttft_ms.unwrap_or_else(|| started.elapsed().as_millis() as u64),
-            prefill_ms,
-            decode_ms: decode_start.elapsed().as_millis() as u64,
-        })
+        Ok(answer.finish(kv, n_prompt, prefill_ms, decode_start, &mut |t| {
+            on_event(EngineEvent::Text(t));
+        }))
     }
 }

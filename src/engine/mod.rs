@@ -181,6 +181,9 @@ pub struct KvUse {
     /// Bytes of this prompt's prefix KV copied out of the engine's context
     /// into host memory (the host tier) for later requests.
     pub offloaded_bytes: u64,
+    /// Tokens of this prompt's prefix taken from another sequence of the
+    /// same batch (a fork: its KV copied inside the context, no recompute).
+    pub forked_tokens: u32,
 }
 
 impl std::ops::AddAssign for KvUse {
@@ -191,6 +194,7 @@ impl std::ops::AddAssign for KvUse {
         self.saved_bytes += o.saved_bytes;
         self.evictions += o.evictions;
         self.offloaded_bytes += o.offloaded_bytes;
+        self.forked_tokens += o.forked_tokens;
     }
 }
 
@@ -243,6 +247,25 @@ pub trait Engine: Tokenizer {
         params: &GenerateParams,
         on_event: &mut dyn FnMut(EngineEvent<'_>),
     ) -> Result<Generation, EngineError>;
+    /// Answers conversations that share everything before their last
+    /// message (a corpus, each with its own question). Engines with KV
+    /// operations read or restore the shared prefix once, fork it into one
+    /// sequence per conversation (a copy of its KV, no recompute) and
+    /// decode the answers side by side, one token of each per batch;
+    /// `on_event` is told which conversation an event belongs to. The
+    /// default answers them one after another.
+    fn generate_forked(
+        &mut self,
+        conversations: &[Vec<ChatMessage>],
+        params: &GenerateParams,
+        on_event: &mut dyn FnMut(usize, EngineEvent<'_>),
+    ) -> Result<Vec<Generation>, EngineError> {
+        conversations
+            .iter()
+            .enumerate()
+            .map(|(i, c)| self.generate(c, params, &mut |e| on_event(i, e)))
+            .collect()
+    }
     /// The counters of each KV tier the engine keeps (name, counters), over
     /// its life so far; none for engines that keep no KV of their own.
     fn kv_tiers(&self) -> Vec<(&'static str, crate::kv::tier::TierCounters)> {

@@ -40,6 +40,10 @@ struct KvTotals {
     /// Prefixes copied from an engine's context into host memory.
     offloads: u64,
     offloaded_bytes: u64,
+    /// Model calls whose prefix was forked from another sequence of their
+    /// batch, and the tokens so shared.
+    forks: u64,
+    forked_tokens: u64,
 }
 
 #[derive(Debug, Default)]
@@ -72,11 +76,13 @@ impl Metrics {
             k.saved_bytes += kv.saved_bytes;
             k.restores += u64::from(kv.restored_tokens > 0);
             k.hits += u64::from(kv.reused_tokens > 0);
-            k.misses += u64::from(kv.reused_tokens == 0 && kv.restored_tokens == 0);
+            k.misses += u64::from(kv.reused_tokens == 0 && kv.restored_tokens == 0 && kv.forked_tokens == 0);
             k.saves += u64::from(kv.saved_bytes > 0);
             k.evictions += u64::from(kv.evictions);
             k.offloads += u64::from(kv.offloaded_bytes > 0);
             k.offloaded_bytes += kv.offloaded_bytes;
+            k.forks += u64::from(kv.forked_tokens > 0);
+            k.forked_tokens += u64::from(kv.forked_tokens);
         }
     }
 
@@ -148,6 +154,16 @@ impl Metrics {
             "scout_kv_offloaded_bytes_total",
             "Bytes of KV copied into host memory.",
             m.kv.offloaded_bytes,
+        );
+        counter(
+            "scout_kv_forks_total",
+            "Model calls whose corpus prefix was forked from another sequence of their batch (no recompute).",
+            m.kv.forks,
+        );
+        counter(
+            "scout_kv_forked_tokens_total",
+            "Prompt tokens shared by forking.",
+            m.kv.forked_tokens,
         );
         counter(
             "scout_kv_evictions_total",
