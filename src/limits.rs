@@ -138,3 +138,8 @@ impl Default for Limits {
         }
     }
 }
+
+/// Ask jobs over one corpus that a batch answers together, each question
+/// forking the corpus's KV (llama.cpp gives each its own KV stream, so
+/// memory grows with this).
+pub const FORKED_QUESTIONS: usize = 4;

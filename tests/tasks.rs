@@ -388,6 +388,13 @@ fn batch_resumes_after_sigkill_with_one_result_per_job() {
             }
         }
     }
+    // Ask jobs over one corpus are answered together, four at a time: the
+    // first of each reads (or restores) the corpus, the others fork its KV.
+    let forked = after
+        .iter()
+        .filter(|r| r["result"]["kv"]["forked_tokens"].as_u64().unwrap_or(0) > 0)
+        .count();
+    assert!(forked >= 3, "{after:#?}");
 }
 
 /// `ask --schema`: the answer is JSON for the schema, parsed and

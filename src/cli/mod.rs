@@ -557,6 +557,12 @@ struct BatchArgs {
     /// Most tokens per answer when a job does not say (ask and chat jobs).
     #[arg(long, default_value_t = ANSWER_TOKENS)]
     max_tokens: u32,
+    /// Consecutive ask jobs over one corpus answered together (llamacpp): the corpus is
+    /// read once and each question forks its KV into its own sequence, the answers
+    /// decoding side by side. Each sequence has its own KV stream, so memory grows with
+    /// N. 1 answers them one by one.
+    #[arg(long, value_name = "N", default_value_t = crate::limits::FORKED_QUESTIONS)]
+    fork: usize,
     /// No progress on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -799,6 +805,7 @@ fn engine_options(m: &ModelArgs, run: &RunArgs) -> LlamaCppOptions {
         kv_disk: (!run.no_kv_cache).then(|| DiskTier::new(models::kv_dir(), gib_bytes(run.kv_disk_gib))),
         kv_host_bytes: if run.no_kv_cache { 0 } else { gib_bytes(run.kv_host_gib) },
         kv_checkpoint: Some(std::time::Duration::from_secs(run.kv_checkpoint)),
+        decode_forks_together: run.n_gpu_layers > 0,
     }
 }
 
@@ -1293,7 +1300,9 @@ fn run_batch_cli(a: &BatchArgs) -> Result<i32> {
     let progress = Progress::jobs(a.quiet, jobs.len());
     let make_worker = || -> Result<Worker<'_>> {
         let (engine, _) = a.common.model.engine(&a.common.run, &mut |_| {})?;
-        Ok(Worker::new(engine, &open, a.max_tokens))
+        let mut worker = Worker::new(engine, &open, a.max_tokens);
+        worker.fork = a.fork.max(1);
+        Ok(worker)
     };
     let summary = run_batch(
         &jobs,

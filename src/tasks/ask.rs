@@ -248,13 +248,44 @@ impl Caller<'_, '_, '_> {
     }
 }
 
-/// Answers `opts.question` over `corpus` with `engine`.
-pub fn ask(
-    corpus: &mut Corpus,
-    engine: &mut dyn Engine,
-    opts: &AskOptions,
-    on_event: &mut dyn FnMut(AskEvent<'_>),
-) -> Result<AskResult, AskError> {
+/// What `ask` settles before calling the model: the documents, their
+/// blocks and windows, the task texts and the generation settings.
+struct Prepared {
+    started: Instant,
+    docs: Vec<StoredDocument>,
+    blocks: Vec<DocumentBlock>,
+    salt: String,
+    system: String,
+    ask_task: String,
+    map_task: String,
+    reduce_task: String,
+    windows: Vec<Window>,
+    reports: Vec<WindowReport>,
+    engine_name: String,
+    model: String,
+    /// With the echo stops.
+    params: GenerateParams,
+    /// The final answer's, under a schema.
+    json_params: Option<GenerateParams>,
+}
+
+impl Prepared {
+    /// The settings of the final answer when the corpus is one window.
+    fn answer_params(&self) -> &GenerateParams {
+        self.json_params.as_ref().unwrap_or(&self.params)
+    }
+
+    /// The one window's prompt.
+    fn answer_messages(&self) -> Vec<ChatMessage> {
+        messages(
+            &self.system,
+            &self.windows[0].render(&self.blocks, &self.salt),
+            &self.ask_task,
+        )
+    }
+}
+
+fn prepare(corpus: &mut Corpus, engine: &dyn Engine, opts: &AskOptions) -> Result<Prepared, AskError> {
     let started = Instant::now();
     let mut docs = corpus.documents()?;
     if docs.is_empty() {
@@ -268,8 +299,8 @@ pub fn ask(
     }
     order_documents(&mut docs);
     let salt = corpus.salt().to_owned();
-    let blocks = document_blocks(&docs, &salt, corpus, &*engine)?;
-    let counts = count_units(&blocks, corpus, &*engine)?;
+    let blocks = document_blocks(&docs, &salt, corpus, engine)?;
+    let counts = count_units(&blocks, corpus, engine)?;
     let system = preamble(&salt);
     let mut question = opts.question.trim().to_owned();
     if let Some(p) = &opts.pipeline {
@@ -296,7 +327,7 @@ pub fn ask(
         &ask_task
     };
     let windows = fit_windows(
-        &*engine,
+        engine,
         &blocks,
         &counts,
         &system,
@@ -304,7 +335,7 @@ pub fn ask(
         longest,
         opts.generate.max_tokens,
     )?;
-    let mut reports: Vec<WindowReport> = windows
+    let reports: Vec<WindowReport> = windows
         .iter()
         .map(|w| WindowReport {
             documents: w.paths(&blocks).into_iter().map(str::to_owned).collect(),
@@ -323,6 +354,47 @@ pub fn ask(
         json_schema: Some(s.for_generation()),
         ..opts.generate.clone()
     });
+    Ok(Prepared {
+        started,
+        docs,
+        blocks,
+        salt,
+        system,
+        ask_task,
+        map_task,
+        reduce_task,
+        windows,
+        reports,
+        engine_name,
+        model,
+        params,
+        json_params,
+    })
+}
+
+/// Answers `opts.question` over `corpus` with `engine`.
+pub fn ask(
+    corpus: &mut Corpus,
+    engine: &mut dyn Engine,
+    opts: &AskOptions,
+    on_event: &mut dyn FnMut(AskEvent<'_>),
+) -> Result<AskResult, AskError> {
+    let Prepared {
+        started,
+        docs,
+        blocks,
+        salt,
+        system,
+        ask_task,
+        map_task,
+        reduce_task,
+        windows,
+        mut reports,
+        engine_name,
+        model,
+        params,
+        json_params,
+    } = prepare(corpus, &*engine, opts)?;
     let mut caller = Caller {
         engine,
         params: &params,
@@ -418,6 +490,106 @@ pub fn ask(
     };
     let usage = caller.usage;
     Ok(finish(&docs, opts, g.text, usage, reports, timings, engine_name, model))
+}
+
+/// Whether two answers can be generated together: the same sampling,
+/// limits, stops and schema.
+fn same_generation(a: &GenerateParams, b: &GenerateParams) -> bool {
+    a.max_tokens == b.max_tokens
+        && a.temperature.to_bits() == b.temperature.to_bits()
+        && a.seed == b.seed
+        && a.repeat_penalty.to_bits() == b.repeat_penalty.to_bits()
+        && a.stop == b.stop
+        && a.json_schema == b.json_schema
+}
+
+/// Answers several questions over one corpus. Those whose corpus fits one
+/// window and that are answered with the same settings go to the engine
+/// together ([`Engine::generate_forked`]): the corpus is read (or
+/// restored) once and every question forks its KV. The others are asked
+/// one by one. Results come in the order of `opts`.
+pub fn ask_many(
+    corpus: &mut Corpus,
+    engine: &mut dyn Engine,
+    opts: &[AskOptions],
+    on_event: &mut dyn FnMut(AskEvent<'_>),
+) -> Vec<Result<AskResult, AskError>> {
+    let mut results: Vec<Option<Result<AskResult, AskError>>> = opts.iter().map(|_| None).collect();
+    let mut together: Vec<(usize, Prepared)> = Vec::new();
+    for (i, o) in opts.iter().enumerate() {
+        match prepare(corpus, &*engine, o) {
+            Ok(p) if p.windows.len() == 1 => together.push((i, p)),
+            Ok(_) => results[i] = Some(ask(corpus, engine, o, on_event)),
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+    while !together.is_empty() {
+        let params = together[0].1.answer_params().clone();
+        let (group, rest): (Vec<_>, Vec<_>) = together
+            .into_iter()
+            .partition(|(_, p)| same_generation(p.answer_params(), &params));
+        together = rest;
+        let conversations: Vec<Vec<ChatMessage>> = group.iter().map(|(_, p)| p.answer_messages()).collect();
+        let of = group.len();
+        let mut first_event = true;
+        let forked = engine.generate_forked(&conversations, &params, &mut |_, e| {
+            if let EngineEvent::Prefill { done, total } = e {
+                if std::mem::take(&mut first_event) {
+                    on_event(AskEvent::Step {
+                        step: Step::Answer,
+                        index: 0,
+                        of,
+                        prompt_tokens: total,
+                    });
+                }
+                on_event(AskEvent::Prefill { done, total });
+            }
+        });
+        match forked {
+            Ok(generations) => {
+                for ((i, p), g) in group.into_iter().zip(generations) {
+                    let usage = Usage {
+                        prompt_tokens: u64::from(g.prompt_tokens),
+                        completion_tokens: u64::from(g.completion_tokens),
+                        total_tokens: u64::from(g.prompt_tokens) + u64::from(g.completion_tokens),
+                        calls: 1,
+                        kv: g.kv,
+                    };
+                    let timings = Timings {
+                        ttft_ms: g.ttft_ms,
+                        prefill_ms: g.prefill_ms,
+                        decode_ms: g.decode_ms,
+                        decode_tokens_per_s: if g.decode_ms > 0 {
+                            f64::from(g.completion_tokens) * 1000.0 / g.decode_ms as f64
+                        } else {
+                            0.0
+                        },
+                        total_ms: p.started.elapsed().as_millis() as u64,
+                    };
+                    results[i] = Some(Ok(finish(
+                        &p.docs,
+                        &opts[i],
+                        g.text,
+                        usage,
+                        p.reports,
+                        timings,
+                        p.engine_name,
+                        p.model,
+                    )));
+                }
+            }
+            // Asked one by one, each failure is its own.
+            Err(_) => {
+                for (i, _) in group {
+                    results[i] = Some(ask(corpus, engine, &opts[i], on_event));
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every question is answered or failed"))
+        .collect()
 }
 
 /// The system message holding a whole corpus, for a chat that names one:

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 
 use crate::corpus::Corpus;
 use crate::engine::{Cancel, Engine, GenerateParams};
-use crate::tasks::ask::{ask, AskOptions};
+use crate::tasks::ask::{ask, ask_many, AskOptions};
 use crate::tasks::audit::{audit, AuditOptions};
 use crate::tasks::chat::chat;
 use crate::tasks::extract::{extract, ExtractOptions, ExtractSchema};
@@ -486,6 +486,9 @@ pub struct Worker<'a> {
     pub open: &'a Opener<'a>,
     /// Most tokens per answer when a job does not say.
     pub max_tokens: u32,
+    /// Consecutive ask jobs over one corpus answered together (1: one by
+    /// one).
+    pub fork: usize,
     corpus: Option<((Source, bool), Corpus)>,
 }
 
@@ -496,6 +499,7 @@ impl<'a> Worker<'a> {
             engine,
             open,
             max_tokens,
+            fork: crate::limits::FORKED_QUESTIONS,
             corpus: None,
         }
     }
@@ -517,6 +521,78 @@ impl<'a> Worker<'a> {
         Ok(&mut slot.as_mut().expect("set above").1)
     }
 
+    /// An ask job's options.
+    fn ask_options(job: &Job, default_max_tokens: u32) -> Result<AskOptions, String> {
+        let JobSpec::Ask {
+            question,
+            pipeline,
+            schema,
+            max_tokens,
+            ..
+        } = &job.spec
+        else {
+            return Err("not an ask job".into());
+        };
+        Ok(AskOptions {
+            question: question.clone(),
+            generate: GenerateParams {
+                max_tokens: max_tokens.unwrap_or(default_max_tokens),
+                ..GenerateParams::default()
+            },
+            pipeline: pipeline
+                .as_deref()
+                .map(Pipeline::load)
+                .transpose()
+                .map_err(|e| e.to_string())?,
+            schema: schema
+                .as_deref()
+                .map(ExtractSchema::load)
+                .transpose()
+                .map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// Runs ask jobs over one source together ([`ask_many`]: questions
+    /// whose corpus fits one window fork its KV and decode side by side).
+    pub fn run_asks(&mut self, jobs: &[&Job]) -> Vec<Result<Value, String>> {
+        let Some(source) = jobs.first().and_then(|j| j.spec.source()).cloned() else {
+            return Vec::new();
+        };
+        let mut outcomes: Vec<Option<Result<Value, String>>> = jobs.iter().map(|_| None).collect();
+        let mut opts = Vec::new();
+        let mut at = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            match Self::ask_options(job, self.max_tokens) {
+                Ok(o) => {
+                    opts.push(o);
+                    at.push(i);
+                }
+                Err(e) => outcomes[i] = Some(Err(e)),
+            }
+        }
+        match Self::corpus(&mut self.corpus, self.open, &source, false) {
+            Ok(corpus) => {
+                let answers = ask_many(corpus, self.engine.as_mut(), &opts, &mut |_| {});
+                for (i, answer) in at.into_iter().zip(answers) {
+                    outcomes[i] = Some(
+                        answer
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string())),
+                    );
+                }
+            }
+            Err(e) => {
+                for i in at {
+                    outcomes[i] = Some(Err(e.clone()));
+                }
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.expect("every job has an outcome"))
+            .collect()
+    }
+
     /// Runs one job: its result, or why it failed.
     pub fn run(&mut self, job: &Job) -> Result<Value, String> {
         let quiet = &mut |_: crate::tasks::ask::AskEvent<'_>| {};
@@ -531,30 +607,9 @@ impl<'a> Worker<'a> {
             JobSpec::Chat { body } => {
                 return chat(engine, body, self.max_tokens, None, Cancel::default(), &mut |_| {}).map(|(v, _)| v)
             }
-            JobSpec::Ask {
-                source,
-                question,
-                pipeline,
-                schema,
-                max_tokens,
-            } => {
-                let pipeline = pipeline
-                    .as_deref()
-                    .map(Pipeline::load)
-                    .transpose()
-                    .map_err(|e| e.to_string())?;
-                let schema = schema
-                    .as_deref()
-                    .map(ExtractSchema::load)
-                    .transpose()
-                    .map_err(|e| e.to_string())?;
+            JobSpec::Ask { source, .. } => {
+                let opts = Self::ask_options(job, self.max_tokens)?;
                 let corpus = Self::corpus(&mut self.corpus, self.open, source, false)?;
-                let opts = AskOptions {
-                    question: question.clone(),
-                    generate: generate(*max_tokens, self.max_tokens, GenerateParams::default().repeat_penalty),
-                    pipeline,
-                    schema,
-                };
                 serde_json::to_value(ask(corpus, engine, &opts, quiet).map_err(|e| e.to_string())?)
             }
             JobSpec::Audit {
@@ -701,27 +756,44 @@ pub fn run_batch<'a, S: std::hash::BuildHasher>(
                     let Some(group) = queue.lock().expect("not poisoned").pop_front() else {
                         break;
                     };
-                    for job in group {
+                    let mut next = 0;
+                    while next < group.len() {
                         if shared.lock().expect("not poisoned").3.is_some() {
                             return;
                         }
+                        // A run of ask jobs (one source: the group's) is
+                        // answered together, forking the corpus's KV.
+                        let asks = group[next..]
+                            .iter()
+                            .take(worker.fork.max(1))
+                            .take_while(|j| matches!(j.spec, JobSpec::Ask { .. }))
+                            .count();
+                        let chunk = &group[next..next + asks.max(1)];
+                        next += chunk.len();
                         let started = Instant::now();
-                        let outcome = worker.run(job);
-                        let line = result_line(job, &outcome, started.elapsed().as_millis() as u64);
-                        let mut guard = shared.lock().expect("not poisoned");
-                        let (progress, state, out, error) = &mut *guard;
-                        // Committed first, then appended: a crash between the
-                        // two is repaired on --resume.
-                        if let Err(e) = state
-                            .record(&job.id, outcome.is_ok(), &line)
-                            .and_then(|()| out.append(&line))
-                        {
-                            error.get_or_insert(e);
-                            return;
+                        let outcomes = if chunk.len() > 1 {
+                            worker.run_asks(chunk)
+                        } else {
+                            vec![worker.run(chunk[0])]
+                        };
+                        let ms = started.elapsed().as_millis() as u64;
+                        for (job, outcome) in chunk.iter().zip(outcomes) {
+                            let line = result_line(job, &outcome, ms);
+                            let mut guard = shared.lock().expect("not poisoned");
+                            let (progress, state, out, error) = &mut *guard;
+                            // Committed first, then appended: a crash between
+                            // the two is repaired on --resume.
+                            if let Err(e) = state
+                                .record(&job.id, outcome.is_ok(), &line)
+                                .and_then(|()| out.append(&line))
+                            {
+                                error.get_or_insert(e);
+                                return;
+                            }
+                            progress.done += 1;
+                            progress.failed += usize::from(outcome.is_err());
+                            on_progress(*progress, Some(&job.id));
                         }
-                        progress.done += 1;
-                        progress.failed += usize::from(outcome.is_err());
-                        on_progress(*progress, Some(&job.id));
                     }
                 }
             });
