@@ -615,6 +615,27 @@ impl LlamaCppEngine {
         kv.evictions += (host.counters().evictions - before) as u32;
     }
 
+    /// A context of `n_ctx` tokens with the engine's threads, batch and
+    /// KV settings.
+    fn context_params(&self, n_ctx: u32) -> LlamaContextParams {
+        let threads = self.options.threads.max(1) as i32;
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(PREFILL_BATCH as u32)
+            .with_n_ubatch(PREFILL_BATCH as u32)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads)
+            .with_type_k(self.options.kv_type.ggml())
+            .with_type_v(self.options.kv_type.ggml())
+            .with_offload_kqv(!self.options.kv_on_host);
+        if self.options.kv_type == KvType::F16 {
+            params
+        } else {
+            // llama.cpp stores a quantized V cache only with flash attention.
+            params.with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED)
+        }
+    }
+
     /// [`Engine::generate_forked`] for prompts that share their first
     /// `shared` tokens: one context with a KV stream per sequence. The
     /// shared prefix goes into sequence 0 (from the host tier, else the
@@ -636,20 +657,7 @@ impl LlamaCppEngine {
         // Without a unified cache (llama-cpp-2 does not expose it), each
         // sequence has a stream of n_ctx / n cells.
         let per_sequence = longest.div_ceil(256) * 256;
-        let threads = self.options.threads.max(1) as i32;
-        let mut ctx_params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(per_sequence * n as u32))
-            .with_n_seq_max(n as u32)
-            .with_n_batch(PREFILL_BATCH as u32)
-            .with_n_ubatch(PREFILL_BATCH as u32)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads)
-            .with_type_k(self.options.kv_type.ggml())
-            .with_type_v(self.options.kv_type.ggml())
-            .with_offload_kqv(!self.options.kv_on_host);
-        if self.options.kv_type != KvType::F16 {
-            ctx_params = ctx_params.with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED);
-        }
+        let ctx_params = self.context_params(per_sequence * n as u32).with_n_seq_max(n as u32);
         let mut ctx = self.model.new_context(backend()?, ctx_params).map_err(|e| {
             EngineError::Inference(format!(
                 "could not create a context of {n} sequences of {per_sequence} tokens: {e}"
@@ -997,11 +1005,7 @@ impl Engine for LlamaCppEngine {
         if !forkable {
             // Nothing shared to fork (or a prompt that cannot fit, which
             // the one-by-one path reports): one after another.
-            return conversations
-                .iter()
-                .enumerate()
-                .map(|(i, c)| self.generate(c, params, &mut |e| on_event(i, e)))
-                .collect();
+            return super::one_by_one(self, conversations, params, on_event);
         }
         self.forked(&prompts, shared, params, on_event)
     }
@@ -1063,20 +1067,7 @@ impl Engine for LlamaCppEngine {
         // Allocate only the context this request needs (rounded up), not
         // the model's whole trained length.
         let n_ctx = (n_prompt + params.max_tokens).max(stored).max(held).div_ceil(256) * 256;
-        let threads = self.options.threads.max(1) as i32;
-        let mut ctx_params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(n_ctx.min(self.context_length)))
-            .with_n_batch(PREFILL_BATCH as u32)
-            .with_n_ubatch(PREFILL_BATCH as u32)
-            .with_n_threads(threads)
-            .with_n_threads_batch(threads)
-            .with_type_k(self.options.kv_type.ggml())
-            .with_type_v(self.options.kv_type.ggml())
-            .with_offload_kqv(!self.options.kv_on_host);
-        if self.options.kv_type != KvType::F16 {
-            // llama.cpp stores a quantized V cache only with flash attention.
-            ctx_params = ctx_params.with_flash_attention_policy(llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED);
-        }
+        let ctx_params = self.context_params(n_ctx.min(self.context_length));
         let mut ctx = self
             .model
             .new_context(backend()?, ctx_params)

@@ -260,17 +260,28 @@ pub trait Engine: Tokenizer {
         params: &GenerateParams,
         on_event: &mut dyn FnMut(usize, EngineEvent<'_>),
     ) -> Result<Vec<Generation>, EngineError> {
-        conversations
-            .iter()
-            .enumerate()
-            .map(|(i, c)| self.generate(c, params, &mut |e| on_event(i, e)))
-            .collect()
+        one_by_one(self, conversations, params, on_event)
     }
     /// The counters of each KV tier the engine keeps (name, counters), over
     /// its life so far; none for engines that keep no KV of their own.
     fn kv_tiers(&self) -> Vec<(&'static str, crate::kv::tier::TierCounters)> {
         Vec::new()
     }
+}
+
+/// Answers conversations one after another (what
+/// [`Engine::generate_forked`] does where there is nothing to fork).
+pub fn one_by_one<E: Engine + ?Sized>(
+    engine: &mut E,
+    conversations: &[Vec<ChatMessage>],
+    params: &GenerateParams,
+    on_event: &mut dyn FnMut(usize, EngineEvent<'_>),
+) -> Result<Vec<Generation>, EngineError> {
+    conversations
+        .iter()
+        .enumerate()
+        .map(|(i, c)| engine.generate(c, params, &mut |e| on_event(i, e)))
+        .collect()
 }
 
 /// Placeholder put in each message before a chat template is applied;
