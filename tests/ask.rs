@@ -690,3 +690,58 @@ fn questions_over_one_corpus_fork_its_kv_and_answer_as_alone() {
     }
     assert_eq!(side_by_side[2].kv.forked_tokens, shared);
 }
+
+/// A pinned corpus stays in memory under a budget that holds one: another
+/// corpus's KV is not kept instead of evicting it, and a question over the
+/// pinned one still starts from its copy.
+#[test]
+fn a_pinned_corpus_is_never_evicted_for_another() {
+    use scout::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions};
+    use scout::engine::{ChatMessage, Engine, GenerateParams, Role};
+    let corpus = |word: &str| {
+        let body: String = (0..60)
+            .map(|i| format!("Line {i}: {word} keeps item {i} on shelf {}.\n", i * 7))
+            .collect();
+        format!("{body}The vault unseal phrase is {word}.")
+    };
+    let ask = |e: &mut LlamaCppEngine, doc: &str, pin: bool| {
+        let messages = [
+            ChatMessage::new(Role::System, doc),
+            ChatMessage::new(Role::User, "What is the vault unseal phrase?"),
+        ];
+        let params = GenerateParams {
+            max_tokens: 8,
+            pin_prefix: pin,
+            ..GenerateParams::default()
+        };
+        e.generate(&messages, &params, &mut |_| {}).unwrap()
+    };
+    let (a, b) = (corpus("amber-falcon"), corpus("cobalt-heron"));
+    let mut probe = LlamaCppEngine::load(
+        model(),
+        LlamaCppOptions {
+            kv_host_bytes: 1 << 30,
+            ..LlamaCppOptions::default()
+        },
+    )
+    .unwrap();
+    let one = ask(&mut probe, &a, false).kv.offloaded_bytes;
+    assert!(one > 0);
+    // Room for one prefix and a half.
+    let mut e = LlamaCppEngine::load(
+        model(),
+        LlamaCppOptions {
+            kv_host_bytes: one * 3 / 2,
+            ..LlamaCppOptions::default()
+        },
+    )
+    .unwrap();
+    let first = ask(&mut e, &a, true);
+    assert!(first.kv.offloaded_bytes > 0, "{:?}", first.kv);
+    let other = ask(&mut e, &b, false);
+    assert_eq!(other.kv.evictions, 0, "the pinned prefix stays: {:?}", other.kv);
+    assert_eq!(other.kv.offloaded_bytes, 0, "and the other is not kept: {:?}", other.kv);
+    let again = ask(&mut e, &a, true);
+    assert!(again.kv.reused_tokens > 400, "{:?}", again.kv);
+    assert_eq!(again.text, first.text);
+}

@@ -621,6 +621,12 @@ struct ServeArgs {
     /// Answer length when a request does not say.
     #[arg(long, default_value_t = ANSWER_TOKENS)]
     max_tokens: u32,
+    /// Keep this corpus's KV resident (repeatable, by corpus id): asks over it pin its
+    /// prefix in memory and on disk, where least-recently-used eviction never takes
+    /// it; other corpora's KV goes first. It still counts against --kv-host-gib and
+    /// --kv-disk-gib.
+    #[arg(long, value_name = "ID")]
+    pin: Vec<String>,
     #[command(flatten)]
     common: TaskArgs,
 }
@@ -1371,6 +1377,7 @@ fn run_serve(a: &ServeArgs) -> Result<i32> {
         walk: a.common.walk.options(false),
         extract_walk: a.common.walk.options(true),
         max_tokens: a.max_tokens,
+        pinned: a.pin.clone(),
     };
     say(&format!(
         "scout: loading {} engine{}",

@@ -615,6 +615,16 @@ impl LlamaCppEngine {
         kv.evictions += (host.counters().evictions - before) as u32;
     }
 
+    /// Pins the prefix `key` in both tiers when the request asks for it.
+    fn pin(&mut self, key: Option<&str>, params: &GenerateParams) {
+        if let (Some(key), true) = (key, params.pin_prefix) {
+            self.host.pin(key);
+            if let Some(disk) = self.options.kv_disk.as_mut() {
+                disk.pin(key);
+            }
+        }
+    }
+
     /// A context of `n_ctx` tokens with the engine's threads, batch and
     /// KV settings.
     fn context_params(&self, n_ctx: u32) -> LlamaContextParams {
@@ -653,6 +663,8 @@ impl LlamaCppEngine {
         let started = Instant::now();
         let n = prompts.len();
         let prefix = &prompts[0].0[..shared];
+        let key = (shared >= MIN_SAVED_PREFIX).then(|| self.prefix_key(prefix));
+        self.pin(key.as_deref(), params);
         let longest = prompts.iter().map(|(p, _)| p.len() as u32).max().unwrap_or(0) + params.max_tokens;
         // Without a unified cache (llama-cpp-2 does not expose it), each
         // sequence has a stream of n_ctx / n cells.
@@ -666,7 +678,6 @@ impl LlamaCppEngine {
         let total: u32 = shared as u32 + prompts.iter().map(|(p, _)| (p.len() - shared) as u32).sum::<u32>();
         // The shared prefix, into sequence 0.
         let mut kv = KvUse::default();
-        let key = (shared >= MIN_SAVED_PREFIX).then(|| self.prefix_key(prefix));
         let mut done = 0usize;
         if let Some(state) = key
             .as_ref()
@@ -1028,6 +1039,7 @@ impl Engine for LlamaCppEngine {
             });
         }
         let key = (prefix_len >= MIN_SAVED_PREFIX).then(|| self.prefix_key(&prompt[..prefix_len]));
+        self.pin(key.as_deref(), params);
         let disk = self.options.kv_disk.as_ref().zip(key.as_ref());
         let blocks = if key.is_some() && (disk.is_some() || self.host.enabled()) {
             self.block_keys(&prompt[..prefix_len])

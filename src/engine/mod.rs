@@ -131,6 +131,9 @@ pub struct GenerateParams {
     pub json_schema: Option<serde_json::Value>,
     /// Checked between prefill batches and between tokens.
     pub cancel: Cancel,
+    /// Keep this prompt's prefix KV (its corpus) out of the KV tiers'
+    /// least-recently-used eviction: a corpus the user keeps resident.
+    pub pin_prefix: bool,
 }
 
 impl Default for GenerateParams {
@@ -143,6 +146,7 @@ impl Default for GenerateParams {
             stop: Vec::new(),
             json_schema: None,
             cancel: Cancel::default(),
+            pin_prefix: false,
         }
     }
 }

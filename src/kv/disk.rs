@@ -31,6 +31,8 @@ pub struct DiskTier {
     cap_bytes: u64,
     /// Shared by clones (each engine of a server holds one).
     counters: Arc<Mutex<TierCounters>>,
+    /// Keys never evicted (pinned in this process), shared by clones.
+    pinned: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl DiskTier {
@@ -40,6 +42,7 @@ impl DiskTier {
             dir,
             cap_bytes,
             counters: Arc::default(),
+            pinned: Arc::default(),
         }
     }
 
@@ -92,10 +95,21 @@ impl DiskTier {
         let result = write(&tmp).and_then(|()| {
             let hash = hash_file(&tmp).map_err(|e| e.to_string())?;
             let bytes = std::fs::metadata(&tmp).map_err(|e| e.to_string())?.len();
-            if bytes > self.cap_bytes {
+            let pinned: u64 = self
+                .entries()
+                .iter()
+                .filter(|e| e.2 != key && self.is_pinned(&e.2))
+                .map(|e| e.1)
+                .sum();
+            if pinned + bytes > self.cap_bytes {
                 return Err(format!(
-                    "{bytes} bytes are over the disk tier's cap of {} bytes",
-                    self.cap_bytes
+                    "{bytes} bytes are over the disk tier's cap of {} bytes{}",
+                    self.cap_bytes,
+                    if pinned > 0 {
+                        format!(" with the {pinned} bytes of pinned entries")
+                    } else {
+                        String::new()
+                    }
                 ));
             }
             std::fs::rename(&tmp, self.kv_path(key)).map_err(|e| e.to_string())?;
@@ -172,13 +186,17 @@ impl DiskTier {
             .collect()
     }
 
-    /// Removes least recently used entries, never `kept` (just stored),
-    /// until the folder is under its cap.
+    fn is_pinned(&self, key: &str) -> bool {
+        self.pinned.lock().unwrap_or_else(PoisonError::into_inner).contains(key)
+    }
+
+    /// Removes least recently used entries, never `kept` (just stored) or
+    /// a pinned one, until the folder is under its cap.
     fn evict_to_cap(&self, kept: &str) {
         let mut files = self.entries();
         files.sort();
         let mut total: u64 = files.iter().map(|f| f.1).sum();
-        for (_, bytes, key) in files.iter().filter(|f| f.2 != kept) {
+        for (_, bytes, key) in files.iter().filter(|f| f.2 != kept && !self.is_pinned(&f.2)) {
             if total <= self.cap_bytes {
                 break;
             }
@@ -212,6 +230,13 @@ impl KvTier for DiskTier {
 
     fn remove(&mut self, key: &str) {
         DiskTier::remove(self, key);
+    }
+
+    fn pin(&mut self, key: &str) {
+        self.pinned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.to_owned());
     }
 
     fn bytes(&self) -> u64 {

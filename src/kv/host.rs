@@ -22,6 +22,7 @@ pub struct HostTier<S> {
     entries: Vec<Entry<S>>,
     clock: u64,
     pub counters: TierCounters,
+    pinned: std::collections::HashSet<String>,
 }
 
 impl<S> HostTier<S> {
@@ -33,6 +34,7 @@ impl<S> HostTier<S> {
             entries: Vec::new(),
             clock: 0,
             counters: TierCounters::default(),
+            pinned: std::collections::HashSet::new(),
         }
     }
 
@@ -69,9 +71,15 @@ impl<S> HostTier<S> {
     }
 
     /// Keeps `state` (of `bytes`) under `key`, evicting the least recently
-    /// used entries until it fits; returns whether it was kept.
+    /// used unpinned entries until it fits; returns whether it was kept.
     pub fn insert(&mut self, key: &str, state: S, bytes: u64) -> bool {
-        if bytes > self.budget {
+        let pinned: u64 = self
+            .entries
+            .iter()
+            .filter(|e| e.key != key && self.pinned.contains(&e.key))
+            .map(|e| e.bytes)
+            .sum();
+        if pinned + bytes > self.budget {
             return false;
         }
         self.entries.retain(|e| e.key != key);
@@ -80,6 +88,7 @@ impl<S> HostTier<S> {
                 .entries
                 .iter()
                 .enumerate()
+                .filter(|(_, e)| !self.pinned.contains(&e.key))
                 .min_by_key(|(_, e)| e.used)
                 .map(|(i, _)| i)
             else {
@@ -129,6 +138,10 @@ impl<S> KvTier for HostTier<S> {
 
     fn remove(&mut self, key: &str) {
         self.entries.retain(|e| e.key != key);
+    }
+
+    fn pin(&mut self, key: &str) {
+        self.pinned.insert(key.to_owned());
     }
 
     fn bytes(&self) -> u64 {

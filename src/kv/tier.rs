@@ -3,7 +3,8 @@
 //! exact tokens, so another prompt's state is never handed back), a byte
 //! budget kept by sending the least recently used entries out first, an
 //! entry larger than the whole budget refused without evicting anything,
-//! and counters. [`HostTier`](super::host::HostTier) keeps states in this
+//! pinned entries (a corpus the user keeps resident) never sent out, and
+//! counters. [`HostTier`](super::host::HostTier) keeps states in this
 //! process's memory, [`DiskTier`](super::disk::DiskTier) in checked files;
 //! one test suite ([`tests::contract`]) runs against each.
 
@@ -37,6 +38,10 @@ pub trait KvTier {
     /// Whether an entry is stored under `key` (without using it).
     fn contains(&self, key: &str) -> bool;
     fn remove(&mut self, key: &str);
+    /// Keeps the entry under `key` (now, or once stored) out of eviction.
+    /// Pinned entries still count against the budget: an entry that would
+    /// need one sent out to fit is refused, and evicts nothing.
+    fn pin(&mut self, key: &str);
     /// Bytes held now.
     fn bytes(&self) -> u64;
     fn budget(&self) -> u64;
@@ -95,5 +100,21 @@ pub(crate) mod tests {
             },
             "hits: a, a, c, a; misses: a (empty), b, a (removed); evictions: b, then c for the new a"
         );
+
+        // A pinned entry stays while newer, unpinned ones go.
+        let mut t = make(100);
+        t.pin("p");
+        assert_eq!(t.put("p", state(1, 50)), Ok(50));
+        tick();
+        assert_eq!(t.put("q", state(2, 40)), Ok(40));
+        tick();
+        assert!(t.get("q").is_some());
+        tick();
+        assert_eq!(t.put("r", state(3, 40)), Ok(40), "q goes, not the older p");
+        assert!(t.contains("p") && t.contains("r") && !t.contains("q"));
+        tick();
+        assert!(t.put("s", state(4, 60)).is_err(), "it would need p to go");
+        assert!(t.contains("p") && t.contains("r"), "and nothing was evicted for it");
+        assert_eq!(t.get("p").map(read), Some(1));
     }
 }

@@ -74,6 +74,9 @@ pub struct ServeOptions {
     pub extract_walk: WalkOptions,
     /// Answer length when a request does not say.
     pub max_tokens: u32,
+    /// Corpora whose KV stays resident: asks over them pin their prefix in
+    /// the KV tiers, out of least-recently-used eviction.
+    pub pinned: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -689,11 +692,13 @@ async fn ask_route(
         .transpose()
         .map_err(|e| ApiError::bad(e.to_string()))?;
     let max_tokens = body.max_tokens.unwrap_or(app.opts.max_tokens);
+    let pin_prefix = app.opts.pinned.contains(&id);
     let options = move |cancel: Cancel| AskOptions {
         question: body.question.clone(),
         generate: GenerateParams {
             max_tokens,
             cancel,
+            pin_prefix,
             ..GenerateParams::default()
         },
         pipeline: pipeline.clone(),
