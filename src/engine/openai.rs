@@ -517,7 +517,8 @@ impl OpenAiEngine {
 }
 
 /// A message as chat completions take it: its content a string, or, with
-/// images, a list of text and `image_url` parts (each image a data URL).
+/// images, a list of text and `image_url` parts (each image a data URL,
+/// scaled down first when it is larger than Llama 4's canvas for it).
 fn message_json(m: &ChatMessage) -> Value {
     if m.images.is_empty() {
         return json!({"role": m.role.as_str(), "content": m.content});
@@ -527,7 +528,10 @@ fn message_json(m: &ChatMessage) -> Value {
         .into_iter()
         .map(|p| match p {
             Part::Text(text) => json!({"type": "text", "text": text}),
-            Part::Image(image) => json!({"type": "image_url", "image_url": {"url": data_url(&image.bytes)}}),
+            Part::Image(image) => {
+                let bytes = crate::ingest::image::fitted_for_llama4(&image.bytes, image.width, image.height);
+                json!({"type": "image_url", "image_url": {"url": data_url(&bytes)}})
+            }
         })
         .collect();
     json!({"role": m.role.as_str(), "content": parts})

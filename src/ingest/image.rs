@@ -205,6 +205,40 @@ pub fn llama4_tiling(width: u32, height: u32) -> Llama4Tiling {
     }
 }
 
+/// The image no larger than the canvas Llama 4 tiles it onto: a larger one
+/// is scaled down to fit (what the model's processor does anyway) and
+/// re-encoded (a JPEG as JPEG, anything else as PNG), so fewer bytes go
+/// over the wire; one that fits, or one that cannot be decoded, comes
+/// back as it is.
+#[must_use]
+pub fn fitted_for_llama4(bytes: &[u8], width: u32, height: u32) -> Cow<'_, [u8]> {
+    let tiling = llama4_tiling(width, height);
+    let (canvas_w, canvas_h) = (tiling.cols * LLAMA4_TILE_PX, tiling.rows * LLAMA4_TILE_PX);
+    if width <= canvas_w && height <= canvas_h {
+        return Cow::Borrowed(bytes);
+    }
+    let Ok(opened) = open(bytes, crate::limits::MAX_SCAN_PIXELS) else {
+        return Cow::Borrowed(bytes);
+    };
+    let Ok(img) = decode(bytes, &opened) else {
+        return Cow::Borrowed(bytes);
+    };
+    let small = img.resize(canvas_w, canvas_h, image::imageops::FilterType::Triangle);
+    let mut out = Vec::new();
+    let written = if opened.format == ImageFormat::Jpeg {
+        small
+            .to_rgb8()
+            .write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90))
+    } else {
+        small.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+    };
+    if written.is_ok() {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(bytes)
+    }
+}
+
 /// What Llama 4's processor puts in a prompt in place of `<|image|>` for
 /// an image of this upright size, written out as its special tokens
 /// (exactly [`llama4_tiling`]`.tokens` of them).
@@ -365,6 +399,19 @@ mod tests {
             });
         }
         assert!(llama4_image_text(672, 336).starts_with("<|image_start|><|patch|>"));
+        // Larger than its canvas (3 x 4 tiles: 1344 x 1008): scaled down to
+        // fit it; one that fits goes as it is.
+        let mut big = Vec::new();
+        DynamicImage::ImageRgb8(image::RgbImage::new(4000, 3000))
+            .write_to(&mut Cursor::new(&mut big), ImageFormat::Jpeg)
+            .unwrap();
+        let fitted = fitted_for_llama4(&big, 4000, 3000);
+        let small = image::load_from_memory(&fitted).unwrap();
+        assert_eq!((small.width(), small.height()), (1344, 1008));
+        assert_eq!(image::guess_format(&fitted).unwrap(), ImageFormat::Jpeg);
+        assert!(fitted.len() < big.len());
+        let card = encoded(ImageFormat::Png);
+        assert!(matches!(fitted_for_llama4(&card, 6, 4), Cow::Borrowed(_)));
         assert!(llama4_image_text(336, 336).ends_with("<|patch|><|image_end|>"));
     }
 }
