@@ -629,3 +629,49 @@ fn prefix_stability_replays_commits_in_both_orders() {
     // The repository's own working tree was not touched.
     assert_eq!(std::fs::read_to_string(repo.join("a.py")).unwrap(), "HOT = 2\n");
 }
+
+/// The corpus keeps an image file's bytes (for engines that read images);
+/// a corpus made before it did gets them on its next ingest, although the
+/// file did not change.
+#[test]
+fn image_files_are_kept_and_an_older_corpus_gets_them_on_reingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let png = std::fs::read(data("mixed/docs/diagram.png")).unwrap();
+    std::fs::write(tree.join("diagram.png"), &png).unwrap();
+    std::fs::write(tree.join("notes.txt"), "Notes.\n").unwrap();
+    let corpus = dir.path().join("c.db");
+    let kept = || {
+        let c = scout::corpus::Corpus::open(&corpus).unwrap();
+        let doc = c
+            .documents()
+            .unwrap()
+            .into_iter()
+            .find(|d| d.path.ends_with("diagram.png"))
+            .unwrap();
+        c.page_image(doc.id, 1).unwrap()
+    };
+    let ingest = || {
+        let out = crate::util::ingest(dir.path(), &corpus, &tree, &["--no-ocr"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        json(&out)
+    };
+    ingest();
+    assert_eq!(kept().as_deref(), Some(png.as_slice()));
+    // As an older scout left it: no image bytes.
+    rusqlite::Connection::open(&corpus)
+        .unwrap()
+        .execute("DELETE FROM page_images", [])
+        .unwrap();
+    assert_eq!(kept(), None);
+    let s = ingest();
+    assert_eq!(
+        (s["reused"].as_u64(), s["unchanged"].as_u64(), s["changed"].as_u64()),
+        (Some(1), Some(1), Some(0)),
+        "notes.txt not read again; the image read again, the same: {s:#}"
+    );
+    assert_eq!(kept().as_deref(), Some(png.as_slice()), "its bytes kept now");
+    let s = ingest();
+    assert_eq!(s["reused"], 2, "and from then on not read again: {s:#}");
+}

@@ -797,14 +797,21 @@ impl Corpus {
     }
 
     /// Size and modification time of every stored file, by path: a walk
-    /// skips reading files that still match.
+    /// skips reading files that still match. An image whose own bytes the
+    /// corpus lacks (ingested by a scout that kept only scanned PDF pages)
+    /// is left out, so it is read again and its bytes kept (not one over the
+    /// pixel limit, which is never kept).
     pub fn known_files(&self) -> Result<HashMap<String, KnownFile>, CorpusError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT path, bytes, mtime_ns FROM documents")
+            .prepare(
+                "SELECT path, bytes, mtime_ns FROM documents d
+                 WHERE d.kind != 'image' OR d.width IS NULL OR d.width * d.height > ?1
+                    OR EXISTS (SELECT 1 FROM page_images p WHERE p.doc_id = d.id)",
+            )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map([crate::limits::MAX_SCAN_PIXELS as i64], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     KnownFile {
@@ -951,6 +958,18 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document, rewrite: bool) -> rusql
             // stat fast path's time moves.
             tx.prepare_cached("UPDATE documents SET mtime_ns = ?1 WHERE path = ?2")?
                 .execute(params![doc.mtime_ns, doc.path])?;
+            // Images the corpus did not keep before (an older scout's).
+            if let Some((id, _)) = &existing {
+                let kept: bool = tx
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM page_images WHERE doc_id = ?1)")?
+                    .query_row([id], |r| r.get(0))?;
+                if !kept {
+                    let mut stmt = tx.prepare_cached("INSERT INTO page_images VALUES (?1, ?2, ?3)")?;
+                    for (page, bytes) in &doc.page_images {
+                        stmt.execute(params![id, page, bytes])?;
+                    }
+                }
+            }
             return Ok(Upsert::Unchanged);
         }
         Some((id, _)) => {
