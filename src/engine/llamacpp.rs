@@ -678,17 +678,8 @@ impl LlamaCppEngine {
         let total: u32 = shared as u32 + prompts.iter().map(|(p, _)| (p.len() - shared) as u32).sum::<u32>();
         // The shared prefix, into sequence 0.
         let mut kv = KvUse::default();
-        let mut done = 0usize;
-        if let Some(state) = key
-            .as_ref()
-            .filter(|_| self.host.enabled())
-            .and_then(|k| self.host.get(k))
-        {
-            if ctx.state_seq_set(&state.state, 0).is_ok() {
-                done = shared;
-                kv.reused_tokens = shared as u32;
-            }
-        }
+        let mut done = Self::reuse_from_memory(&mut self.host, &mut ctx, key.as_deref(), shared);
+        kv.reused_tokens = done as u32;
         let disk = self.options.kv_disk.as_ref().zip(key.as_ref());
         if let (0, Some((tier, key))) = (done, &disk) {
             done = Self::restore(&mut ctx, tier, key, prefix, &mut |e| on_event(0, e));
@@ -830,6 +821,27 @@ impl LlamaCppEngine {
                 })
             })
             .collect())
+    }
+
+    /// Copies the prefix stored in memory under `key` (of `prefix_len`
+    /// tokens) into sequence 0; returns the tokens reused (0: none, after
+    /// saying why when the copy failed).
+    fn reuse_from_memory(
+        host: &mut HostTier<HostEntry>,
+        ctx: &mut LlamaContext<'_>,
+        key: Option<&str>,
+        prefix_len: usize,
+    ) -> usize {
+        let Some(state) = key.filter(|_| host.enabled()).and_then(|k| host.get(k)) else {
+            return 0;
+        };
+        match ctx.state_seq_set(&state.state, 0) {
+            Ok(()) => prefix_len,
+            Err(e) => {
+                eprintln!("scout: could not reuse the prompt's KV from memory ({e}); reading it again");
+                0
+            }
+        }
     }
 
     /// Restores `prefix`'s KV into sequence 0 from the disk tier; returns
@@ -1089,20 +1101,8 @@ impl Engine for LlamaCppEngine {
         // The prefix (everything before the question) may be in memory from
         // an earlier request, or on disk from an earlier process: a copy of
         // it replaces its prefill.
-        let mut done = 0usize;
-        if let Some(state) = key
-            .as_ref()
-            .filter(|_| self.host.enabled())
-            .and_then(|k| self.host.get(k))
-        {
-            match ctx.state_seq_set(&state.state, 0) {
-                Ok(()) => {
-                    done = prefix_len;
-                    kv.reused_tokens = done as u32;
-                }
-                Err(e) => eprintln!("scout: could not reuse the prompt's KV from memory ({e}); reading it again"),
-            }
-        }
+        let mut done = Self::reuse_from_memory(&mut self.host, &mut ctx, key.as_deref(), prefix_len);
+        kv.reused_tokens = done as u32;
         if let (0, Some((tier, key))) = (done, &disk) {
             done = Self::restore(&mut ctx, tier, key, &prompt[..prefix_len], on_event);
             if done > 0 {
