@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use scout::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions};
-use scout::engine::{ChatMessage, Engine, GenerateParams, Role};
+use scout::engine::{ChatMessage, Engine, GenerateParams, Role, Tokenizer};
 
 /// A GGUF metadata value.
 enum V {
@@ -19,6 +19,7 @@ enum V {
     Str(String),
     Strs(Vec<String>),
     I32s(Vec<i32>),
+    F32s(Vec<f32>),
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -67,6 +68,14 @@ fn write_gguf(path: &Path, meta: &[(&str, V)], tensors: &[(String, Vec<u64>, Vec
                 out.extend((items.len() as u64).to_le_bytes());
                 for i in items {
                     out.extend(i.to_le_bytes());
+                }
+            }
+            V::F32s(items) => {
+                out.extend(9u32.to_le_bytes());
+                out.extend(6u32.to_le_bytes());
+                out.extend((items.len() as u64).to_le_bytes());
+                for x in items {
+                    out.extend(x.to_le_bytes());
                 }
             }
         }
@@ -253,6 +262,143 @@ fn engine() -> LlamaCppEngine {
     LlamaCppEngine::load(tiny_llama4(), options).unwrap()
 }
 
+/// The tiny model's vision tower and projector, written as llama.cpp's
+/// `mmproj` GGUF for Llama 4 (clip.cpp's `llama4` projector: Scout's
+/// 336 px tiles of 14 px patches, a class token, 2D rotary positions, a
+/// pixel shuffle of ratio 0.5 that makes 144 tokens of each tile, and the
+/// adapter MLP and projection into the text model's width).
+fn tiny_llama4_mmproj() -> &'static Path {
+    const V_EMBD: u64 = 32;
+    const V_HEADS: u32 = 2;
+    const V_FF: u64 = 64;
+    const V_LAYERS: usize = 1;
+    const PATCH: u64 = 14;
+    const TILE: u64 = 336;
+    const POSITIONS: u64 = (TILE / PATCH) * (TILE / PATCH) + 1;
+    const ADAPTER: u64 = 64;
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = tempfile::tempdir().unwrap().keep().join("tiny-llama4-mmproj.gguf");
+        let meta = vec![
+            ("general.architecture", V::Str("clip".into())),
+            ("general.name", V::Str("tiny-llama4-mmproj".into())),
+            ("clip.has_vision_encoder", V::Bool(true)),
+            ("clip.projector_type", V::Str("llama4".into())),
+            ("clip.use_gelu", V::Bool(true)),
+            ("clip.vision.image_size", V::U32(TILE as u32)),
+            ("clip.vision.patch_size", V::U32(PATCH as u32)),
+            ("clip.vision.embedding_length", V::U32(V_EMBD as u32)),
+            ("clip.vision.feed_forward_length", V::U32(V_FF as u32)),
+            ("clip.vision.block_count", V::U32(V_LAYERS as u32)),
+            ("clip.vision.projection_dim", V::U32(EMBD as u32)),
+            ("clip.vision.attention.head_count", V::U32(V_HEADS)),
+            ("clip.vision.attention.layer_norm_epsilon", V::F32(1e-5)),
+            ("clip.vision.projector.scale_factor", V::U32(2)),
+            ("clip.vision.image_mean", V::F32s(vec![0.5; 3])),
+            ("clip.vision.image_std", V::F32s(vec![0.5; 3])),
+        ];
+        let mut random = random_weights();
+        let ones = |n: u64| vec![1.0f32; n as usize];
+        let zeros = |n: u64| vec![0.0f32; n as usize];
+        let patch_in = PATCH * PATCH * 3;
+        let mut t: Vec<(String, Vec<u64>, Vec<f32>)> = vec![
+            (
+                "v.patch_embd.weight".into(),
+                vec![patch_in, V_EMBD],
+                random(patch_in * V_EMBD),
+            ),
+            ("v.class_embd".into(), vec![V_EMBD], random(V_EMBD)),
+            (
+                "v.position_embd.weight".into(),
+                vec![V_EMBD, POSITIONS],
+                random(V_EMBD * POSITIONS),
+            ),
+            ("v.pre_ln.weight".into(), vec![V_EMBD], ones(V_EMBD)),
+            ("v.pre_ln.bias".into(), vec![V_EMBD], zeros(V_EMBD)),
+            ("v.post_ln.weight".into(), vec![V_EMBD], ones(V_EMBD)),
+            ("v.post_ln.bias".into(), vec![V_EMBD], zeros(V_EMBD)),
+        ];
+        for i in 0..V_LAYERS {
+            let b = |n: &str, kind: &str| format!("v.blk.{i}.{n}.{kind}");
+            for n in ["attn_q", "attn_k", "attn_v", "attn_out"] {
+                t.push((b(n, "weight"), vec![V_EMBD, V_EMBD], random(V_EMBD * V_EMBD)));
+                t.push((b(n, "bias"), vec![V_EMBD], random(V_EMBD)));
+            }
+            for n in ["ln1", "ln2"] {
+                t.push((b(n, "weight"), vec![V_EMBD], ones(V_EMBD)));
+                t.push((b(n, "bias"), vec![V_EMBD], zeros(V_EMBD)));
+            }
+            t.push((b("ffn_up", "weight"), vec![V_EMBD, V_FF], random(V_EMBD * V_FF)));
+            t.push((b("ffn_up", "bias"), vec![V_FF], random(V_FF)));
+            t.push((b("ffn_down", "weight"), vec![V_FF, V_EMBD], random(V_FF * V_EMBD)));
+            t.push((b("ffn_down", "bias"), vec![V_EMBD], random(V_EMBD)));
+        }
+        // The pixel shuffle puts 2 x 2 patches side by side: 4 x V_EMBD.
+        t.push((
+            "mm.model.mlp.1.weight".into(),
+            vec![4 * V_EMBD, ADAPTER],
+            random(4 * V_EMBD * ADAPTER),
+        ));
+        t.push((
+            "mm.model.mlp.2.weight".into(),
+            vec![ADAPTER, ADAPTER],
+            random(ADAPTER * ADAPTER),
+        ));
+        t.push(("mm.model.fc.weight".into(), vec![ADAPTER, EMBD], random(ADAPTER * EMBD)));
+        write_gguf(&path, &meta, &t);
+        path
+    })
+}
+
+fn vision_engine() -> LlamaCppEngine {
+    let options = LlamaCppOptions {
+        threads: 2,
+        kv_host_bytes: 256 << 20,
+        mmproj: Some(tiny_llama4_mmproj().to_path_buf()),
+        ..LlamaCppOptions::default()
+    };
+    LlamaCppEngine::load(tiny_llama4(), options).unwrap()
+}
+
+/// A `width` x `height` PNG test card.
+fn png(width: u32, height: u32) -> Vec<u8> {
+    png_tinted(width, height, 90)
+}
+
+/// A test card with another blue level: the same size, other pixels.
+fn png_tinted(width: u32, height: u32, blue: u8) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, blue])
+    });
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+/// A system message with text, an image, and more text.
+fn with_image(width: u32, height: u32, after: &str) -> Vec<ChatMessage> {
+    conversation("Inventory photo follows.\n", png(width, height), (width, height), after)
+}
+
+/// A system message of `before`, the image `bytes` (`size`) and `after`,
+/// then the question.
+fn conversation(before: &str, bytes: Vec<u8>, (width, height): (u32, u32), after: &str) -> Vec<ChatMessage> {
+    let mut c = scout::prompt::Content::text(before);
+    c.push_image(std::sync::Arc::new(scout::prompt::PromptImage {
+        bytes,
+        width,
+        height,
+        label: "shelf.png".into(),
+    }));
+    c.push_str(after);
+    vec![
+        c.into_message(Role::System),
+        ChatMessage::new(Role::User, "How many crates are on the shelf?"),
+    ]
+}
+
 #[test]
 fn loads_and_renders_the_llama4_chat_format() {
     let e = engine();
@@ -303,6 +449,137 @@ fn a_prompt_past_the_attention_chunk_runs_deterministically_with_usage_that_matc
     assert_eq!(a.text, b.text, "same seed, same text");
 }
 
+#[test]
+fn llamacpp_reads_an_image_through_the_projector_where_it_stands() {
+    let mut e = vision_engine();
+    assert!(e.capabilities().vision, "--mmproj: the engine reads images");
+    assert!(engine().image_tokens(672, 336).is_none(), "without it, none");
+    // As the projector counts it (llama.cpp's Llama 4 preprocessing, up
+    // to 3 x 3 tiles): 672 x 336 is two 336 px tiles and the overview,
+    // 144 tokens each after the pixel shuffle, between <|image_start|>
+    // and <|image_end|>.
+    assert_eq!(e.image_tokens(672, 336), Some(3 * 144 + 2));
+    assert_eq!(e.image_tokens(200, 150), Some(144 + 2), "small: the overview alone");
+    let after = "\nThe shelf holds <|eot|> crates.\n";
+    let messages = with_image(672, 336, after);
+    let text_only = [
+        ChatMessage::new(Role::System, format!("Inventory photo follows.\n{after}")),
+        messages[1].clone(),
+    ];
+    let prompt = e.count_chat_tokens(&messages).unwrap();
+    // Document text stays text beside an image: no special tokens.
+    assert_eq!(prompt, e.count_chat_tokens(&text_only).unwrap() + 434);
+    let shown = e.render_chat(&messages).unwrap();
+    assert!(
+        shown.contains("follows.\n[image shelf.png: 434 tokens]\nThe shelf holds <|eot|> crates."),
+        "{shown}"
+    );
+    let params = GenerateParams {
+        max_tokens: 8,
+        ..GenerateParams::default()
+    };
+    let a = e.generate(&messages, &params, &mut |_| {}).unwrap();
+    assert_eq!(a.prompt_tokens, prompt, "{a:?}");
+    assert!(a.completion_tokens > 0, "{a:?}");
+    assert_eq!(a.kv.prefilled_tokens, prompt, "{a:?}");
+    // The same image again: its KV (image and all) comes from memory, and
+    // the answer is the one read from scratch.
+    let b = e.generate(&messages, &params, &mut |_| {}).unwrap();
+    assert!(b.kv.reused_tokens > 434, "{b:?}");
+    assert_eq!(a.text, b.text, "greedy, same text");
+    // Another image of the same size is another prefix: nothing reused.
+    let other = conversation(
+        "Inventory photo follows.\n",
+        png_tinted(672, 336, 200),
+        (672, 336),
+        after,
+    );
+    let c = e.generate(&other, &params, &mut |_| {}).unwrap();
+    assert_eq!((c.kv.reused_tokens, c.prompt_tokens), (0, prompt), "{c:?}");
+    // Forked questions over the image answer as each does alone.
+    let second = vec![
+        messages[0].clone(),
+        ChatMessage::new(Role::User, "What colour is the shelf?"),
+    ];
+    let alone = e.generate(&second, &params, &mut |_| {}).unwrap();
+    let forked = e
+        .generate_forked(&[messages.clone(), second], &params, &mut |_, _| {})
+        .unwrap();
+    assert_eq!(forked[0].text, a.text);
+    assert_eq!(forked[1].text, alone.text);
+    // The prefix, image and all, was read once and forked.
+    assert!(forked[1].kv.forked_tokens > 434, "{forked:?}");
+    assert_eq!(forked[0].kv.prefilled_tokens, prompt, "{forked:?}");
+}
+
+#[test]
+fn kv_reused_up_to_the_middle_of_an_image_is_cut_back_to_its_start() {
+    // About 450 tokens of text, then the image: the first 512-token block
+    // ends inside the image.
+    let before = format!("{}\n", "Crates: ".repeat(56));
+    let first = conversation(&before, png(672, 336), (672, 336), "\nFirst shelf.\n");
+    let second = conversation(&before, png(672, 336), (672, 336), "\nSecond shelf.\n");
+    let params = GenerateParams {
+        max_tokens: 8,
+        ..GenerateParams::default()
+    };
+    let mut e = vision_engine();
+    e.generate(&first, &params, &mut |_| {}).unwrap();
+    // The second prompt shares the first block with the first one's KV
+    // in memory; the block ends inside the image, so the reuse stops
+    // where the image starts and the image is read whole.
+    let g = e.generate(&second, &params, &mut |_| {}).unwrap();
+    let fresh = vision_engine().generate(&second, &params, &mut |_| {}).unwrap();
+    assert!(g.kv.reused_tokens > 400 && g.kv.reused_tokens < 512, "{g:?}");
+    assert_eq!(g.kv.reused_tokens + g.kv.prefilled_tokens, g.prompt_tokens, "{g:?}");
+    assert_eq!(g.text, fresh.text);
+}
+
+/// `scout ask --json` over `dir` on the tiny Llama 4 GGUF with its
+/// projector, with scout's caches in `cache`.
+fn ask_with_mmproj(dir: &Path, cache: &Path) -> serde_json::Value {
+    let out = crate::util::scout(cache)
+        .arg("ask")
+        .arg(dir)
+        .args(["How many crates are on the shelf?", "--json", "-q", "--no-ocr"])
+        .args(["--max-tokens", "8", "--model"])
+        .arg(tiny_llama4())
+        .arg("--mmproj")
+        .arg(tiny_llama4_mmproj())
+        .output()
+        .unwrap();
+    // Random weights cite nothing: answered (0) or not backed (1).
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        crate::util::text(&out.stderr)
+    );
+    let r = crate::util::json(&out);
+    assert_eq!(r["usage"]["calls"], 1, "{r}");
+    r
+}
+
+#[test]
+fn scout_ask_with_mmproj_reads_a_corpus_image_where_it_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "The shelf holds twelve crates.\n").unwrap();
+    let prompt_tokens = |r: &serde_json::Value| r["usage"]["prompt_tokens"].as_u64().unwrap();
+    let without = prompt_tokens(&ask_with_mmproj(dir.path(), tempfile::tempdir().unwrap().path()));
+    std::fs::write(dir.path().join("shelf.png"), png(672, 336)).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let first = ask_with_mmproj(dir.path(), cache.path());
+    let with = prompt_tokens(&first);
+    // The next process restores the prefix, image and all, from disk.
+    let again = ask_with_mmproj(dir.path(), cache.path());
+    assert_eq!(first["kv"]["restored_tokens"], 0, "{first}");
+    assert!(again["kv"]["restored_tokens"].as_u64().unwrap() > 434, "{again}");
+    assert_eq!(again["answer"], first["answer"]);
+    // The image's 434 tokens, and its document's header, line and
+    // table-of-contents entry (about 200 bytes: a token each here).
+    let extra = with - without;
+    assert!((434..434 + 300).contains(&extra), "{without} -> {with}");
+}
+
 /// The same code path through the mistralrs engine: a tiny random-weight
 /// Llama 4 written as a Hugging Face folder (config.json with Scout's keys,
 /// tokenizer.json with Llama 4's special tokens, safetensors with Scout's
@@ -311,7 +588,7 @@ fn a_prompt_past_the_attention_chunk_runs_deterministically_with_usage_that_matc
 mod mistralrs {
     use super::*;
     use scout::engine::mistralrs::{Isq, MistralRsEngine, MistralRsOptions};
-    use scout::engine::{StopReason, Tokenizer};
+    use scout::engine::StopReason;
 
     /// Writes a safetensors file of F32 tensors (shapes outermost first).
     fn write_safetensors(path: &Path, tensors: &[(String, Vec<u64>, Vec<f32>)]) {
@@ -637,32 +914,6 @@ mod mistralrs {
         assert!(a.completion_tokens > 0 && a.completion_tokens <= 12, "{a:?}");
         assert_eq!(a.text, streamed, "the stream is the answer");
         assert_eq!(a.text, b.text, "greedy, same text");
-    }
-
-    /// A `width` x `height` PNG test card.
-    fn png(width: u32, height: u32) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, 90]));
-        let mut out = Vec::new();
-        image::DynamicImage::ImageRgb8(img)
-            .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
-            .unwrap();
-        out
-    }
-
-    /// A system message with text, an image, and more text.
-    fn with_image(width: u32, height: u32, after: &str) -> Vec<ChatMessage> {
-        let mut c = scout::prompt::Content::text("Inventory photo follows.\n");
-        c.push_image(std::sync::Arc::new(scout::prompt::PromptImage {
-            bytes: png(width, height),
-            width,
-            height,
-            label: "shelf.png".into(),
-        }));
-        c.push_str(after);
-        vec![
-            c.into_message(Role::System),
-            ChatMessage::new(Role::User, "How many crates are on the shelf?"),
-        ]
     }
 
     #[test]

@@ -283,9 +283,15 @@ struct ModelArgs {
     /// where they stand, beside their OCR text, and budgeted at Llama 4's cost: 144
     /// tokens per 336 px tile, up to 16 tiles plus a global one. Without it the server
     /// gets the OCR text only. (mistralrs reads images when the model folder is a Llama
-    /// 4 with its vision tower; llamacpp reads the OCR text.)
+    /// 4 with its vision tower; llamacpp with --mmproj.)
     #[arg(long)]
     vision: bool,
+    /// llamacpp: the vision model's multimodal projector, the `mmproj` GGUF that comes
+    /// with its GGUF (Llama 4 Scout's, Gemma 3's, Qwen-VL's...). Images in the corpus
+    /// (image files, scanned PDF pages) are then read where they stand, beside their
+    /// OCR text, at what the projector makes of them.
+    #[arg(long, value_name = "GGUF")]
+    mmproj: Option<PathBuf>,
 }
 
 /// How the llamacpp engine runs a model (for commands that run one).
@@ -812,6 +818,7 @@ fn engine_options(m: &ModelArgs, run: &RunArgs) -> LlamaCppOptions {
         kv_host_bytes: if run.no_kv_cache { 0 } else { gib_bytes(run.kv_host_gib) },
         kv_checkpoint: Some(std::time::Duration::from_secs(run.kv_checkpoint)),
         decode_forks_together: run.n_gpu_layers > 0,
+        mmproj: m.mmproj.clone(),
     }
 }
 
@@ -845,7 +852,10 @@ impl ModelArgs {
     /// it is.
     fn engine(&self, run: &RunArgs, say: &mut dyn FnMut(&str)) -> Result<(Box<dyn Engine>, String)> {
         if self.vision && self.engine != EngineKind::Openai {
-            say("scout: --vision applies to --engine openai only; mistralrs reads images when the model folder is a Llama 4 with its vision tower, llamacpp reads their OCR text");
+            say("scout: --vision applies to --engine openai only; mistralrs reads images when the model folder is a Llama 4 with its vision tower, llamacpp with --mmproj");
+        }
+        if self.mmproj.is_some() && self.engine != EngineKind::Llamacpp {
+            say("scout: --mmproj applies to --engine llamacpp only; this engine reads its images its own way");
         }
         match self.engine {
             EngineKind::Llamacpp => {
@@ -857,12 +867,17 @@ impl ModelArgs {
                 let threads = options.threads;
                 let engine = LlamaCppEngine::load(&path, options).with_context(|| "loading the model")?;
                 let line = format!(
-                    "{} (llamacpp, {} thread{}, context {})",
+                    "{} (llamacpp, {} thread{}, context {}{})",
                     path.file_name()
                         .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
                     threads,
                     if threads == 1 { "" } else { "s" },
-                    engine.capabilities().context_length
+                    engine.capabilities().context_length,
+                    if engine.capabilities().vision {
+                        ", reads images"
+                    } else {
+                        ""
+                    }
                 );
                 Ok((Box::new(engine), line))
             }

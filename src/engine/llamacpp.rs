@@ -27,6 +27,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::{LlamaStateSeqFlags, SeqState};
 
 use super::bpe::ByteBpe;
+use super::mtmd::{span_tokens, ImageSpan, Prompt, Vision};
 use super::{
     Capabilities, ChatMessage, Engine, EngineError, EngineEvent, GenerateParams, Generation, KvUse, StopFilter,
     StopReason, Tokenizer,
@@ -36,16 +37,17 @@ use crate::kv::host::HostTier;
 use crate::kv::tier::KvTier;
 
 /// Prompt tokens decoded per llama.cpp call.
-const PREFILL_BATCH: usize = 512;
+pub(crate) const PREFILL_BATCH: usize = 512;
 
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
-            let mut b = LlamaBackend::init().map_err(|e| e.to_string())?;
-            // llama.cpp logs every tensor it loads to stderr; scout reports
-            // what matters itself.
-            b.void_logs();
+            let b = LlamaBackend::init().map_err(|e| e.to_string())?;
+            // llama.cpp logs every tensor it loads to stderr, and its
+            // projector every image it reads; scout reports what matters
+            // itself.
+            llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(false));
             Ok(b)
         })
         .as_ref()
@@ -82,6 +84,9 @@ pub struct LlamaCppOptions {
     /// on a CPU is no slower and keeps every answer exactly the one the
     /// question alone gets (a batch of several rows can round differently).
     pub decode_forks_together: bool,
+    /// The vision model's multimodal projector (its `mmproj` GGUF): images
+    /// in the prompt are read through it; `None`: text only.
+    pub mmproj: Option<std::path::PathBuf>,
 }
 
 impl Default for LlamaCppOptions {
@@ -96,6 +101,7 @@ impl Default for LlamaCppOptions {
             kv_host_bytes: 0,
             kv_checkpoint: Some(std::time::Duration::from_secs(crate::limits::KV_CHECKPOINT_SECONDS)),
             decode_forks_together: false,
+            mmproj: None,
         }
     }
 }
@@ -125,6 +131,8 @@ impl KvType {
 
 /// A GGUF model loaded for generation.
 pub struct LlamaCppEngine {
+    /// Before `model`: the projector refers to it and is dropped first.
+    vision: Option<Vision>,
     model: LlamaModel,
     fast: Option<ByteBpe>,
     template: LlamaChatTemplate,
@@ -244,8 +252,8 @@ impl LlamaCppTokenizer {
     /// the llamacpp engine does (for another engine running the same
     /// GGUF); with how many tokens come before the last message's content.
     pub fn chat_tokens(&self, messages: &[ChatMessage]) -> Result<(Vec<u32>, usize), EngineError> {
-        let (tokens, prefix) = chat_tokens(&self.model, &self.template, self.trims_content, messages)?;
-        Ok((tokens.iter().map(|t| t.0 as u32).collect(), prefix))
+        let prompt = chat_tokens(&self.model, &self.template, self.trims_content, None, messages)?;
+        Ok((prompt.tokens.iter().map(|t| t.0 as u32).collect(), prompt.prefix))
     }
 
     /// Token ids as text, special tokens written out.
@@ -505,14 +513,15 @@ impl Answer {
 }
 
 impl LlamaCppEngine {
-    /// The disk tier's key for a prefix: the model, the KV type and the
-    /// exact tokens. Anything else (another model, tokenizer, layout or KV
-    /// type) is another key, so a state file is never read into the wrong
-    /// context.
-    fn prefix_key(&self, prefix: &[LlamaToken]) -> String {
-        let mut h = blake3::Hasher::new();
-        h.update(self.model_id.as_bytes());
-        h.update(format!("{:?}", self.options.kv_type).as_bytes());
+    /// The disk tier's key for a prefix: the model, the KV type, the
+    /// context's KV streams and the exact tokens. Anything else (another
+    /// model, tokenizer, layout or KV type) is another key, so a state file
+    /// is never read into the wrong context. A context of `streams` forked
+    /// sequences keeps a KV stream per sequence, and llama.cpp reads a
+    /// sequence's state only into a context with as many streams, so
+    /// forked prefixes are kept apart from single questions' (1 stream).
+    fn prefix_key(&self, prefix: &[LlamaToken], streams: usize) -> String {
+        let mut h = self.key_hasher(streams);
         for t in prefix {
             h.update(&t.0.to_le_bytes());
         }
@@ -522,11 +531,8 @@ impl LlamaCppEngine {
     /// Keys of the prefix's whole blocks, each chained through the one
     /// before it (and the model and KV type), so a block's key stands for
     /// every token up to its end.
-    fn block_keys(&self, prefix: &[LlamaToken]) -> Vec<String> {
-        let mut h = blake3::Hasher::new();
-        h.update(self.model_id.as_bytes());
-        h.update(format!("{:?}", self.options.kv_type).as_bytes());
-        let mut previous = h.finalize();
+    fn block_keys(&self, prefix: &[LlamaToken], streams: usize) -> Vec<String> {
+        let mut previous = self.key_hasher(streams).finalize();
         prefix
             .chunks_exact(KV_BLOCK)
             .map(|block| {
@@ -539,6 +545,18 @@ impl LlamaCppEngine {
                 format!("block-{}", &previous.to_hex()[..32])
             })
             .collect()
+    }
+
+    /// A hasher seeded with what every key of this engine's prefixes
+    /// shares: the model, the KV type and (past one) the KV streams.
+    fn key_hasher(&self, streams: usize) -> blake3::Hasher {
+        let mut h = blake3::Hasher::new();
+        h.update(self.model_id.as_bytes());
+        h.update(format!("{:?}", self.options.kv_type).as_bytes());
+        if streams > 1 {
+            h.update(format!("streams {streams}").as_bytes());
+        }
+        h
     }
 
     /// Restores the longest run of whole blocks of `prefix` that a stored
@@ -654,7 +672,7 @@ impl LlamaCppEngine {
     /// decode one token of each per batch.
     fn forked(
         &mut self,
-        prompts: &[(Vec<LlamaToken>, usize)],
+        prompts: &[Prompt],
         shared: usize,
         params: &GenerateParams,
         on_event: &mut dyn FnMut(usize, EngineEvent<'_>),
@@ -662,10 +680,10 @@ impl LlamaCppEngine {
         let grammar = grammar_of(params)?;
         let started = Instant::now();
         let n = prompts.len();
-        let prefix = &prompts[0].0[..shared];
-        let key = (shared >= MIN_SAVED_PREFIX).then(|| self.prefix_key(prefix));
+        let prefix = &prompts[0].tokens[..shared];
+        let key = (shared >= MIN_SAVED_PREFIX).then(|| self.prefix_key(prefix, n));
         self.pin(key.as_deref(), params);
-        let longest = prompts.iter().map(|(p, _)| p.len() as u32).max().unwrap_or(0) + params.max_tokens;
+        let longest = prompts.iter().map(|p| p.tokens.len() as u32).max().unwrap_or(0) + params.max_tokens;
         // Without a unified cache (llama-cpp-2 does not expose it), each
         // sequence has a stream of n_ctx / n cells.
         let per_sequence = longest.div_ceil(256) * 256;
@@ -675,7 +693,7 @@ impl LlamaCppEngine {
                 "could not create a context of {n} sequences of {per_sequence} tokens: {e}"
             ))
         })?;
-        let total: u32 = shared as u32 + prompts.iter().map(|(p, _)| (p.len() - shared) as u32).sum::<u32>();
+        let total: u32 = shared as u32 + prompts.iter().map(|p| (p.tokens.len() - shared) as u32).sum::<u32>();
         // The shared prefix, into sequence 0.
         let mut kv = KvUse::default();
         let mut done = Self::reuse_from_memory(&mut self.host, &mut ctx, key.as_deref(), shared);
@@ -686,7 +704,7 @@ impl LlamaCppEngine {
             kv.restored_tokens = done as u32;
         }
         let blocks = if key.is_some() {
-            self.block_keys(prefix)
+            self.block_keys(prefix, n)
         } else {
             Vec::new()
         };
@@ -694,15 +712,8 @@ impl LlamaCppEngine {
         let mut batch = LlamaBatch::new(PREFILL_BATCH, n as i32);
         while done < shared {
             params.cancel.check()?;
-            let end = (done + PREFILL_BATCH).min(shared);
-            batch.clear();
-            for (j, &tok) in prefix[done..end].iter().enumerate() {
-                batch
-                    .add(tok, (done + j) as i32, &[0], false)
-                    .map_err(|e| EngineError::Inference(e.to_string()))?;
-            }
-            ctx.decode(&mut batch)
-                .map_err(|e| EngineError::Inference(format!("prefill: {e}")))?;
+            let limit = (done + PREFILL_BATCH).min(shared);
+            let end = prompts[0].read(&mut ctx, self.vision.as_mut(), &mut batch, done, limit, 0)?;
             kv.prefilled_tokens += (end - done) as u32;
             done = end;
             on_event(
@@ -738,20 +749,12 @@ impl LlamaCppEngine {
         let mut answers = Vec::with_capacity(n);
         let mut next: Vec<Option<LlamaToken>> = Vec::with_capacity(n);
         let mut read = shared as u32;
-        for (s, (prompt, _)) in prompts.iter().enumerate() {
+        for (s, prompt) in prompts.iter().enumerate() {
             let mut pos = shared;
-            while pos < prompt.len() {
+            while pos < prompt.tokens.len() {
                 params.cancel.check()?;
-                let end = (pos + PREFILL_BATCH).min(prompt.len());
-                batch.clear();
-                for (j, &tok) in prompt[pos..end].iter().enumerate() {
-                    let at = pos + j;
-                    batch
-                        .add(tok, at as i32, &[s as i32], at + 1 == prompt.len())
-                        .map_err(|e| EngineError::Inference(e.to_string()))?;
-                }
-                ctx.decode(&mut batch)
-                    .map_err(|e| EngineError::Inference(format!("prefill: {e}")))?;
+                let limit = (pos + PREFILL_BATCH).min(prompt.tokens.len());
+                let end = prompt.read(&mut ctx, self.vision.as_mut(), &mut batch, pos, limit, s as i32)?;
                 read += (end - pos) as u32;
                 pos = end;
                 on_event(s, EngineEvent::Prefill { done: read, total });
@@ -764,7 +767,7 @@ impl LlamaCppEngine {
         }
         let prefill_ms = started.elapsed().as_millis() as u64;
         let decode_start = Instant::now();
-        let mut positions: Vec<i32> = prompts.iter().map(|(p, _)| p.len() as i32).collect();
+        let mut positions: Vec<i32> = prompts.iter().map(|p| p.tokens.len() as i32).collect();
         let together = self.options.decode_forks_together;
         loop {
             let live: Vec<usize> = (0..n).filter(|&s| next[s].is_some()).collect();
@@ -801,7 +804,7 @@ impl LlamaCppEngine {
             .into_iter()
             .enumerate()
             .map(|(s, answer)| {
-                let own = (prompts[s].0.len() - shared) as u32;
+                let own = (prompts[s].tokens.len() - shared) as u32;
                 // The first sequence carries how the prefix was had; the
                 // others forked it.
                 let kv = if s == 0 {
@@ -816,7 +819,7 @@ impl LlamaCppEngine {
                         ..KvUse::default()
                     }
                 };
-                answer.finish(kv, prompts[s].0.len() as u32, prefill_ms, decode_start, &mut |t| {
+                answer.finish(kv, prompts[s].tokens.len() as u32, prefill_ms, decode_start, &mut |t| {
                     on_event(s, EngineEvent::Text(t));
                 })
             })
@@ -895,13 +898,23 @@ impl LlamaCppEngine {
             path: path.display().to_string(),
             detail: e.to_string(),
         })?;
+        let vision = options
+            .mmproj
+            .as_deref()
+            .map(|p| Vision::load(p, &model, options.threads, options.gpu_layers > 0))
+            .transpose()?;
         // Name, size and tokenizer identify the model for caches without
-        // hashing gigabytes on every load.
-        let model_id = format!("{name}-{}-{tokenizer_id}", meta.len());
+        // hashing gigabytes on every load (and the projector, which makes
+        // the images' KV).
+        let mut model_id = format!("{name}-{}-{tokenizer_id}", meta.len());
+        if let Some(v) = &vision {
+            model_id = format!("{model_id}+{}", v.id);
+        }
         let trained = model.n_ctx_train();
         let context_length = options.context.map_or(trained, |c| c.min(trained)).max(256);
         let trims_content = trims_content(&model, &template)?;
         Ok(Self {
+            vision,
             model,
             fast: fast_counter(path),
             template,
@@ -920,26 +933,34 @@ impl LlamaCppEngine {
     /// The prompt as the model reads it, special tokens written out: for
     /// checks and `--verbose` displays.
     pub fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
-        let (tokens, _) = self.tokenize_chat(messages)?;
-        Ok(String::from_utf8_lossy(&self.model.vocab().detokenize(&tokens, false, true)).into_owned())
+        Ok(self.tokenize_chat(messages)?.render(&self.model))
     }
 
-    /// The prompt's tokens, and how many come before the last message's
-    /// content (the prefix that stays the same across questions).
-    fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<(Vec<LlamaToken>, usize), EngineError> {
-        chat_tokens(&self.model, &self.template, self.trims_content, messages)
+    /// The prompt's tokens, how many come before the last message's
+    /// content (the prefix that stays the same across questions), and
+    /// where its images stand.
+    fn tokenize_chat(&self, messages: &[ChatMessage]) -> Result<Prompt, EngineError> {
+        chat_tokens(
+            &self.model,
+            &self.template,
+            self.trims_content,
+            self.vision.as_ref(),
+            messages,
+        )
     }
 }
 
 /// `messages` in `model`'s chat `template`, as tokens: the template's own
-/// text with special tokens parsed, message contents as plain text. Returns
-/// them with how many come before the last message's content.
+/// text with special tokens parsed, message contents as plain text, each
+/// image a stand-in span as long as `vision`'s projector makes it (an
+/// error without one).
 fn chat_tokens(
     model: &LlamaModel,
     template: &LlamaChatTemplate,
     trims_content: bool,
+    vision: Option<&Vision>,
     messages: &[ChatMessage],
-) -> Result<(Vec<LlamaToken>, usize), EngineError> {
+) -> Result<Prompt, EngineError> {
     let slotted: Vec<LlamaChatMessage> = messages
         .iter()
         .enumerate()
@@ -954,6 +975,7 @@ fn chat_tokens(
     if vocab.should_add_bos() {
         tokens.push(vocab.bos());
     }
+    let mut images = Vec::new();
     let prefix = super::tokenize_slotted(
         &rendered,
         messages,
@@ -962,9 +984,26 @@ fn chat_tokens(
         &mut |text, special, out| {
             vocab.tokenize_into(text.as_bytes(), out, false, special);
         },
-        &|image| Err(super::no_vision(image)),
+        &mut |image, out| {
+            let vision = vision.ok_or_else(|| super::no_vision(image))?;
+            let len = vision.tokens(image.width, image.height)? as usize;
+            let start = out.len();
+            span_tokens(image, len, out);
+            // The message's own shared copy (no copy of the bytes).
+            let shared = messages
+                .iter()
+                .flat_map(|m| &m.images)
+                .find(|(_, a)| std::ptr::eq(std::ptr::from_ref(&**a), image))
+                .map_or_else(|| std::sync::Arc::new(image.clone()), |(_, a)| a.clone());
+            images.push(ImageSpan {
+                start,
+                len,
+                image: shared,
+            });
+            Ok(())
+        },
     )?;
-    Ok((tokens, prefix))
+    Ok(Prompt { tokens, prefix, images })
 }
 
 impl Tokenizer for LlamaCppEngine {
@@ -976,6 +1015,9 @@ impl Tokenizer for LlamaCppEngine {
     }
     fn counts_are_cheap(&self) -> bool {
         self.fast.is_some()
+    }
+    fn image_tokens(&self, width: u32, height: u32) -> Option<u32> {
+        self.vision.as_ref().and_then(|v| v.tokens(width, height).ok())
     }
 }
 
@@ -989,11 +1031,14 @@ impl Engine for LlamaCppEngine {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::llamacpp(self.context_length)
+        Capabilities {
+            vision: self.vision.is_some(),
+            ..Capabilities::llamacpp(self.context_length)
+        }
     }
 
     fn count_chat_tokens(&self, messages: &[ChatMessage]) -> Result<u32, EngineError> {
-        Ok(self.tokenize_chat(messages)?.0.len() as u32)
+        Ok(self.tokenize_chat(messages)?.tokens.len() as u32)
     }
 
     fn kv_tiers(&self) -> Vec<(&'static str, crate::kv::tier::TierCounters)> {
@@ -1017,14 +1062,14 @@ impl Engine for LlamaCppEngine {
             .iter()
             .map(|c| self.tokenize_chat(c))
             .collect::<Result<Vec<_>, _>>()?;
-        let shared = prompts.first().map_or(0, |p| p.1);
+        let shared = prompts.first().map_or(0, |p| p.prefix);
         let forkable = prompts.len() > 1
             && prompts
                 .iter()
-                .all(|(p, n)| *n == shared && p[..shared] == prompts[0].0[..shared])
+                .all(|p| p.prefix == shared && p.tokens[..shared] == prompts[0].tokens[..shared])
             && prompts
                 .iter()
-                .all(|(p, _)| p.len() as u32 + params.max_tokens <= self.context_length);
+                .all(|p| p.tokens.len() as u32 + params.max_tokens <= self.context_length);
         if !forkable {
             // Nothing shared to fork (or a prompt that cannot fit, which
             // the one-by-one path reports): one after another.
@@ -1041,7 +1086,8 @@ impl Engine for LlamaCppEngine {
     ) -> Result<Generation, EngineError> {
         let grammar = grammar_of(params)?;
         let started = Instant::now();
-        let (prompt, prefix_len) = self.tokenize_chat(messages)?;
+        let read = self.tokenize_chat(messages)?;
+        let (prompt, prefix_len) = (&read.tokens[..], read.prefix);
         let n_prompt = prompt.len() as u32;
         if n_prompt + params.max_tokens > self.context_length {
             return Err(EngineError::ContextOverflow {
@@ -1050,11 +1096,11 @@ impl Engine for LlamaCppEngine {
                 context: self.context_length,
             });
         }
-        let key = (prefix_len >= MIN_SAVED_PREFIX).then(|| self.prefix_key(&prompt[..prefix_len]));
+        let key = (prefix_len >= MIN_SAVED_PREFIX).then(|| self.prefix_key(&prompt[..prefix_len], 1));
         self.pin(key.as_deref(), params);
         let disk = self.options.kv_disk.as_ref().zip(key.as_ref());
         let blocks = if key.is_some() && (disk.is_some() || self.host.enabled()) {
-            self.block_keys(&prompt[..prefix_len])
+            self.block_keys(&prompt[..prefix_len], 1)
         } else {
             Vec::new()
         };
@@ -1145,6 +1191,16 @@ impl Engine for LlamaCppEngine {
             );
             kv.restored_tokens = done as u32;
         }
+        // KV from another prompt may end inside an image, which is read
+        // whole: back to its start.
+        let whole = read.unsplit(done);
+        if whole < done {
+            ctx.clear_kv_cache_seq(Some(0), Some(whole as u32), None)
+                .map_err(|e| EngineError::Inference(format!("trimming reused KV to an image's start: {e}")))?;
+            kv.reused_tokens = kv.reused_tokens.min(whole as u32);
+            kv.restored_tokens = kv.restored_tokens.min(whole as u32);
+            done = whole;
+        }
         let keep_prefix = key.is_some() && (disk.is_some() || self.host.enabled()) && done < prefix_len;
         // An interrupted prefill leaves its latest checkpoint under this
         // key; the finished prefix replaces it.
@@ -1157,21 +1213,13 @@ impl Engine for LlamaCppEngine {
         });
         while done < prompt.len() {
             // Chunks end at the prefix's end, so its KV can be saved alone.
-            let end = if done < prefix_len && keep_prefix {
+            let limit = if done < prefix_len && keep_prefix {
                 (done + PREFILL_BATCH).min(prefix_len)
             } else {
                 (done + PREFILL_BATCH).min(prompt.len())
             };
             params.cancel.check()?;
-            batch.clear();
-            for (j, &tok) in prompt[done..end].iter().enumerate() {
-                let pos = done + j;
-                batch
-                    .add(tok, pos as i32, &[0], pos + 1 == prompt.len())
-                    .map_err(|e| EngineError::Inference(e.to_string()))?;
-            }
-            ctx.decode(&mut batch)
-                .map_err(|e| EngineError::Inference(format!("prefill: {e}")))?;
+            let end = read.read(&mut ctx, self.vision.as_mut(), &mut batch, done, limit, 0)?;
             kv.prefilled_tokens += (end - done) as u32;
             done = end;
             if let (Some((tier, _)), Some(every), Some(part)) = (&disk, self.options.kv_checkpoint, &checkpoint_key) {

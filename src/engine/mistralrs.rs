@@ -349,12 +349,17 @@ impl HfPrompter {
                     Err(e) => failed = Some(e.to_string()),
                 }
             },
-            &|image| {
-                if self.llama4_vision {
-                    Ok(crate::ingest::image::llama4_image_text(image.width, image.height))
-                } else {
-                    Err(super::no_vision(image))
+            &mut |image, out| {
+                if !self.llama4_vision {
+                    return Err(super::no_vision(image));
                 }
+                let text = crate::ingest::image::llama4_image_text(image.width, image.height);
+                let e = self
+                    .special
+                    .encode_fast(text, false)
+                    .map_err(|e| EngineError::Inference(format!("tokenizing an image's tokens: {e}")))?;
+                out.extend_from_slice(e.get_ids());
+                Ok(())
             },
         )?;
         match failed {

@@ -14,6 +14,8 @@ pub mod llamacpp;
 #[cfg(feature = "mistralrs")]
 pub mod mistralrs;
 pub mod models;
+#[cfg(feature = "llamacpp")]
+mod mtmd;
 pub mod openai;
 pub mod threads;
 
@@ -46,7 +48,7 @@ pub struct Capabilities {
 impl Capabilities {
     /// What the llamacpp engine can do with a text model whose context is
     /// `context_length` tokens (scout's own engine: KV operations and
-    /// constrained output, no images yet).
+    /// constrained output; images only with a projector, `--mmproj`).
     #[must_use]
     pub fn llamacpp(context_length: u32) -> Self {
         Self {
@@ -293,6 +295,9 @@ pub fn one_by_one<E: Engine + ?Sized>(
 const SLOT_OPEN: char = '\u{F0000}';
 const SLOT_CLOSE: char = '\u{F0001}';
 
+/// Writes an image into a prompt's tokens (see [`tokenize_slotted`]).
+pub type ImageWriter<'a, T> = dyn FnMut(&PromptImage, &mut Vec<T>) -> Result<(), EngineError> + 'a;
+
 /// The placeholder content for message `index`: engines render their chat
 /// template around these and split the result with [`tokenize_slotted`].
 #[must_use]
@@ -304,17 +309,18 @@ pub fn slot(index: usize) -> String {
 /// template's own text through `piece(text, true, out)` (special tokens
 /// parsed), each message's content through `piece(content, false, out)`
 /// (plain text, trimmed first when the template trims), so a document that
-/// contains a chat-format token stays text. An image in a message becomes
-/// `image(it)`, the model's own image tokens written out, through
-/// `piece(.., true, out)`. Returns how many tokens come before the last
-/// message's content.
+/// contains a chat-format token stays text. An image in a message is
+/// written into the tokens by `image(it, out)` (the model's own image
+/// tokens, or a stand-in span the engine replaces when it reads the
+/// prompt). Returns how many tokens come before the last message's
+/// content.
 pub fn tokenize_slotted<T>(
     rendered: &str,
     messages: &[ChatMessage],
     trims_content: bool,
     tokens: &mut Vec<T>,
     piece: &mut dyn FnMut(&str, bool, &mut Vec<T>),
-    image: &dyn Fn(&PromptImage) -> Result<String, EngineError>,
+    image: &mut ImageWriter<'_, T>,
 ) -> Result<usize, EngineError> {
     let mut rest = rendered;
     let mut seen = 0usize;
@@ -338,7 +344,7 @@ pub fn tokenize_slotted<T>(
         for part in message.parts(trims_content) {
             match part {
                 Part::Text(text) => piece(text, false, tokens),
-                Part::Image(i) => piece(&image(i)?, true, tokens),
+                Part::Image(i) => image(i, tokens)?,
             }
         }
         seen += 1;

@@ -56,6 +56,15 @@ pub enum ImageFailure {
     Unreadable(String),
 }
 
+impl std::fmt::Display for ImageFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge(why) => write!(f, "too large to decode: {why}"),
+            Self::Unreadable(why) => write!(f, "unreadable: {why}"),
+        }
+    }
+}
+
 fn limits() -> Limits {
     let mut l = Limits::default();
     l.max_image_width = Some(MAX_IMAGE_SIDE);
