@@ -1,10 +1,13 @@
 //! Ingest throughput: walking and reading a tree, re-ingesting it when
-//! nothing changed, and counting tokens with the default model's tokenizer.
+//! nothing changed, counting tokens with the default model's tokenizer,
+//! and the tree-sitter outlines alone.
 //!
 //! Run: `cargo bench --bench ingest`. The tree is generated: 400 source
 //! files of 200 lines (about 8 MB). The token bench needs the default model
 //! in the cache (`scout models --fetch`) and is skipped without it. Figures
-//! are per whole tree; compare ratios within one run.
+//! are per whole tree; compare ratios within one run. `SCOUT_BENCH_TREE=DIR`
+//! runs the outline bench over the source files of a real tree instead
+//! (one core: what outlines cost an ingest in CPU time).
 
 use std::path::Path;
 
@@ -69,6 +72,35 @@ fn bench_ingest(c: &mut Criterion) {
             model.display()
         );
     }
+    group.finish();
+    bench_outlines(c, &dir.path().join("tree"));
+}
+
+/// Outlines alone (tree-sitter parse and definition walk), over the
+/// source files of `SCOUT_BENCH_TREE` or the generated tree.
+fn bench_outlines(c: &mut Criterion, generated: &Path) {
+    let root = std::env::var_os("SCOUT_BENCH_TREE").map_or_else(|| generated.to_path_buf(), Into::into);
+    let files: Vec<(&str, String)> = ignore::WalkBuilder::new(&root)
+        .build()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let language = scout::ingest::code_language(&e.path().to_string_lossy())?;
+            Some((language, std::fs::read_to_string(e.path()).ok()?))
+        })
+        .collect();
+    let bytes: u64 = files.iter().map(|(_, t)| t.len() as u64).sum();
+    let mut group = c.benchmark_group("outlines");
+    group.sample_size(10);
+    group.throughput(Throughput::Bytes(bytes));
+    let limit = std::time::Duration::from_secs(10);
+    group.bench_function(format!("{} source files of {}", files.len(), root.display()), |b| {
+        b.iter(|| {
+            files
+                .iter()
+                .filter_map(|(language, text)| scout::ingest::outline::outline(language, text, limit).ok())
+                .count()
+        });
+    });
     group.finish();
 }
 

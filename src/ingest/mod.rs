@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::anchor::Anchor;
 
 pub use repo::{count_files, display_path, walk, KnownFile, WalkItem, WalkOptions};
-pub use text::{decode, split_text};
+pub use text::{code_language, decode, split_text};
 
 /// What kind of content a document holds; decides how it is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
