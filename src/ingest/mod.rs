@@ -175,6 +175,8 @@ pub enum SkipReason {
     /// A symbolic link that leads back to a folder above it (with
     /// `--follow`); the walk goes on without it.
     SymlinkLoop,
+    /// A symbolic link, not followed (`--follow` follows links).
+    Symlink,
     /// The file kept changing while it was read.
     Changing,
 }
@@ -212,6 +214,7 @@ impl SkipReason {
             SkipReason::PdfBomb => "pdf_bomb",
             SkipReason::ImageError => "image_error",
             SkipReason::SymlinkLoop => "symlink_loop",
+            SkipReason::Symlink => "symlink",
             SkipReason::Changing => "changing",
         }
     }

@@ -230,13 +230,21 @@ fn walk_root(
                             return WalkState::Skip;
                         }
                         None
+                    } else if e.path_is_symlink() && !opts.follow_links {
+                        Some(WalkItem::Skip(Skip {
+                            path: display_path(path),
+                            reason: SkipReason::Symlink,
+                            detail: "a symbolic link, not followed (--follow follows links)".into(),
+                        }))
                     } else if !e.file_type().is_some_and(|t| t.is_file()) {
                         None
-                    } else if canonical().is_some_and(|c| {
-                        excluded
-                            .iter()
-                            .any(|x| c == *x || is_journal_of(&c, x) || c.starts_with(x))
-                    }) {
+                    } else if may_be_excluded(&e, excluded)
+                        && canonical().is_some_and(|c| {
+                            excluded
+                                .iter()
+                                .any(|x| c == *x || is_journal_of(&c, x) || c.starts_with(x))
+                        })
+                    {
                         Some(WalkItem::Skip(Skip {
                             path: display_path(path),
                             reason: SkipReason::CorpusFile,
@@ -283,6 +291,24 @@ fn find_loop(err: &ignore::Error) -> Option<PathBuf> {
         | ignore::Error::WithLineNumber { err, .. } => find_loop(err),
         _ => None,
     }
+}
+
+/// Whether a file could be one of `excluded` (or a journal beside one)
+/// without its real path being looked up, which costs a system call per
+/// path component: only a root, a symbolic link, or a file whose name is
+/// an excluded one's can be (a file inside an excluded folder is never
+/// reached, the folder being skipped).
+fn may_be_excluded(e: &ignore::DirEntry, excluded: &[PathBuf]) -> bool {
+    if e.depth() == 0 || e.path_is_symlink() {
+        return true;
+    }
+    let Some(name) = e.file_name().to_str() else {
+        return true;
+    };
+    excluded.iter().filter_map(|x| x.file_name()?.to_str()).any(|x| {
+        name.strip_prefix(x)
+            .is_some_and(|rest| matches!(rest, "" | "-journal" | "-wal" | "-shm"))
+    })
 }
 
 /// `SQLite` writes `NAME-journal` and `NAME-wal` beside the store.
@@ -637,6 +663,9 @@ mod tests {
         std::fs::write(root.join("ignored.log"), "noise").unwrap();
         std::fs::write(root.join(".gitignore"), "*.log\n").unwrap();
         std::fs::write(root.join("store.db"), "not really").unwrap();
+        std::fs::write(root.join("store.db-wal"), "its journal").unwrap();
+        // Another name for the store: found by its real path.
+        std::os::unix::fs::symlink(root.join("store.db"), root.join("alias.db")).unwrap();
         let opts = WalkOptions {
             limits: Limits {
                 max_file_bytes: 1000,
@@ -654,14 +683,28 @@ mod tests {
         assert_eq!(
             reasons,
             vec![
+                ("alias.db", SkipReason::Symlink),
                 ("big.txt", SkipReason::TooLarge),
                 ("blob.txt", SkipReason::Binary),
                 ("empty.txt", SkipReason::Empty),
                 ("store.db", SkipReason::CorpusFile),
+                ("store.db-wal", SkipReason::CorpusFile),
             ]
         );
         // The quick count for the progress bar sees the same files.
-        assert_eq!(count_files(&[root.to_path_buf()], &opts), 6);
+        assert_eq!(count_files(&[root.to_path_buf()], &opts), 8);
+        // Followed, the link is found to be the store by its real path.
+        let follow = WalkOptions {
+            follow_links: true,
+            ..opts
+        };
+        let (_, skips, _) = walk_all(root, &follow);
+        assert!(
+            skips
+                .iter()
+                .any(|s| name(&s.path) == "alias.db" && s.reason == SkipReason::CorpusFile),
+            "{skips:?}"
+        );
     }
 
     #[test]
