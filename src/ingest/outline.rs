@@ -205,7 +205,9 @@ fn hollow_rust(src: &str) -> Option<String> {
     // Open blocks: (where the `{` is, whether a keyword was seen inside,
     // whether it may be emptied).
     let mut open: Vec<(usize, bool, bool)> = Vec::new();
-    let mut empty: Vec<(usize, usize)> = Vec::new();
+    // Byte ranges kept only as their newlines (and a space, for a block
+    // comment between two tokens).
+    let mut empty: Vec<(usize, usize, bool)> = Vec::new();
     let mut keep_next = false;
     // The last byte of code before this one, outside comments and
     // whitespace (`a` for any word, `"` for a string).
@@ -222,10 +224,14 @@ fn hollow_rust(src: &str) -> Option<String> {
             };
         }
         match c {
+            // Comments go too (doc comments are much of a Rust file).
             b'/' if b.get(i + 1) == Some(&b'/') => {
-                i = b[i..].iter().position(|&x| x == b'\n').map_or(n, |p| i + p);
+                let end = b[i..].iter().position(|&x| x == b'\n').map_or(n, |p| i + p);
+                empty.push((i, end, false));
+                i = end;
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
+                let from = i;
                 let mut depth = 1;
                 i += 2;
                 while i < n && depth > 0 {
@@ -239,6 +245,7 @@ fn hollow_rust(src: &str) -> Option<String> {
                         i += 1;
                     }
                 }
+                empty.push((from, i.min(n), true));
             }
             b'"' => i = skip_string(b, i + 1)?,
             b'\'' => {
@@ -277,10 +284,10 @@ fn hollow_rust(src: &str) -> Option<String> {
                     }
                 } else if may_empty {
                     // Inner blocks emptied already lie inside this one.
-                    while empty.last().is_some_and(|&(s, _)| s > start) {
+                    while empty.last().is_some_and(|&(s, _, _)| s > start) {
                         empty.pop();
                     }
-                    empty.push((start + 1, i));
+                    empty.push((start + 1, i, false));
                 }
                 i += 1;
             }
@@ -314,8 +321,11 @@ fn hollow_rust(src: &str) -> Option<String> {
     }
     let mut out = String::with_capacity(src.len() / 2);
     let mut at = 0;
-    for (start, end) in empty {
+    for (start, end, space) in empty {
         out.push_str(&src[at..start]);
+        if space {
+            out.push(' ');
+        }
         out.extend(src[start..end].bytes().filter(|&x| x == b'\n').map(char::from));
         at = end;
     }
@@ -489,6 +499,8 @@ mod tests {
             "impl Field<Client, { crate::ID }> for X {\n    fn get(&self) {}\n}\nimpl Bits<{ u32::MAX }> {}\n",
             // macro_rules bodies stay; match arms and closures go.
             "macro_rules! m {\n    ($x:expr) => {{ $x }};\n}\nfn f(v: u8) -> u8 {\n    match v { 0 => { 1 } _ => (|| { v })() }\n}\n",
+            // Comments outside bodies go too; one between tokens leaves a space.
+            "/// Docs with a { brace.\n/** Block } docs. */\npub /* here */ fn documented() {}\n// trailing\nstruct S;\n",
             // Traits, impls with methods, modules, where clauses.
             "trait T {\n    fn f(&self) -> u8 { 1 }\n    type Out;\n}\nmod m {\n    pub fn g<T>(t: T) -> Vec<T> where T: Clone {\n        vec![t]\n    }\n}\n",
         ];
