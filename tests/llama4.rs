@@ -382,6 +382,18 @@ fn with_image(width: u32, height: u32, after: &str) -> Vec<ChatMessage> {
     conversation("Inventory photo follows.\n", png(width, height), (width, height), after)
 }
 
+/// A 672 x 336 shelf photo between text that holds special-token text,
+/// and the same conversation without the photo.
+fn shelf_with_and_without_image() -> (Vec<ChatMessage>, Vec<ChatMessage>) {
+    let after = "\nThe shelf holds <|eot|> crates.\n";
+    let messages = with_image(672, 336, after);
+    let text_only = vec![
+        ChatMessage::new(Role::System, format!("Inventory photo follows.\n{after}")),
+        messages[1].clone(),
+    ];
+    (messages, text_only)
+}
+
 /// A system message of `before`, the image `bytes` (`size`) and `after`,
 /// then the question.
 fn conversation(before: &str, bytes: Vec<u8>, (width, height): (u32, u32), after: &str) -> Vec<ChatMessage> {
@@ -460,12 +472,7 @@ fn llamacpp_reads_an_image_through_the_projector_where_it_stands() {
     // and <|image_end|>.
     assert_eq!(e.image_tokens(672, 336), Some(3 * 144 + 2));
     assert_eq!(e.image_tokens(200, 150), Some(144 + 2), "small: the overview alone");
-    let after = "\nThe shelf holds <|eot|> crates.\n";
-    let messages = with_image(672, 336, after);
-    let text_only = [
-        ChatMessage::new(Role::System, format!("Inventory photo follows.\n{after}")),
-        messages[1].clone(),
-    ];
+    let (messages, text_only) = shelf_with_and_without_image();
     let prompt = e.count_chat_tokens(&messages).unwrap();
     // Document text stays text beside an image: no special tokens.
     assert_eq!(prompt, e.count_chat_tokens(&text_only).unwrap() + 434);
@@ -492,7 +499,7 @@ fn llamacpp_reads_an_image_through_the_projector_where_it_stands() {
         "Inventory photo follows.\n",
         png_tinted(672, 336, 200),
         (672, 336),
-        after,
+        "\nThe shelf holds <|eot|> crates.\n",
     );
     let c = e.generate(&other, &params, &mut |_| {}).unwrap();
     assert_eq!((c.kv.reused_tokens, c.prompt_tokens), (0, prompt), "{c:?}");
@@ -535,17 +542,15 @@ fn kv_reused_up_to_the_middle_of_an_image_is_cut_back_to_its_start() {
     assert_eq!(g.text, fresh.text);
 }
 
-/// `scout ask --json` over `dir` on the tiny Llama 4 GGUF with its
-/// projector, with scout's caches in `cache`.
-fn ask_with_mmproj(dir: &Path, cache: &Path) -> serde_json::Value {
+/// `scout ask --json` about the shelf over `dir` on a tiny Llama 4 (the
+/// engine and model in `model_args`), with scout's caches in `cache`.
+fn ask_about_the_shelf(dir: &Path, cache: &Path, model_args: &[&std::ffi::OsStr]) -> serde_json::Value {
     let out = crate::util::scout(cache)
         .arg("ask")
         .arg(dir)
         .args(["How many crates are on the shelf?", "--json", "-q", "--no-ocr"])
-        .args(["--max-tokens", "8", "--model"])
-        .arg(tiny_llama4())
-        .arg("--mmproj")
-        .arg(tiny_llama4_mmproj())
+        .args(["--max-tokens", "8"])
+        .args(model_args)
         .output()
         .unwrap();
     // Random weights cite nothing: answered (0) or not backed (1).
@@ -557,6 +562,17 @@ fn ask_with_mmproj(dir: &Path, cache: &Path) -> serde_json::Value {
     let r = crate::util::json(&out);
     assert_eq!(r["usage"]["calls"], 1, "{r}");
     r
+}
+
+/// The same on the tiny Llama 4 GGUF with its projector.
+fn ask_with_mmproj(dir: &Path, cache: &Path) -> serde_json::Value {
+    let args = [
+        "--model".as_ref(),
+        tiny_llama4().as_os_str(),
+        "--mmproj".as_ref(),
+        tiny_llama4_mmproj().as_os_str(),
+    ];
+    ask_about_the_shelf(dir, cache, &args)
 }
 
 #[test]
@@ -930,12 +946,7 @@ mod mistralrs {
         let tiling = scout::ingest::image::llama4_tiling(672, 336);
         assert_eq!((tiling.rows, tiling.cols, tiling.tokens), (1, 2, 437));
         assert_eq!(e.image_tokens(672, 336), Some(437));
-        let after = "\nThe shelf holds <|eot|> crates.\n";
-        let messages = with_image(672, 336, after);
-        let text_only = [
-            ChatMessage::new(Role::System, format!("Inventory photo follows.\n{after}")),
-            messages[1].clone(),
-        ];
+        let (messages, text_only) = shelf_with_and_without_image();
         let prompt = e.count_chat_tokens(&messages).unwrap();
         // The image costs its tiles. mistral.rs reads a prompt with images
         // as text, special tokens parsed, so the document's "<|eot|>" gets
@@ -970,23 +981,18 @@ mod mistralrs {
     /// mistral.rs read.
     fn ask_prompt_tokens(dir: &Path) -> u64 {
         let cache = tempfile::tempdir().unwrap();
-        let out = crate::util::scout(cache.path())
-            .arg("ask")
-            .arg(dir)
-            .args(["How many crates are on the shelf?", "--json", "-q", "--no-ocr"])
-            .args(["--engine", "mistralrs", "--isq", "none", "--context", "2048"])
-            .args(["--past-attention-chunk", "--max-tokens", "8", "--model"])
-            .arg(tiny_llama4_folder())
-            .output()
-            .unwrap();
-        // Random weights cite nothing: answered (0) or not backed (1).
-        assert!(
-            matches!(out.status.code(), Some(0 | 1)),
-            "{}",
-            crate::util::text(&out.stderr)
-        );
-        let r = crate::util::json(&out);
-        assert_eq!(r["usage"]["calls"], 1, "{r}");
+        let flags = [
+            "--engine",
+            "mistralrs",
+            "--isq",
+            "none",
+            "--context",
+            "2048",
+            "--past-attention-chunk",
+        ];
+        let mut args: Vec<&std::ffi::OsStr> = flags.iter().map(std::ffi::OsStr::new).collect();
+        args.extend(["--model".as_ref(), tiny_llama4_folder().as_os_str()]);
+        let r = ask_about_the_shelf(dir, cache.path(), &args);
         r["usage"]["prompt_tokens"].as_u64().unwrap()
     }
 
