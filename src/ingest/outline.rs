@@ -504,11 +504,23 @@ mod tests {
             // Traits, impls with methods, modules, where clauses.
             "trait T {\n    fn f(&self) -> u8 { 1 }\n    type Out;\n}\nmod m {\n    pub fn g<T>(t: T) -> Vec<T> where T: Clone {\n        vec![t]\n    }\n}\n",
         ];
+        let (grammar, kinds) = definitions("rust").unwrap();
         for src in cases {
             let hollow = hollow_rust(src).expect("balanced");
             assert_eq!(hollow.lines().count(), src.lines().count(), "{src}");
-            let found = outline("rust", src, Duration::from_secs(5)).unwrap().unwrap();
+            // The hollowed text itself parses cleanly to the same outline
+            // (not only through the whole-parse fallback).
+            let (found, errors) = symbols(
+                &grammar,
+                kinds,
+                hollow.as_bytes(),
+                Instant::now(),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+            assert!(!errors, "{src}\nhollowed:\n{hollow}");
             assert_eq!(found, unhollowed(src), "{src}\nhollowed:\n{hollow}");
+            assert_eq!(outline("rust", src, Duration::from_secs(5)).unwrap().unwrap(), found);
             assert!(!found.is_empty());
         }
         // A body without items is emptied to its newlines.

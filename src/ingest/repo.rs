@@ -307,7 +307,7 @@ fn may_be_excluded(e: &ignore::DirEntry, excluded: &[PathBuf]) -> bool {
     };
     excluded.iter().filter_map(|x| x.file_name()?.to_str()).any(|x| {
         name.strip_prefix(x)
-            .is_some_and(|rest| matches!(rest, "" | "-journal" | "-wal" | "-shm"))
+            .is_some_and(|rest| rest.is_empty() || is_journal_suffix(rest))
     })
 }
 
@@ -316,8 +316,12 @@ fn is_journal_of(candidate: &Path, store: &Path) -> bool {
     let (Some(c), Some(s)) = (candidate.to_str(), store.to_str()) else {
         return false;
     };
-    c.strip_prefix(s)
-        .is_some_and(|rest| matches!(rest, "-journal" | "-wal" | "-shm"))
+    c.strip_prefix(s).is_some_and(is_journal_suffix)
+}
+
+/// What `SQLite` appends to a store's name for the files beside it.
+fn is_journal_suffix(rest: &str) -> bool {
+    matches!(rest, "-journal" | "-wal" | "-shm")
 }
 
 fn walk_error_path(err: &ignore::Error) -> Option<PathBuf> {
