@@ -5,6 +5,12 @@
 //! citation can name its enclosing symbol. Parsing is bounded in time; a
 //! parse that runs out of time, or whose tree is mostly errors, gives no
 //! outline and the file stays plain text (each counted).
+//!
+//! Rust and Python are parsed from a hollowed copy: the same lines with
+//! what cannot hold a definition left out (tree-sitter reads about 11
+//! MB/s, and most of a file is bodies and signatures). The hollowed
+//! outline must equal the whole parse's; `hollowed_outlines_over_a_tree`
+//! checks that over any tree.
 
 use std::time::{Duration, Instant};
 
@@ -124,16 +130,17 @@ pub fn outline(language: &str, text: &str, limit: Duration) -> Result<Option<Vec
         return Ok(None);
     };
     let started = Instant::now();
-    // Rust blocks that hold no definitions are parsed empty: most of a
-    // file's bytes are function bodies, and tree-sitter reads about 11
-    // MB/s. A hollowed file that parses with errors is parsed again whole,
-    // so the errors are judged on the file itself.
-    if language == "rust" {
-        if let Some(hollow) = hollow_rust(text) {
-            match symbols(&grammar, kinds, hollow.as_bytes(), started, limit) {
-                Err(OutlineFailure::MostlyErrors) | Ok((_, true)) => {}
-                other => return other.map(|(found, _)| Some(found)),
-            }
+    // A hollowed file that parses with errors is parsed again whole, so
+    // the errors are judged on the file itself.
+    let hollow = match language {
+        "rust" => hollow_rust(text),
+        "python" => hollow_python(text),
+        _ => None,
+    };
+    if let Some(hollow) = hollow {
+        match symbols(&grammar, kinds, hollow.as_bytes(), started, limit) {
+            Err(OutlineFailure::MostlyErrors) | Ok((_, true)) => {}
+            other => return other.map(|(found, _)| Some(found)),
         }
     }
     symbols(&grammar, kinds, text.as_bytes(), started, limit).map(|(found, _)| Some(found))
@@ -193,21 +200,24 @@ const RUST_ITEMS: &[&[u8]] = &[
 /// `src` with the inside of every brace block that holds no definition
 /// keyword (a function body without nested items, a struct's fields, a
 /// match) emptied but for its newlines, so every definition keeps its
-/// lines and its name. Strings, characters, raw strings and comments are
-/// skipped while matching braces. Only a block that follows `)`, `]`,
-/// `>` or a word is emptied: one after `<` or `,` is a const generic
-/// argument, part of an `impl`'s name. A `macro_rules!` body is kept (an
-/// empty one is not a macro definition). `None` when the braces do not
-/// balance (the file is parsed as it is).
+/// lines and its name. Also emptied: comments, attributes, a function's
+/// signature after its name (`fn name() {`) and a `use` declaration's path
+/// (`use x;`). Strings, characters, raw strings and comments are skipped
+/// while matching braces. Only a block that follows `)`, `]`, `>` or a
+/// word is emptied: one after `<` or `,` is a const generic argument, part
+/// of an `impl`'s name. A `macro_rules!` body is kept whole (an empty one
+/// is not a macro definition). `None` when the braces do not balance (the
+/// file is parsed as it is).
 fn hollow_rust(src: &str) -> Option<String> {
     let b = src.as_bytes();
     let n = b.len();
     // Open blocks: (where the `{` is, whether a keyword was seen inside,
-    // whether it may be emptied).
-    let mut open: Vec<(usize, bool, bool)> = Vec::new();
-    // Byte ranges kept only as their newlines (and a space, for a block
-    // comment between two tokens).
-    let mut empty: Vec<(usize, usize, bool)> = Vec::new();
+    // whether it may be emptied, whether it is a `macro_rules!` body).
+    let mut open: Vec<(usize, bool, bool, bool)> = Vec::new();
+    let mut macro_bodies = 0usize;
+    // Byte ranges kept only as their newlines, after what stands in for
+    // them.
+    let mut empty: Vec<(usize, usize, &str)> = Vec::new();
     let mut keep_next = false;
     // The last byte of code before this one, outside comments and
     // whitespace (`a` for any word, `"` for a string).
@@ -227,56 +237,40 @@ fn hollow_rust(src: &str) -> Option<String> {
             // Comments go too (doc comments are much of a Rust file).
             b'/' if b.get(i + 1) == Some(&b'/') => {
                 let end = b[i..].iter().position(|&x| x == b'\n').map_or(n, |p| i + p);
-                empty.push((i, end, false));
+                empty.push((i, end, ""));
                 i = end;
             }
             b'/' if b.get(i + 1) == Some(&b'*') => {
                 let from = i;
-                let mut depth = 1;
-                i += 2;
-                while i < n && depth > 0 {
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                    } else {
-                        i += 1;
-                    }
-                }
-                empty.push((from, i.min(n), true));
+                i = skip_block_comment(b, i);
+                // A space, for a comment between two tokens.
+                empty.push((from, i, " "));
             }
             b'"' => i = skip_string(b, i + 1)?,
-            b'\'' => {
-                // A character ('x', '\n', '\u{1F600}', 'é') or a lifetime.
-                if b.get(i + 1) == Some(&b'\\') {
-                    i += 3;
-                    while i < n && b[i] != b'\'' && b[i] != b'\n' {
-                        i += 1;
+            b'\'' => i = skip_char_or_lifetime(src, i),
+            // Attributes (`#[..]`, `#![..]`) are not part of an item's
+            // lines.
+            b'#' if macro_bodies == 0 && (b.get(i + 1) == Some(&b'[') || b[i + 1..].starts_with(b"![")) => {
+                let bracket = i + 1 + usize::from(b[i + 1] == b'!');
+                match rust_group_end(src, bracket + 1, b"]") {
+                    Some(end) => {
+                        empty.push((i, end + 1, ""));
+                        i = end + 1;
                     }
-                    i += 1;
-                } else {
-                    let width = src
-                        .get(i + 1..)
-                        .and_then(|r| r.chars().next())
-                        .map_or(1, char::len_utf8);
-                    i += if b.get(i + 1 + width) == Some(&b'\'') {
-                        2 + width
-                    } else {
-                        1
-                    };
+                    None => i += 1,
                 }
             }
             b'{' => {
                 let may_empty = matches!(last, b')' | b']' | b'>' | b'a');
-                open.push((i, keep_next, may_empty));
+                open.push((i, keep_next, may_empty, keep_next));
+                macro_bodies += usize::from(keep_next);
                 keep_next = false;
                 last = b'{';
                 i += 1;
             }
             b'}' => {
-                let (start, keyword, may_empty) = open.pop()?;
+                let (start, keyword, may_empty, macro_body) = open.pop()?;
+                macro_bodies -= usize::from(macro_body);
                 last = b'}';
                 if keyword {
                     if let Some(parent) = open.last_mut() {
@@ -287,15 +281,12 @@ fn hollow_rust(src: &str) -> Option<String> {
                     while empty.last().is_some_and(|&(s, _, _)| s > start) {
                         empty.pop();
                     }
-                    empty.push((start + 1, i, false));
+                    empty.push((start + 1, i, ""));
                 }
                 i += 1;
             }
             c if c == b'_' || c.is_ascii_alphabetic() || c >= 0x80 => {
-                let end = b[i..]
-                    .iter()
-                    .position(|&x| !(x == b'_' || x.is_ascii_alphanumeric() || x >= 0x80))
-                    .map_or(n, |p| i + p);
+                let end = word_end(b, i);
                 let word = &b[i..end];
                 // Raw strings: r"..", r#".."#, br#".."#.
                 if matches!(word, b"r" | b"br" | b"cr") && matches!(b.get(end), Some(b'"' | b'#')) {
@@ -312,6 +303,27 @@ fn hollow_rust(src: &str) -> Option<String> {
                     keep_next = word == b"macro_rules";
                 }
                 i = end;
+                if macro_bodies > 0 {
+                    continue;
+                }
+                let next = i + b[i..].iter().take_while(|x| x.is_ascii_whitespace()).count();
+                let starts_word = b
+                    .get(next)
+                    .is_some_and(|&x| x == b'_' || x.is_ascii_alphabetic() || x >= 0x80);
+                if word == b"fn" && starts_word && !b[next..].starts_with(b"r#") {
+                    // `fn name(..) -> T where .. {` becomes `fn name() {`.
+                    let name_end = word_end(b, next);
+                    if let Some(sig_end) = rust_group_end(src, name_end, b"{;") {
+                        empty.push((name_end, sig_end, "()"));
+                        i = sig_end;
+                        last = b')';
+                    }
+                } else if word == b"use" && (starts_word || matches!(b.get(next), Some(b':' | b'{'))) {
+                    if let Some(semicolon) = rust_group_end(src, next, b";") {
+                        empty.push((end, semicolon, " x"));
+                        i = semicolon;
+                    }
+                }
             }
             _ => i += 1,
         }
@@ -321,16 +333,97 @@ fn hollow_rust(src: &str) -> Option<String> {
     }
     let mut out = String::with_capacity(src.len() / 2);
     let mut at = 0;
-    for (start, end, space) in empty {
+    for (start, end, stand_in) in empty {
         out.push_str(&src[at..start]);
-        if space {
-            out.push(' ');
-        }
+        out.push_str(stand_in);
         out.extend(src[start..end].bytes().filter(|&x| x == b'\n').map(char::from));
         at = end;
     }
     out.push_str(&src[at..]);
     Some(out)
+}
+
+/// Past the end of the identifier or keyword starting at `i`.
+fn word_end(b: &[u8], i: usize) -> usize {
+    b[i..]
+        .iter()
+        .position(|&x| !(x == b'_' || x.is_ascii_alphanumeric() || x >= 0x80))
+        .map_or(b.len(), |p| i + p)
+}
+
+/// Past the end of the block comment starting at `i` (they nest).
+fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
+    let mut depth = 1;
+    i += 2;
+    while i < b.len() && depth > 0 {
+        if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+            depth += 1;
+            i += 2;
+        } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+            depth -= 1;
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    i.min(b.len())
+}
+
+/// Past a character literal ('x', '\n', '\u{1F600}', 'é') or a lifetime's
+/// quote, at `i`.
+fn skip_char_or_lifetime(src: &str, i: usize) -> usize {
+    let b = src.as_bytes();
+    if b.get(i + 1) == Some(&b'\\') {
+        let mut k = i + 3;
+        while k < b.len() && b[k] != b'\'' && b[k] != b'\n' {
+            k += 1;
+        }
+        return k + 1;
+    }
+    let width = src
+        .get(i + 1..)
+        .and_then(|r| r.chars().next())
+        .map_or(1, char::len_utf8);
+    if b.get(i + 1 + width) == Some(&b'\'') {
+        i + 2 + width
+    } else {
+        i + 1
+    }
+}
+
+/// Where the first of `stops` outside brackets, braces and parentheses
+/// opened after `from` stands (a closing one at depth 0 closes a group
+/// opened before `from`); strings, characters and comments skipped.
+/// `None` when there is none, or a group opened before `from` closes
+/// first.
+fn rust_group_end(src: &str, from: usize, stops: &[u8]) -> Option<usize> {
+    let b = src.as_bytes();
+    let mut depth = 0usize;
+    let mut i = from;
+    while i < b.len() {
+        let c = b[i];
+        if depth == 0 && stops.contains(&c) {
+            return Some(i);
+        }
+        match c {
+            b'"' => i = skip_string(b, i + 1)?,
+            b'\'' => i = skip_char_or_lifetime(src, i),
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                i = b[i..].iter().position(|&x| x == b'\n').map_or(b.len(), |p| i + p);
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i),
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                i += 1;
+            }
+            b')' | b']' | b'}' => {
+                depth = depth.checked_sub(1)?;
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 /// Past the end of a string whose contents start at `i` (escapes
@@ -354,6 +447,239 @@ fn skip_raw(b: &[u8], mut i: usize, hashes: usize) -> Option<usize> {
             return Some(i + 1 + hashes);
         }
         i += 1;
+    }
+    None
+}
+
+/// Words that begin a Python logical line kept as it is: definitions and
+/// compound statements, whose bodies follow on indented lines (`match` and
+/// `case` may be plain names: keeping a line is always safe).
+const PYTHON_KEPT: &[&[u8]] = &[
+    b"def", b"class", b"async", b"if", b"elif", b"else", b"try", b"except", b"finally", b"for", b"while", b"with",
+    b"match", b"case",
+];
+
+/// `src` with every Python logical line that is not a definition or a
+/// block header (a line ending in `:`) replaced by `pass` at its
+/// indentation, on its last line (its other lines left empty), and only
+/// where the next statement is not one more such line at the same
+/// indentation; headers shortened to their keyword and a definition's name
+/// (see [`python_header`]); decorators and blank lines emptied, comments
+/// shortened to `#`.
+/// A definition keeps its lines, its name and its last line. Strings,
+/// brackets and backslashes are followed to find where a logical line
+/// ends; a line continued with a backslash is kept as it is (tree-sitter
+/// and Python disagree on some). `None` (the file is parsed as it is) when
+/// a string does not end on its line, a bracket closes what was not
+/// opened, or a replaced line has a later line that starts like a
+/// definition (a mis-read string would otherwise hide it).
+fn hollow_python(src: &str) -> Option<String> {
+    let b = src.as_bytes();
+    let n = b.len();
+    let mut out = String::with_capacity(n / 4);
+    // The last `pass` written, while it may still be dropped: (its range
+    // in `out`, its indentation).
+    let mut pending: Option<(std::ops::Range<usize>, &str)> = None;
+    let mut i = 0;
+    while i < n {
+        let first = i + b[i..]
+            .iter()
+            .take_while(|&&x| matches!(x, b' ' | b'\t' | b'\x0c'))
+            .count();
+        let indent = &src[i..first];
+        if first == n || matches!(b[first], b'\n' | b'\r' | b'#') {
+            let end = b[first..].iter().position(|&x| x == b'\n').map_or(n, |p| first + p + 1);
+            // A comment stays, but for its text: one at a body's
+            // indentation after its last statement is part of the body.
+            // (So the statement before it keeps its `pass`.)
+            if b.get(first) == Some(&b'#') {
+                out.push_str(indent);
+                out.push('#');
+                pending = None;
+            }
+            if b[end - 1] == b'\n' {
+                out.push('\n');
+            }
+            i = end;
+            continue;
+        }
+        let (end, last, continued, commented) = python_logical_line(b, first)?;
+        let word_len = b[first..end]
+            .iter()
+            .take_while(|&&x| x == b'_' || x.is_ascii_alphanumeric())
+            .count();
+        let word = &b[first..first + word_len];
+        let ends_line = b[end - 1] == b'\n';
+        let inner_newlines = src[i..end].matches('\n').count() - usize::from(ends_line);
+        // A comment ending the line stays (as `#`): one on the next line
+        // at a deeper indentation is then read as its continuation.
+        let newline = match (commented, ends_line) {
+            (true, true) => " #\n",
+            (true, false) => " #",
+            (false, true) => "\n",
+            (false, false) => "",
+        };
+        let replaced = !continued && b[first] != b'@' && last != b':' && !PYTHON_KEPT.contains(&word);
+        if let Some((range, pending_indent)) = pending.take() {
+            if replaced && pending_indent == indent {
+                out.replace_range(range, "");
+            }
+        }
+        if continued {
+            out.push_str(&src[i..end]);
+        } else if b[first] == b'@' {
+            // A decorator is not part of the definition's lines.
+            out.extend(std::iter::repeat_n('\n', inner_newlines + usize::from(ends_line)));
+        } else if let Some(head) = python_header(&src[first..end], word, last == b':') {
+            out.push_str(indent);
+            out.push_str(&head);
+            if last == b':' {
+                out.extend(std::iter::repeat_n('\n', inner_newlines));
+            } else if inner_newlines == 0 {
+                out.push_str(" pass");
+            } else {
+                // The body on the header's last line: `pass` there, one
+                // column in.
+                out.extend(std::iter::repeat_n('\n', inner_newlines));
+                out.push_str(indent);
+                out.push_str(" pass");
+            }
+            out.push_str(newline);
+        } else if !replaced {
+            out.push_str(&src[i..end]);
+        } else {
+            let mut k = first;
+            for _ in 0..inner_newlines {
+                k += b[k..end].iter().position(|&x| x == b'\n')? + 1;
+                let rest = &b[k..end];
+                let code = rest
+                    .iter()
+                    .position(|x| !x.is_ascii_whitespace())
+                    .map_or(rest, |p| &rest[p..]);
+                if [&b"def "[..], b"class ", b"async def "]
+                    .iter()
+                    .any(|w| code.starts_with(w))
+                {
+                    return None;
+                }
+            }
+            out.extend(std::iter::repeat_n('\n', inner_newlines));
+            let at = out.len();
+            out.push_str(indent);
+            out.push_str("pass");
+            if !commented {
+                pending = Some((at..out.len(), indent));
+            }
+            out.push_str(newline);
+        }
+        i = end;
+    }
+    Some(out)
+}
+
+/// Where the Python logical line starting at `first` ends (past its
+/// newline), its last byte of code, whether a backslash continues it and
+/// whether it ends in a comment.
+fn python_logical_line(b: &[u8], first: usize) -> Option<(usize, u8, bool, bool)> {
+    let n = b.len();
+    let mut depth = 0usize;
+    let mut last = 0u8;
+    let mut continued = false;
+    let mut commented = false;
+    let mut j = first;
+    loop {
+        let Some(&c) = b.get(j) else {
+            return Some((n, last, continued, commented));
+        };
+        match c {
+            b'\n' if depth == 0 => return Some((j + 1, last, continued, commented)),
+            b'\n' => {
+                commented = false;
+                j += 1;
+            }
+            b'\\' if matches!(b.get(j + 1), Some(b'\n' | b'\r')) => {
+                continued = true;
+                j += if b[j + 1..].starts_with(b"\r\n") { 3 } else { 2 };
+            }
+            b'#' => {
+                commented = true;
+                j = b[j..].iter().position(|&x| x == b'\n').map_or(n, |p| j + p);
+            }
+            b'"' | b'\'' => {
+                j = skip_python_string(b, j)?;
+                last = c;
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                last = c;
+                j += 1;
+            }
+            b')' | b']' | b'}' => {
+                depth = depth.checked_sub(1)?;
+                last = c;
+                j += 1;
+            }
+            c if c.is_ascii_whitespace() => j += 1,
+            _ => {
+                last = c;
+                j += 1;
+            }
+        }
+    }
+}
+
+/// The shortest header with the same outline as the logical line `line`
+/// (from its first word `word`; `block` when it ends in `:`): a definition
+/// keeps its name, a compound statement only its keyword. `None` when the
+/// line is kept as it is.
+fn python_header(line: &str, word: &[u8], block: bool) -> Option<String> {
+    // The name at the start of `rest`, if one of `follow` comes next.
+    fn name_then<'a>(rest: &'a str, follow: &[char]) -> Option<&'a str> {
+        let len = rest
+            .bytes()
+            .take_while(|&x| x == b'_' || x.is_ascii_alphanumeric() || x >= 0x80)
+            .count();
+        let (name, tail) = rest.split_at(len);
+        (len > 0 && tail.trim_start_matches([' ', '\t']).starts_with(follow)).then_some(name)
+    }
+    let after = |w: &str| line[w.len()..].trim_start_matches([' ', '\t']);
+    Some(match word {
+        b"def" => format!("def {}():", name_then(after("def"), &['(', '['])?),
+        b"async" => {
+            let rest = after("async");
+            let rest = rest.strip_prefix("def")?.trim_start_matches([' ', '\t']);
+            format!("async def {}():", name_then(rest, &['(', '['])?)
+        }
+        b"class" => format!("class {}:", name_then(after("class"), &['(', '[', ':'])?),
+        _ if !block => return None,
+        b"if" => "if 1:".to_owned(),
+        b"elif" => "elif 1:".to_owned(),
+        b"while" => "while 1:".to_owned(),
+        b"for" => "for _ in _:".to_owned(),
+        b"with" => "with _:".to_owned(),
+        b"except" => "except _:".to_owned(),
+        b"match" => "match _:".to_owned(),
+        b"case" => "case _:".to_owned(),
+        _ => return None,
+    })
+}
+
+/// Past the end of the Python string whose opening quote is at `at`
+/// (single or triple, escapes skipped, raw or not alike); `None` when a
+/// single-quoted string meets a line end or a string never ends.
+fn skip_python_string(b: &[u8], at: usize) -> Option<usize> {
+    let q = b[at];
+    let triple = b.get(at + 1) == Some(&q) && b.get(at + 2) == Some(&q);
+    let mut k = at + if triple { 3 } else { 1 };
+    while k < b.len() {
+        match b[k] {
+            b'\\' => k += 2,
+            c if c == q && (!triple || (b.get(k + 1) == Some(&q) && b.get(k + 2) == Some(&q))) => {
+                return Some(k + if triple { 3 } else { 1 });
+            }
+            b'\n' if !triple => return None,
+            _ => k += 1,
+        }
     }
     None
 }
@@ -479,11 +805,28 @@ mod tests {
     }
 
     /// The outline from a parse of the whole file, without hollowing.
-    fn unhollowed(src: &str) -> Vec<Symbol> {
-        let (grammar, kinds) = definitions("rust").unwrap();
+    fn unhollowed(language: &str, src: &str) -> Vec<Symbol> {
+        let (grammar, kinds) = definitions(language).unwrap();
         symbols(&grammar, kinds, src.as_bytes(), Instant::now(), Duration::from_secs(5))
             .unwrap()
             .0
+    }
+
+    /// Each case hollows to text with the same lines that parses cleanly
+    /// to the whole parse's (non-empty) outline, not only through the
+    /// whole-parse fallback.
+    fn assert_hollowed_like_whole(language: &str, hollow: fn(&str) -> Option<String>, cases: &[&str]) {
+        let (grammar, kinds) = definitions(language).unwrap();
+        for src in cases {
+            let text = hollow(src).expect("hollowed");
+            assert_eq!(text.matches('\n').count(), src.matches('\n').count(), "{src}");
+            let (found, errors) =
+                symbols(&grammar, kinds, text.as_bytes(), Instant::now(), Duration::from_secs(5)).unwrap();
+            assert!(!errors, "{src}\nhollowed:\n{text}");
+            assert_eq!(found, unhollowed(language, src), "{src}\nhollowed:\n{text}");
+            assert_eq!(outline(language, src, Duration::from_secs(5)).unwrap().unwrap(), found);
+            assert!(!found.is_empty());
+        }
     }
 
     #[test]
@@ -497,36 +840,97 @@ mod tests {
             "fn l<'a>(x: &'a str) -> &'a str {\n    let q = '\\'';\n    let u = '\\u{7B}';\n    x\n}\nenum E { A { x: u8 }, B }\n",
             // A const generic block is part of an impl's name.
             "impl Field<Client, { crate::ID }> for X {\n    fn get(&self) {}\n}\nimpl Bits<{ u32::MAX }> {}\n",
-            // macro_rules bodies stay; match arms and closures go.
-            "macro_rules! m {\n    ($x:expr) => {{ $x }};\n}\nfn f(v: u8) -> u8 {\n    match v { 0 => { 1 } _ => (|| { v })() }\n}\n",
+            // macro_rules bodies stay whole; match arms and closures go.
+            "macro_rules! m {\n    ($(#[$a:meta])* $x:expr) => {{ fn f(x: u8) {} $x }};\n}\nfn f(v: u8) -> u8 {\n    match v { 0 => { 1 } _ => (|| { v })() }\n}\n",
             // Comments outside bodies go too; one between tokens leaves a space.
             "/// Docs with a { brace.\n/** Block } docs. */\npub /* here */ fn documented() {}\n// trailing\nstruct S;\n",
             // Traits, impls with methods, modules, where clauses.
             "trait T {\n    fn f(&self) -> u8 { 1 }\n    type Out;\n}\nmod m {\n    pub fn g<T>(t: T) -> Vec<T> where T: Clone {\n        vec![t]\n    }\n}\n",
+            // Attributes (brackets and strings inside) and use paths go;
+            // signatures with closures, arrays and fn pointers shrink.
+            "#![allow(dead_code)]\nuse std::{io::{self, Read}, fmt};\npub(crate) use a::b as c;\n#[derive(Debug)]\n#[doc = \"a ] in [ a string\"]\npub struct P { f: fn(u8) -> u8 }\n#[cfg(test)]\nmod tests {\n    use super::*;\n    #[test]\n    fn t() {}\n}\npub async unsafe fn h<F: Fn(u8) -> [u8; 4]>(\n    f: F,\n    x: &[(u8, u16); 2],\n) -> impl Iterator<Item = u8>\nwhere\n    F: Clone,\n{\n    std::iter::empty()\n}\nextern \"C\" {\n    fn ext(x: *const u8) -> i32;\n}\n",
         ];
-        let (grammar, kinds) = definitions("rust").unwrap();
-        for src in cases {
-            let hollow = hollow_rust(src).expect("balanced");
-            assert_eq!(hollow.lines().count(), src.lines().count(), "{src}");
-            // The hollowed text itself parses cleanly to the same outline
-            // (not only through the whole-parse fallback).
-            let (found, errors) = symbols(
-                &grammar,
-                kinds,
-                hollow.as_bytes(),
-                Instant::now(),
-                Duration::from_secs(5),
-            )
-            .unwrap();
-            assert!(!errors, "{src}\nhollowed:\n{hollow}");
-            assert_eq!(found, unhollowed(src), "{src}\nhollowed:\n{hollow}");
-            assert_eq!(outline("rust", src, Duration::from_secs(5)).unwrap().unwrap(), found);
-            assert!(!found.is_empty());
-        }
+        assert_hollowed_like_whole("rust", hollow_rust, &cases);
+        // A signature shrinks to `()`, a use path to `x`, an attribute to
+        // its newlines.
+        assert_eq!(
+            hollow_rust("#[inline]\npub fn a(x: u8,\n  y: u8) -> u8 {\n    x\n}\nuse a::{b,\n c};\n").unwrap(),
+            "\npub fn a()\n{\n\n}\nuse x\n;\n"
+        );
         // A body without items is emptied to its newlines.
-        assert_eq!(hollow_rust("fn a() {\n    call(1);\n}\n").unwrap(), "fn a() {\n\n}\n");
+        assert_eq!(hollow_rust("fn a() {\n    call(1);\n}\n").unwrap(), "fn a(){\n\n}\n");
         // Unbalanced braces: parsed as they are.
         assert_eq!(hollow_rust("fn a() {\n"), None);
+    }
+
+    /// Over every Rust and Python file under `SCOUT_OUTLINE_TREE` whose
+    /// whole parse is clean: where the hollowed text parses cleanly, its
+    /// outline is the whole parse's. Reads a real tree, so it is ignored:
+    /// `SCOUT_OUTLINE_TREE=DIR cargo test --release --lib outlines_over_a_tree -- --ignored`.
+    #[test]
+    #[ignore = "reads the tree named by SCOUT_OUTLINE_TREE"]
+    fn hollowed_outlines_over_a_tree() {
+        let root = std::env::var_os("SCOUT_OUTLINE_TREE").expect("SCOUT_OUTLINE_TREE=DIR");
+        let limit = Duration::from_secs(60);
+        let (mut clean, mut hollowed, mut differ) = (0, 0, Vec::new());
+        for entry in ignore::WalkBuilder::new(root).build().filter_map(Result::ok) {
+            let path = entry.path();
+            let (language, hollow): (_, fn(&str) -> Option<String>) = match path.extension().and_then(|e| e.to_str()) {
+                Some("rs") => ("rust", hollow_rust),
+                Some("py" | "pyi") => ("python", hollow_python),
+                _ => continue,
+            };
+            let Ok(src) = std::fs::read_to_string(path) else {
+                continue;
+            };
+            let (grammar, kinds) = definitions(language).unwrap();
+            let Ok((whole, false)) = symbols(&grammar, kinds, src.as_bytes(), Instant::now(), limit) else {
+                continue;
+            };
+            clean += 1;
+            let Some(text) = hollow(&src) else { continue };
+            let rows = |t: &str| t.bytes().filter(|&x| x == b'\n').count();
+            assert_eq!(rows(&text), rows(&src), "{}", path.display());
+            let Ok((found, false)) = symbols(&grammar, kinds, text.as_bytes(), Instant::now(), limit) else {
+                continue;
+            };
+            hollowed += 1;
+            if found != whole {
+                differ.push(path.display().to_string());
+            }
+        }
+        eprintln!(
+            "{clean} files parse cleanly whole, {hollowed} of them hollowed, {} differ",
+            differ.len()
+        );
+        assert!(differ.is_empty(), "{differ:#?}");
+    }
+
+    #[test]
+    fn hollowed_python_outlines_equal_whole_parses() {
+        let cases = [
+            // Statements, decorators, a multi-line header, a body on the
+            // header's line, nested definitions.
+            "import os\n\n@decorate(\n    arg=1,\n)\nclass Store(Base, metaclass=M):\n    x: int = 1\n    def get(self, key):\n        value = self.data[\n            key\n        ]\n        return value\n\n    def many(\n        self,\n        *keys: str,\n    ) -> list[str]: ...\n\nasync def run(): await go()\n",
+            // Strings that look like code or hold brackets and quotes.
+            "def f():\n    s = '''\n>>> def fake(): (\n'''\n    t = \"(\" + 'x\\'y' + f\"{'['}\"\n    return s\n\nclass After: pass\n",
+            // Compound statements, one-liners, match, try.
+            "def g(x):\n    if x: return 1\n    elif x > 2:\n        y = 2\n    else:\n        y = 3\n    for i in range(3):\n        pass\n    while False: break\n    with open(p) as h, open(q):\n        h.read()\n    try:\n        z = 1\n    except (A, B) as e:\n        raise\n    finally:\n        pass\n    match x:\n        case [1, 2]:\n            def inner(): pass\n        case _:\n            pass\n    return y\n",
+            // Trailing comments belong to a body; a comment deeper than the
+            // next statement; a backslash continuation.
+            "def h():\n    a = 1\n    # trailing comment\n\nclass K:\n    b = [1,\n         2]  # why\n         # and more\n    c = 3\n\ndef m():\n    total = 1 + \\\n        2\n    return total\n",
+        ];
+        assert_hollowed_like_whole("python", hollow_python, &cases);
+        // Statements in a row keep only the last `pass`; a header keeps
+        // its name; a decorator and comments shrink.
+        assert_eq!(
+            hollow_python("@d\ndef f(a, b=2) -> int:\n    x = 1\n    y = 2\n    # c\n    return x\n").unwrap(),
+            "\ndef f():\n\n    pass\n    #\n    pass\n"
+        );
+        // A string that never ends, or a replaced line with a line that
+        // starts like a definition: parsed as they are.
+        assert_eq!(hollow_python("x = 'abc\n"), None);
+        assert_eq!(hollow_python("x = \"\"\"\ndef f(): pass\n\"\"\"\n"), None);
     }
 
     #[test]
