@@ -511,6 +511,9 @@ impl Corpus {
             }
         }
         summary.removed = remove_missing(&tx, roots, &seen).map_err(err)?;
+        // Items come in the order the walkers finish; reports list by path.
+        summary.skips.sort_by(|a, b| a.path.cmp(&b.path));
+        summary.secrets.sort_by(|a, b| a.path.cmp(&b.path));
         tx.execute(
             "UPDATE ingest_runs SET summary = ?1 WHERE id = ?2",
             params![serde_json::to_string(&summary).unwrap_or_default(), run_id],

@@ -20,7 +20,6 @@ pub fn ingest(
     tokenizer: Option<&dyn Tokenizer>,
     on_file: &mut dyn FnMut(&str),
 ) -> Result<IngestSummary, CorpusError> {
-    let mut items = Vec::new();
     let mut opts = opts.clone();
     opts.exclude.push(corpus.path().to_owned());
     // Stored text depends on redaction: if the setting changed, read
@@ -35,18 +34,24 @@ pub fn ingest(
     let early = tokenizer.filter(|t| t.counts_are_cheap());
     let salt = corpus.salt().to_owned();
     let mut counted = Vec::new();
-    walk(roots, &opts, |item| {
-        on_file(item.path());
-        if let (Some(tok), WalkItem::Document(doc)) = (early, &item) {
-            let block = render_document(&StoredDocument::from(&**doc), &salt);
-            counted.push((doc.path.clone(), u64::from(count_block(&block, tok).total())));
-        }
-        items.push(item);
-    });
-    // Workers finish in any order; store and report in path order.
-    items.sort_by(|a, b| a.path().cmp(b.path()));
     let root_names: Vec<String> = roots.iter().map(|r| display_path(r)).collect();
-    let mut summary = corpus.store_run(&root_names, items, !same_redaction)?;
+    let (to_store, stored) = std::sync::mpsc::channel();
+    let mut summary = std::thread::scope(|scope| {
+        // Documents are written as they arrive, while the walkers read the
+        // rest (in the order the workers finish; listings sort by path).
+        let store = scope.spawn(|| corpus.store_run(&root_names, stored, !same_redaction));
+        walk(roots, &opts, |item| {
+            on_file(item.path());
+            if let (Some(tok), WalkItem::Document(doc)) = (early, &item) {
+                let block = render_document(&StoredDocument::from(&**doc), &salt);
+                counted.push((doc.path.clone(), u64::from(count_block(&block, tok).total())));
+            }
+            // A store that stopped early has an error, which join returns.
+            let _ = to_store.send(item);
+        });
+        drop(to_store);
+        store.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
     // Recorded after the run is stored: a crash in between costs one more
     // full read, never text stored under the wrong setting.
     corpus.set_keeps_secrets(opts.keep_secrets)?;
