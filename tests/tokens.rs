@@ -71,3 +71,24 @@ fn fast_counts_equal_llama_cpp_counts() {
         differ[..differ.len().min(10)].join("\n")
     );
 }
+
+/// The same over every UTF-8 file of a real tree (`SCOUT_TOKENS_TREE`,
+/// ignore rules honoured): `SCOUT_TOKENS_TREE=DIR cargo test --release
+/// --test tests counts_over_a_tree -- --ignored`.
+#[test]
+#[ignore = "reads the tree named by SCOUT_TOKENS_TREE"]
+fn fast_counts_equal_llama_cpp_counts_over_a_tree() {
+    let root = std::env::var_os("SCOUT_TOKENS_TREE").expect("SCOUT_TOKENS_TREE=DIR");
+    let tok = LlamaCppTokenizer::load(model()).unwrap();
+    let mut differ = Vec::new();
+    for entry in ignore::WalkBuilder::new(root).build().filter_map(Result::ok) {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        let (fast, slow) = (tok.count_tokens(&text), tok.count_tokens_slow(&text));
+        if fast != slow {
+            differ.push(format!("{}: fast {fast}, llama.cpp {slow}", entry.path().display()));
+        }
+    }
+    assert!(differ.is_empty(), "{differ:#?}");
+}

@@ -10,9 +10,10 @@
 //! Exactness is by construction, and checked against llama.cpp in the
 //! tests: only ASCII text is split here (where the pre-tokenizer's
 //! character classes are plain: letters, digits, six whitespace bytes,
-//! the rest punctuation). Text holding other characters is cut at line
-//! ends where a pre-token always ends whatever follows, and each non-ASCII
-//! piece is counted by llama.cpp itself. A vocabulary whose pre-tokenizer
+//! the rest punctuation). Around each non-ASCII character, text is cut
+//! where a pre-token always ends whatever the characters around (at line
+//! ends and before lone spaces between ASCII), and the piece holding it is
+//! counted by llama.cpp itself. A vocabulary whose pre-tokenizer
 //! is not one implemented here, or whose merges do not close over its
 //! tokens, is not counted here at all.
 
@@ -157,25 +158,20 @@ impl ByteBpe {
     /// tokens parsed). `fallback` is llama.cpp's own count, used for the
     /// pieces of text this module does not split itself.
     pub fn count(&self, text: &str, fallback: &dyn Fn(&str) -> u32) -> u32 {
-        if text.is_ascii() {
-            return self.count_ascii(text.as_bytes(), fallback);
-        }
         let b = text.as_bytes();
         let mut total = 0;
-        let mut start = 0;
-        for p in safe_cuts(b) {
-            total += self.count_chunk(&text[start..p], fallback);
-            start = p;
+        // Always a place to cut (or the start).
+        let mut pos = 0;
+        while let Some(k) = b[pos..].iter().position(|x| !x.is_ascii()) {
+            // The non-ASCII byte at `k` goes to the fallback with the text
+            // around it, out to the nearest cuts on either side.
+            let k = pos + k;
+            let start = (pos + 1..=k).rev().find(|&p| is_cut(b, p)).unwrap_or(pos);
+            let end = (k + 1..b.len()).find(|&p| is_cut(b, p)).unwrap_or(b.len());
+            total += self.count_ascii(&b[pos..start], fallback) + fallback(&text[start..end]);
+            pos = end;
         }
-        total + self.count_chunk(&text[start..], fallback)
-    }
-
-    fn count_chunk(&self, chunk: &str, fallback: &dyn Fn(&str) -> u32) -> u32 {
-        if chunk.is_ascii() {
-            self.count_ascii(chunk.as_bytes(), fallback)
-        } else {
-            fallback(chunk)
-        }
+        total + self.count_ascii(&b[pos..], fallback)
     }
 
     /// Splits ASCII text as llama.cpp does: every digit alone, then the
@@ -247,13 +243,16 @@ fn is_space(b: u8) -> bool {
     matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ')
 }
 
-/// Offsets where any text may be cut without changing its pre-tokens:
-/// just after a newline that follows an ASCII non-space and comes before
-/// one. There, the newline is a pre-token of its own, and nothing before
-/// or after depends on the other side.
-fn safe_cuts(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    let plain = |c: u8| c.is_ascii() && !is_space(c);
-    (2..b.len()).filter(move |&p| b[p - 1] == b'\n' && plain(b[p - 2]) && plain(b[p]))
+/// Whether text may be cut before `p` without changing its pre-tokens,
+/// whatever the characters further away: just after a newline between
+/// ASCII non-spaces (the newline is a pre-token of its own), or before a
+/// lone space between ASCII non-spaces (a pre-token ends before it, and
+/// it starts the next one). Either way nothing before the cut depends on
+/// what comes after, nor the other way round.
+fn is_cut(b: &[u8], p: usize) -> bool {
+    let plain = |i: usize| b.get(i).is_some_and(|&c| c.is_ascii() && !is_space(c));
+    (p >= 2 && b[p - 1] == b'\n' && plain(p - 2) && plain(p))
+        || (p >= 1 && b.get(p) == Some(&b' ') && plain(p - 1) && plain(p + 1))
 }
 
 /// llama.cpp's GPT-2 pre-tokenizer (`unicode_regex_split_custom_gpt2`) on
@@ -353,9 +352,11 @@ mod tests {
     }
 
     #[test]
-    fn cuts_fall_after_a_lone_newline_between_plain_characters() {
-        let text = b"a\nb  \n c\n\nd\nx";
-        assert_eq!(safe_cuts(text).collect::<Vec<_>>(), vec![2, 12]);
+    fn cuts_fall_after_a_newline_or_before_a_space_between_plain_characters() {
+        let cuts = |text: &[u8]| (0..=text.len()).filter(|&p| is_cut(text, p)).collect::<Vec<_>>();
+        assert_eq!(cuts(b"a\nb  \n c\n\nd\nx"), vec![2, 12]);
+        assert_eq!(cuts(b"ab cd  e f\t g"), vec![2, 8]);
+        assert_eq!(cuts(" \u{e9} x".as_bytes()), Vec::<usize>::new());
     }
 
     /// A toy vocabulary: every byte, plus merges "a b" -> "ab", "ab c" -> "abc",
@@ -394,7 +395,10 @@ mod tests {
         };
         // Cut after "abc\n"; not after "é\n" (é is not ASCII).
         assert_eq!(bpe.count("abc\nné\nabc\n", &fallback), 2 + 100);
-        assert_eq!(seen.into_inner(), ["né\nabc\n"]);
+        // Cut before " né", not after it (é may not be a letter), and next
+        // past "é!": " x" lies between two pieces that need the fallback.
+        assert_eq!(bpe.count("abc né x é! abc abc", &fallback), 1 + 100 + 2 + 2);
+        assert_eq!(seen.into_inner(), ["né\nabc\n", " né x é!"]);
     }
 
     #[test]
