@@ -235,16 +235,21 @@ fn count(model: &LlamaModel, fast: Option<&ByteBpe>, text: &str) -> u32 {
 
 impl LlamaCppTokenizer {
     pub fn load(path: &Path) -> Result<Self, EngineError> {
-        let model = load(path, &LlamaModelParams::default().with_vocab_only(true))?;
-        let tokenizer_id = vocab_hash(&model);
-        let template = template_of(&model)?;
-        let trims_content = trims_content(&model, &template)?;
-        Ok(Self {
-            model,
-            fast: fast_counter(path),
-            tokenizer_id,
-            template,
-            trims_content,
+        // The fast counter reads the GGUF's vocabulary on its own, while
+        // llama.cpp loads it (each takes tens of milliseconds).
+        std::thread::scope(|scope| {
+            let fast = scope.spawn(|| fast_counter(path));
+            let model = load(path, &LlamaModelParams::default().with_vocab_only(true))?;
+            let tokenizer_id = vocab_hash(&model);
+            let template = template_of(&model)?;
+            let trims_content = trims_content(&model, &template)?;
+            Ok(Self {
+                model,
+                fast: fast.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                tokenizer_id,
+                template,
+                trims_content,
+            })
         })
     }
 
