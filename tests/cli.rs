@@ -58,6 +58,24 @@ fn a_missing_model_file_is_a_clear_error() {
         "{}",
         text(&out.stderr)
     );
+    // Ingest loads the tokenizer while it walks: the error still ends the run.
+    let out = scout(dir.path())
+        .args([
+            "ingest",
+            "--model",
+            "/no/such/model.gguf",
+            "tests/data/needle",
+            "--corpus",
+        ])
+        .arg(dir.path().join("c.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("model file /no/such/model.gguf does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -29,7 +29,7 @@ use crate::report::map::{map_html, MapEntry};
 use crate::tasks::ask::{ask, AskEvent, AskOptions, Step};
 use crate::tasks::audit::{audit, AuditOptions};
 use crate::tasks::extract::{extract, ExtractOptions, ExtractSchema};
-use crate::tasks::ingest::{document_tokens, ingest};
+use crate::tasks::ingest::{document_tokens, ingest, ingest_while_loading, TokenizerWhenReady};
 use crate::tasks::pipeline::Pipeline;
 
 use progress::Progress;
@@ -707,14 +707,10 @@ fn check_sources(paths: &[PathBuf]) -> Result<()> {
 fn run_ingest(a: &IngestArgs) -> Result<i32> {
     check_sources(&a.paths)?;
     let mut corpus = Corpus::open(&a.corpus)?;
-    let (tokenizer, model_path) = if a.no_tokens {
-        (None, None)
-    } else {
-        let (t, path) = a.model.tokenizer(&mut say(a.quiet))?;
-        (Some(t), Some(path))
-    };
     let progress = Progress::files(a.quiet);
     let options = a.walk.options(false);
+    let loaded: std::sync::OnceLock<Result<(Box<dyn crate::prompt::Tokenizer + Send>, PathBuf)>> =
+        std::sync::OnceLock::new();
     let summary = std::thread::scope(|scope| {
         if progress.visible() {
             // A quick walk without reading gives the bar its length (and
@@ -722,15 +718,40 @@ fn run_ingest(a: &IngestArgs) -> Result<i32> {
             let (progress, paths, options) = (&progress, &a.paths, &options);
             scope.spawn(move || progress.set_total(crate::ingest::count_files(paths, options)));
         }
-        ingest(
+        if !a.no_tokens {
+            // The tokenizer loads while the walk begins; the first document
+            // to count waits for it. Set even if loading panics, so no
+            // one waits for ever.
+            scope.spawn(|| {
+                let load = || a.model.tokenizer(&mut say(a.quiet));
+                let _ = loaded.set(
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("loading the tokenizer failed (a panic)"))),
+                );
+            });
+        }
+        let wait = || {
+            loaded
+                .wait()
+                .as_ref()
+                .ok()
+                .map(|(t, _)| t.as_ref() as &dyn crate::prompt::Tokenizer)
+        };
+        ingest_while_loading(
             &mut corpus,
             &a.paths,
             &options,
-            tokenizer.as_deref().map(|t| t as &dyn crate::prompt::Tokenizer),
+            (!a.no_tokens).then_some(&wait as &TokenizerWhenReady<'_>),
             &mut |path| progress.file(path),
         )
-    })?;
+    });
     progress.finish();
+    let (tokenizer, model_path) = match loaded.into_inner() {
+        Some(Ok((t, path))) => (Some(t), Some(path)),
+        Some(Err(e)) => return Err(e),
+        None => (None, None),
+    };
+    let summary = summary?;
     if let Some(map) = &a.map {
         let entries: Vec<MapEntry> = match &tokenizer {
             Some(t) => document_tokens(&mut corpus, t.as_ref())?

@@ -20,6 +20,26 @@ pub fn ingest(
     tokenizer: Option<&dyn Tokenizer>,
     on_file: &mut dyn FnMut(&str),
 ) -> Result<IngestSummary, CorpusError> {
+    let ready = || tokenizer;
+    let get: Option<&TokenizerWhenReady<'_>> = tokenizer.map(|_| &ready as _);
+    ingest_while_loading(corpus, roots, opts, get, on_file)
+}
+
+/// Waits for a tokenizer being loaded elsewhere; `None` when it could not
+/// be loaded.
+pub type TokenizerWhenReady<'t> = dyn Fn() -> Option<&'t dyn Tokenizer> + 't;
+
+/// [`ingest`] with a tokenizer that may still be loading (on another
+/// thread, while the walk begins): `tokenizer` is called when the first
+/// read document is to be counted, or after the walk, and waits for it.
+/// When it gives `None`, nothing is counted.
+pub fn ingest_while_loading<'t>(
+    corpus: &mut Corpus,
+    roots: &[PathBuf],
+    opts: &WalkOptions,
+    tokenizer: Option<&TokenizerWhenReady<'t>>,
+    on_file: &mut dyn FnMut(&str),
+) -> Result<IngestSummary, CorpusError> {
     let mut opts = opts.clone();
     opts.exclude.push(corpus.path().to_owned());
     // Stored text depends on redaction: if the setting changed, read
@@ -29,9 +49,11 @@ pub fn ingest(
         opts.known = std::sync::Arc::new(corpus.known_files()?);
     }
     let git_reads = start_git(corpus, roots)?;
+    let tokenizer = || tokenizer.and_then(|wait| wait());
     // With a cheap counter, each document is counted as it arrives, while
-    // the walkers read the rest, instead of after the walk.
-    let early = tokenizer.filter(|t| t.counts_are_cheap());
+    // the walkers read the rest, instead of after the walk. (Decided at
+    // the first document: the tokenizer may be loading until then.)
+    let mut early: Option<Option<&dyn Tokenizer>> = None;
     let salt = corpus.salt().to_owned();
     let mut counted = Vec::new();
     let root_names: Vec<String> = roots.iter().map(|r| display_path(r)).collect();
@@ -42,9 +64,11 @@ pub fn ingest(
         let store = scope.spawn(|| corpus.store_run(&root_names, stored, !same_redaction));
         walk(roots, &opts, |item| {
             on_file(item.path());
-            if let (Some(tok), WalkItem::Document(doc)) = (early, &item) {
-                let block = render_document(&StoredDocument::from(&**doc), &salt);
-                counted.push((doc.path.clone(), u64::from(count_block(&block, tok).total())));
+            if let WalkItem::Document(doc) = &item {
+                if let Some(tok) = *early.get_or_insert_with(|| tokenizer().filter(|t| t.counts_are_cheap())) {
+                    let block = render_document(&StoredDocument::from(&**doc), &salt);
+                    counted.push((doc.path.clone(), u64::from(count_block(&block, tok).total())));
+                }
             }
             // A store that stopped early has an error, which join returns.
             let _ = to_store.send(item);
@@ -56,10 +80,10 @@ pub fn ingest(
     // full read, never text stored under the wrong setting.
     corpus.set_keeps_secrets(opts.keep_secrets)?;
     summary.git = finish_git(corpus, git_reads)?;
-    if let Some(tok) = early {
+    if let Some(tok) = early.flatten() {
         corpus.store_document_token_totals(&totals_key(tok), &counted)?;
     }
-    if let Some(tok) = tokenizer {
+    if let Some(tok) = tokenizer() {
         summary.tokens = document_tokens(corpus, tok)?.iter().map(|d| d.2).sum();
     }
     summary.peak_rss = crate::corpus::PeakRss::now();
