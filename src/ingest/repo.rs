@@ -123,7 +123,18 @@ fn lossless(path: &Path) -> String {
 
 /// Walks every root on worker threads and hands each file to `on_item` as
 /// it is done.
-pub fn walk(roots: &[PathBuf], opts: &WalkOptions, mut on_item: impl FnMut(WalkItem)) {
+pub fn walk(roots: &[PathBuf], opts: &WalkOptions, on_item: impl FnMut(WalkItem)) {
+    walk_then(roots, opts, &|_| {}, on_item);
+}
+
+/// [`walk`], with `each_document` run on every document read, on the
+/// worker thread that read it (before `on_item` sees it).
+pub fn walk_then(
+    roots: &[PathBuf],
+    opts: &WalkOptions,
+    each_document: &(dyn Fn(&Document) + Sync),
+    mut on_item: impl FnMut(WalkItem),
+) {
     let excluded: Vec<PathBuf> = opts.exclude.iter().filter_map(|p| p.canonicalize().ok()).collect();
     let corpus_bytes = AtomicU64::new(0);
     let (tx, rx) = mpsc::channel::<WalkItem>();
@@ -131,7 +142,7 @@ pub fn walk(roots: &[PathBuf], opts: &WalkOptions, mut on_item: impl FnMut(WalkI
         let (excluded, corpus_bytes) = (&excluded, &corpus_bytes);
         scope.spawn(move || {
             for root in roots {
-                walk_root(root, opts, excluded, corpus_bytes, &tx);
+                walk_root(root, opts, excluded, corpus_bytes, each_document, &tx);
             }
         });
         for item in rx {
@@ -198,6 +209,7 @@ fn walk_root(
     opts: &WalkOptions,
     excluded: &[PathBuf],
     corpus_bytes: &AtomicU64,
+    each_document: &(dyn Fn(&Document) + Sync),
     tx: &mpsc::Sender<WalkItem>,
 ) {
     let builder = match builder(root, opts) {
@@ -255,6 +267,9 @@ fn walk_root(
                     }
                 }
             };
+            if let Some(WalkItem::Document(doc)) = &item {
+                each_document(doc);
+            }
             if let Some(item) = item {
                 if tx.send(item).is_err() {
                     return WalkState::Quit;

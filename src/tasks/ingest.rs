@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::corpus::{Corpus, CorpusError, GitSummary, IngestSummary, StoredDocument};
-use crate::ingest::{display_path, git, walk, WalkItem, WalkOptions};
+use crate::ingest::{display_path, git, walk_then, Document, WalkOptions};
 use std::collections::HashSet;
 
 use crate::prompt::{count_block, count_units, render_document, Tokenizer, LAYOUT_VERSION};
@@ -27,7 +27,7 @@ pub fn ingest(
 
 /// Waits for a tokenizer being loaded elsewhere; `None` when it could not
 /// be loaded.
-pub type TokenizerWhenReady<'t> = dyn Fn() -> Option<&'t dyn Tokenizer> + 't;
+pub type TokenizerWhenReady<'t> = dyn Fn() -> Option<&'t dyn Tokenizer> + Sync + 't;
 
 /// [`ingest`] with a tokenizer that may still be loading (on another
 /// thread, while the walk begins): `tokenizer` is called when the first
@@ -50,26 +50,30 @@ pub fn ingest_while_loading<'t>(
     }
     let git_reads = start_git(corpus, roots)?;
     let tokenizer = || tokenizer.and_then(|wait| wait());
-    // With a cheap counter, each document is counted as it arrives, while
-    // the walkers read the rest, instead of after the walk. (Decided at
-    // the first document: the tokenizer may be loading until then.)
-    let mut early: Option<Option<&dyn Tokenizer>> = None;
+    // With a cheap counter, each document is counted by the walker that
+    // read it, instead of after the walk. (Decided at the first document:
+    // the tokenizer may be loading until then.)
+    let early: std::sync::OnceLock<Option<&dyn Tokenizer>> = std::sync::OnceLock::new();
     let salt = corpus.salt().to_owned();
-    let mut counted = Vec::new();
+    let counted = std::sync::Mutex::new(Vec::new());
+    let count = |doc: &Document| {
+        if let Some(tok) = *early.get_or_init(|| tokenizer().filter(|t| t.counts_are_cheap())) {
+            let block = render_document(&StoredDocument::from(doc), &salt);
+            let n = u64::from(count_block(&block, tok).total());
+            counted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((doc.path.clone(), n));
+        }
+    };
     let root_names: Vec<String> = roots.iter().map(|r| display_path(r)).collect();
     let (to_store, stored) = std::sync::mpsc::channel();
     let mut summary = std::thread::scope(|scope| {
         // Documents are written as they arrive, while the walkers read the
         // rest (in the order the workers finish; listings sort by path).
         let store = scope.spawn(|| corpus.store_run(&root_names, stored, !same_redaction));
-        walk(roots, &opts, |item| {
+        walk_then(roots, &opts, &count, |item| {
             on_file(item.path());
-            if let WalkItem::Document(doc) = &item {
-                if let Some(tok) = *early.get_or_insert_with(|| tokenizer().filter(|t| t.counts_are_cheap())) {
-                    let block = render_document(&StoredDocument::from(&**doc), &salt);
-                    counted.push((doc.path.clone(), u64::from(count_block(&block, tok).total())));
-                }
-            }
             // A store that stopped early has an error, which join returns.
             let _ = to_store.send(item);
         });
@@ -80,7 +84,8 @@ pub fn ingest_while_loading<'t>(
     // full read, never text stored under the wrong setting.
     corpus.set_keeps_secrets(opts.keep_secrets)?;
     summary.git = finish_git(corpus, git_reads)?;
-    if let Some(tok) = early.flatten() {
+    if let Some(tok) = early.into_inner().flatten() {
+        let counted = counted.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         corpus.store_document_token_totals(&totals_key(tok), &counted)?;
     }
     if let Some(tok) = tokenizer() {
