@@ -42,40 +42,28 @@ fn models_lists_the_default_even_before_it_is_fetched() {
 #[test]
 fn a_missing_model_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = scout(dir.path())
-        .args([
-            "ask",
-            "--model",
-            "/no/such/model.gguf",
-            "tests/data/needle",
-            "question?",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("model file /no/such/model.gguf does not exist"),
-        "{}",
-        text(&out.stderr)
-    );
+    let corpus = dir.path().join("c.db");
+    let missing = "/no/such/model.gguf";
     // Ingest loads the tokenizer while it walks: the error still ends the run.
-    let out = scout(dir.path())
-        .args([
+    for args in [
+        vec!["ask", "--model", missing, "tests/data/needle", "question?"],
+        vec![
             "ingest",
             "--model",
-            "/no/such/model.gguf",
+            missing,
             "tests/data/needle",
             "--corpus",
-        ])
-        .arg(dir.path().join("c.db"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("model file /no/such/model.gguf does not exist"),
-        "{}",
-        text(&out.stderr)
-    );
+            corpus.to_str().unwrap(),
+        ],
+    ] {
+        let out = scout(dir.path()).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("model file /no/such/model.gguf does not exist"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
 }
 
 #[test]
