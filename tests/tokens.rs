@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use scout::engine::llamacpp::LlamaCppTokenizer;
+use scout::engine::llamacpp::{GgufCounter, LlamaCppTokenizer};
 use scout::prompt::Tokenizer;
 
 use crate::util::model;
@@ -91,4 +91,47 @@ fn fast_counts_equal_llama_cpp_counts_over_a_tree() {
         }
     }
     assert!(differ.is_empty(), "{differ:#?}");
+}
+
+/// The counter an ingest uses starts from a cache file after its first
+/// load, counts as the full tokenizer does, and loads llama.cpp's
+/// vocabulary only for text the fast counter leaves to it.
+#[test]
+fn the_cached_counter_counts_alike_and_loads_llama_cpp_only_when_needed() {
+    let cache = tempfile::tempdir().unwrap();
+    let full = LlamaCppTokenizer::load(model()).unwrap();
+    let first = GgufCounter::load(model(), cache.path()).unwrap();
+    let files: Vec<_> = std::fs::read_dir(cache.path()).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "one cache file per model");
+    let second = GgufCounter::load(model(), cache.path()).unwrap();
+    assert!(!second.loaded_llama_cpp(), "read from the cache, without llama.cpp");
+    assert_eq!(second.tokenizer_id(), full.tokenizer_id());
+    assert!(second.counts_are_cheap());
+    let ascii = "fn main() {\n    println!(\"hello\");\n}\n";
+    assert_eq!(second.count_tokens(ascii), full.count_tokens(ascii));
+    assert!(!second.loaded_llama_cpp(), "ASCII is counted without llama.cpp");
+    for text in tricky(500) {
+        assert_eq!(second.count_tokens(&text), full.count_tokens_slow(&text), "{text:?}");
+        assert_eq!(first.count_tokens(&text), full.count_tokens_slow(&text), "{text:?}");
+    }
+    assert!(second.loaded_llama_cpp(), "text outside ASCII needed llama.cpp");
+
+    // A cache file that is not one (cut off, overwritten) is rebuilt.
+    let file = files[0].path();
+    std::fs::write(&file, b"scout-counter\x001 and then nonsense").unwrap();
+    let rebuilt = GgufCounter::load(model(), cache.path()).unwrap();
+    assert_eq!(rebuilt.tokenizer_id(), full.tokenizer_id());
+    assert_eq!(rebuilt.count_tokens(ascii), full.count_tokens(ascii));
+    assert!(std::fs::read(&file).unwrap().len() > 1000, "written again");
+    // Another model file (here: the same bytes under another name) has
+    // its own cache file.
+    let copy = cache.path().join("copy.gguf");
+    std::fs::copy(model(), &copy).unwrap();
+    let other = GgufCounter::load(&copy, cache.path()).unwrap();
+    assert_eq!(other.tokenizer_id(), full.tokenizer_id());
+    assert_eq!(
+        std::fs::read_dir(cache.path()).unwrap().count(),
+        3,
+        "two cache files and the copy"
+    );
 }

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::corpus::{Corpus, CorpusError};
-use crate::engine::llamacpp::{KvType, LlamaCppEngine, LlamaCppOptions, LlamaCppTokenizer};
+use crate::engine::llamacpp::{GgufCounter, KvType, LlamaCppEngine, LlamaCppOptions, LlamaCppTokenizer};
 #[cfg(feature = "mistralrs")]
 use crate::engine::mistralrs::{Isq, MistralRsEngine, MistralRsOptions};
 use crate::engine::openai::{OpenAiEngine, OpenAiOptions};
@@ -866,7 +866,8 @@ impl ModelArgs {
         if path.is_dir() {
             return Ok((crate::engine::mistralrs::folder_tokenizer(&path)?, path));
         }
-        Ok((Box::new(LlamaCppTokenizer::load(&path)?), path))
+        let counter = GgufCounter::load(&path, &models::cache_dir().join("counters"))?;
+        Ok((Box::new(counter), path))
     }
 
     /// Loads or connects to the engine; returns it with a line saying what

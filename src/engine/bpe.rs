@@ -46,6 +46,9 @@ const NORMAL: i128 = 1;
 /// plain text before splitting, which this counter does not do.
 const USER_DEFINED: i128 = 4;
 
+/// What [`ByteBpe::to_bytes`] starts with (the format's version last).
+const BYTES_MAGIC: &[u8] = b"scout-bpe\x001";
+
 /// `byte_token` of a byte the vocabulary has no token for.
 const NO_TOKEN: u32 = u32::MAX;
 
@@ -150,6 +153,55 @@ impl ByteBpe {
         Some(Self {
             instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
             byte_token,
+            merges: table,
+        })
+    }
+
+    /// The counter as bytes, to be read back with [`ByteBpe::from_bytes`]
+    /// (a cache file: building it from a GGUF takes tens of
+    /// milliseconds, reading this back one or two).
+    #[must_use]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(BYTES_MAGIC.len() + 4 * (257 + 4 * self.merges.len()));
+        out.extend_from_slice(BYTES_MAGIC);
+        let mut merges: Vec<_> = self.merges.iter().collect();
+        // In rank order, so the same counter always gives the same bytes.
+        merges.sort_unstable_by_key(|(_, &(rank, _))| rank);
+        let words = self.byte_token.iter().copied().chain([merges.len() as u32]).chain(
+            merges
+                .into_iter()
+                .flat_map(|(&(left, right), &(rank, merged))| [left, right, rank, merged]),
+        );
+        for w in words {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    /// A counter written by [`ByteBpe::to_bytes`]; `None` for anything
+    /// else (another format, a cut-off file).
+    #[must_use]
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let rest = bytes.strip_prefix(BYTES_MAGIC)?;
+        if rest.len() % 4 != 0 {
+            return None;
+        }
+        let words: Vec<u32> = rest
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        let (byte_token, rest) = words.split_at_checked(256)?;
+        let (&count, merges) = rest.split_first()?;
+        if merges.len() != 4 * count as usize {
+            return None;
+        }
+        let mut table = FxHashMap::with_capacity_and_hasher(merges.len() / 4, rustc_hash::FxBuildHasher);
+        for m in merges.chunks_exact(4) {
+            table.insert((m[0], m[1]), (m[2], m[3]));
+        }
+        Some(Self {
+            instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
+            byte_token: byte_token.try_into().ok()?,
             merges: table,
         })
     }
@@ -383,6 +435,23 @@ mod tests {
         assert_eq!(bpe.count("abc abc", &never), 1 + 2);
         // Special token text is plain text: 5 bytes, no merges.
         assert_eq!(bpe.count("<|x|>", &never), 5);
+    }
+
+    #[test]
+    fn a_counter_read_back_from_its_bytes_counts_alike() {
+        let bpe = toy();
+        let bytes = bpe.to_bytes();
+        assert_eq!(bytes, toy().to_bytes(), "the same counter gives the same bytes");
+        let back = ByteBpe::from_bytes(&bytes).unwrap();
+        assert_eq!(back.byte_token, bpe.byte_token);
+        assert_eq!(back.merges, bpe.merges);
+        let never = |_: &str| -> u32 { panic!("ASCII is counted here") };
+        assert_eq!(back.count("abc bc x", &never), bpe.count("abc bc x", &never));
+        // Cut off, lengthened, or another format: refused.
+        assert!(ByteBpe::from_bytes(&bytes[..bytes.len() - 4]).is_none());
+        assert!(ByteBpe::from_bytes(&[bytes.as_slice(), &[0; 4]].concat()).is_none());
+        assert!(ByteBpe::from_bytes(&bytes[1..]).is_none());
+        assert!(ByteBpe::from_bytes(&bytes[..100]).is_none());
     }
 
     #[test]
