@@ -675,3 +675,59 @@ fn image_files_are_kept_and_an_older_corpus_gets_them_on_reingest() {
     let s = ingest();
     assert_eq!(s["reused"], 2, "and from then on not read again: {s:#}");
 }
+
+/// The corpus's token total after each re-ingest (which counts only what
+/// changed, and sums the stored totals) equals a count of every document
+/// from scratch: also when an earlier run counted nothing.
+#[test]
+fn reingest_token_totals_equal_a_count_from_scratch() {
+    use scout::corpus::Corpus;
+    use scout::engine::llamacpp::LlamaCppTokenizer;
+    use scout::ingest::WalkOptions;
+    use scout::prompt::{count_block, render_document};
+    use scout::tasks::ingest::{corpus_tokens, document_tokens, ingest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a.rs"), "fn a() -> u32 {\n    1\n}\n").unwrap();
+    std::fs::write(tree.join("b.md"), "# Beta\n\nSome prose, déjà vu.\n").unwrap();
+    std::fs::write(tree.join("c.txt"), "gamma\n").unwrap();
+    let tok = LlamaCppTokenizer::load(model()).unwrap();
+    let mut corpus = Corpus::open(&dir.path().join("c.db")).unwrap();
+    let roots = [tree.clone()];
+    let opts = WalkOptions::default();
+    let from_scratch = |corpus: &Corpus| -> u64 {
+        let docs = corpus.documents().unwrap();
+        docs.iter()
+            .map(|d| u64::from(count_block(&render_document(d, corpus.salt()), &tok).total()))
+            .sum()
+    };
+    let check = |corpus: &mut Corpus, with_tokens: bool| {
+        let summary = ingest(corpus, &roots, &opts, with_tokens.then_some(&tok as _), &mut |_| {}).unwrap();
+        let expected = from_scratch(corpus);
+        if with_tokens {
+            assert_eq!(summary.tokens, expected);
+        }
+        assert_eq!(corpus_tokens(corpus, &tok).unwrap(), expected);
+        let listed: u64 = document_tokens(corpus, &tok).unwrap().iter().map(|d| d.2).sum();
+        assert_eq!(listed, expected);
+        summary
+    };
+    let first = check(&mut corpus, true);
+    assert_eq!(first.added, 3);
+    std::fs::write(tree.join("a.rs"), "fn a() -> u32 {\n    2 + 40\n}\n").unwrap();
+    std::fs::remove_file(tree.join("c.txt")).unwrap();
+    std::fs::write(tree.join("d.py"), "def d():\n    return 'δ'\n").unwrap();
+    let second = check(&mut corpus, true);
+    assert_eq!(
+        (second.added, second.changed, second.removed, second.reused),
+        (1, 1, 1, 1)
+    );
+    // A run without a tokenizer leaves the edited file uncounted; the
+    // total counts it then.
+    std::fs::write(tree.join("b.md"), "# Beta\n\nOther prose.\n").unwrap();
+    let third = check(&mut corpus, false);
+    assert_eq!(third.changed, 1);
+    check(&mut corpus, true);
+}

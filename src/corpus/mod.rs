@@ -21,7 +21,7 @@ use crate::ingest::outline::Symbol;
 use crate::ingest::secrets::SecretFinding;
 #[cfg(test)]
 use crate::ingest::Skip;
-use crate::ingest::{Document, DocumentKind, ImageInfo, KnownFile, Segment, WalkItem};
+use crate::ingest::{Document, DocumentKind, ImageInfo, KnownFile, KnownFiles, Segment, WalkItem};
 
 /// Bumped whenever the tables change shape; an older file is refused with a
 /// clear message rather than misread.
@@ -257,6 +257,8 @@ CREATE TABLE IF NOT EXISTS documents (
     tokens INTEGER,
     tokens_key TEXT
 );
+-- Counting documents by kind reads this instead of sorting the table.
+CREATE INDEX IF NOT EXISTS documents_by_kind ON documents (kind);
 CREATE TABLE IF NOT EXISTS segments (
     doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
     ord INTEGER NOT NULL,
@@ -468,7 +470,7 @@ impl Corpus {
         .map_err(err)?;
         let run_id = tx.last_insert_rowid();
         let mut summary = IngestSummary::default();
-        let mut seen: HashSet<String> = HashSet::new();
+        let mut seen = rustc_hash::FxHashSet::default();
         for item in items {
             match item {
                 WalkItem::Unchanged { path } => {
@@ -520,37 +522,22 @@ impl Corpus {
         )
         .map_err(err)?;
         tx.commit().map_err(err)?;
-        let totals = self.totals()?;
-        summary.documents = totals.0;
-        summary.segments = totals.1;
-        summary.bytes = totals.2;
-        summary.by_kind = self.count_by_kind()?;
-        summary.llama4_image_tokens = self.llama4_image_tokens()?;
-        summary.secrets_in_corpus = self
-            .conn
-            .query_row("SELECT count(*) FROM secrets", [], |r| r.get::<_, i64>(0))
-            .map_err(|e| self.err(e))? as u64;
+        self.fill_totals(&mut summary)?;
         Ok(summary)
     }
 
-    fn totals(&self) -> Result<(u64, u64, u64), CorpusError> {
-        self.conn
-            .query_row(
-                "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM segments),
-                        (SELECT coalesce(sum(bytes), 0) FROM documents)",
-                [],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)? as u64,
-                        r.get::<_, i64>(1)? as u64,
-                        r.get::<_, i64>(2)? as u64,
-                    ))
-                },
-            )
-            .map_err(|e| self.err(e))
-    }
-
-    fn count_by_kind(&self) -> Result<BTreeMap<String, u64>, CorpusError> {
+    /// What the corpus holds after a run: documents by kind, bytes,
+    /// segments, secrets, image tokens. One pass over the documents and
+    /// index lookups for the rest: a re-ingest of a large tree ends with
+    /// this, and each pass costs a millisecond or two.
+    fn fill_totals(&self, summary: &mut IngestSummary) -> Result<(), CorpusError> {
+        let (documents, bytes) = self
+            .conn
+            .query_row("SELECT count(*), coalesce(sum(bytes), 0) FROM documents", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| self.err(e))?;
+        // From the index on kind: no sort.
         let mut stmt = self
             .conn
             .prepare("SELECT kind, count(*) FROM documents GROUP BY kind")
@@ -558,7 +545,19 @@ impl Corpus {
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
             .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        summary.by_kind = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+        summary.documents = documents;
+        summary.bytes = bytes;
+        summary.llama4_image_tokens = self.llama4_image_tokens()?;
+        let count = |table: &str| {
+            self.conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(|e| self.err(e))
+        };
+        summary.segments = count("segments")?;
+        summary.secrets_in_corpus = count("secrets")?;
+        Ok(())
     }
 
     /// Every document with its segments, ordered by path.
@@ -770,6 +769,36 @@ impl Corpus {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// Documents with no prompt token total counted under `key`.
+    pub fn documents_without_totals(&self, key: &str) -> Result<HashSet<String>, CorpusError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path FROM documents WHERE tokens_key IS NOT ?1 OR tokens IS NULL")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([key], |r| r.get(0)).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// How many documents have a prompt token total counted under `key`,
+    /// and the sum of those totals.
+    pub fn document_token_sum(&self, key: &str) -> Result<(u64, u64), CorpusError> {
+        self.conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(tokens), 0) FROM documents WHERE tokens_key = ?1 AND tokens IS NOT NULL",
+                [key],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// How many documents the corpus holds.
+    pub fn document_count(&self) -> Result<u64, CorpusError> {
+        self.conn
+            .query_row("SELECT count(*) FROM documents", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
     /// Records prompt token totals (path, tokens) counted under `key`.
     pub fn store_document_token_totals(&mut self, key: &str, totals: &[(String, u64)]) -> Result<(), CorpusError> {
         self.execute_many(
@@ -804,7 +833,7 @@ impl Corpus {
     /// corpus lacks (ingested by a scout that kept only scanned PDF pages)
     /// is left out, so it is read again and its bytes kept (not one over the
     /// pixel limit, which is never kept).
-    pub fn known_files(&self) -> Result<HashMap<String, KnownFile>, CorpusError> {
+    pub fn known_files(&self) -> Result<KnownFiles, CorpusError> {
         let mut stmt = self
             .conn
             .prepare(
@@ -831,7 +860,9 @@ impl Corpus {
     pub fn llama4_image_tokens(&self) -> Result<u64, CorpusError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT width, height FROM documents WHERE width IS NOT NULL AND height IS NOT NULL")
+            .prepare(
+                "SELECT width, height FROM documents WHERE kind = 'image' AND width IS NOT NULL AND height IS NOT NULL",
+            )
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, u32>(1)?)))
@@ -852,6 +883,18 @@ impl Corpus {
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()
             .map_err(|e| self.err(e))
+    }
+
+    /// Every meta value whose key starts with `prefix`, by key.
+    pub fn meta_starting(&self, prefix: &str) -> Result<HashMap<String, String>, CorpusError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), CorpusError> {
@@ -1052,7 +1095,18 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document, rewrite: bool) -> rusql
 /// Deletes documents that lie under one of `roots` but were not seen in
 /// this run (deleted or now skipped files). Documents under other roots are
 /// left alone: ingesting a second folder adds to a corpus.
-fn remove_missing(tx: &Transaction<'_>, roots: &[String], seen: &HashSet<String>) -> rusqlite::Result<u64> {
+fn remove_missing(
+    tx: &Transaction<'_>,
+    roots: &[String],
+    seen: &rustc_hash::FxHashSet<String>,
+) -> rusqlite::Result<u64> {
+    // Every path seen is a document by now (a file found unchanged was
+    // one, a file read has just been stored): when there are as many
+    // documents as paths seen, none is missing.
+    let documents: i64 = tx.query_row("SELECT count(*) FROM documents", [], |r| r.get(0))?;
+    if documents as usize == seen.len() {
+        return Ok(0);
+    }
     let mut stmt = tx.prepare("SELECT id, path FROM documents")?;
     let all: Vec<(i64, String)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?

@@ -37,12 +37,24 @@ pub fn repo(path: &Path) -> Option<Repo> {
     } else {
         dir
     };
-    let limit = Duration::from_secs(10);
-    let top = git(dir, &["rev-parse", "--show-toplevel"], limit)?;
-    let head = git(dir, &["rev-parse", "HEAD"], limit)?;
+    // Without a `.git` above it (and no GIT_DIR to say otherwise), git
+    // would only say so: not worth starting it.
+    if std::env::var_os("GIT_DIR").is_none()
+        && !dir
+            .canonicalize()
+            .ok()?
+            .ancestors()
+            .any(|a| a.join(".git").symlink_metadata().is_ok())
+    {
+        return None;
+    }
+    let out = git(dir, &["rev-parse", "--show-toplevel", "HEAD"], Duration::from_secs(10))?;
+    let out = String::from_utf8_lossy(&out);
+    let mut lines = out.lines().map(str::trim);
+    let (top, head) = (lines.next()?, lines.next()?);
     Some(Repo {
-        top: PathBuf::from(String::from_utf8_lossy(&top).trim()),
-        head: String::from_utf8_lossy(&head).trim().to_owned(),
+        top: PathBuf::from(top),
+        head: head.to_owned(),
     })
 }
 

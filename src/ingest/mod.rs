@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::anchor::Anchor;
 
-pub use repo::{count_files, display_path, walk, walk_then, KnownFile, WalkItem, WalkOptions};
+pub use repo::{
+    count_files, display_path, walk, walk_batches, walk_then, KnownFile, KnownFiles, WalkItem, WalkOptions,
+};
 pub use text::{code_language, decode, split_text};
 
 /// What kind of content a document holds; decides how it is laid out.

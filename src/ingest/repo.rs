@@ -7,7 +7,6 @@
 //! dropped. A file whose size and modification time match what the corpus
 //! already holds is not read again.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +26,10 @@ use super::secrets::{self, SecretFinding};
 use super::text::{code_language, decode, split_text};
 use super::{Document, DocumentKind, Segment, Skip, SkipReason};
 use crate::anchor::Anchor;
+
+/// Files the corpus holds, by display path (a fast hash: a re-ingest
+/// looks up every file of the tree).
+pub type KnownFiles = rustc_hash::FxHashMap<String, KnownFile>;
 
 /// What the corpus already knows of a file, to skip re-reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +57,7 @@ pub struct WalkOptions {
     /// scout's own cache folder.
     pub exclude: Vec<PathBuf>,
     /// Files already in the corpus, by display path.
-    pub known: Arc<HashMap<String, KnownFile>>,
+    pub known: Arc<KnownFiles>,
     /// Worker threads (0: one per core).
     pub threads: usize,
     /// Store secrets as they are instead of redacting them.
@@ -135,20 +138,66 @@ pub fn walk_then(
     each_document: &(dyn Fn(&Document) + Sync),
     mut on_item: impl FnMut(WalkItem),
 ) {
+    walk_batches(roots, opts, each_document, |batch| {
+        batch.into_iter().for_each(&mut on_item);
+    });
+}
+
+/// [`walk_then`], handing items over in batches: files found unchanged
+/// are gathered by each worker (a re-ingest of a large tree would
+/// otherwise wake the receiving thread once per file, which costs more
+/// than the file's stat); a document or a skip goes at once, with what
+/// was gathered before it.
+pub fn walk_batches(
+    roots: &[PathBuf],
+    opts: &WalkOptions,
+    each_document: &(dyn Fn(&Document) + Sync),
+    mut on_batch: impl FnMut(Vec<WalkItem>),
+) {
     let excluded: Vec<PathBuf> = opts.exclude.iter().filter_map(|p| p.canonicalize().ok()).collect();
+    let excluded_inodes = inodes(&excluded);
     let corpus_bytes = AtomicU64::new(0);
-    let (tx, rx) = mpsc::channel::<WalkItem>();
+    let (tx, rx) = mpsc::channel::<Vec<WalkItem>>();
     std::thread::scope(|scope| {
-        let (excluded, corpus_bytes) = (&excluded, &corpus_bytes);
+        let (excluded, corpus_bytes) = ((&excluded[..], &excluded_inodes[..]), &corpus_bytes);
         scope.spawn(move || {
             for root in roots {
                 walk_root(root, opts, excluded, corpus_bytes, each_document, &tx);
             }
         });
-        for item in rx {
-            on_item(item);
+        for batch in rx {
+            on_batch(batch);
         }
     });
+}
+
+/// Unchanged files gathered before a batch is sent.
+const UNCHANGED_BATCH: usize = 256;
+
+/// A worker's items not yet sent; sent when dropped (the worker is done).
+struct Batch {
+    items: Vec<WalkItem>,
+    tx: mpsc::Sender<Vec<WalkItem>>,
+}
+
+impl Batch {
+    /// Adds `item`, sending the batch when it is due; false when the
+    /// receiver has gone (the walk should stop).
+    fn push(&mut self, item: WalkItem) -> bool {
+        let due = !matches!(item, WalkItem::Unchanged { .. }) || self.items.len() + 1 >= UNCHANGED_BATCH;
+        self.items.push(item);
+        !due || self.send()
+    }
+
+    fn send(&mut self) -> bool {
+        self.items.is_empty() || self.tx.send(std::mem::take(&mut self.items)).is_ok()
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.send();
+    }
 }
 
 fn overrides(root: &Path, opts: &WalkOptions) -> Result<Option<ignore::overrides::Override>, String> {
@@ -207,24 +256,28 @@ pub fn count_files(roots: &[PathBuf], opts: &WalkOptions) -> u64 {
 fn walk_root(
     root: &Path,
     opts: &WalkOptions,
-    excluded: &[PathBuf],
+    (excluded, excluded_inodes): (&[PathBuf], &[u64]),
     corpus_bytes: &AtomicU64,
     each_document: &(dyn Fn(&Document) + Sync),
-    tx: &mpsc::Sender<WalkItem>,
+    tx: &mpsc::Sender<Vec<WalkItem>>,
 ) {
     let builder = match builder(root, opts) {
         Ok(b) => b,
         Err(detail) => {
-            let _ = tx.send(WalkItem::Skip(Skip {
+            let _ = tx.send(vec![WalkItem::Skip(Skip {
                 path: display_path(root),
                 reason: SkipReason::Unreadable,
                 detail,
-            }));
+            })]);
             return;
         }
     };
     builder.build_parallel().run(|| {
-        let tx = tx.clone();
+        let mut batch = Batch {
+            items: Vec::new(),
+            tx: tx.clone(),
+        };
+        let mut folders = Folders::default();
         Box::new(move |entry| {
             let item = match entry {
                 Err(err) => Some(walk_error(root, &err)),
@@ -233,8 +286,10 @@ fn walk_root(
                     let is_dir = e.file_type().is_some_and(|t| t.is_dir());
                     let canonical = || path.canonicalize().ok();
                     if is_dir {
-                        if canonical().is_some_and(|c| excluded.contains(&c)) {
-                            let _ = tx.send(WalkItem::Skip(Skip {
+                        if may_be_excluded_folder(&e, excluded_inodes)
+                            && canonical().is_some_and(|c| excluded.contains(&c))
+                        {
+                            batch.push(WalkItem::Skip(Skip {
                                 path: display_path(path),
                                 reason: SkipReason::CorpusFile,
                                 detail: "scout's own cache folder, not read".into(),
@@ -263,7 +318,7 @@ fn walk_root(
                             detail: "scout's own store or cache".into(),
                         }))
                     } else {
-                        Some(read_entry(path, opts, corpus_bytes))
+                        Some(read_entry(path, opts, corpus_bytes, &mut folders))
                     }
                 }
             };
@@ -271,7 +326,7 @@ fn walk_root(
                 each_document(doc);
             }
             if let Some(item) = item {
-                if tx.send(item).is_err() {
+                if !batch.push(item) {
                     return WalkState::Quit;
                 }
             }
@@ -305,6 +360,40 @@ fn find_loop(err: &ignore::Error) -> Option<PathBuf> {
         | ignore::Error::WithDepth { err, .. }
         | ignore::Error::WithLineNumber { err, .. } => find_loop(err),
         _ => None,
+    }
+}
+
+/// Whether a folder could be one of the excluded ones without its real
+/// path being looked up (a system call per path component): on Unix, only
+/// a root, a symbolic link, or a folder with an excluded one's inode
+/// number (which the walk knows without a system call) can be.
+fn may_be_excluded_folder(e: &ignore::DirEntry, excluded_inodes: &[u64]) -> bool {
+    #[cfg(unix)]
+    {
+        e.depth() == 0 || e.path_is_symlink() || e.ino().is_none_or(|i| excluded_inodes.contains(&i))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (e, excluded_inodes);
+        true
+    }
+}
+
+/// The inode numbers of `paths` that exist (none off Unix).
+fn inodes(paths: &[PathBuf]) -> Vec<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        paths
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.ino())
+            .collect()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = paths;
+        Vec::new()
     }
 }
 
@@ -491,6 +580,55 @@ fn read_scanned_pages(doc: &mut Document, scans: Vec<(u32, Result<Vec<u8>, Strin
     }
 }
 
+/// Folders a worker has open to stat files in, the latest first. A stat
+/// relative to its folder spares the kernel the walk down the whole path,
+/// most of the cost of checking that a large tree has not changed.
+#[derive(Default)]
+struct Folders(Vec<(PathBuf, std::fs::File)>);
+
+impl Folders {
+    /// Folders kept open per worker (a worker takes files from a few
+    /// folders in turn).
+    const KEPT: usize = 8;
+
+    /// Size and modification time (ns since the epoch, as [`mtime_ns`]
+    /// gives it) of the file at `path`, links followed; `None` when the
+    /// file cannot be stat'ed.
+    #[cfg(unix)]
+    fn size_and_time(&mut self, path: &Path) -> Option<(u64, i64)> {
+        use nix::fcntl::AtFlags;
+        let (dir, name) = (path.parent(), path.file_name());
+        let at = match dir.zip(name).filter(|(d, _)| !d.as_os_str().is_empty()) {
+            None => None,
+            Some((dir, name)) => match self.0.iter().position(|(d, _)| d.as_os_str() == dir.as_os_str()) {
+                Some(i) => Some((i, name)),
+                // A folder that cannot be opened (no read permission)
+                // is stat'ed through by path.
+                None => std::fs::File::open(dir).ok().map(|f| {
+                    self.0.truncate(Self::KEPT - 1);
+                    self.0.insert(0, (dir.to_owned(), f));
+                    (0, name)
+                }),
+            },
+        };
+        let Some((i, name)) = at else {
+            return std::fs::metadata(path).ok().map(|m| (m.len(), mtime_ns(&m)));
+        };
+        let st = nix::sys::stat::fstatat(&self.0[i].1, name, AtFlags::empty()).ok()?;
+        let ns = if st.st_mtime < 0 {
+            0
+        } else {
+            st.st_mtime * 1_000_000_000 + st.st_mtime_nsec
+        };
+        Some((st.st_size as u64, ns))
+    }
+
+    #[cfg(not(unix))]
+    fn size_and_time(&mut self, path: &Path) -> Option<(u64, i64)> {
+        std::fs::metadata(path).ok().map(|m| (m.len(), mtime_ns(&m)))
+    }
+}
+
 fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     meta.modified()
         .ok()
@@ -524,8 +662,14 @@ fn read_stable_with(
 }
 
 /// Reads one file into a walk item: a document, unchanged, or a skip.
-fn read_entry(path: &Path, opts: &WalkOptions, corpus_bytes: &AtomicU64) -> WalkItem {
+fn read_entry(path: &Path, opts: &WalkOptions, corpus_bytes: &AtomicU64, folders: &mut Folders) -> WalkItem {
     let shown = display_path(path);
+    if let Some(known) = opts.known.get(&shown) {
+        if folders.size_and_time(path) == Some((known.bytes, known.mtime_ns)) {
+            corpus_bytes.fetch_add(known.bytes, Ordering::Relaxed);
+            return WalkItem::Unchanged { path: shown };
+        }
+    }
     match read_file(path, &shown, opts, corpus_bytes) {
         Ok(item) => item,
         Err((reason, detail)) => WalkItem::Skip(Skip {
@@ -544,15 +688,6 @@ fn read_file(
 ) -> Result<WalkItem, (SkipReason, String)> {
     let limits = &opts.limits;
     let meta = std::fs::metadata(path).map_err(|e| (SkipReason::Unreadable, e.to_string()))?;
-    if opts.known.get(shown)
-        == Some(&KnownFile {
-            bytes: meta.len(),
-            mtime_ns: mtime_ns(&meta),
-        })
-    {
-        corpus_bytes.fetch_add(meta.len(), Ordering::Relaxed);
-        return Ok(WalkItem::Unchanged { path: shown.to_owned() });
-    }
     let ext = extension(path);
     let is_pdf = ext == "pdf";
     let cap = if is_pdf {
@@ -685,12 +820,16 @@ mod tests {
         std::fs::write(root.join("store.db-wal"), "its journal").unwrap();
         // Another name for the store: found by its real path.
         std::os::unix::fs::symlink(root.join("store.db"), root.join("alias.db")).unwrap();
+        // scout's cache folder, and another name for it.
+        std::fs::create_dir_all(root.join("sub/cache")).unwrap();
+        std::fs::write(root.join("sub/cache/kept.txt"), "cached").unwrap();
+        std::os::unix::fs::symlink(root.join("sub/cache"), root.join("cache-link")).unwrap();
         let opts = WalkOptions {
             limits: Limits {
                 max_file_bytes: 1000,
                 ..Limits::default()
             },
-            exclude: vec![root.join("store.db")],
+            exclude: vec![root.join("store.db"), root.join("sub/cache")],
             ..WalkOptions::default()
         };
         let (docs, skips, _) = walk_all(root, &opts);
@@ -705,25 +844,65 @@ mod tests {
                 ("alias.db", SkipReason::Symlink),
                 ("big.txt", SkipReason::TooLarge),
                 ("blob.txt", SkipReason::Binary),
+                ("cache-link", SkipReason::Symlink),
                 ("empty.txt", SkipReason::Empty),
                 ("store.db", SkipReason::CorpusFile),
                 ("store.db-wal", SkipReason::CorpusFile),
+                ("cache", SkipReason::CorpusFile),
             ]
         );
-        // The quick count for the progress bar sees the same files.
-        assert_eq!(count_files(&[root.to_path_buf()], &opts), 8);
+        // The quick count for the progress bar sees the same files, and
+        // (not looking up real paths) those in scout's cache folder.
+        assert_eq!(count_files(&[root.to_path_buf()], &opts), 8 + 1 + 1);
         // Followed, the link is found to be the store by its real path.
         let follow = WalkOptions {
             follow_links: true,
             ..opts
         };
-        let (_, skips, _) = walk_all(root, &follow);
-        assert!(
-            skips
-                .iter()
-                .any(|s| name(&s.path) == "alias.db" && s.reason == SkipReason::CorpusFile),
-            "{skips:?}"
-        );
+        let (docs, skips, _) = walk_all(root, &follow);
+        for link in ["alias.db", "cache-link"] {
+            assert!(
+                skips
+                    .iter()
+                    .any(|s| name(&s.path) == link && s.reason == SkipReason::CorpusFile),
+                "{link}: {skips:?}"
+            );
+        }
+        assert!(!docs.iter().any(|d| d.path.contains("kept.txt")), "{docs:?}");
+    }
+
+    #[test]
+    fn sizes_and_times_from_open_folders_equal_a_plain_stat() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut paths = Vec::new();
+        for d in 0..(Folders::KEPT + 3) {
+            let sub = root.join(format!("d{d}"));
+            std::fs::create_dir(&sub).unwrap();
+            for f in 0..3 {
+                let p = sub.join(format!("f{f}.txt"));
+                std::fs::write(&p, "x".repeat(d * 10 + f)).unwrap();
+                paths.push(p);
+            }
+        }
+        std::os::unix::fs::symlink(root.join("d0/f1.txt"), root.join("link.txt")).unwrap();
+        paths.push(root.join("link.txt"));
+        let mut folders = Folders::default();
+        // Twice round, more folders than are kept open: some are opened
+        // again.
+        for p in paths.iter().chain(&paths) {
+            let m = std::fs::metadata(p).unwrap();
+            assert_eq!(
+                folders.size_and_time(p),
+                Some((m.len(), mtime_ns(&m))),
+                "{}",
+                p.display()
+            );
+        }
+        assert!(folders.0.len() <= Folders::KEPT);
+        assert_eq!(folders.size_and_time(&root.join("d0/missing")), None);
+        // A bare name (no folder in the path) is stat'ed as it is.
+        assert_eq!(folders.size_and_time(Path::new("no-such-file-here")), None);
     }
 
     #[test]
@@ -829,7 +1008,7 @@ mod tests {
         std::fs::write(dir.path().join("same.md"), "same\n").unwrap();
         std::fs::write(dir.path().join("edited.md"), "before\n").unwrap();
         let (first, _, _) = walk_all(dir.path(), &WalkOptions::default());
-        let known: HashMap<String, KnownFile> = first
+        let known: KnownFiles = first
             .iter()
             .map(|d| {
                 (

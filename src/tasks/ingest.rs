@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::corpus::{Corpus, CorpusError, GitSummary, IngestSummary, StoredDocument};
-use crate::ingest::{display_path, git, walk_then, Document, WalkOptions};
-use std::collections::HashSet;
+use crate::ingest::{display_path, git, walk_batches, Document, WalkOptions};
 
 use crate::prompt::{count_block, count_units, render_document, Tokenizer, LAYOUT_VERSION};
 
@@ -44,7 +43,8 @@ pub fn ingest_while_loading<'t>(
     opts.exclude.push(corpus.path().to_owned());
     // Stored text depends on redaction: if the setting changed, read
     // every file again.
-    let same_redaction = corpus.keeps_secrets()?.is_none_or(|keep| keep == opts.keep_secrets);
+    let recorded = corpus.keeps_secrets()?;
+    let same_redaction = recorded.is_none_or(|keep| keep == opts.keep_secrets);
     if same_redaction {
         opts.known = std::sync::Arc::new(corpus.known_files()?);
     }
@@ -71,25 +71,29 @@ pub fn ingest_while_loading<'t>(
     let mut summary = std::thread::scope(|scope| {
         // Documents are written as they arrive, while the walkers read the
         // rest (in the order the workers finish; listings sort by path).
-        let store = scope.spawn(|| corpus.store_run(&root_names, stored, !same_redaction));
-        walk_then(roots, &opts, &count, |item| {
-            on_file(item.path());
+        let store = scope.spawn(|| corpus.store_run(&root_names, stored.into_iter().flatten(), !same_redaction));
+        walk_batches(roots, &opts, &count, |batch| {
+            for item in &batch {
+                on_file(item.path());
+            }
             // A store that stopped early has an error, which join returns.
-            let _ = to_store.send(item);
+            let _ = to_store.send(batch);
         });
         drop(to_store);
         store.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })?;
     // Recorded after the run is stored: a crash in between costs one more
     // full read, never text stored under the wrong setting.
-    corpus.set_keeps_secrets(opts.keep_secrets)?;
+    if recorded != Some(opts.keep_secrets) {
+        corpus.set_keeps_secrets(opts.keep_secrets)?;
+    }
     summary.git = finish_git(corpus, git_reads)?;
     if let Some(tok) = early.into_inner().flatten() {
         let counted = counted.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         corpus.store_document_token_totals(&totals_key(tok), &counted)?;
     }
     if let Some(tok) = tokenizer() {
-        summary.tokens = document_tokens(corpus, tok)?.iter().map(|d| d.2).sum();
+        summary.tokens = corpus_tokens(corpus, tok)?;
     }
     summary.peak_rss = crate::corpus::PeakRss::now();
     Ok(summary)
@@ -98,43 +102,59 @@ pub fn ingest_while_loading<'t>(
 /// Longest a repository's history may take to read.
 const GIT_LOG_SECONDS: u64 = 120;
 
-/// History being read for one repository, while the walk goes on.
+/// History read for one repository, while the walk went on.
 struct GitRead {
     repo: git::Repo,
     key: String,
     since: Option<String>,
-    changes: Option<std::thread::JoinHandle<Option<std::collections::HashMap<String, git::FileHistory>>>>,
+    changes: Changes,
 }
 
-/// For sources inside git repositories, starts reading each one's history
-/// on its own thread (all of it on the first ingest, only the commits
-/// since the recorded one later; nothing when the commit is the same).
-fn start_git(corpus: &Corpus, roots: &[PathBuf]) -> Result<Vec<GitRead>, CorpusError> {
-    let mut repos: Vec<git::Repo> = roots.iter().filter_map(|r| git::repo(r)).collect();
-    repos.dedup_by(|a, b| a.top == b.top);
-    repos
-        .into_iter()
-        .map(|repo| {
-            let key = format!("git_head:{}", repo.top.display());
-            // A corpus that recorded times but not commit counts (an older
-            // scout's) reads the whole history once more.
-            let since = corpus
-                .meta(&key)?
-                .filter(|_| corpus.meta(&counts_key(&repo)).ok().flatten().is_some());
-            let changes = (since.as_deref() != Some(repo.head.as_str())).then(|| {
-                let (repo, since) = (repo.clone(), since.clone());
-                std::thread::spawn(move || {
+/// What reading a repository's history gave.
+enum Changes {
+    /// Nothing to read: the recorded commit is the current one.
+    None,
+    Read(std::collections::HashMap<String, git::FileHistory>),
+    /// git failed or ran past its time.
+    Failed,
+}
+
+/// For sources inside git repositories, reads each one's history on a
+/// thread of its own, while the walk goes on (all of it on the first
+/// ingest, only the commits since the recorded one later; nothing when
+/// the commit is the same). Finding the repositories runs git too, so
+/// that is on the thread as well.
+fn start_git(corpus: &Corpus, roots: &[PathBuf]) -> Result<std::thread::JoinHandle<Vec<GitRead>>, CorpusError> {
+    let recorded = corpus.meta_starting("git_")?;
+    let roots = roots.to_vec();
+    Ok(std::thread::spawn(move || {
+        let mut repos: Vec<git::Repo> = roots.iter().filter_map(|r| git::repo(r)).collect();
+        repos.dedup_by(|a, b| a.top == b.top);
+        repos
+            .into_iter()
+            .map(|repo| {
+                let key = format!("git_head:{}", repo.top.display());
+                // A corpus that recorded times but not commit counts (an
+                // older scout's) reads the whole history once more.
+                let since = recorded
+                    .get(&key)
+                    .filter(|_| recorded.contains_key(&counts_key(&repo)))
+                    .cloned();
+                let changes = if since.as_deref() == Some(repo.head.as_str()) {
+                    Changes::None
+                } else {
                     git::last_changes(&repo, since.as_deref(), Duration::from_secs(GIT_LOG_SECONDS))
-                })
-            });
-            Ok(GitRead {
-                repo,
-                key,
-                since,
-                changes,
+                        .map_or(Changes::Failed, Changes::Read)
+                };
+                GitRead {
+                    repo,
+                    key,
+                    since,
+                    changes,
+                }
             })
-        })
-        .collect()
+            .collect()
+    }))
 }
 
 /// The meta key saying a repository's commit counts are recorded.
@@ -145,18 +165,21 @@ fn counts_key(repo: &git::Repo) -> String {
 /// Dates each document by its last commit and records the commits read,
 /// for the prefix-stable order. Documents outside the history keep their
 /// file times.
-fn finish_git(corpus: &mut Corpus, reads: Vec<GitRead>) -> Result<Vec<GitSummary>, CorpusError> {
+fn finish_git(
+    corpus: &mut Corpus,
+    reads: std::thread::JoinHandle<Vec<GitRead>>,
+) -> Result<Vec<GitSummary>, CorpusError> {
     let mut out = Vec::new();
-    for read in reads {
+    for read in reads.join().unwrap_or_default() {
         let mut summary = GitSummary {
             repository: read.repo.top.display().to_string(),
             commit: read.repo.head.clone(),
             incremental: read.since.is_some(),
             ..GitSummary::default()
         };
-        match read.changes.map(|h| h.join().ok().flatten()) {
-            None => {}
-            Some(Some(changes)) => {
+        match read.changes {
+            Changes::None => {}
+            Changes::Read(changes) => {
                 let dated: Vec<(String, i64, u32)> = corpus
                     .document_kinds()?
                     .into_iter()
@@ -175,7 +198,7 @@ fn finish_git(corpus: &mut Corpus, reads: Vec<GitRead>) -> Result<Vec<GitSummary
                 corpus.set_meta(&read.key, &read.repo.head)?;
                 corpus.set_meta(&counts_key(&read.repo), "1")?;
             }
-            Some(None) => summary.error = Some(format!("git log failed or ran past {GIT_LOG_SECONDS} s")),
+            Changes::Failed => summary.error = Some(format!("git log failed or ran past {GIT_LOG_SECONDS} s")),
         }
         out.push(summary);
     }
@@ -194,16 +217,38 @@ pub fn document_tokens(
     corpus: &mut Corpus,
     tokenizer: &dyn Tokenizer,
 ) -> Result<Vec<(String, String, u64)>, CorpusError> {
-    // Totals are kept per document and cleared when it is rewritten, so a
-    // re-ingest renders and counts only what changed.
+    let key = count_missing(corpus, tokenizer)?;
+    let totals = corpus.document_token_totals(&key)?;
+    Ok(corpus
+        .document_kinds()?
+        .into_iter()
+        .map(|(path, kind)| {
+            let n = totals.get(&path).copied().unwrap_or(0);
+            (path, kind, n)
+        })
+        .collect())
+}
+
+/// The tokens of the whole corpus, as [`document_tokens`] adds them up
+/// (without listing every document: a re-ingest of a large tree ends
+/// with this).
+pub fn corpus_tokens(corpus: &mut Corpus, tokenizer: &dyn Tokenizer) -> Result<u64, CorpusError> {
     let key = totals_key(tokenizer);
-    let mut totals = corpus.document_token_totals(&key)?;
-    let all = corpus.document_kinds()?;
-    let missing: HashSet<String> = all
-        .iter()
-        .filter(|(p, _)| !totals.contains_key(p))
-        .map(|(p, _)| p.clone())
-        .collect();
+    let (counted, sum) = corpus.document_token_sum(&key)?;
+    if counted == corpus.document_count()? {
+        return Ok(sum);
+    }
+    count_missing(corpus, tokenizer)?;
+    Ok(corpus.document_token_sum(&key)?.1)
+}
+
+/// Counts the documents that have no total for `tokenizer` yet and
+/// records theirs; returns the key the totals are kept under. Totals are
+/// kept per document and cleared when it is rewritten, so a re-ingest
+/// renders and counts only what changed.
+fn count_missing(corpus: &mut Corpus, tokenizer: &dyn Tokenizer) -> Result<String, CorpusError> {
+    let key = totals_key(tokenizer);
+    let missing = corpus.documents_without_totals(&key)?;
     if !missing.is_empty() {
         let docs = corpus.documents_at(&missing)?;
         let blocks: Vec<_> = docs.iter().map(|d| render_document(d, corpus.salt())).collect();
@@ -214,11 +259,6 @@ pub fn document_tokens(
             .map(|(d, c)| (d.path.clone(), u64::from(c.total())))
             .collect();
         corpus.store_document_token_totals(&key, &fresh)?;
-        totals.extend(fresh);
     }
-    Ok(all
-        .into_iter()
-        .map(|(path, kind)| (totals.get(&path).copied().unwrap_or(0), path, kind))
-        .map(|(n, p, k)| (p, k, n))
-        .collect())
+    Ok(key)
 }
