@@ -351,8 +351,10 @@ impl GgufCounter {
         Ok(counter)
     }
 
-    /// Names the cache file of the GGUF at `path`: its real path, size
-    /// and modification time.
+    /// Names the cache file of the GGUF at `path`: its real path, size,
+    /// modification time and first 64 KiB (the header's start, which
+    /// names the model: another model copied over it with its time kept
+    /// still gets a cache file of its own).
     fn cache_key(path: &Path) -> Result<String, EngineError> {
         let err = |e: std::io::Error| EngineError::Load {
             path: path.display().to_string(),
@@ -365,10 +367,17 @@ impl GgufCounter {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
+        let mut head = Vec::with_capacity(1 << 16);
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(std::fs::File::open(&real).map_err(err)?, 1 << 16),
+            &mut head,
+        )
+        .map_err(err)?;
         let mut h = blake3::Hasher::new();
         h.update(real.to_string_lossy().as_bytes());
         h.update(&meta.len().to_le_bytes());
         h.update(&mtime.to_le_bytes());
+        h.update(&head);
         Ok(h.finalize().to_hex()[..24].to_owned())
     }
 

@@ -245,10 +245,21 @@ fn builder(root: &Path, opts: &WalkOptions) -> Result<WalkBuilder, String> {
 /// for a progress bar's length.
 #[must_use]
 pub fn count_files(roots: &[PathBuf], opts: &WalkOptions) -> u64 {
+    let excluded: Vec<PathBuf> = opts.exclude.iter().filter_map(|p| p.canonicalize().ok()).collect();
+    let excluded_inodes = inodes(&excluded);
     roots
         .iter()
         .filter_map(|root| builder(root, opts).ok())
-        .flat_map(|b| b.build())
+        .flat_map(|mut b| {
+            // scout's cache folder is not walked into (as in the walk).
+            let (excluded, excluded_inodes) = (excluded.clone(), excluded_inodes.clone());
+            b.filter_entry(move |e| {
+                !(e.file_type().is_some_and(|t| t.is_dir())
+                    && may_be_excluded_folder(e, &excluded_inodes)
+                    && e.path().canonicalize().is_ok_and(|c| excluded.contains(&c)))
+            });
+            b.build()
+        })
         .filter(|e| e.as_ref().is_ok_and(|e| e.file_type().is_some_and(|t| !t.is_dir())))
         .count() as u64
 }
@@ -851,9 +862,9 @@ mod tests {
                 ("cache", SkipReason::CorpusFile),
             ]
         );
-        // The quick count for the progress bar sees the same files, and
-        // (not looking up real paths) those in scout's cache folder.
-        assert_eq!(count_files(&[root.to_path_buf()], &opts), 8 + 1 + 1);
+        // The quick count for the progress bar sees the same files (and
+        // none in scout's cache folder).
+        assert_eq!(count_files(&[root.to_path_buf()], &opts), 9);
         // Followed, the link is found to be the store by its real path.
         let follow = WalkOptions {
             follow_links: true,
