@@ -69,6 +69,7 @@ fn reingest_reuses_unchanged_files_and_sees_edits_and_deletions() {
     std::fs::create_dir(&tree).unwrap();
     std::fs::write(tree.join("a.md"), "alpha\n").unwrap();
     std::fs::write(tree.join("b.md"), "beta\n").unwrap();
+    crate::util::backdate(&tree);
     let corpus = dir.path().join("c.db");
     let run = || {
         let out = crate::util::ingest(dir.path(), &corpus, &tree, &[]);
@@ -83,6 +84,7 @@ fn reingest_reuses_unchanged_files_and_sees_edits_and_deletions() {
     std::fs::write(tree.join("a.md"), "alpha, edited\n").unwrap();
     std::fs::remove_file(tree.join("b.md")).unwrap();
     std::fs::write(tree.join("c.md"), "gamma\n").unwrap();
+    crate::util::backdate(&tree);
     let second = run();
     assert_eq!(
         [
@@ -531,6 +533,7 @@ fn git_history_dates_documents_and_records_the_commit() {
     git(&["commit", "-qm", "one"], "1000000000 +0000");
     std::fs::write(repo.join("busy.py"), "B = 2\n").unwrap();
     git(&["commit", "-qam", "two"], "1100000000 +0000");
+    crate::util::backdate(&repo);
     let corpus = dir.path().join("c.db");
     let ingest = || {
         let out = scout(dir.path())
@@ -641,6 +644,7 @@ fn image_files_are_kept_and_an_older_corpus_gets_them_on_reingest() {
     let png = std::fs::read(data("mixed/docs/diagram.png")).unwrap();
     std::fs::write(tree.join("diagram.png"), &png).unwrap();
     std::fs::write(tree.join("notes.txt"), "Notes.\n").unwrap();
+    crate::util::backdate(&tree);
     let corpus = dir.path().join("c.db");
     let kept = || {
         let c = scout::corpus::Corpus::open(&corpus).unwrap();
@@ -693,6 +697,7 @@ fn reingest_token_totals_equal_a_count_from_scratch() {
     std::fs::write(tree.join("a.rs"), "fn a() -> u32 {\n    1\n}\n").unwrap();
     std::fs::write(tree.join("b.md"), "# Beta\n\nSome prose, déjà vu.\n").unwrap();
     std::fs::write(tree.join("c.txt"), "gamma\n").unwrap();
+    crate::util::backdate(&tree);
     let tok = LlamaCppTokenizer::load(model()).unwrap();
     let mut corpus = Corpus::open(&dir.path().join("c.db")).unwrap();
     let roots = [tree.clone()];
@@ -719,6 +724,7 @@ fn reingest_token_totals_equal_a_count_from_scratch() {
     std::fs::write(tree.join("a.rs"), "fn a() -> u32 {\n    2 + 40\n}\n").unwrap();
     std::fs::remove_file(tree.join("c.txt")).unwrap();
     std::fs::write(tree.join("d.py"), "def d():\n    return 'δ'\n").unwrap();
+    crate::util::backdate(&tree);
     let second = check(&mut corpus, true);
     assert_eq!(
         (second.added, second.changed, second.removed, second.reused),

@@ -124,3 +124,31 @@ pub fn git_at(repo: &Path, args: &[&str], date: &str) {
         .success();
     assert!(ok, "git {args:?}");
 }
+
+/// Sets every file under `dir` modified in the last minute as modified an
+/// hour ago (older files keep their time): a file modified in the 2
+/// seconds before an ingest reads it is read again by the next one (its
+/// time cannot show an edit made in the same clock tick), so tests of
+/// what a re-ingest does not read age their files first.
+pub fn backdate(dir: &Path) {
+    let now = std::time::SystemTime::now();
+    let hour_ago = now - std::time::Duration::from_secs(3600);
+    let minute_ago = now - std::time::Duration::from_secs(60);
+    let walk = ignore::WalkBuilder::new(dir)
+        .hidden(false)
+        .filter_entry(|e| e.file_name() != ".git")
+        .build();
+    for entry in walk.flatten() {
+        let recent = entry
+            .metadata()
+            .and_then(|m| Ok(m.modified()?))
+            .is_ok_and(|t| t > minute_ago);
+        if entry.file_type().is_some_and(|t| t.is_file()) && recent {
+            std::fs::File::options()
+                .write(true)
+                .open(entry.path())
+                .and_then(|f| f.set_modified(hour_ago))
+                .unwrap();
+        }
+    }
+}

@@ -640,6 +640,28 @@ impl Folders {
     }
 }
 
+/// Stored in place of a file's modification time when that time cannot
+/// show a later change (see [`is_recent`]): the next walk reads the file
+/// again. No real time is stored as -1 ([`mtime_ns`] gives 0 before the
+/// epoch).
+pub const UNTRUSTED_MTIME: i64 = -1;
+
+/// How close to the read a modification time must be for a later write
+/// to leave it unchanged: file systems stamp times from a clock that
+/// ticks every few milliseconds (ext4) to every 2 seconds (FAT).
+const RECENT_NS: i64 = 2_000_000_000;
+
+/// Whether a file modified at `mtime_ns` (just read) could be written
+/// again, to the same size, without its time changing: then its time
+/// says nothing about a later edit (git's "racy" entries). Times in the
+/// future are recent too.
+fn is_recent(mtime_ns: i64) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    mtime_ns > now - RECENT_NS
+}
+
 fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
     meta.modified()
         .ok()
@@ -728,6 +750,9 @@ fn read_file(
         bytes.len() as u64,
         modified_ns,
     );
+    if is_recent(modified_ns) {
+        doc.mtime_ns = UNTRUSTED_MTIME;
+    }
     if is_pdf || bytes.starts_with(b"%PDF-") {
         doc.kind = DocumentKind::Pdf;
         let content = pdf::extract(
@@ -1013,12 +1038,26 @@ mod tests {
         assert_eq!(docs.iter().map(|d| name(&d.path)).collect::<Vec<_>>(), vec!["a.py"]);
     }
 
+    /// Sets the modification time of `path` an hour back.
+    fn backdate(path: &Path) {
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+    }
+
     #[test]
     fn files_that_match_the_corpus_are_not_read_again() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("same.md"), "same\n").unwrap();
         std::fs::write(dir.path().join("edited.md"), "before\n").unwrap();
+        backdate(&dir.path().join("same.md"));
+        backdate(&dir.path().join("edited.md"));
         let (first, _, _) = walk_all(dir.path(), &WalkOptions::default());
+        assert!(first.iter().all(|d| d.mtime_ns > 0), "old times are kept");
         let known: KnownFiles = first
             .iter()
             .map(|d| {
@@ -1042,6 +1081,38 @@ mod tests {
             docs.iter().map(|d| name(&d.path)).collect::<Vec<_>>(),
             vec!["edited.md"]
         );
+    }
+
+    #[test]
+    fn a_file_modified_just_before_it_was_read_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fresh.md");
+        std::fs::write(&path, "one\n").unwrap();
+        let (first, _, _) = walk_all(dir.path(), &WalkOptions::default());
+        assert_eq!(
+            first[0].mtime_ns, UNTRUSTED_MTIME,
+            "its time may not show the next edit"
+        );
+        assert!(first[0].modified > 0, "the prompt order keeps the real time");
+        // Rewritten to the same size at once: a clock that has not ticked
+        // leaves the time as it was, and only reading again can tell.
+        let known: KnownFiles = [(
+            first[0].path.clone(),
+            KnownFile {
+                bytes: first[0].bytes,
+                mtime_ns: first[0].mtime_ns,
+            },
+        )]
+        .into_iter()
+        .collect();
+        std::fs::write(&path, "two\n").unwrap();
+        let opts = WalkOptions {
+            known: Arc::new(known),
+            ..WalkOptions::default()
+        };
+        let (docs, _, unchanged) = walk_all(dir.path(), &opts);
+        assert!(unchanged.is_empty());
+        assert_eq!(docs[0].segments[0].text, "two\n");
     }
 
     #[test]
