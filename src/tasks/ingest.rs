@@ -130,30 +130,41 @@ fn start_git(corpus: &Corpus, roots: &[PathBuf]) -> Result<std::thread::JoinHand
     Ok(std::thread::spawn(move || {
         let mut repos: Vec<git::Repo> = roots.iter().filter_map(|r| git::repo(r)).collect();
         repos.dedup_by(|a, b| a.top == b.top);
-        repos
-            .into_iter()
-            .map(|repo| {
-                let key = format!("git_head:{}", repo.top.display());
-                // A corpus that recorded times but not commit counts (an
-                // older scout's) reads the whole history once more.
-                let since = recorded
-                    .get(&key)
-                    .filter(|_| recorded.contains_key(&counts_key(&repo)))
-                    .cloned();
-                let changes = if since.as_deref() == Some(repo.head.as_str()) {
-                    Changes::None
-                } else {
-                    git::last_changes(&repo, since.as_deref(), Duration::from_secs(GIT_LOG_SECONDS))
-                        .map_or(Changes::Failed, Changes::Read)
-                };
-                GitRead {
-                    repo,
-                    key,
-                    since,
-                    changes,
-                }
-            })
-            .collect()
+        let recorded = &recorded;
+        // Several repositories' histories are read at once.
+        std::thread::scope(|scope| {
+            let reads: Vec<_> = repos
+                .into_iter()
+                .map(|repo| {
+                    scope.spawn(move || {
+                        let key = format!("git_head:{}", repo.top.display());
+                        // A corpus that recorded times but not commit
+                        // counts (an older scout's) reads the whole
+                        // history once more.
+                        let since = recorded
+                            .get(&key)
+                            .filter(|_| recorded.contains_key(&counts_key(&repo)))
+                            .cloned();
+                        let changes = if since.as_deref() == Some(repo.head.as_str()) {
+                            Changes::None
+                        } else {
+                            git::last_changes(&repo, since.as_deref(), Duration::from_secs(GIT_LOG_SECONDS))
+                                .map_or(Changes::Failed, Changes::Read)
+                        };
+                        GitRead {
+                            repo,
+                            key,
+                            since,
+                            changes,
+                        }
+                    })
+                })
+                .collect();
+            reads
+                .into_iter()
+                .map(|read| read.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        })
     }))
 }
 
@@ -170,7 +181,8 @@ fn finish_git(
     reads: std::thread::JoinHandle<Vec<GitRead>>,
 ) -> Result<Vec<GitSummary>, CorpusError> {
     let mut out = Vec::new();
-    for read in reads.join().unwrap_or_default() {
+    let reads = reads.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    for read in reads {
         let mut summary = GitSummary {
             repository: read.repo.top.display().to_string(),
             commit: read.repo.head.clone(),
