@@ -549,15 +549,17 @@ impl Corpus {
         summary.documents = documents;
         summary.bytes = bytes;
         summary.llama4_image_tokens = self.llama4_image_tokens()?;
-        let count = |table: &str| {
-            self.conn
-                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-                .map_err(|e| self.err(e))
-        };
-        summary.segments = count("segments")?;
-        summary.secrets_in_corpus = count("secrets")?;
+        summary.segments = self.rows_in("segments")?;
+        summary.secrets_in_corpus = self.rows_in("secrets")?;
         Ok(())
+    }
+
+    /// How many rows `table` (one of the schema's) holds.
+    fn rows_in(&self, table: &str) -> Result<u64, CorpusError> {
+        self.conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
     }
 
     /// Every document with its segments, ordered by path.
@@ -793,10 +795,7 @@ impl Corpus {
 
     /// How many documents the corpus holds.
     pub fn document_count(&self) -> Result<u64, CorpusError> {
-        self.conn
-            .query_row("SELECT count(*) FROM documents", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
+        self.rows_in("documents")
     }
 
     /// Records prompt token totals (path, tokens) counted under `key`.
