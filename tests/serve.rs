@@ -191,6 +191,20 @@ fn serve_answers_every_route_with_the_cli_json() {
     let (_, inspect) = s.json("GET", "/v1/corpora/needle", None);
     assert!(inspect["tokens"].as_u64().unwrap() > 500, "{inspect:#}");
     assert!(inspect["skips"].is_array(), "{inspect:#}");
+    // The needle lies in this checkout: when that is a git repository, the
+    // corpus names the commit it was read at.
+    let head = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if let Some(head) = head {
+        assert_eq!(inspect["git_head"], head.as_str(), "{inspect:#}");
+        assert_eq!(inspect["git_heads"].as_object().unwrap().len(), 1, "{inspect:#}");
+    } else {
+        assert!(inspect["git_head"].is_null(), "{inspect:#}");
+    }
     let config = inspect["documents"]
         .as_array()
         .unwrap()

@@ -531,6 +531,12 @@ async fn inspect_corpus(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String
                        "tokens": tokens.get(&d.path), "language": d.language, "title": d.title})
             })
             .collect();
+        let heads: std::collections::BTreeMap<String, String> = corpus
+            .meta_starting("git_head:")
+            .map_err(internal)?
+            .into_iter()
+            .map(|(key, commit)| (key["git_head:".len()..].to_owned(), commit))
+            .collect();
         let skips: Vec<Value> = corpus
             .last_skips()
             .map_err(internal)?
@@ -543,7 +549,10 @@ async fn inspect_corpus(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String
             "tokens": tokens.values().sum::<u64>(),
             "bytes": docs.iter().map(|d| d.bytes).sum::<u64>(),
             "skips": skips,
-            "git_head": corpus.meta("git_head").ok().flatten(),
+            // The commit each repository was read at (ingest records
+            // them by repository), and the commit alone when there is one.
+            "git_head": (heads.len() == 1).then(|| heads.values().next().cloned()).flatten(),
+            "git_heads": heads,
         }))
     })
     .await?;
