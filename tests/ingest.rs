@@ -110,6 +110,56 @@ fn reingest_reuses_unchanged_files_and_sees_edits_and_deletions() {
 }
 
 #[test]
+fn a_reingest_takes_the_last_listing_until_a_folder_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("src")).unwrap();
+    std::fs::write(tree.join("a.md"), "alpha\n").unwrap();
+    std::fs::write(tree.join("src/b.rs"), "fn b() {}\n").unwrap();
+    crate::util::backdate(&tree);
+    // A folder changed in the last 2 seconds is not trusted, and its
+    // change time cannot be set back.
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    let corpus = dir.path().join("c.db");
+    let run = |extra: &[&str]| {
+        let out = crate::util::ingest(dir.path(), &corpus, &tree, extra);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        json(&out)
+    };
+    assert_eq!(run(&[])["listing"], "recorded");
+    let second = run(&[]);
+    assert_eq!(
+        [&second["listing"], &second["reused"], &second["documents"]],
+        [&serde_json::json!("used"), &serde_json::json!(2), &serde_json::json!(2)]
+    );
+    let shown = scout(dir.path())
+        .args(["ingest", "--no-tokens", "--corpus"])
+        .arg(&corpus)
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(
+        text(&shown.stdout).contains("its listing was used (--rescan walks anyway)"),
+        "{}",
+        text(&shown.stdout)
+    );
+    assert_eq!(run(&["--rescan"])["listing"], "recorded");
+    // A new file changes its folder: the tree is walked, and the file found
+    // (no listing is kept of a folder that changed just now).
+    std::fs::write(tree.join("src/c.rs"), "fn c() {}\n").unwrap();
+    crate::util::backdate(&tree);
+    let third = run(&[]);
+    assert_eq!(
+        [&third["listing"], &third["added"], &third["documents"]],
+        [
+            &serde_json::json!("not_recorded"),
+            &serde_json::json!(1),
+            &serde_json::json!(3)
+        ]
+    );
+}
+
+#[test]
 fn a_broken_pdf_is_a_typed_error_and_exit_2_but_the_rest_is_ingested() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("c.db");

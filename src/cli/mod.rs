@@ -179,6 +179,12 @@ struct WalkArgs {
     /// it the file is kept as plain text, without definitions, and counted.
     #[arg(long, value_name = "MS", default_value_t = crate::limits::PARSE_MILLIS)]
     parse_timeout: u64,
+    /// Walk the whole tree again. By default a re-ingest takes the last walk's listing
+    /// when no folder and no ignore file has changed since (every file is still
+    /// checked for edits); use this on file systems whose folder times cannot be
+    /// trusted (some network and FUSE mounts).
+    #[arg(long)]
+    rescan: bool,
 }
 
 /// How OCR reads a page (tesseract's page segmentation).
@@ -200,6 +206,7 @@ impl WalkArgs {
             include: self.include.clone(),
             exclude_globs: self.exclude.clone(),
             keep_secrets: self.keep_secrets,
+            rescan: self.rescan,
             ocr_lang: (!self.no_ocr).then(|| self.ocr_lang.clone()),
             // Each PDF is parsed in a child scout, so a hang is killed and a
             // crash stays there; without a path to ourselves, on a thread.
@@ -799,6 +806,9 @@ fn run_ingest(a: &IngestArgs) -> Result<i32> {
         write!(out, "{}", report::ingest_text(&summary, !a.no_tokens))?;
         writeln!(out, "corpus: {}", a.corpus.display())?;
     }
+    // The process ends with this command: freeing the corpus connection
+    // and the tokenizer's tables would only delay that.
+    std::mem::forget((corpus, tokenizer));
     Ok(if summary.errors > 0 { 2 } else { 0 })
 }
 

@@ -24,18 +24,21 @@ fn with_rate(
 pub struct Progress {
     bar: ProgressBar,
     quiet: bool,
+    /// Drawn at all (a hidden bar still takes a lock per update).
+    drawn: bool,
 }
 
 impl Progress {
     fn new(quiet: bool, style: ProgressStyle) -> Self {
-        let target = if quiet || !std::io::stderr().is_terminal() {
-            ProgressDrawTarget::hidden()
-        } else {
+        let drawn = !quiet && std::io::stderr().is_terminal();
+        let target = if drawn {
             ProgressDrawTarget::stderr_with_hz(8)
+        } else {
+            ProgressDrawTarget::hidden()
         };
         let bar = ProgressBar::with_draw_target(None, target);
         bar.set_style(style);
-        Self { bar, quiet }
+        Self { bar, quiet, drawn }
     }
 
     /// A counter of files read, with the current path.
@@ -69,6 +72,9 @@ impl Progress {
     }
 
     pub fn file(&self, path: &str) {
+        if !self.drawn {
+            return;
+        }
         self.bar.inc(1);
         self.bar.set_message(path.to_owned());
     }

@@ -169,10 +169,30 @@ pub struct IngestSummary {
     /// many documents took their last-change time from its history.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub git: Vec<GitSummary>,
+    /// Whether the sources were walked, or the last walk's listing stood
+    /// in for a walk (no folder changed since).
+    pub listing: ListingUse,
     /// Peak resident memory, in bytes, of scout itself and of the largest
     /// helper process it waited for (PDF workers, tesseract), measured
     /// when the run ends; 0 where the system does not say.
     pub peak_rss: PeakRss,
+}
+
+/// What became of the listing a walk records (see
+/// [`crate::ingest::listing`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListingUse {
+    /// The last walk's listing still held and was used: the tree was not
+    /// walked (its files were still checked one by one).
+    Used,
+    /// The tree was walked, and its listing kept for the next ingest.
+    Recorded,
+    /// The tree was walked, and no listing kept: a walk error, a folder or
+    /// ignore file changed in the 2 seconds before the walk, --follow, a
+    /// root that is a file, or a `.git` file (a worktree or submodule).
+    #[default]
+    NotRecorded,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -237,6 +257,9 @@ impl std::fmt::Debug for Corpus {
     }
 }
 
+/// Records one document's prompt tokens: (tokens, key, path).
+const SET_TOTAL: &str = "UPDATE documents SET tokens = ?1, tokens_key = ?2 WHERE path = ?3";
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
@@ -257,8 +280,11 @@ CREATE TABLE IF NOT EXISTS documents (
     tokens INTEGER,
     tokens_key TEXT
 );
--- Counting documents by kind reads this instead of sorting the table.
-CREATE INDEX IF NOT EXISTS documents_by_kind ON documents (kind);
+-- Counts and sizes by kind, and the token total, read these instead of
+-- the whole table (an ingest's summary ends with both).
+CREATE INDEX IF NOT EXISTS documents_kind_bytes ON documents (kind, bytes);
+DROP INDEX IF EXISTS documents_by_kind;
+CREATE INDEX IF NOT EXISTS documents_tokens ON documents (tokens_key, tokens);
 CREATE TABLE IF NOT EXISTS segments (
     doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
     ord INTEGER NOT NULL,
@@ -368,8 +394,10 @@ impl Corpus {
             }
         }
         conn.execute_batch(SCHEMA).map_err(err)?;
-        conn.pragma_update(None, "application_id", APPLICATION_ID)
-            .map_err(err)?;
+        if app_id != APPLICATION_ID {
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .map_err(err)?;
+        }
         let version: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| r.get(0))
             .optional()
@@ -457,6 +485,20 @@ impl Corpus {
         items: impl IntoIterator<Item = WalkItem>,
         rewrite_all: bool,
     ) -> Result<IngestSummary, CorpusError> {
+        self.store_run_with_totals(roots, items, rewrite_all, || None)
+    }
+
+    /// [`Corpus::store_run`], also recording the prompt token totals that
+    /// `totals` gives once the items are all in (key, then (path, tokens),
+    /// as [`Corpus::store_document_token_totals`] takes them) in the same
+    /// transaction.
+    pub fn store_run_with_totals(
+        &mut self,
+        roots: &[String],
+        items: impl IntoIterator<Item = WalkItem>,
+        rewrite_all: bool,
+        totals: impl FnOnce() -> Option<(String, Vec<(String, u64)>)>,
+    ) -> Result<IngestSummary, CorpusError> {
         let path = self.path.clone();
         let err = |source| CorpusError::Sqlite {
             path: path.clone(),
@@ -470,7 +512,12 @@ impl Corpus {
         .map_err(err)?;
         let run_id = tx.last_insert_rowid();
         let mut summary = IngestSummary::default();
-        let mut seen = rustc_hash::FxHashSet::default();
+        // Most runs see about as many paths as the corpus holds.
+        let mut seen = rustc_hash::FxHashSet::with_capacity_and_hasher(
+            tx.query_row("SELECT count(*) FROM documents", [], |r| r.get::<_, i64>(0))
+                .map_err(err)? as usize,
+            rustc_hash::FxBuildHasher,
+        );
         for item in items {
             match item {
                 WalkItem::Unchanged { path } => {
@@ -512,6 +559,12 @@ impl Corpus {
                 }
             }
         }
+        if let Some((key, totals)) = totals() {
+            let mut stmt = tx.prepare_cached(SET_TOTAL).map_err(err)?;
+            for (path, n) in &totals {
+                stmt.execute(params![*n as i64, key, path]).map_err(err)?;
+            }
+        }
         summary.removed = remove_missing(&tx, roots, &seen).map_err(err)?;
         // Items come in the order the walkers finish; reports list by path.
         summary.skips.sort_by(|a, b| a.path.cmp(&b.path));
@@ -531,23 +584,24 @@ impl Corpus {
     /// index lookups for the rest: a re-ingest of a large tree ends with
     /// this, and each pass costs a millisecond or two.
     fn fill_totals(&self, summary: &mut IngestSummary) -> Result<(), CorpusError> {
-        let (documents, bytes) = self
-            .conn
-            .query_row("SELECT count(*), coalesce(sum(bytes), 0) FROM documents", [], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            })
-            .map_err(|e| self.err(e))?;
-        // From the index on kind: no sort.
+        // From the index on (kind, bytes): no sort, no table scan.
         let mut stmt = self
             .conn
-            .prepare("SELECT kind, count(*) FROM documents GROUP BY kind")
+            .prepare("SELECT kind, count(*), coalesce(sum(bytes), 0) FROM documents GROUP BY kind")
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })
             .map_err(|e| self.err(e))?;
-        summary.by_kind = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
-        summary.documents = documents;
-        summary.bytes = bytes;
+        let kinds: Vec<(String, u64, u64)> = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+        summary.documents = kinds.iter().map(|k| k.1).sum();
+        summary.bytes = kinds.iter().map(|k| k.2).sum();
+        summary.by_kind = kinds.into_iter().map(|(kind, n, _)| (kind, n)).collect();
         summary.llama4_image_tokens = self.llama4_image_tokens()?;
         summary.segments = self.rows_in("segments")?;
         summary.secrets_in_corpus = self.rows_in("secrets")?;
@@ -800,10 +854,7 @@ impl Corpus {
 
     /// Records prompt token totals (path, tokens) counted under `key`.
     pub fn store_document_token_totals(&mut self, key: &str, totals: &[(String, u64)]) -> Result<(), CorpusError> {
-        self.execute_many(
-            "UPDATE documents SET tokens = ?1, tokens_key = ?2 WHERE path = ?3",
-            totals.iter().map(|(p, n)| (*n as i64, key, p.as_str())),
-        )
+        self.execute_many(SET_TOTAL, totals.iter().map(|(p, n)| (*n as i64, key, p.as_str())))
     }
 
     /// Runs `sql` once per row of parameters, all in one transaction.
@@ -852,7 +903,14 @@ impl Corpus {
                 ))
             })
             .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        // Sized once: growing a map of a large tree rehashes it a dozen times.
+        let mut known =
+            KnownFiles::with_capacity_and_hasher(self.document_count()? as usize, rustc_hash::FxBuildHasher);
+        for row in rows {
+            let (path, file) = row.map_err(|e| self.err(e))?;
+            known.insert(path, file);
+        }
+        Ok(known)
     }
 
     /// Llama 4 vision tokens for every image in the corpus.
@@ -950,6 +1008,28 @@ impl Corpus {
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+
+    /// The listing of the sources the last full walk recorded (see
+    /// [`crate::ingest::listing`]), as bytes.
+    pub fn walk_listing(&self) -> Result<Option<Vec<u8>>, CorpusError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = 'walk_listing'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Keeps (or, with `None`, drops) the listing of the last walk. Kept
+    /// as a blob in the text column (`SQLite` keeps a blob as it is).
+    pub fn set_walk_listing(&self, listing: Option<&[u8]>) -> Result<(), CorpusError> {
+        match listing {
+            Some(bytes) => self
+                .conn
+                .execute("INSERT OR REPLACE INTO meta VALUES ('walk_listing', ?1)", [bytes]),
+            None => self.conn.execute("DELETE FROM meta WHERE key = 'walk_listing'", []),
+        }
+        .map(|_| ())
+        .map_err(|e| self.err(e))
     }
 
     /// Cached token counts for `hashes` under `tokenizer`.

@@ -10,6 +10,7 @@
 mod child;
 pub mod git;
 pub mod image;
+pub mod listing;
 pub mod ocr;
 pub mod outline;
 pub mod pdf;
@@ -22,7 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::anchor::Anchor;
 
 pub use repo::{
-    count_files, display_path, walk, walk_batches, walk_then, KnownFile, KnownFiles, WalkItem, WalkOptions,
+    check_listing, count_files, display_path, walk, walk_batches, walk_then, KnownFile, KnownFiles, WalkItem,
+    WalkOptions, Walked,
 };
 pub use text::{code_language, decode, split_text};
 

@@ -19,6 +19,7 @@ use ignore::{WalkBuilder, WalkState};
 use crate::limits::{Limits, BINARY_SNIFF_BYTES, MAX_SCAN_PIXELS};
 
 use super::image::{self, ImageFailure, IMAGE_EXTENSIONS};
+use super::listing::{self, Entry, Listing, Watched};
 use super::ocr;
 use super::outline::{self, OutlineFailure};
 use super::pdf;
@@ -70,6 +71,25 @@ pub struct WalkOptions {
     /// Read scanned pages as rows across the page (receipts, forms,
     /// tables) instead of detecting columns.
     pub ocr_rows: bool,
+    /// The listing the last walk of these roots recorded, found to hold
+    /// just before the walk by [`check_listing`]: its entries are taken
+    /// instead of walking the tree.
+    pub listing: Option<Arc<Listing>>,
+    /// Walk the tree even when the corpus's listing of the last walk
+    /// still holds (for file systems whose folder times cannot be
+    /// trusted).
+    pub rescan: bool,
+}
+
+/// How a walk went, besides the items it handed over.
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// The listing this walk recorded, for the next one (`None` when it
+    /// replayed one, or could not record: see [`super::listing`]).
+    pub listing: Option<Listing>,
+    /// Whether the entries came from [`WalkOptions::listing`] instead of
+    /// a walk.
+    pub replayed: bool,
 }
 
 /// One file, as the walk saw it.
@@ -148,27 +168,255 @@ pub fn walk_then(
 /// otherwise wake the receiving thread once per file, which costs more
 /// than the file's stat); a document or a skip goes at once, with what
 /// was gathered before it.
+///
+/// When [`WalkOptions::listing`] still holds for these roots and options,
+/// its entries are read instead of walking the tree; otherwise the walk
+/// records a listing for the next time, when it can.
 pub fn walk_batches(
     roots: &[PathBuf],
     opts: &WalkOptions,
     each_document: &(dyn Fn(&Document) + Sync),
     mut on_batch: impl FnMut(Vec<WalkItem>),
-) {
+) -> Walked {
+    let started_ns = now_ns();
     let excluded: Vec<PathBuf> = opts.exclude.iter().filter_map(|p| p.canonicalize().ok()).collect();
     let excluded_inodes = inodes(&excluded);
+    let excluded_names: Vec<String> = excluded
+        .iter()
+        .filter_map(|x| Some(x.file_name()?.to_str()?.to_owned()))
+        .collect();
+    let key = key_for(roots, opts, &excluded);
+    // Checked by the caller just before (see `check_listing`): only that
+    // it is a listing for this walk is checked again.
+    let replay = opts
+        .listing
+        .as_deref()
+        .filter(|l| key.as_deref() == Some(l.key.as_str()));
+    let recording = std::sync::Mutex::new(Recording {
+        spoiled: key.is_none() || replay.is_some(),
+        ..Recording::default()
+    });
     let corpus_bytes = AtomicU64::new(0);
     let (tx, rx) = mpsc::channel::<Vec<WalkItem>>();
     std::thread::scope(|scope| {
-        let (excluded, corpus_bytes) = ((&excluded[..], &excluded_inodes[..]), &corpus_bytes);
-        scope.spawn(move || {
-            for root in roots {
-                walk_root(root, opts, excluded, corpus_bytes, each_document, &tx);
+        let ctx = Context {
+            opts,
+            excluded: &excluded,
+            excluded_inodes: &excluded_inodes,
+            excluded_names: &excluded_names,
+            corpus_bytes: &corpus_bytes,
+            each_document,
+        };
+        let recording = &recording;
+        scope.spawn(move || match replay {
+            Some(listing) => replay_listing(listing, &ctx, &tx),
+            None => {
+                for root in roots {
+                    walk_root(root, &ctx, recording, &tx);
+                }
             }
         });
         for batch in rx {
             on_batch(batch);
         }
     });
+    let recording = recording
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Walked {
+        listing: key.and_then(|key| recording.finish(key, roots, opts, started_ns)),
+        replayed: replay.is_some(),
+    }
+}
+
+/// What every worker of one walk shares.
+struct Context<'a> {
+    opts: &'a WalkOptions,
+    /// Real paths of the files and folders never to read, and the
+    /// folders' inode numbers.
+    excluded: &'a [PathBuf],
+    excluded_inodes: &'a [u64],
+    /// Their file names.
+    excluded_names: &'a [String],
+    corpus_bytes: &'a AtomicU64,
+    each_document: &'a (dyn Fn(&Document) + Sync),
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The listing kept as `bytes`, when it still holds for a walk of `roots`
+/// with `opts`: what [`WalkOptions::listing`] takes. (Every folder the
+/// listing names is stat'ed: a few milliseconds for a large tree, which
+/// the caller may spend while it does something else.)
+#[must_use]
+pub fn check_listing(roots: &[PathBuf], opts: &WalkOptions, bytes: &[u8]) -> Option<Listing> {
+    let excluded: Vec<PathBuf> = opts.exclude.iter().filter_map(|p| p.canonicalize().ok()).collect();
+    let key = key_for(roots, opts, &excluded)?;
+    Listing::from_bytes(bytes).filter(|l| l.still_holds(&key))
+}
+
+/// What a listing of `roots` walked with `opts` is kept under; `None`
+/// when no listing can stand in for such a walk (links followed, a root
+/// that is a file, or not Unix, where folder times are not checked).
+fn key_for(roots: &[PathBuf], opts: &WalkOptions, excluded: &[PathBuf]) -> Option<String> {
+    if opts.follow_links || !cfg!(unix) || !roots.iter().all(|r| r.is_dir()) {
+        return None;
+    }
+    let real: Vec<PathBuf> = roots.iter().map(|r| r.canonicalize().ok()).collect::<Option<_>>()?;
+    Some(format!(
+        "roots={roots:?} real={real:?} hidden={} no_ignore={} include={:?} exclude={:?} never={excluded:?} env={}",
+        opts.hidden,
+        opts.no_ignore,
+        opts.include,
+        opts.exclude_globs,
+        listing::environment_key(),
+    ))
+}
+
+/// Hands the entries of a listing that still holds to the same per-entry
+/// logic as a walk, on as many threads as a walk would use.
+fn replay_listing(listing: &Listing, ctx: &Context<'_>, tx: &mpsc::Sender<Vec<WalkItem>>) {
+    let threads = match ctx.opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    };
+    // Threads take runs of entries in turn (a changed file read on one
+    // does not hold the others up); entries are in path order, so a run
+    // lies in few folders.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let mut batch = Batch {
+                    items: Vec::new(),
+                    tx: tx.clone(),
+                };
+                let mut folders = Folders::default();
+                loop {
+                    let start = next.fetch_add(REPLAY_RUN, Ordering::Relaxed);
+                    let Some(run) = listing
+                        .entries
+                        .get(start..listing.entries.len().min(start + REPLAY_RUN))
+                    else {
+                        return;
+                    };
+                    for e in run {
+                        let v = Visit {
+                            path: e.path(),
+                            shown: Some(&e.shown),
+                            depth: e.depth as usize,
+                            ino: (e.ino != 0).then_some(e.ino),
+                            is_dir: e.is_dir,
+                            is_file: e.is_file,
+                            is_symlink: e.is_symlink,
+                        };
+                        let item = match visit(&v, ctx, &mut folders) {
+                            Visited::Folder | Visited::Nothing => continue,
+                            Visited::SkipFolder(item) | Visited::Item(item) => item,
+                        };
+                        if !batch.push(item) {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Entries a replay thread takes at a time.
+const REPLAY_RUN: usize = 128;
+
+/// What a walk saw, gathered by its workers for a [`Listing`].
+#[derive(Default)]
+struct Recording {
+    /// Nothing is to be recorded: an error, a walk cut short, or no key.
+    spoiled: bool,
+    watched: Vec<Watched>,
+    entries: Vec<Entry>,
+}
+
+impl Recording {
+    /// Takes in what one worker saw.
+    fn merge(&mut self, mut other: Recording) {
+        self.spoiled |= other.spoiled;
+        if !self.spoiled {
+            self.watched.append(&mut other.watched);
+            self.entries.append(&mut other.entries);
+        }
+    }
+
+    /// Notes a folder the walk entered, with the ignore files in it that
+    /// could decide what is taken from it (an ignore file that is not
+    /// there need not be watched: making one changes the folder).
+    fn folder(&mut self, path: &Path, depth: usize, opts: &WalkOptions) {
+        if self.spoiled {
+            return;
+        }
+        self.watched.push(Watched::now(path.to_owned(), depth == 0));
+        if opts.no_ignore {
+            return;
+        }
+        for name in listing::IGNORE_FILES {
+            let w = Watched::now(path.join(name), true);
+            if w.stamp.is_some() {
+                self.watched.push(w);
+            }
+        }
+        match std::fs::metadata(path.join(".git")) {
+            Err(_) => {}
+            Ok(m) if m.is_dir() => self.watched.push(Watched::now(path.join(".git/info/exclude"), true)),
+            // A `.git` file points at a git folder elsewhere, whose
+            // exclude file is not watched: no listing.
+            Ok(_) => self.spoiled = true,
+        }
+    }
+
+    /// The listing, with the ignore files above each root and git's
+    /// global ones; `None` when it cannot be trusted: spoiled, or some
+    /// stamp too close to the walk's start to show a later change.
+    fn finish(mut self, key: String, roots: &[PathBuf], opts: &WalkOptions, started_ns: i64) -> Option<Listing> {
+        if self.spoiled {
+            return None;
+        }
+        if !opts.no_ignore {
+            for root in roots {
+                let real = root.canonicalize().ok()?;
+                for dir in real.ancestors().skip(1) {
+                    for name in listing::IGNORE_FILES {
+                        self.watched.push(Watched::now(dir.join(name), true));
+                    }
+                    let git = dir.join(".git");
+                    match std::fs::metadata(&git) {
+                        Ok(m) if !m.is_dir() => return None,
+                        // A folder here is watched only for being the
+                        // same folder (git changes its times all along).
+                        Ok(_) => self.watched.push(Watched::identity(git, true)),
+                        Err(_) => self.watched.push(Watched::now(git, true)),
+                    }
+                    self.watched.push(Watched::now(dir.join(".git/info/exclude"), true));
+                }
+            }
+            self.watched.extend(
+                listing::global_ignore_paths()
+                    .into_iter()
+                    .map(|p| Watched::now(p, true)),
+            );
+        }
+        if self.watched.iter().any(|w| w.is_racy(started_ns)) {
+            return None;
+        }
+        self.entries.sort_unstable_by(|a, b| a.shown.cmp(&b.shown));
+        Some(Listing {
+            key,
+            watched: self.watched,
+            entries: self.entries,
+        })
+    }
 }
 
 /// Unchanged files gathered before a batch is sent.
@@ -255,7 +503,7 @@ pub fn count_files(roots: &[PathBuf], opts: &WalkOptions) -> u64 {
             let (excluded, excluded_inodes) = (excluded.clone(), excluded_inodes.clone());
             b.filter_entry(move |e| {
                 !(e.file_type().is_some_and(|t| t.is_dir())
-                    && may_be_excluded_folder(e, &excluded_inodes)
+                    && may_be_excluded_folder(&Visit::of(e), &excluded_inodes)
                     && e.path().canonicalize().is_ok_and(|c| excluded.contains(&c)))
             });
             b.build()
@@ -266,15 +514,17 @@ pub fn count_files(roots: &[PathBuf], opts: &WalkOptions) -> u64 {
 
 fn walk_root(
     root: &Path,
-    opts: &WalkOptions,
-    (excluded, excluded_inodes): (&[PathBuf], &[u64]),
-    corpus_bytes: &AtomicU64,
-    each_document: &(dyn Fn(&Document) + Sync),
+    ctx: &Context<'_>,
+    recording: &std::sync::Mutex<Recording>,
     tx: &mpsc::Sender<Vec<WalkItem>>,
 ) {
-    let builder = match builder(root, opts) {
+    let builder = match builder(root, ctx.opts) {
         Ok(b) => b,
         Err(detail) => {
+            recording
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .spoiled = true;
             let _ = tx.send(vec![WalkItem::Skip(Skip {
                 path: display_path(root),
                 reason: SkipReason::Unreadable,
@@ -284,66 +534,181 @@ fn walk_root(
         }
     };
     builder.build_parallel().run(|| {
-        let mut batch = Batch {
-            items: Vec::new(),
-            tx: tx.clone(),
+        let mut worker = Worker {
+            batch: Batch {
+                items: Vec::new(),
+                tx: tx.clone(),
+            },
+            folders: Folders::default(),
+            seen: Recording {
+                spoiled: recording
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .spoiled,
+                ..Recording::default()
+            },
+            recording,
         };
-        let mut folders = Folders::default();
         Box::new(move |entry| {
-            let item = match entry {
-                Err(err) => Some(walk_error(root, &err)),
-                Ok(e) => {
-                    let path = e.path();
-                    let is_dir = e.file_type().is_some_and(|t| t.is_dir());
-                    let canonical = || path.canonicalize().ok();
-                    if is_dir {
-                        if may_be_excluded_folder(&e, excluded_inodes)
-                            && canonical().is_some_and(|c| excluded.contains(&c))
-                        {
-                            batch.push(WalkItem::Skip(Skip {
-                                path: display_path(path),
-                                reason: SkipReason::CorpusFile,
-                                detail: "scout's own cache folder, not read".into(),
-                            }));
-                            return WalkState::Skip;
-                        }
-                        None
-                    } else if e.path_is_symlink() && !opts.follow_links {
-                        Some(WalkItem::Skip(Skip {
-                            path: display_path(path),
-                            reason: SkipReason::Symlink,
-                            detail: "a symbolic link, not followed (--follow follows links)".into(),
-                        }))
-                    } else if !e.file_type().is_some_and(|t| t.is_file()) {
-                        None
-                    } else if may_be_excluded(&e, excluded)
-                        && canonical().is_some_and(|c| {
-                            excluded
-                                .iter()
-                                .any(|x| c == *x || is_journal_of(&c, x) || c.starts_with(x))
-                        })
-                    {
-                        Some(WalkItem::Skip(Skip {
-                            path: display_path(path),
-                            reason: SkipReason::CorpusFile,
-                            detail: "scout's own store or cache".into(),
-                        }))
-                    } else {
-                        Some(read_entry(path, opts, corpus_bytes, &mut folders))
-                    }
+            let e = match entry {
+                Ok(e) => e,
+                Err(err) => {
+                    worker.seen.spoiled = true;
+                    return worker.send(walk_error(root, &err));
                 }
             };
-            if let Some(WalkItem::Document(doc)) = &item {
-                each_document(doc);
-            }
-            if let Some(item) = item {
-                if !batch.push(item) {
-                    return WalkState::Quit;
+            let v = Visit::of(&e);
+            let visited = visit(&v, ctx, &mut worker.folders);
+            if !worker.seen.spoiled {
+                if matches!(visited, Visited::Folder) {
+                    worker.seen.folder(v.path, v.depth, ctx.opts);
+                } else {
+                    let shown = match &visited {
+                        Visited::Item(item) | Visited::SkipFolder(item) => item.path().to_owned(),
+                        _ => display_path(v.path),
+                    };
+                    worker.seen.entries.push(Entry::new(
+                        v.path,
+                        shown,
+                        v.depth,
+                        v.ino,
+                        v.is_dir,
+                        v.is_file,
+                        v.is_symlink,
+                    ));
                 }
             }
-            WalkState::Continue
+            match visited {
+                Visited::Folder | Visited::Nothing => WalkState::Continue,
+                Visited::Item(item) => worker.send(item),
+                Visited::SkipFolder(item) => match worker.send(item) {
+                    WalkState::Continue => WalkState::Skip,
+                    quit => quit,
+                },
+            }
         })
     });
+}
+
+/// One walk worker's state; what it saw joins the walk's recording when
+/// it is done.
+struct Worker<'a> {
+    batch: Batch,
+    folders: Folders,
+    seen: Recording,
+    recording: &'a std::sync::Mutex<Recording>,
+}
+
+impl Worker<'_> {
+    /// Hands `item` on; quits the walk when no one receives any more
+    /// (which leaves it incomplete: nothing is recorded).
+    fn send(&mut self, item: WalkItem) -> WalkState {
+        if self.batch.push(item) {
+            WalkState::Continue
+        } else {
+            self.seen.spoiled = true;
+            WalkState::Quit
+        }
+    }
+}
+
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        let seen = std::mem::take(&mut self.seen);
+        self.recording
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .merge(seen);
+    }
+}
+
+/// One entry, as the walker gave it or a [`Listing`] recorded it.
+struct Visit<'a> {
+    path: &'a Path,
+    /// `path` as reports show it, when known ([`display_path`] otherwise).
+    shown: Option<&'a str>,
+    depth: usize,
+    ino: Option<u64>,
+    /// A folder (or, with --follow, a link to one).
+    is_dir: bool,
+    is_file: bool,
+    /// The path itself is a symbolic link.
+    is_symlink: bool,
+}
+
+impl Visit<'_> {
+    fn of(e: &ignore::DirEntry) -> Visit<'_> {
+        Visit {
+            path: e.path(),
+            shown: None,
+            depth: e.depth(),
+            ino: e.ino(),
+            is_dir: e.file_type().is_some_and(|t| t.is_dir()),
+            is_file: e.file_type().is_some_and(|t| t.is_file()),
+            is_symlink: e.path_is_symlink(),
+        }
+    }
+}
+
+impl Visit<'_> {
+    fn shown(&self) -> String {
+        self.shown.map_or_else(|| display_path(self.path), str::to_owned)
+    }
+}
+
+/// What became of one entry.
+enum Visited {
+    /// A folder to walk into.
+    Folder,
+    /// A folder not to walk into, and why.
+    SkipFolder(WalkItem),
+    Item(WalkItem),
+    /// Neither file nor folder (a socket, a device): passed over.
+    Nothing,
+}
+
+/// Decides what one entry is, and reads it when it is a file: the logic a
+/// walk and a listing's replay share.
+fn visit(v: &Visit<'_>, ctx: &Context<'_>, folders: &mut Folders) -> Visited {
+    let canonical = || v.path.canonicalize().ok();
+    let excluded = ctx.excluded;
+    if v.is_dir {
+        if may_be_excluded_folder(v, ctx.excluded_inodes) && canonical().is_some_and(|c| excluded.contains(&c)) {
+            return Visited::SkipFolder(WalkItem::Skip(Skip {
+                path: v.shown(),
+                reason: SkipReason::CorpusFile,
+                detail: "scout's own cache folder, not read".into(),
+            }));
+        }
+        return Visited::Folder;
+    }
+    let item = if v.is_symlink && !ctx.opts.follow_links {
+        WalkItem::Skip(Skip {
+            path: v.shown(),
+            reason: SkipReason::Symlink,
+            detail: "a symbolic link, not followed (--follow follows links)".into(),
+        })
+    } else if !v.is_file {
+        return Visited::Nothing;
+    } else if may_be_excluded(v, ctx.excluded_names)
+        && canonical().is_some_and(|c| {
+            excluded
+                .iter()
+                .any(|x| c == *x || is_journal_of(&c, x) || c.starts_with(x))
+        })
+    {
+        WalkItem::Skip(Skip {
+            path: v.shown(),
+            reason: SkipReason::CorpusFile,
+            detail: "scout's own store or cache".into(),
+        })
+    } else {
+        read_entry(v.path, v.shown(), ctx.opts, ctx.corpus_bytes, folders)
+    };
+    if let WalkItem::Document(doc) = &item {
+        (ctx.each_document)(doc);
+    }
+    Visited::Item(item)
 }
 
 fn walk_error(root: &Path, err: &ignore::Error) -> WalkItem {
@@ -378,16 +743,8 @@ fn find_loop(err: &ignore::Error) -> Option<PathBuf> {
 /// path being looked up (a system call per path component): on Unix, only
 /// a root, a symbolic link, or a folder with an excluded one's inode
 /// number (which the walk knows without a system call) can be.
-fn may_be_excluded_folder(e: &ignore::DirEntry, excluded_inodes: &[u64]) -> bool {
-    #[cfg(unix)]
-    {
-        e.depth() == 0 || e.path_is_symlink() || e.ino().is_none_or(|i| excluded_inodes.contains(&i))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (e, excluded_inodes);
-        true
-    }
+fn may_be_excluded_folder(v: &Visit<'_>, excluded_inodes: &[u64]) -> bool {
+    v.depth == 0 || v.is_symlink || v.ino.is_none_or(|i| excluded_inodes.contains(&i))
 }
 
 /// The inode numbers of `paths` that exist (none off Unix).
@@ -413,14 +770,14 @@ fn inodes(paths: &[PathBuf]) -> Vec<u64> {
 /// path component: only a root, a symbolic link, or a file whose name is
 /// an excluded one's can be (a file inside an excluded folder is never
 /// reached, the folder being skipped).
-fn may_be_excluded(e: &ignore::DirEntry, excluded: &[PathBuf]) -> bool {
-    if e.depth() == 0 || e.path_is_symlink() {
+fn may_be_excluded(v: &Visit<'_>, excluded_names: &[String]) -> bool {
+    if v.depth == 0 || v.is_symlink {
         return true;
     }
-    let Some(name) = e.file_name().to_str() else {
+    let Some(name) = v.path.file_name().and_then(|n| n.to_str()) else {
         return true;
     };
-    excluded.iter().filter_map(|x| x.file_name()?.to_str()).any(|x| {
+    excluded_names.iter().any(|x| {
         name.strip_prefix(x)
             .is_some_and(|rest| rest.is_empty() || is_journal_suffix(rest))
     })
@@ -646,20 +1003,12 @@ impl Folders {
 /// epoch).
 pub const UNTRUSTED_MTIME: i64 = -1;
 
-/// How close to the read a modification time must be for a later write
-/// to leave it unchanged: file systems stamp times from a clock that
-/// ticks every few milliseconds (ext4) to every 2 seconds (FAT).
-const RECENT_NS: i64 = 2_000_000_000;
-
 /// Whether a file modified at `mtime_ns` (just read) could be written
 /// again, to the same size, without its time changing: then its time
 /// says nothing about a later edit (git's "racy" entries). Times in the
-/// future are recent too.
+/// future are recent too. (How close: [`listing::RACY_NS`].)
 fn is_recent(mtime_ns: i64) -> bool {
-    let now = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64);
-    mtime_ns > now - RECENT_NS
+    mtime_ns > now_ns() - listing::RACY_NS
 }
 
 fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
@@ -695,8 +1044,13 @@ fn read_stable_with(
 }
 
 /// Reads one file into a walk item: a document, unchanged, or a skip.
-fn read_entry(path: &Path, opts: &WalkOptions, corpus_bytes: &AtomicU64, folders: &mut Folders) -> WalkItem {
-    let shown = display_path(path);
+fn read_entry(
+    path: &Path,
+    shown: String,
+    opts: &WalkOptions,
+    corpus_bytes: &AtomicU64,
+    folders: &mut Folders,
+) -> WalkItem {
     if let Some(known) = opts.known.get(&shown) {
         if folders.size_and_time(path) == Some((known.bytes, known.mtime_ns)) {
             corpus_bytes.fetch_add(known.bytes, Ordering::Relaxed);
@@ -1081,6 +1435,159 @@ mod tests {
             docs.iter().map(|d| name(&d.path)).collect::<Vec<_>>(),
             vec!["edited.md"]
         );
+    }
+
+    /// Every item of a walk (or a listing's replay), as `kind path`, by
+    /// path; and how the walk went.
+    fn walked(roots: &[PathBuf], opts: &WalkOptions) -> (Vec<String>, Walked) {
+        let mut items = Vec::new();
+        let walked = walk_batches(roots, opts, &|_| {}, |batch| {
+            items.extend(batch.into_iter().map(|item| match item {
+                WalkItem::Document(d) => format!("document {}", d.path),
+                WalkItem::Unchanged { path } => format!("unchanged {path}"),
+                WalkItem::Skip(s) => format!("{} {}", s.reason.as_str(), s.path),
+            }));
+        });
+        items.sort_by(|a, b| a.split_once(' ').unwrap().1.cmp(b.split_once(' ').unwrap().1));
+        (items, walked)
+    }
+
+    /// The known files of a walk's documents (as a corpus would hold them;
+    /// the paths are absolute).
+    fn known_of(items: &[String]) -> KnownFiles {
+        items
+            .iter()
+            .filter_map(|i| i.strip_prefix("document "))
+            .map(|p| {
+                let m = std::fs::metadata(p).unwrap();
+                let known = KnownFile {
+                    bytes: m.len(),
+                    mtime_ns: mtime_ns(&m),
+                };
+                (p.to_owned(), known)
+            })
+            .collect()
+    }
+
+    /// A tree old enough for a walk to record its listing: folders
+    /// changed in the last 2 seconds are not trusted, and a folder's
+    /// change time cannot be set back.
+    #[cfg(unix)]
+    fn settled_tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        std::fs::create_dir_all(root.join("src/deep")).unwrap();
+        std::fs::write(root.join(".gitignore"), "*.log\n").unwrap();
+        std::fs::write(root.join("README.md"), "# tree\n").unwrap();
+        std::fs::write(root.join("build.log"), "ignored\n").unwrap();
+        std::fs::write(root.join("src/lib.rs"), "pub fn f() {}\n").unwrap();
+        std::fs::write(root.join("src/deep/mod.rs"), "pub fn g() {}\n").unwrap();
+        std::fs::write(root.join("src/empty.txt"), "").unwrap();
+        std::os::unix::fs::symlink("lib.rs", root.join("src/link.rs")).unwrap();
+        for f in [
+            ".gitignore",
+            "README.md",
+            "build.log",
+            "src/lib.rs",
+            "src/deep/mod.rs",
+            "src/empty.txt",
+        ] {
+            backdate(&root.join(f));
+        }
+        std::thread::sleep(Duration::from_millis(2_100));
+        dir
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_listing_stands_in_for_the_walk_until_a_folder_or_ignore_file_changes() {
+        let dir = settled_tree();
+        let root = dir.path().join("tree");
+        let roots = [root.clone()];
+        let (first, walked_first) = walked(&roots, &WalkOptions::default());
+        assert!(!walked_first.replayed);
+        let listing = walked_first.listing.expect("a settled tree gets a listing");
+        assert!(first.iter().all(|i| !i.ends_with("build.log")), "{first:?}");
+        let opts = WalkOptions {
+            known: Arc::new(known_of(&first)),
+            ..WalkOptions::default()
+        };
+        let bytes = listing.to_bytes();
+        let check = || check_listing(&roots, &opts, &bytes);
+        let replay = |opts: &WalkOptions| {
+            let opts = WalkOptions {
+                listing: check().map(Arc::new),
+                ..opts.clone()
+            };
+            walked(&roots, &opts)
+        };
+
+        // Nothing changed: the replay gives what a walk gives.
+        let (again, how) = replay(&opts);
+        assert!(how.replayed && how.listing.is_none());
+        let (walk, _) = walked(&roots, &opts);
+        assert_eq!(again, walk);
+        assert!(again
+            .iter()
+            .any(|i| i.starts_with("unchanged ") && i.ends_with("src/lib.rs")));
+        assert!(again.iter().any(|i| i.starts_with("empty ")), "{again:?}");
+        assert!(again.iter().any(|i| i.starts_with("symlink ")), "{again:?}");
+
+        // A file edited in place changes no folder: the listing holds,
+        // and the replay reads the file again.
+        std::fs::write(root.join("src/deep/mod.rs"), "pub fn g() { edited() }\n").unwrap();
+        let (edited, how) = replay(&opts);
+        assert!(how.replayed);
+        assert!(edited
+            .iter()
+            .any(|i| i == &format!("document {}", display_path(&root.join("src/deep/mod.rs")))));
+
+        // An ignore file above the root could change what is taken: while
+        // there is one, the listing does not hold.
+        std::fs::write(dir.path().join(".ignore"), "README.md\n").unwrap();
+        assert!(check().is_none());
+        std::fs::remove_file(dir.path().join(".ignore")).unwrap();
+        assert!(check().is_some());
+
+        // A new file in a folder: the folder changed, so the tree is
+        // walked, and the file is found.
+        std::fs::write(root.join("src/deep/new.rs"), "pub fn h() {}\n").unwrap();
+        assert!(check().is_none());
+        let (after, how) = replay(&opts);
+        assert!(!how.replayed);
+        assert!(after.iter().any(|i| i.ends_with("src/deep/new.rs")), "{after:?}");
+        assert!(how.listing.is_none(), "the folder changed just now: no listing");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_ignore_file_edited_in_place_ends_the_listing_and_a_fresh_tree_gets_none() {
+        let fresh = tempfile::tempdir().unwrap();
+        std::fs::write(fresh.path().join("a.md"), "a\n").unwrap();
+        let (_, how) = walked(&[fresh.path().to_owned()], &WalkOptions::default());
+        assert!(
+            how.listing.is_none(),
+            "a folder changed in the last 2 seconds is not trusted"
+        );
+
+        let dir = settled_tree();
+        let root = dir.path().join("tree");
+        let roots = [root.clone()];
+        let (_, how) = walked(&roots, &WalkOptions::default());
+        let bytes = how.listing.expect("a settled tree gets a listing").to_bytes();
+        let opts = WalkOptions::default();
+        assert!(check_listing(&roots, &opts, &bytes).is_some());
+        // Other walk options: another listing.
+        let hidden = WalkOptions {
+            hidden: true,
+            ..WalkOptions::default()
+        };
+        assert!(check_listing(&roots, &hidden, &bytes).is_none());
+        // Same size, other rule: build.log is no longer ignored.
+        std::fs::write(root.join(".gitignore"), "*.tmp\n").unwrap();
+        assert!(check_listing(&roots, &opts, &bytes).is_none());
+        let (items, _) = walked(&roots, &opts);
+        assert!(items.iter().any(|i| i.ends_with("build.log")), "{items:?}");
     }
 
     #[test]

@@ -57,6 +57,12 @@ pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
         "this run: {} added, {} changed, {} re-read unchanged, {} not re-read (same size and time), {} removed",
         s.added, s.changed, s.unchanged, s.reused, s.removed
     );
+    if s.listing == crate::corpus::ListingUse::Used {
+        let _ = writeln!(
+            out,
+            "walk: no folder or ignore file changed since the last ingest, so its listing was used (--rescan walks anyway)"
+        );
+    }
     if s.llama4_image_tokens > 0 {
         let _ = writeln!(
             out,

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
-use crate::corpus::{Corpus, CorpusError, GitSummary, IngestSummary, StoredDocument};
-use crate::ingest::{display_path, git, walk_batches, Document, WalkOptions};
+use crate::corpus::{Corpus, CorpusError, GitSummary, IngestSummary, ListingUse, StoredDocument};
+use crate::ingest::{check_listing, display_path, git, walk_batches, Document, KnownFiles, WalkOptions};
 
 use crate::prompt::{count_block, count_units, render_document, Tokenizer, LAYOUT_VERSION};
 
@@ -45,9 +45,22 @@ pub fn ingest_while_loading<'t>(
     // every file again.
     let recorded = corpus.keeps_secrets()?;
     let same_redaction = recorded.is_none_or(|keep| keep == opts.keep_secrets);
-    if same_redaction {
-        opts.known = std::sync::Arc::new(corpus.known_files()?);
-    }
+    let kept_listing = if opts.rescan { None } else { corpus.walk_listing()? };
+    // The listing's folders are stat'ed while the known files load.
+    let (known, listing) = std::thread::scope(|scope| {
+        let check = kept_listing
+            .as_deref()
+            .map(|bytes| scope.spawn(|| check_listing(roots, &opts, bytes)));
+        let known = if same_redaction {
+            corpus.known_files()
+        } else {
+            Ok(KnownFiles::default())
+        };
+        let listing = check.and_then(|c| c.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        (known, listing)
+    });
+    opts.known = std::sync::Arc::new(known?);
+    opts.listing = listing.map(std::sync::Arc::new);
     let git_reads = start_git(corpus, roots)?;
     let tokenizer = || tokenizer.and_then(|wait| wait());
     // With a cheap counter, each document is counted by the walker that
@@ -68,11 +81,22 @@ pub fn ingest_while_loading<'t>(
     };
     let root_names: Vec<String> = roots.iter().map(|r| display_path(r)).collect();
     let (to_store, stored) = std::sync::mpsc::channel();
-    let mut summary = std::thread::scope(|scope| {
+    let (summary, walked) = std::thread::scope(|scope| {
         // Documents are written as they arrive, while the walkers read the
         // rest (in the order the workers finish; listings sort by path).
-        let store = scope.spawn(|| corpus.store_run(&root_names, stored.into_iter().flatten(), !same_redaction));
-        walk_batches(roots, &opts, &count, |batch| {
+        // The totals counted while walking go into the run's own
+        // transaction (the walk is over when the store asks for them).
+        let (early, counted) = (&early, &counted);
+        let totals = move || {
+            let tok = (*early.get()?)?;
+            let counted = std::mem::take(&mut *counted.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            Some((totals_key(tok), counted))
+        };
+        let (store_in, root_names) = (&mut *corpus, &root_names);
+        let store = scope.spawn(move || {
+            store_in.store_run_with_totals(root_names, stored.into_iter().flatten(), !same_redaction, totals)
+        });
+        let walked = walk_batches(roots, &opts, &count, |batch| {
             for item in &batch {
                 on_file(item.path());
             }
@@ -80,23 +104,42 @@ pub fn ingest_while_loading<'t>(
             let _ = to_store.send(batch);
         });
         drop(to_store);
-        store.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })?;
+        let summary = store.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (summary, walked)
+    });
+    let mut summary = summary?;
+    // Kept once the run is stored; a listing that no longer holds goes.
+    summary.listing = if walked.replayed {
+        ListingUse::Used
+    } else if let Some(listing) = walked.listing {
+        corpus.set_walk_listing(Some(&listing.to_bytes()))?;
+        ListingUse::Recorded
+    } else {
+        if kept_listing.is_some() {
+            corpus.set_walk_listing(None)?;
+        }
+        ListingUse::NotRecorded
+    };
     // Recorded after the run is stored: a crash in between costs one more
     // full read, never text stored under the wrong setting.
     if recorded != Some(opts.keep_secrets) {
         corpus.set_keeps_secrets(opts.keep_secrets)?;
     }
     summary.git = finish_git(corpus, git_reads)?;
-    if let Some(tok) = early.into_inner().flatten() {
-        let counted = counted.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-        corpus.store_document_token_totals(&totals_key(tok), &counted)?;
-    }
     if let Some(tok) = tokenizer() {
         summary.tokens = corpus_tokens(corpus, tok)?;
     }
     summary.peak_rss = crate::corpus::PeakRss::now();
+    // The known files and the listing of a large tree take a millisecond
+    // to free: not on the way to the answer.
+    drop_in_background(opts);
     Ok(summary)
+}
+
+/// Drops `value` on a thread of its own (one that the process may end
+/// before it is done); here when no thread can be had.
+fn drop_in_background<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new().spawn(move || drop(value));
 }
 
 /// Longest a repository's history may take to read.
