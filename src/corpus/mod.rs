@@ -257,6 +257,9 @@ impl std::fmt::Debug for Corpus {
     }
 }
 
+/// Ingest runs whose summaries and skips a corpus keeps.
+const KEPT_RUNS: i64 = 20;
+
 /// Records one document's prompt tokens: (tokens, key, path).
 const SET_TOTAL: &str = "UPDATE documents SET tokens = ?1, tokens_key = ?2 WHERE path = ?3";
 
@@ -511,6 +514,12 @@ impl Corpus {
         )
         .map_err(err)?;
         let run_id = tx.last_insert_rowid();
+        // Only the latest runs are kept: each holds its summary and skips,
+        // which would otherwise grow the corpus with every re-ingest.
+        tx.execute("DELETE FROM skips WHERE run_id <= ?1", [run_id - KEPT_RUNS])
+            .map_err(err)?;
+        tx.execute("DELETE FROM ingest_runs WHERE id <= ?1", [run_id - KEPT_RUNS])
+            .map_err(err)?;
         let mut summary = IngestSummary::default();
         // Most runs see about as many paths as the corpus holds.
         let mut seen = rustc_hash::FxHashSet::with_capacity_and_hasher(
@@ -1293,6 +1302,26 @@ mod tests {
             .unwrap();
         assert_eq!((s.documents, s.removed, s.errors), (2, 0, 1));
         assert_eq!(s.skipped.get("unreadable"), Some(&1));
+    }
+
+    #[test]
+    fn only_the_latest_runs_keep_their_skips_and_summaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Corpus::open(&dir.path().join("c.db")).unwrap();
+        for run in 0..KEPT_RUNS + 5 {
+            let skip = Skip {
+                path: format!("x/bad{run}"),
+                reason: SkipReason::Binary,
+                detail: "NUL byte".into(),
+            };
+            c.store_run(&["x".into()], vec![WalkItem::Skip(skip)], false).unwrap();
+        }
+        let runs = c.rows_in("ingest_runs").unwrap();
+        assert_eq!(runs, KEPT_RUNS as u64);
+        assert_eq!(c.rows_in("skips").unwrap(), runs);
+        let last = c.last_skips().unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].0, format!("x/bad{}", KEPT_RUNS + 4));
     }
 
     #[test]
