@@ -718,12 +718,30 @@ fn run_ingest(a: &IngestArgs) -> Result<i32> {
     let options = a.walk.options(false);
     let loaded: std::sync::OnceLock<Result<(Box<dyn crate::prompt::Tokenizer + Send>, PathBuf)>> =
         std::sync::OnceLock::new();
+    // A drawn bar wants the number of files: the kept listing may say.
+    let bar_listing = if progress.visible() {
+        Some(if options.rescan { None } else { corpus.walk_listing()? })
+    } else {
+        None
+    };
     let summary = std::thread::scope(|scope| {
-        if progress.visible() {
-            // A quick walk without reading gives the bar its length (and
-            // so an ETA) while the real walk is already under way.
+        if let Some(kept) = bar_listing {
+            // The bar's length (and so an ETA) comes while the real walk
+            // is already under way: from the last walk's listing when it
+            // still holds (as the ingest will find), else from a quick
+            // walk without reading.
             let (progress, paths, options) = (&progress, &a.paths, &options);
-            scope.spawn(move || progress.set_total(crate::ingest::count_files(paths, options)));
+            scope.spawn(move || {
+                let mut as_ingested = options.clone();
+                as_ingested.exclude.push(a.corpus.clone());
+                let listed = kept
+                    .as_deref()
+                    .and_then(|b| crate::ingest::check_listing(paths, &as_ingested, b));
+                progress.set_total(listed.map_or_else(
+                    || crate::ingest::count_files(paths, options),
+                    |l| l.entries.iter().filter(|e| !e.is_dir).count() as u64,
+                ));
+            });
         }
         if !a.no_tokens {
             // The tokenizer loads while the walk begins; the first document
