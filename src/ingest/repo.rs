@@ -179,7 +179,7 @@ pub fn walk_batches(
     mut on_batch: impl FnMut(Vec<WalkItem>),
 ) -> Walked {
     let started_ns = now_ns();
-    let excluded: Vec<PathBuf> = opts.exclude.iter().filter_map(|p| p.canonicalize().ok()).collect();
+    let excluded = real_excluded(opts);
     let excluded_inodes = inodes(&excluded);
     let excluded_names: Vec<String> = excluded
         .iter()
@@ -242,6 +242,12 @@ struct Context<'a> {
     each_document: &'a (dyn Fn(&Document) + Sync),
 }
 
+/// The real paths of the files and folders `opts` says never to read
+/// (those that exist: a corpus not made yet has none).
+fn real_excluded(opts: &WalkOptions) -> Vec<PathBuf> {
+    opts.exclude.iter().filter_map(|p| p.canonicalize().ok()).collect()
+}
+
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -254,7 +260,7 @@ fn now_ns() -> i64 {
 /// the caller may spend while it does something else.)
 #[must_use]
 pub fn check_listing(roots: &[PathBuf], opts: &WalkOptions, bytes: &[u8]) -> Option<Listing> {
-    let excluded: Vec<PathBuf> = opts.exclude.iter().filter_map(|p| p.canonicalize().ok()).collect();
+    let excluded = real_excluded(opts);
     let key = key_for(roots, opts, &excluded)?;
     Listing::from_bytes(bytes).filter(|l| l.still_holds(&key))
 }
@@ -493,7 +499,7 @@ fn builder(root: &Path, opts: &WalkOptions) -> Result<WalkBuilder, String> {
 /// for a progress bar's length.
 #[must_use]
 pub fn count_files(roots: &[PathBuf], opts: &WalkOptions) -> u64 {
-    let excluded: Vec<PathBuf> = opts.exclude.iter().filter_map(|p| p.canonicalize().ok()).collect();
+    let excluded = real_excluded(opts);
     let excluded_inodes = inodes(&excluded);
     roots
         .iter()

@@ -45,11 +45,12 @@ pub fn ingest_while_loading<'t>(
     // every file again.
     let recorded = corpus.keeps_secrets()?;
     let same_redaction = recorded.is_none_or(|keep| keep == opts.keep_secrets);
-    let kept_listing = if opts.rescan { None } else { corpus.walk_listing()? };
+    let kept_listing = corpus.walk_listing()?;
     // The listing's folders are stat'ed while the known files load.
     let (known, listing) = std::thread::scope(|scope| {
         let check = kept_listing
             .as_deref()
+            .filter(|_| !opts.rescan)
             .map(|bytes| scope.spawn(|| check_listing(roots, &opts, bytes)));
         let known = if same_redaction {
             corpus.known_files()
