@@ -523,8 +523,7 @@ impl Corpus {
         let mut summary = IngestSummary::default();
         // Most runs see about as many paths as the corpus holds.
         let mut seen = rustc_hash::FxHashSet::with_capacity_and_hasher(
-            tx.query_row("SELECT count(*) FROM documents", [], |r| r.get::<_, i64>(0))
-                .map_err(err)? as usize,
+            rows_in(&tx, "documents").map_err(err)? as usize,
             rustc_hash::FxBuildHasher,
         );
         for item in items {
@@ -619,10 +618,7 @@ impl Corpus {
 
     /// How many rows `table` (one of the schema's) holds.
     fn rows_in(&self, table: &str) -> Result<u64, CorpusError> {
-        self.conn
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
+        rows_in(&self.conn, table).map_err(|e| self.err(e))
     }
 
     /// Every document with its segments, ordered by path.
@@ -1180,6 +1176,12 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document, rewrite: bool) -> rusql
     Ok(outcome)
 }
 
+/// How many rows `table` (one of the schema's) holds.
+fn rows_in(conn: &rusqlite::Connection, table: &str) -> rusqlite::Result<u64> {
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
+}
+
 /// Deletes documents that lie under one of `roots` but were not seen in
 /// this run (deleted or now skipped files). Documents under other roots are
 /// left alone: ingesting a second folder adds to a corpus.
@@ -1191,8 +1193,7 @@ fn remove_missing(
     // Every path seen is a document by now (a file found unchanged was
     // one, a file read has just been stored): when there are as many
     // documents as paths seen, none is missing.
-    let documents: i64 = tx.query_row("SELECT count(*) FROM documents", [], |r| r.get(0))?;
-    if documents as usize == seen.len() {
+    if rows_in(tx, "documents")? as usize == seen.len() {
         return Ok(0);
     }
     let mut stmt = tx.prepare("SELECT id, path FROM documents")?;
