@@ -32,61 +32,68 @@ struct Rule {
     group: usize,
 }
 
-fn rule(kind: &'static str, pattern: &str, group: usize) -> Rule {
-    Rule {
-        kind,
-        re: Regex::new(pattern).expect("secret patterns are valid"),
-        group,
-    }
-}
-
 // Word boundaries and name characters are ASCII (`(?-u:\b)`, not `\b`/`\w`):
 // a Unicode `\b` keeps the regex engine off its DFA, and the scan ran at a
 // few MB/s, the slowest step of an ingest.
+/// What each rule finds: (kind, pattern, capture group holding the secret,
+/// 0 for the whole match).
+const PATTERNS: [(&str, &str, usize); 11] = [
+    ("aws_access_key_id", r"(?-u:\b)(?:AKIA|ASIA)[0-9A-Z]{16}(?-u:\b)", 0),
+    (
+        "github_token",
+        r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{60,})(?-u:\b)",
+        0,
+    ),
+    ("gitlab_token", r"(?-u:\b)glpat-[A-Za-z0-9_\-]{20,}(?-u:\b)", 0),
+    ("slack_token", r"(?-u:\b)xox[abprs]-[A-Za-z0-9\-]{10,}(?-u:\b)", 0),
+    ("google_api_key", r"(?-u:\b)AIza[0-9A-Za-z_\-]{35}(?-u:\b)", 0),
+    (
+        "stripe_secret_key",
+        r"(?-u:\b)(?:sk|rk)_live_[0-9A-Za-z]{20,}(?-u:\b)",
+        0,
+    ),
+    ("openai_api_key", r"(?-u:\b)sk-(?:proj-)?[A-Za-z0-9_\-]{32,}(?-u:\b)", 0),
+    (
+        "jwt",
+        r"(?-u:\b)eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
+        0,
+    ),
+    (
+        "url_password",
+        r"[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:([^@\s/]{4,})@",
+        1,
+    ),
+    // name = "value" / name: 'value' / "name": "value"
+    (
+        "assigned_secret",
+        r#"(?i)(?-u:\b)[A-Za-z0-9_.\-]*(?:password|passwd|pwd|secret|token|api[_\-]?key|apikey|access[_\-]?key|auth[_\-]?key|private[_\-]?key|credentials?)[A-Za-z0-9_.\-]*["']?\s*[:=]\s*["']([^"'\s]{8,})["']"#,
+        1,
+    ),
+    // NAME=value lines of .env files and shell scripts.
+    (
+        "assigned_secret",
+        r"(?im)^\s*(?:export\s+)?[A-Z0-9_]*(?:PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY)[A-Z0-9_]*\s*=\s*([^\s'\x22#]{8,})\s*$",
+        1,
+    ),
+];
+
+/// The rules one by one, compiled only for a file that [`ANY`] matched
+/// (most runs meet none: compiling them all took longer than a re-ingest
+/// of an unchanged tree).
 static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
-    vec![
-        rule("aws_access_key_id", r"(?-u:\b)(?:AKIA|ASIA)[0-9A-Z]{16}(?-u:\b)", 0),
-        rule(
-            "github_token",
-            r"(?-u:\b)(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{60,})(?-u:\b)",
-            0,
-        ),
-        rule("gitlab_token", r"(?-u:\b)glpat-[A-Za-z0-9_\-]{20,}(?-u:\b)", 0),
-        rule("slack_token", r"(?-u:\b)xox[abprs]-[A-Za-z0-9\-]{10,}(?-u:\b)", 0),
-        rule("google_api_key", r"(?-u:\b)AIza[0-9A-Za-z_\-]{35}(?-u:\b)", 0),
-        rule(
-            "stripe_secret_key",
-            r"(?-u:\b)(?:sk|rk)_live_[0-9A-Za-z]{20,}(?-u:\b)",
-            0,
-        ),
-        rule("openai_api_key", r"(?-u:\b)sk-(?:proj-)?[A-Za-z0-9_\-]{32,}(?-u:\b)", 0),
-        rule(
-            "jwt",
-            r"(?-u:\b)eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
-            0,
-        ),
-        rule(
-            "url_password",
-            r"[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:([^@\s/]{4,})@",
-            1,
-        ),
-        // name = "value" / name: 'value' / "name": "value"
-        rule(
-            "assigned_secret",
-            r#"(?i)(?-u:\b)[A-Za-z0-9_.\-]*(?:password|passwd|pwd|secret|token|api[_\-]?key|apikey|access[_\-]?key|auth[_\-]?key|private[_\-]?key|credentials?)[A-Za-z0-9_.\-]*["']?\s*[:=]\s*["']([^"'\s]{8,})["']"#,
-            1,
-        ),
-        // NAME=value lines of .env files and shell scripts.
-        rule(
-            "assigned_secret",
-            r"(?im)^\s*(?:export\s+)?[A-Z0-9_]*(?:PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY)[A-Z0-9_]*\s*=\s*([^\s'\x22#]{8,})\s*$",
-            1,
-        ),
-    ]
+    PATTERNS
+        .iter()
+        .map(|&(kind, pattern, group)| Rule {
+            kind,
+            re: Regex::new(pattern).expect("secret patterns are valid"),
+            group,
+        })
+        .collect()
 });
 
-static PRIVATE_KEY_BEGIN: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"-----BEGIN [A-Z ]*PRIVATE KEY( BLOCK)?-----").expect("valid"));
+const PRIVATE_KEY_BEGIN_PATTERN: &str = r"-----BEGIN [A-Z ]*PRIVATE KEY( BLOCK)?-----";
+
+static PRIVATE_KEY_BEGIN: LazyLock<Regex> = LazyLock::new(|| Regex::new(PRIVATE_KEY_BEGIN_PATTERN).expect("valid"));
 static PRIVATE_KEY_END: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"-----END [A-Z ]*PRIVATE KEY( BLOCK)?-----").expect("valid"));
 
@@ -134,8 +141,7 @@ fn looks_secret(value: &str) -> bool {
 /// Every pattern at once: one pass over a whole file tells whether any
 /// line needs the per-line work (most files hold no secret at all).
 static ANY: LazyLock<regex::RegexSet> = LazyLock::new(|| {
-    let mut patterns: Vec<String> = RULES.iter().map(|r| r.re.as_str().to_owned()).collect();
-    patterns.push(PRIVATE_KEY_BEGIN.as_str().to_owned());
+    let patterns = PATTERNS.iter().map(|p| p.1).chain([PRIVATE_KEY_BEGIN_PATTERN]);
     regex::RegexSet::new(patterns).expect("secret patterns are valid")
 });
 
