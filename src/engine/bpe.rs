@@ -182,26 +182,25 @@ impl ByteBpe {
     /// else (another format, a cut-off file).
     #[must_use]
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        // Read in place: the merges are most of a megabyte.
+        let word = |b: &[u8], i: usize| u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]]);
         let rest = bytes.strip_prefix(BYTES_MAGIC)?;
-        if rest.len() % 4 != 0 {
+        let (head, merges) = rest.split_at_checked(4 * 257)?;
+        let mut byte_token = [0u32; 256];
+        for (i, t) in byte_token.iter_mut().enumerate() {
+            *t = word(head, i);
+        }
+        let count = word(head, 256) as usize;
+        if merges.len() != 16 * count {
             return None;
         }
-        let words: Vec<u32> = rest
-            .chunks_exact(4)
-            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-            .collect();
-        let (byte_token, rest) = words.split_at_checked(256)?;
-        let (&count, merges) = rest.split_first()?;
-        if merges.len() != 4 * count as usize {
-            return None;
-        }
-        let mut table = FxHashMap::with_capacity_and_hasher(merges.len() / 4, rustc_hash::FxBuildHasher);
-        for m in merges.chunks_exact(4) {
-            table.insert((m[0], m[1]), (m[2], m[3]));
+        let mut table = FxHashMap::with_capacity_and_hasher(count, rustc_hash::FxBuildHasher);
+        for m in merges.chunks_exact(16) {
+            table.insert((word(m, 0), word(m, 1)), (word(m, 2), word(m, 3)));
         }
         Some(Self {
             instance: INSTANCES.fetch_add(1, Ordering::Relaxed),
-            byte_token: byte_token.try_into().ok()?,
+            byte_token,
             merges: table,
         })
     }
