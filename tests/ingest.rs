@@ -160,6 +160,41 @@ fn a_reingest_takes_the_last_listing_until_a_folder_changes() {
 }
 
 #[test]
+fn a_listed_reingest_keeps_other_sources_and_knows_what_the_last_run_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tree, other) = (dir.path().join("tree"), dir.path().join("other"));
+    std::fs::create_dir_all(tree.join("src")).unwrap();
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(tree.join("a.md"), "alpha\n").unwrap();
+    std::fs::write(tree.join("src/b.rs"), "fn b() {}\n").unwrap();
+    std::fs::write(other.join("o.md"), "other\n").unwrap();
+    crate::util::backdate(dir.path());
+    std::thread::sleep(std::time::Duration::from_millis(2_100));
+    let corpus = dir.path().join("c.db");
+    let run = |source: &std::path::Path| {
+        let out = crate::util::ingest(dir.path(), &corpus, source, &[]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let s = json(&out);
+        let n = |k: &str| s[k].as_u64().unwrap();
+        (
+            s["listing"].as_str().unwrap().to_owned(),
+            [n("reused"), n("changed"), n("unchanged"), n("removed"), n("documents")],
+        )
+    };
+    run(&other);
+    assert_eq!(run(&tree).0, "recorded");
+    // The corpus holds another source's document too: the listed files
+    // found unchanged are seen, not removed, and the other one is kept.
+    assert_eq!(run(&tree), ("used".into(), [2, 0, 0, 0, 3]));
+    // An edit in place: read again, and the listing (not kept again) is
+    // told by the corpus's log of what it now holds.
+    std::fs::write(tree.join("a.md"), "alpha, edited\n").unwrap();
+    crate::util::backdate(&tree);
+    assert_eq!(run(&tree), ("used".into(), [1, 1, 0, 0, 3]));
+    assert_eq!(run(&tree), ("used".into(), [2, 0, 0, 0, 3]));
+}
+
+#[test]
 fn a_broken_pdf_is_a_typed_error_and_exit_2_but_the_rest_is_ingested() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("c.db");

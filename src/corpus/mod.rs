@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::anchor::Anchor;
 use crate::ingest::image::llama4_tiling;
+use crate::ingest::listing::Listing;
 use crate::ingest::outline::Symbol;
 use crate::ingest::secrets::SecretFinding;
 #[cfg(test)]
@@ -353,7 +354,54 @@ CREATE TABLE IF NOT EXISTS skips (
     reason TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+-- A document's rows in these tables go with it (ON DELETE CASCADE), and a
+-- run's skips with the run: without an index on the key, every rewritten
+-- or removed document scanned the whole of each table (symbols: tens of
+-- thousands of rows, 2-3 ms a document).
+CREATE INDEX IF NOT EXISTS symbols_doc ON symbols (doc_id);
+CREATE INDEX IF NOT EXISTS secrets_doc ON secrets (doc_id);
+CREATE INDEX IF NOT EXISTS ocr_lines_doc ON ocr_lines (doc_id);
+CREATE INDEX IF NOT EXISTS page_images_doc ON page_images (doc_id);
+CREATE INDEX IF NOT EXISTS skips_run ON skips (run_id);
+-- Documents written or removed since the walk listing was kept (which
+-- holds each file's size and time as they were then): a re-ingest takes
+-- these few from the documents table and the rest from the listing.
+-- Logged only while a listing is kept; emptied when one is kept again.
+CREATE TABLE IF NOT EXISTS documents_touched (path TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS documents_touched_insert AFTER INSERT ON documents
+    WHEN EXISTS (SELECT 1 FROM meta WHERE key = 'walk_listing')
+    BEGIN INSERT OR IGNORE INTO documents_touched VALUES (NEW.path); END;
+CREATE TRIGGER IF NOT EXISTS documents_touched_delete AFTER DELETE ON documents
+    WHEN EXISTS (SELECT 1 FROM meta WHERE key = 'walk_listing')
+    BEGIN INSERT OR IGNORE INTO documents_touched VALUES (OLD.path); END;
+CREATE TRIGGER IF NOT EXISTS documents_touched_update
+    AFTER UPDATE OF path, kind, bytes, mtime_ns, width, height ON documents
+    WHEN EXISTS (SELECT 1 FROM meta WHERE key = 'walk_listing')
+    BEGIN
+        INSERT OR IGNORE INTO documents_touched VALUES (OLD.path);
+        INSERT OR IGNORE INTO documents_touched VALUES (NEW.path);
+    END;
+-- Whether a document's page images are kept decides whether it is known.
+CREATE TRIGGER IF NOT EXISTS documents_touched_images_insert AFTER INSERT ON page_images
+    WHEN EXISTS (SELECT 1 FROM meta WHERE key = 'walk_listing')
+    BEGIN INSERT OR IGNORE INTO documents_touched SELECT path FROM documents WHERE id = NEW.doc_id; END;
+CREATE TRIGGER IF NOT EXISTS documents_touched_images_delete AFTER DELETE ON page_images
+    WHEN EXISTS (SELECT 1 FROM meta WHERE key = 'walk_listing')
+    BEGIN INSERT OR IGNORE INTO documents_touched SELECT path FROM documents WHERE id = OLD.doc_id; END;
 ";
+
+/// [`SCHEMA`]'s fingerprint (FNV-1a, 31 bits), kept as the corpus file's
+/// `user_version` once its statements have run.
+const SCHEMA_FINGERPRINT: i32 = {
+    let bytes = SCHEMA.as_bytes();
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash = (hash ^ bytes[i] as u32).wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    (hash & 0x7fff_ffff) as i32
+};
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -396,7 +444,17 @@ impl Corpus {
                 return Err(CorpusError::NotACorpus { path: path.to_owned() });
             }
         }
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        // The schema's statements run only when the file's fingerprint of
+        // them differs (a new file, or one an older scout wrote): they
+        // take half a millisecond, on every open.
+        let fingerprint: i32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        if fingerprint != SCHEMA_FINGERPRINT {
+            conn.execute_batch(SCHEMA).map_err(err)?;
+            conn.pragma_update(None, "user_version", SCHEMA_FINGERPRINT)
+                .map_err(err)?;
+        }
         if app_id != APPLICATION_ID {
             conn.pragma_update(None, "application_id", APPLICATION_ID)
                 .map_err(err)?;
@@ -526,11 +584,17 @@ impl Corpus {
             rows_in(&tx, "documents").map_err(err)? as usize,
             rustc_hash::FxBuildHasher,
         );
+        // Unchanged files of a listing, by their places in it.
+        let mut listed = Vec::new();
         for item in items {
             match item {
                 WalkItem::Unchanged { path } => {
                     seen.insert(path);
                     summary.reused += 1;
+                }
+                WalkItem::UnchangedListed { listing, entries } => {
+                    summary.reused += entries.len() as u64;
+                    listed.push((listing, entries));
                 }
                 WalkItem::Document(doc) => {
                     seen.insert(doc.path.clone());
@@ -573,13 +637,17 @@ impl Corpus {
                 stmt.execute(params![*n as i64, key, path]).map_err(err)?;
             }
         }
-        summary.removed = remove_missing(&tx, roots, &seen).map_err(err)?;
+        summary.removed = remove_missing(&tx, roots, &seen, &listed).map_err(err)?;
         // Items come in the order the walkers finish; reports list by path.
         summary.skips.sort_by(|a, b| a.path.cmp(&b.path));
         summary.secrets.sort_by(|a, b| a.path.cmp(&b.path));
+        // The run's skips are rows of their own, not written twice.
+        let skips = std::mem::take(&mut summary.skips);
+        let stored = serde_json::to_string(&summary).unwrap_or_default();
+        summary.skips = skips;
         tx.execute(
             "UPDATE ingest_runs SET summary = ?1 WHERE id = ?2",
-            params![serde_json::to_string(&summary).unwrap_or_default(), run_id],
+            params![stored, run_id],
         )
         .map_err(err)?;
         tx.commit().map_err(err)?;
@@ -889,33 +957,31 @@ impl Corpus {
     /// is left out, so it is read again and its bytes kept (not one over the
     /// pixel limit, which is never kept).
     pub fn known_files(&self) -> Result<KnownFiles, CorpusError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT path, bytes, mtime_ns FROM documents d
-                 WHERE d.kind != 'image' OR d.width IS NULL OR d.width * d.height > ?1
-                    OR EXISTS (SELECT 1 FROM page_images p WHERE p.doc_id = d.id)",
-            )
-            .map_err(|e| self.err(e))?;
+        known_files(&self.conn).map_err(|e| self.err(e))
+    }
+
+    /// The documents written or removed since the walk listing was kept,
+    /// with what the corpus now holds for each (as [`Corpus::known_files`]
+    /// gives it; `None` when nothing): to bring the listing up to date.
+    pub fn touched_files(&self) -> Result<Vec<(String, Option<KnownFile>)>, CorpusError> {
+        let query = format!(
+            "SELECT t.path, d.bytes, d.mtime_ns FROM documents_touched t
+             LEFT JOIN documents d ON d.path = t.path AND ({KNOWN})"
+        );
+        let mut stmt = self.conn.prepare(&query).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([crate::limits::MAX_SCAN_PIXELS as i64], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    KnownFile {
-                        bytes: r.get::<_, i64>(1)? as u64,
-                        mtime_ns: r.get(2)?,
-                    },
-                ))
+                let known = match (r.get::<_, Option<i64>>(1)?, r.get::<_, Option<i64>>(2)?) {
+                    (Some(bytes), Some(mtime_ns)) => Some(KnownFile {
+                        bytes: bytes as u64,
+                        mtime_ns,
+                    }),
+                    _ => None,
+                };
+                Ok((r.get::<_, String>(0)?, known))
             })
             .map_err(|e| self.err(e))?;
-        // Sized once: growing a map of a large tree rehashes it a dozen times.
-        let mut known =
-            KnownFiles::with_capacity_and_hasher(self.document_count()? as usize, rustc_hash::FxBuildHasher);
-        for row in rows {
-            let (path, file) = row.map_err(|e| self.err(e))?;
-            known.insert(path, file);
-        }
-        Ok(known)
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Llama 4 vision tokens for every image in the corpus.
@@ -1024,17 +1090,34 @@ impl Corpus {
             .map_err(|e| self.err(e))
     }
 
-    /// Keeps (or, with `None`, drops) the listing of the last walk. Kept
-    /// as a blob in the text column (`SQLite` keeps a blob as it is).
-    pub fn set_walk_listing(&self, listing: Option<&[u8]>) -> Result<(), CorpusError> {
+    /// Keeps (or, with `None`, drops) the listing of the last walk, with
+    /// what the corpus holds for each of its files (set in `listing` too).
+    /// Kept as a blob in the text column (`SQLite` keeps a blob as it is).
+    pub fn set_walk_listing(&mut self, listing: Option<&mut Listing>) -> Result<(), CorpusError> {
+        let path = self.path.clone();
+        let err = |source| CorpusError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        // What the listing says of the files, and the log of what changed
+        // since, agree: read, kept and emptied in one transaction.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
         match listing {
-            Some(bytes) => self
-                .conn
-                .execute("INSERT OR REPLACE INTO meta VALUES ('walk_listing', ?1)", [bytes]),
-            None => self.conn.execute("DELETE FROM meta WHERE key = 'walk_listing'", []),
+            Some(listing) => {
+                listing.set_known(&known_files(&tx).map_err(err)?);
+                tx.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('walk_listing', ?1)",
+                    [listing.to_bytes()],
+                )
+            }
+            None => tx.execute("DELETE FROM meta WHERE key = 'walk_listing'", []),
         }
-        .map(|_| ())
-        .map_err(|e| self.err(e))
+        .map_err(err)?;
+        tx.execute("DELETE FROM documents_touched", []).map_err(err)?;
+        tx.commit().map_err(err)
     }
 
     /// Cached token counts for `hashes` under `tokenizer`.
@@ -1176,26 +1259,69 @@ fn upsert_document(tx: &Transaction<'_>, doc: &Document, rewrite: bool) -> rusql
     Ok(outcome)
 }
 
-/// How many rows `table` (one of the schema's) holds.
+/// Which documents a walk may find unchanged by size and time (see
+/// [`Corpus::known_files`]), for `documents d`, with the pixel limit as
+/// `?1`.
+const KNOWN: &str = "d.kind != 'image' OR d.width IS NULL OR d.width * d.height > ?1
+    OR EXISTS (SELECT 1 FROM page_images p WHERE p.doc_id = d.id)";
+
+fn known_files(conn: &rusqlite::Connection) -> rusqlite::Result<KnownFiles> {
+    let mut stmt = conn.prepare(&format!("SELECT path, bytes, mtime_ns FROM documents d WHERE {KNOWN}"))?;
+    let rows = stmt.query_map([crate::limits::MAX_SCAN_PIXELS as i64], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            KnownFile {
+                bytes: r.get::<_, i64>(1)? as u64,
+                mtime_ns: r.get(2)?,
+            },
+        ))
+    })?;
+    // Sized once: growing a map of a large tree rehashes it a dozen times.
+    let mut known =
+        KnownFiles::with_capacity_and_hasher(rows_in(conn, "documents")? as usize, rustc_hash::FxBuildHasher);
+    for row in rows {
+        let (path, file) = row?;
+        known.insert(path, file);
+    }
+    Ok(known)
+}
+
+/// How many rows `table` (one of the schema's) holds. Documents are
+/// counted on their smallest index: left to choose, `SQLite` counts them
+/// on the index of their paths, seven times the size (a re-ingest of a
+/// large tree counts them three times).
 fn rows_in(conn: &rusqlite::Connection, table: &str) -> rusqlite::Result<u64> {
-    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
+    let from = if table == "documents" {
+        "documents INDEXED BY documents_kind_bytes"
+    } else {
+        table
+    };
+    conn.query_row(&format!("SELECT count(*) FROM {from}"), [], |r| r.get::<_, i64>(0))
         .map(|n| n as u64)
 }
 
 /// Deletes documents that lie under one of `roots` but were not seen in
-/// this run (deleted or now skipped files). Documents under other roots are
-/// left alone: ingesting a second folder adds to a corpus.
+/// this run (deleted or now skipped files): not in `seen`, nor among the
+/// `listed` files of a listing. Documents under other roots are left
+/// alone: ingesting a second folder adds to a corpus.
 fn remove_missing(
     tx: &Transaction<'_>,
     roots: &[String],
     seen: &rustc_hash::FxHashSet<String>,
+    listed: &[(std::sync::Arc<Listing>, Vec<u32>)],
 ) -> rusqlite::Result<u64> {
     // Every path seen is a document by now (a file found unchanged was
-    // one, a file read has just been stored): when there are as many
-    // documents as paths seen, none is missing.
-    if rows_in(tx, "documents")? as usize == seen.len() {
+    // one, a file read has just been stored), and a listing names each
+    // file once: when there are as many documents as paths seen, none is
+    // missing.
+    let listed_count: usize = listed.iter().map(|(_, entries)| entries.len()).sum();
+    if rows_in(tx, "documents")? as usize == seen.len() + listed_count {
         return Ok(0);
     }
+    let listed: rustc_hash::FxHashSet<&str> = listed
+        .iter()
+        .flat_map(|(listing, entries)| entries.iter().map(|&i| listing.shown(&listing.entries[i as usize])))
+        .collect();
     let mut stmt = tx.prepare("SELECT id, path FROM documents")?;
     let all: Vec<(i64, String)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -1208,7 +1334,7 @@ fn remove_missing(
                 || path == *root
                 || path.starts_with(&format!("{}/", root.trim_end_matches('/')))
         });
-        if under && !seen.contains(&path) {
+        if under && !seen.contains(&path) && !listed.contains(path.as_str()) {
             tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
             removed += 1;
         }
@@ -1230,6 +1356,53 @@ mod tests {
         );
         d.segments = crate::ingest::split_text(path, text);
         d
+    }
+
+    #[test]
+    fn documents_written_after_the_listing_was_kept_are_logged_until_it_is_kept_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Corpus::open(&dir.path().join("c.db")).unwrap();
+        let store = |c: &mut Corpus, docs: &[(&str, &str)]| {
+            let items = docs.iter().map(|(p, t)| WalkItem::Document(Box::new(doc(p, t))));
+            c.store_run(&["r".into()], items.collect::<Vec<_>>(), false).unwrap();
+        };
+        let listing = || {
+            let entry = |p: &str| {
+                (
+                    p.to_owned(),
+                    crate::ingest::listing::Entry::new(Path::new(p), p, 1, None, false, true, false),
+                )
+            };
+            Listing::new("k".into(), Vec::new(), vec![entry("r/a"), entry("r/b")])
+        };
+        // No listing kept: nothing is logged.
+        store(&mut c, &[("r/a", "one\n"), ("r/b", "two\n")]);
+        assert!(c.touched_files().unwrap().is_empty());
+        let mut kept = listing();
+        c.set_walk_listing(Some(&mut kept)).unwrap();
+        let known = c.known_files().unwrap();
+        assert_eq!(kept.entries[0].known, known.get("r/a").copied());
+        assert!(kept.entries[1].known.is_some());
+        // A rewritten document and a removed one, with what the corpus now
+        // holds of each.
+        store(&mut c, &[("r/a", "one, longer\n")]);
+        let touched = c.touched_files().unwrap();
+        assert_eq!(
+            touched,
+            [
+                ("r/a".to_owned(), c.known_files().unwrap().get("r/a").copied()),
+                ("r/b".to_owned(), None)
+            ]
+        );
+        assert_eq!(touched[0].1.map(|k| k.bytes), Some(12));
+        kept.update_known(&touched);
+        assert_eq!(kept.entries[1].known, None);
+        // Kept again: the log starts over; dropped: nothing is logged.
+        c.set_walk_listing(Some(&mut listing())).unwrap();
+        assert!(c.touched_files().unwrap().is_empty());
+        c.set_walk_listing(None).unwrap();
+        store(&mut c, &[("r/a", "one\n")]);
+        assert!(c.touched_files().unwrap().is_empty());
     }
 
     #[test]

@@ -13,6 +13,12 @@
 //! one by one (an edit changes a file's stamp, never its folder's).
 //! Any difference at all, and the tree is walked again.
 //!
+//! The listing also keeps, for each file, the size and modification time
+//! the corpus held for it when the listing was kept, so that a re-ingest
+//! need not read them from the corpus's documents table: the corpus logs
+//! every document written or removed since (see `documents_touched` in
+//! [`crate::corpus`]), and those few are taken from the corpus instead.
+//!
 //! A listing is recorded only after a walk without errors, of folders,
 //! without `--follow`, on Unix; and never when a stamp is so recent that a
 //! change in the same tick of the file system's clock could leave it as it
@@ -20,13 +26,15 @@
 
 use std::path::{Path, PathBuf};
 
+use super::{KnownFile, KnownFiles};
+
 /// How long before the walk's start a stamp must be for a later change to
 /// be sure to alter it: file systems stamp times from a clock that ticks
 /// every few milliseconds (ext4) to every 2 seconds (FAT).
 pub const RACY_NS: i64 = 2_000_000_000;
 
 /// First bytes of a stored listing (and its format's version).
-const MAGIC: &[u8] = b"scout walk listing 1\n";
+const MAGIC: &[u8] = b"scout walk listing 2\n";
 
 /// What `stat` says of a path, for telling whether it changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,8 +143,10 @@ impl Watched {
 /// it entered (a folder it skipped, such as scout's cache, is one too).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// The path as reports show it ([`super::display_path`]).
-    pub shown: String,
+    /// Where the path as reports show it ([`super::display_path`]) lies in
+    /// the listing's paths ([`Listing::shown`] gives it): one string for
+    /// all entries, not one each, so a listing reads back quickly.
+    shown: (u32, u32),
     /// The path as walked, when `shown` does not name the same file: a
     /// name that is not UTF-8 or holds a backslash (escaped in `shown`).
     pub raw: Option<PathBuf>,
@@ -146,14 +156,19 @@ pub struct Entry {
     pub is_dir: bool,
     pub is_file: bool,
     pub is_symlink: bool,
+    /// What the corpus held for this file (size and modification time)
+    /// when the listing was kept, or since, as [`Listing::update_known`]
+    /// brought it up to date; `None` when it held no document for it.
+    pub known: Option<KnownFile>,
 }
 
 impl Entry {
-    /// An entry walked at `path`, shown as `shown`.
+    /// An entry walked at `path`, to be shown as `shown` (given with it to
+    /// [`Listing::new`]).
     #[must_use]
     pub fn new(
         path: &Path,
-        shown: String,
+        shown: &str,
         depth: usize,
         ino: Option<u64>,
         is_dir: bool,
@@ -161,23 +176,17 @@ impl Entry {
         is_symlink: bool,
     ) -> Entry {
         // `shown` drops a leading `./`, which names the same file.
-        let same =
-            path.as_os_str() == shown.as_str() || path.strip_prefix(".").is_ok_and(|p| p.as_os_str() == shown.as_str());
+        let same = path.as_os_str() == shown || path.strip_prefix(".").is_ok_and(|p| p.as_os_str() == shown);
         Entry {
             raw: (!same).then(|| path.to_owned()),
-            shown,
+            shown: (0, 0),
             depth: u32::try_from(depth).unwrap_or(u32::MAX),
             ino: ino.unwrap_or(0),
             is_dir,
             is_file,
             is_symlink,
+            known: None,
         }
-    }
-
-    /// The path to open.
-    #[must_use]
-    pub fn path(&self) -> &Path {
-        self.raw.as_deref().unwrap_or_else(|| Path::new(&self.shown))
     }
 }
 
@@ -187,16 +196,77 @@ pub struct Listing {
     /// The roots, options and environment the walk ran with.
     pub key: String,
     pub watched: Vec<Watched>,
+    /// Every entry's shown path, one after the other.
+    paths: String,
     /// By shown path.
     pub entries: Vec<Entry>,
 }
 
 impl Listing {
+    /// A listing of `entries`, each with its shown path (in any order).
+    #[must_use]
+    pub fn new(key: String, watched: Vec<Watched>, mut entries: Vec<(String, Entry)>) -> Listing {
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut paths = String::with_capacity(entries.iter().map(|(s, _)| s.len()).sum());
+        let entries = entries
+            .into_iter()
+            .map(|(shown, mut e)| {
+                e.shown = span(&mut paths, &shown);
+                e
+            })
+            .collect();
+        Listing {
+            key,
+            watched,
+            paths,
+            entries,
+        }
+    }
+
+    /// The path of `e` (one of this listing's entries) as reports show it.
+    #[must_use]
+    pub fn shown(&self, e: &Entry) -> &str {
+        &self.paths[e.shown.0 as usize..e.shown.1 as usize]
+    }
+
+    /// The path to open for `e` (one of this listing's entries).
+    #[must_use]
+    pub fn path<'a>(&'a self, e: &'a Entry) -> &'a Path {
+        e.raw.as_deref().unwrap_or_else(|| Path::new(self.shown(e)))
+    }
+
     /// Whether this listing is what a walk with `key` would give now:
     /// same key, and every watched path's stamp as recorded.
     #[must_use]
     pub fn still_holds(&self, key: &str) -> bool {
         self.key == key && self.watched.iter().all(Watched::unchanged)
+    }
+
+    /// Takes what the corpus holds for each file from `known` (all of it,
+    /// by shown path).
+    pub fn set_known(&mut self, known: &KnownFiles) {
+        let paths = &self.paths;
+        for e in &mut self.entries {
+            e.known = known.get(&paths[e.shown.0 as usize..e.shown.1 as usize]).copied();
+        }
+    }
+
+    /// Brings the files in `touched` up to date with what the corpus now
+    /// holds for each (`None`: nothing). Paths the listing lacks are
+    /// passed over.
+    pub fn update_known(&mut self, touched: &[(String, Option<KnownFile>)]) {
+        for (path, known) in touched {
+            if let Ok(i) = self.entries.binary_search_by(|e| self.shown(e).cmp(path)) {
+                self.entries[i].known = *known;
+            }
+        }
+    }
+
+    /// Forgets what the corpus held: every file will be read again.
+    pub fn forget_known(&mut self) {
+        for e in &mut self.entries {
+            e.known = None;
+        }
     }
 
     /// The listing as bytes, for the corpus to keep: numbers as varints,
@@ -222,18 +292,24 @@ impl Listing {
         put_varint(&mut out, self.entries.len() as u64);
         let mut prev: &[u8] = &[];
         for e in &self.entries {
-            put_shared(&mut out, prev, e.shown.as_bytes());
-            prev = e.shown.as_bytes();
+            let shown = self.shown(e).as_bytes();
+            put_shared(&mut out, prev, shown);
+            prev = shown;
             out.push(
                 u8::from(e.is_dir)
                     | u8::from(e.is_file) << 1
                     | u8::from(e.is_symlink) << 2
-                    | u8::from(e.raw.is_some()) << 3,
+                    | u8::from(e.raw.is_some()) << 3
+                    | u8::from(e.known.is_some()) << 4,
             );
             put_varint(&mut out, u64::from(e.depth));
             put_varint(&mut out, e.ino);
             if let Some(raw) = &e.raw {
                 put_bytes(&mut out, path_bytes(raw));
+            }
+            if let Some(k) = e.known {
+                put_varint(&mut out, k.bytes);
+                put_varint(&mut out, k.mtime_ns as u64);
             }
         }
         out
@@ -243,6 +319,43 @@ impl Listing {
     /// bytes are not one (another version, or damaged).
     #[must_use]
     pub fn from_bytes(bytes: &[u8]) -> Option<Listing> {
+        let (key, watched, rest) = Self::read_head(bytes)?;
+        let (paths, entries) = Self::read_entries(rest)?;
+        Some(Listing {
+            key,
+            watched,
+            paths,
+            entries,
+        })
+    }
+
+    /// The listing kept as `bytes`, when it is one for a walk with `key`
+    /// and still holds ([`Listing::still_holds`]). Its watched paths are
+    /// stat'ed while its entries are read, on another thread.
+    #[must_use]
+    pub fn read_if_holds(bytes: &[u8], key: &str) -> Option<Listing> {
+        let (found, watched, rest) = Self::read_head(bytes)?;
+        if found != key {
+            return None;
+        }
+        std::thread::scope(|scope| {
+            let entries = scope.spawn(|| Self::read_entries(rest));
+            let holds = watched.iter().all(Watched::unchanged);
+            let (paths, entries) = entries
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            holds.then_some(Listing {
+                key: found,
+                watched,
+                paths,
+                entries,
+            })
+        })
+    }
+
+    /// The key and watched paths of a listing's bytes, and the bytes of
+    /// its entries.
+    fn read_head(bytes: &[u8]) -> Option<(String, Vec<Watched>, &[u8])> {
         let mut r = Reader(bytes.strip_prefix(MAGIC)?);
         let key = String::from_utf8(r.bytes()?.to_vec()).ok()?;
         let n = r.count()?;
@@ -273,7 +386,15 @@ impl Listing {
                 stamp,
             });
         }
+        Some((key, watched, r.0))
+    }
+
+    /// The entries [`Listing::read_head`] left, and their shown paths.
+    fn read_entries(bytes: &[u8]) -> Option<(String, Vec<Entry>)> {
+        let mut r = Reader(bytes);
         let n = r.count()?;
+        // Each path is about as long as the bytes per entry.
+        let mut paths = String::with_capacity(bytes.len() * 2);
         let mut entries = Vec::with_capacity(n);
         let mut prev = Vec::new();
         for _ in 0..n {
@@ -286,17 +407,26 @@ impl Listing {
             } else {
                 Some(bytes_path(r.bytes()?))
             };
+            let known = if flags & 16 == 0 {
+                None
+            } else {
+                Some(KnownFile {
+                    bytes: r.varint()?,
+                    mtime_ns: r.varint()? as i64,
+                })
+            };
             entries.push(Entry {
-                shown: String::from_utf8(prev.clone()).ok()?,
+                shown: span(&mut paths, std::str::from_utf8(&prev).ok()?),
                 raw,
                 depth,
                 ino,
                 is_dir: flags & 1 != 0,
                 is_file: flags & 2 != 0,
                 is_symlink: flags & 4 != 0,
+                known,
             });
         }
-        r.0.is_empty().then_some(Listing { key, watched, entries })
+        r.0.is_empty().then_some((paths, entries))
     }
 }
 
@@ -327,6 +457,14 @@ pub fn environment_key() -> String {
         .iter()
         .map(|k| format!("{k}={:?};", std::env::var_os(k)))
         .collect()
+}
+
+/// Appends `s` to `paths`; where it lies there.
+fn span(paths: &mut String, s: &str) -> (u32, u32) {
+    let start = paths.len();
+    paths.push_str(s);
+    // A listing's paths would need to pass 4 GiB for this to wrap.
+    (start as u32, paths.len() as u32)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -427,37 +565,48 @@ mod tests {
     fn a_listing_reads_back_as_written_and_damage_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a"), "x").unwrap();
-        let listing = Listing {
-            key: "k".into(),
-            watched: vec![
+        let mut listing = Listing::new(
+            "k".into(),
+            vec![
                 Watched::now(dir.path().to_owned(), true),
                 Watched::now(dir.path().join("absent"), true),
                 Watched::identity(dir.path().to_owned(), true),
             ],
-            entries: vec![
-                Entry {
-                    shown: "a".into(),
-                    raw: None,
-                    depth: 1,
-                    ino: 0,
-                    is_dir: false,
-                    is_file: true,
-                    is_symlink: false,
-                },
-                Entry {
-                    shown: "a\\\\b".into(),
-                    raw: Some(PathBuf::from("a\\b")),
-                    depth: 1,
-                    ino: u64::MAX,
-                    is_dir: true,
-                    is_file: false,
-                    is_symlink: true,
-                },
+            vec![
+                (
+                    "a\\\\b".into(),
+                    Entry {
+                        shown: (0, 0),
+                        raw: Some(PathBuf::from("a\\b")),
+                        depth: 1,
+                        ino: u64::MAX,
+                        is_dir: true,
+                        is_file: false,
+                        is_symlink: true,
+                        known: None,
+                    },
+                ),
+                ("a".into(), Entry::new(Path::new("a"), "a", 1, None, false, true, false)),
             ],
-        };
+        );
+        let mut known = KnownFiles::default();
+        known.insert("a".into(), KnownFile { bytes: 1, mtime_ns: -1 });
+        listing.set_known(&known);
+        // By shown path, each with its own.
+        let shown: Vec<&str> = listing.entries.iter().map(|e| listing.shown(e)).collect();
+        assert_eq!(shown, ["a", "a\\\\b"]);
+        assert_eq!(listing.path(&listing.entries[1]), Path::new("a\\b"));
+        assert_eq!(listing.entries[0].known, known.get("a").copied());
+        assert_eq!(listing.entries[1].known, None);
         assert!(listing.watched[0].stamp.is_some() && listing.watched[1].stamp.is_none());
         let bytes = listing.to_bytes();
         assert_eq!(Listing::from_bytes(&bytes), Some(listing.clone()));
+        assert_eq!(Listing::read_if_holds(&bytes, "k"), Some(listing.clone()));
+        assert_eq!(Listing::read_if_holds(&bytes, "other options"), None);
+        // A document written since: brought up to date by path.
+        let mut updated = listing.clone();
+        updated.update_known(&[("a".into(), None), ("not listed".into(), None)]);
+        assert_eq!(updated.entries[0].known, None);
         assert!(listing.still_holds("k"));
         assert!(!listing.still_holds("other options"));
         for cut in [0, MAGIC.len(), bytes.len() - 1] {

@@ -7,6 +7,7 @@
 //! dropped. A file whose size and modification time match what the corpus
 //! already holds is not read again.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,7 +74,8 @@ pub struct WalkOptions {
     pub ocr_rows: bool,
     /// The listing the last walk of these roots recorded, found to hold
     /// just before the walk by [`check_listing`]: its entries are taken
-    /// instead of walking the tree.
+    /// instead of walking the tree, with what the corpus holds for each
+    /// file ([`WalkOptions::known`] is not consulted for them).
     pub listing: Option<Arc<Listing>>,
     /// Walk the tree even when the corpus's listing of the last walk
     /// still holds (for file systems whose folder times cannot be
@@ -100,17 +102,31 @@ pub enum WalkItem {
     Unchanged {
         path: String,
     },
+    /// Files of the listing a walk took instead of walking, by their
+    /// places in it, found unchanged as [`WalkItem::Unchanged`] is (handed
+    /// over many at a time, without a path each).
+    UnchangedListed {
+        listing: Arc<Listing>,
+        entries: Vec<u32>,
+    },
     Skip(Skip),
 }
 
 impl WalkItem {
-    #[must_use]
-    pub fn path(&self) -> &str {
-        match self {
-            WalkItem::Document(d) => &d.path,
-            WalkItem::Unchanged { path } => path,
-            WalkItem::Skip(s) => &s.path,
-        }
+    /// The path of each file this item stands for: one, or for
+    /// [`WalkItem::UnchangedListed`] many.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        let (one, listed) = match self {
+            WalkItem::Document(d) => (Some(d.path.as_str()), None),
+            WalkItem::Unchanged { path } => (Some(path.as_str()), None),
+            WalkItem::Skip(s) => (Some(s.path.as_str()), None),
+            WalkItem::UnchangedListed { listing, entries } => (None, Some((listing, entries))),
+        };
+        one.into_iter().chain(
+            listed
+                .into_iter()
+                .flat_map(|(listing, entries)| entries.iter().map(|&i| listing.shown(&listing.entries[i as usize]))),
+        )
     }
 }
 
@@ -188,10 +204,7 @@ pub fn walk_batches(
     let key = key_for(roots, opts, &excluded);
     // Checked by the caller just before (see `check_listing`): only that
     // it is a listing for this walk is checked again.
-    let replay = opts
-        .listing
-        .as_deref()
-        .filter(|l| key.as_deref() == Some(l.key.as_str()));
+    let replay = opts.listing.as_ref().filter(|l| key.as_deref() == Some(l.key.as_str()));
     let recording = std::sync::Mutex::new(Recording {
         spoiled: key.is_none() || replay.is_some(),
         ..Recording::default()
@@ -262,7 +275,7 @@ fn now_ns() -> i64 {
 pub fn check_listing(roots: &[PathBuf], opts: &WalkOptions, bytes: &[u8]) -> Option<Listing> {
     let excluded = real_excluded(opts);
     let key = key_for(roots, opts, &excluded)?;
-    Listing::from_bytes(bytes).filter(|l| l.still_holds(&key))
+    Listing::read_if_holds(bytes, &key)
 }
 
 /// What a listing of `roots` walked with `opts` is kept under; `None`
@@ -285,7 +298,7 @@ fn key_for(roots: &[PathBuf], opts: &WalkOptions, excluded: &[PathBuf]) -> Optio
 
 /// Hands the entries of a listing that still holds to the same per-entry
 /// logic as a walk, on as many threads as a walk would use.
-fn replay_listing(listing: &Listing, ctx: &Context<'_>, tx: &mpsc::Sender<Vec<WalkItem>>) {
+fn replay_listing(listing: &Arc<Listing>, ctx: &Context<'_>, tx: &mpsc::Sender<Vec<WalkItem>>) {
     let threads = match ctx.opts.threads {
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         n => n,
@@ -302,31 +315,50 @@ fn replay_listing(listing: &Listing, ctx: &Context<'_>, tx: &mpsc::Sender<Vec<Wa
                     tx: tx.clone(),
                 };
                 let mut folders = Folders::default();
+                // Unchanged files go by their places in the listing, many
+                // at a time: most of a tree is unchanged.
+                let mut unchanged = Vec::new();
+                let hand_over = |unchanged: &mut Vec<u32>, batch: &mut Batch| {
+                    unchanged.is_empty()
+                        || batch.push(WalkItem::UnchangedListed {
+                            listing: Arc::clone(listing),
+                            entries: std::mem::take(unchanged),
+                        })
+                };
                 loop {
                     let start = next.fetch_add(REPLAY_RUN, Ordering::Relaxed);
                     let Some(run) = listing
                         .entries
                         .get(start..listing.entries.len().min(start + REPLAY_RUN))
                     else {
+                        hand_over(&mut unchanged, &mut batch);
                         return;
                     };
-                    for e in run {
+                    for (i, e) in (start..).zip(run) {
                         let v = Visit {
-                            path: e.path(),
-                            shown: Some(&e.shown),
+                            path: listing.path(e),
+                            shown: Some(listing.shown(e)),
                             depth: e.depth as usize,
                             ino: (e.ino != 0).then_some(e.ino),
                             is_dir: e.is_dir,
                             is_file: e.is_file,
                             is_symlink: e.is_symlink,
+                            known: Known::Listed(e.known),
                         };
                         let item = match visit(&v, ctx, &mut folders) {
                             Visited::Folder | Visited::Nothing => continue,
+                            Visited::Unchanged(_) => {
+                                unchanged.push(i as u32);
+                                continue;
+                            }
                             Visited::SkipFolder(item) | Visited::Item(item) => item,
                         };
                         if !batch.push(item) {
                             return;
                         }
+                    }
+                    if unchanged.len() >= UNCHANGED_BATCH * 16 && !hand_over(&mut unchanged, &mut batch) {
+                        return;
                     }
                 }
             });
@@ -343,7 +375,8 @@ struct Recording {
     /// Nothing is to be recorded: an error, a walk cut short, or no key.
     spoiled: bool,
     watched: Vec<Watched>,
-    entries: Vec<Entry>,
+    /// Each with its shown path.
+    entries: Vec<(String, Entry)>,
 }
 
 impl Recording {
@@ -416,12 +449,7 @@ impl Recording {
         if self.watched.iter().any(|w| w.is_racy(started_ns)) {
             return None;
         }
-        self.entries.sort_unstable_by(|a, b| a.shown.cmp(&b.shown));
-        Some(Listing {
-            key,
-            watched: self.watched,
-            entries: self.entries,
-        })
+        Some(Listing::new(key, self.watched, self.entries))
     }
 }
 
@@ -438,7 +466,8 @@ impl Batch {
     /// Adds `item`, sending the batch when it is due; false when the
     /// receiver has gone (the walk should stop).
     fn push(&mut self, item: WalkItem) -> bool {
-        let due = !matches!(item, WalkItem::Unchanged { .. }) || self.items.len() + 1 >= UNCHANGED_BATCH;
+        let due = !matches!(item, WalkItem::Unchanged { .. } | WalkItem::UnchangedListed { .. })
+            || self.items.len() + 1 >= UNCHANGED_BATCH;
         self.items.push(item);
         !due || self.send()
     }
@@ -570,22 +599,21 @@ fn walk_root(
                     worker.seen.folder(v.path, v.depth, ctx.opts);
                 } else {
                     let shown = match &visited {
-                        Visited::Item(item) | Visited::SkipFolder(item) => item.path().to_owned(),
+                        Visited::Item(item) | Visited::SkipFolder(item) => {
+                            item.paths().next().unwrap_or_default().to_owned()
+                        }
+                        Visited::Unchanged(shown) => shown.clone().into_owned(),
                         _ => display_path(v.path),
                     };
-                    worker.seen.entries.push(Entry::new(
-                        v.path,
-                        shown,
-                        v.depth,
-                        v.ino,
-                        v.is_dir,
-                        v.is_file,
-                        v.is_symlink,
-                    ));
+                    let entry = Entry::new(v.path, &shown, v.depth, v.ino, v.is_dir, v.is_file, v.is_symlink);
+                    worker.seen.entries.push((shown, entry));
                 }
             }
             match visited {
                 Visited::Folder | Visited::Nothing => WalkState::Continue,
+                Visited::Unchanged(shown) => worker.send(WalkItem::Unchanged {
+                    path: shown.into_owned(),
+                }),
                 Visited::Item(item) => worker.send(item),
                 Visited::SkipFolder(item) => match worker.send(item) {
                     WalkState::Continue => WalkState::Skip,
@@ -640,6 +668,16 @@ struct Visit<'a> {
     is_file: bool,
     /// The path itself is a symbolic link.
     is_symlink: bool,
+    known: Known,
+}
+
+/// What the corpus holds for an entry's file, as far as its visit knows.
+#[derive(Clone, Copy)]
+enum Known {
+    /// To be looked up in [`WalkOptions::known`] (a walk).
+    LookUp,
+    /// As a listing says: its size and time, or no document.
+    Listed(Option<KnownFile>),
 }
 
 impl Visit<'_> {
@@ -652,6 +690,7 @@ impl Visit<'_> {
             is_dir: e.file_type().is_some_and(|t| t.is_dir()),
             is_file: e.file_type().is_some_and(|t| t.is_file()),
             is_symlink: e.path_is_symlink(),
+            known: Known::LookUp,
         }
     }
 }
@@ -663,11 +702,14 @@ impl Visit<'_> {
 }
 
 /// What became of one entry.
-enum Visited {
+enum Visited<'a> {
     /// A folder to walk into.
     Folder,
     /// A folder not to walk into, and why.
     SkipFolder(WalkItem),
+    /// A file with the same size and modification time as in the corpus
+    /// (by its shown path): not read again.
+    Unchanged(Cow<'a, str>),
     Item(WalkItem),
     /// Neither file nor folder (a socket, a device): passed over.
     Nothing,
@@ -675,7 +717,7 @@ enum Visited {
 
 /// Decides what one entry is, and reads it when it is a file: the logic a
 /// walk and a listing's replay share.
-fn visit(v: &Visit<'_>, ctx: &Context<'_>, folders: &mut Folders) -> Visited {
+fn visit<'a>(v: &Visit<'a>, ctx: &Context<'_>, folders: &mut Folders) -> Visited<'a> {
     let canonical = || v.path.canonicalize().ok();
     let excluded = ctx.excluded;
     if v.is_dir {
@@ -709,7 +751,18 @@ fn visit(v: &Visit<'_>, ctx: &Context<'_>, folders: &mut Folders) -> Visited {
             detail: "scout's own store or cache".into(),
         })
     } else {
-        read_entry(v.path, v.shown(), ctx.opts, ctx.corpus_bytes, folders)
+        let shown = v.shown.map_or_else(|| Cow::Owned(display_path(v.path)), Cow::Borrowed);
+        let known = match v.known {
+            Known::LookUp => ctx.opts.known.get(shown.as_ref()).copied(),
+            Known::Listed(known) => known,
+        };
+        if let Some(known) = known {
+            if folders.size_and_time(v.path) == Some((known.bytes, known.mtime_ns)) {
+                ctx.corpus_bytes.fetch_add(known.bytes, Ordering::Relaxed);
+                return Visited::Unchanged(shown);
+            }
+        }
+        read_entry(v.path, shown.into_owned(), ctx.opts, ctx.corpus_bytes)
     };
     if let WalkItem::Document(doc) = &item {
         (ctx.each_document)(doc);
@@ -780,7 +833,7 @@ fn may_be_excluded(v: &Visit<'_>, excluded_names: &[String]) -> bool {
     if v.depth == 0 || v.is_symlink {
         return true;
     }
-    let Some(name) = v.path.file_name().and_then(|n| n.to_str()) else {
+    let Some(name) = split_name(v.path).and_then(|(_, n)| n.to_str()) else {
         return true;
     };
     excluded_names.iter().any(|x| {
@@ -954,6 +1007,30 @@ fn read_scanned_pages(doc: &mut Document, scans: Vec<(u32, Result<Vec<u8>, Strin
     }
 }
 
+/// `path` as its folder and its file name, as [`Path::parent`] and
+/// [`Path::file_name`] give them; `None` for a path without both. Split at
+/// the last `/` on Unix when that is the same (no trailing slash, no `.` or
+/// `..` at the end: never in a walked path), which spares parsing every
+/// component of every path of a large tree twice over.
+fn split_name(path: &Path) -> Option<(&Path, &std::ffi::OsStr)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = path.as_os_str().as_bytes();
+        if let Some(i) = bytes.iter().rposition(|&b| b == b'/') {
+            let (dir, name) = (&bytes[..i], &bytes[i + 1..]);
+            let clean = !dir.is_empty() && !dir.ends_with(b"/") && !dir.ends_with(b"/.");
+            if clean && !matches!(name, b"" | b"." | b"..") {
+                return Some((
+                    Path::new(std::ffi::OsStr::from_bytes(dir)),
+                    std::ffi::OsStr::from_bytes(name),
+                ));
+            }
+        }
+    }
+    path.parent().zip(path.file_name())
+}
+
 /// Folders a worker has open to stat files in, the latest first. A stat
 /// relative to its folder spares the kernel the walk down the whole path,
 /// most of the cost of checking that a large tree has not changed.
@@ -971,14 +1048,13 @@ impl Folders {
     #[cfg(unix)]
     fn size_and_time(&mut self, path: &Path) -> Option<(u64, i64)> {
         use nix::fcntl::AtFlags;
-        let (dir, name) = (path.parent(), path.file_name());
-        let at = match dir.zip(name).filter(|(d, _)| !d.as_os_str().is_empty()) {
+        let at = match split_name(path).filter(|(d, _)| !d.as_os_str().is_empty()) {
             None => None,
             Some((dir, name)) => match self.0.iter().position(|(d, _)| d.as_os_str() == dir.as_os_str()) {
                 Some(i) => Some((i, name)),
                 // A folder that cannot be opened (no read permission)
                 // is stat'ed through by path.
-                None => std::fs::File::open(dir).ok().map(|f| {
+                None => self.open(dir).map(|f| {
                     self.0.truncate(Self::KEPT - 1);
                     self.0.insert(0, (dir.to_owned(), f));
                     (0, name)
@@ -1000,6 +1076,20 @@ impl Folders {
     #[cfg(not(unix))]
     fn size_and_time(&mut self, path: &Path) -> Option<(u64, i64)> {
         std::fs::metadata(path).ok().map(|m| (m.len(), mtime_ns(&m)))
+    }
+
+    /// Opens the folder `dir`: from its parent when that is open (files
+    /// come in path order, so a subfolder's parent usually is), which
+    /// spares the kernel the walk down the whole path.
+    #[cfg(unix)]
+    fn open(&self, dir: &Path) -> Option<std::fs::File> {
+        use nix::fcntl::OFlag;
+        let from_parent = split_name(dir).and_then(|(parent, name)| {
+            let (_, fd) = self.0.iter().find(|(d, _)| d.as_os_str() == parent.as_os_str())?;
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            nix::fcntl::openat(fd, name, flags, nix::sys::stat::Mode::empty()).ok()
+        });
+        from_parent.map_or_else(|| std::fs::File::open(dir).ok(), |fd| Some(fd.into()))
     }
 }
 
@@ -1050,19 +1140,7 @@ fn read_stable_with(
 }
 
 /// Reads one file into a walk item: a document, unchanged, or a skip.
-fn read_entry(
-    path: &Path,
-    shown: String,
-    opts: &WalkOptions,
-    corpus_bytes: &AtomicU64,
-    folders: &mut Folders,
-) -> WalkItem {
-    if let Some(known) = opts.known.get(&shown) {
-        if folders.size_and_time(path) == Some((known.bytes, known.mtime_ns)) {
-            corpus_bytes.fetch_add(known.bytes, Ordering::Relaxed);
-            return WalkItem::Unchanged { path: shown };
-        }
-    }
+fn read_entry(path: &Path, shown: String, opts: &WalkOptions, corpus_bytes: &AtomicU64) -> WalkItem {
     match read_file(path, &shown, opts, corpus_bytes) {
         Ok(item) => item,
         Err((reason, detail)) => WalkItem::Skip(Skip {
@@ -1190,6 +1268,7 @@ mod tests {
             WalkItem::Document(d) => docs.push(*d),
             WalkItem::Skip(s) => skips.push(s),
             WalkItem::Unchanged { path } => unchanged.push(path),
+            listed @ WalkItem::UnchangedListed { .. } => unchanged.extend(listed.paths().map(str::to_owned)),
         });
         docs.sort_by(|a, b| a.path.cmp(&b.path));
         skips.sort_by(|a, b| a.path.cmp(&b.path));
@@ -1265,6 +1344,16 @@ mod tests {
             );
         }
         assert!(!docs.iter().any(|d| d.path.contains("kept.txt")), "{docs:?}");
+    }
+
+    #[test]
+    fn a_path_splits_into_folder_and_name_as_path_methods_split_it() {
+        for p in [
+            "a/b", "./a/b", "./x", "x", "/a", "/a/b", "a/./b", "a/../b", "a//b", "a/b/", "a/..", "a/.", "..", "/", "",
+        ] {
+            let p = Path::new(p);
+            assert_eq!(split_name(p), p.parent().zip(p.file_name()), "{}", p.display());
+        }
     }
 
     #[test]
@@ -1448,10 +1537,11 @@ mod tests {
     fn walked(roots: &[PathBuf], opts: &WalkOptions) -> (Vec<String>, Walked) {
         let mut items = Vec::new();
         let walked = walk_batches(roots, opts, &|_| {}, |batch| {
-            items.extend(batch.into_iter().map(|item| match item {
-                WalkItem::Document(d) => format!("document {}", d.path),
-                WalkItem::Unchanged { path } => format!("unchanged {path}"),
-                WalkItem::Skip(s) => format!("{} {}", s.reason.as_str(), s.path),
+            items.extend(batch.into_iter().flat_map(|item| match item {
+                WalkItem::Document(d) => vec![format!("document {}", d.path)],
+                WalkItem::Unchanged { path } => vec![format!("unchanged {path}")],
+                listed @ WalkItem::UnchangedListed { .. } => listed.paths().map(|p| format!("unchanged {p}")).collect(),
+                WalkItem::Skip(s) => vec![format!("{} {}", s.reason.as_str(), s.path)],
             }));
         });
         items.sort_by(|a, b| a.split_once(' ').unwrap().1.cmp(b.split_once(' ').unwrap().1));
@@ -1512,12 +1602,14 @@ mod tests {
         let roots = [root.clone()];
         let (first, walked_first) = walked(&roots, &WalkOptions::default());
         assert!(!walked_first.replayed);
-        let listing = walked_first.listing.expect("a settled tree gets a listing");
+        let mut listing = walked_first.listing.expect("a settled tree gets a listing");
         assert!(first.iter().all(|i| !i.ends_with("build.log")), "{first:?}");
         let opts = WalkOptions {
             known: Arc::new(known_of(&first)),
             ..WalkOptions::default()
         };
+        // The corpus keeps the listing with what it holds of each file.
+        listing.set_known(&opts.known);
         let bytes = listing.to_bytes();
         let check = || check_listing(&roots, &opts, &bytes);
         let replay = |opts: &WalkOptions| {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::corpus::{Corpus, CorpusError, GitSummary, IngestSummary, ListingUse, StoredDocument};
-use crate::ingest::{check_listing, display_path, git, walk_batches, Document, KnownFiles, WalkOptions};
+use crate::ingest::{check_listing, display_path, git, walk_batches, Document, WalkItem, WalkOptions};
 
 use crate::prompt::{count_block, count_units, render_document, Tokenizer, LAYOUT_VERSION};
 
@@ -46,22 +46,31 @@ pub fn ingest_while_loading<'t>(
     let recorded = corpus.keeps_secrets()?;
     let same_redaction = recorded.is_none_or(|keep| keep == opts.keep_secrets);
     let kept_listing = corpus.walk_listing()?;
-    // The listing's folders are stat'ed while the known files load.
-    let (known, listing) = std::thread::scope(|scope| {
+    // The listing's folders are stat'ed while the documents written since
+    // it was kept are read.
+    let (touched, listing) = std::thread::scope(|scope| {
         let check = kept_listing
             .as_deref()
             .filter(|_| !opts.rescan)
             .map(|bytes| scope.spawn(|| check_listing(roots, &opts, bytes)));
-        let known = if same_redaction {
-            corpus.known_files()
-        } else {
-            Ok(KnownFiles::default())
-        };
+        let touched = check.as_ref().map(|_| corpus.touched_files()).transpose();
         let listing = check.and_then(|c| c.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-        (known, listing)
+        (touched, listing)
     });
-    opts.known = std::sync::Arc::new(known?);
-    opts.listing = listing.map(std::sync::Arc::new);
+    let touched = touched?.unwrap_or_default();
+    // A listing that holds says what the corpus holds for each file; a
+    // walk looks each one up in the corpus's documents.
+    opts.listing = listing.map(|mut listing| {
+        if same_redaction {
+            listing.update_known(&touched);
+        } else {
+            listing.forget_known();
+        }
+        std::sync::Arc::new(listing)
+    });
+    if opts.listing.is_none() && same_redaction {
+        opts.known = std::sync::Arc::new(corpus.known_files()?);
+    }
     let git_reads = start_git(corpus, roots)?;
     let tokenizer = || tokenizer.and_then(|wait| wait());
     // With a cheap counter, each document is counted by the walker that
@@ -98,8 +107,8 @@ pub fn ingest_while_loading<'t>(
             store_in.store_run_with_totals(root_names, stored.into_iter().flatten(), !same_redaction, totals)
         });
         let walked = walk_batches(roots, &opts, &count, |batch| {
-            for item in &batch {
-                on_file(item.path());
+            for path in batch.iter().flat_map(WalkItem::paths) {
+                on_file(path);
             }
             // A store that stopped early has an error, which join returns.
             let _ = to_store.send(batch);
@@ -111,9 +120,16 @@ pub fn ingest_while_loading<'t>(
     let mut summary = summary?;
     // Kept once the run is stored; a listing that no longer holds goes.
     summary.listing = if walked.replayed {
+        // Once many documents were written since the listing was kept,
+        // it is kept again with what the corpus now holds.
+        if touched.len() > TOUCHED_BEFORE_KEEPING_AGAIN {
+            if let Some(listing) = opts.listing.take() {
+                corpus.set_walk_listing(Some(&mut std::sync::Arc::unwrap_or_clone(listing)))?;
+            }
+        }
         ListingUse::Used
-    } else if let Some(listing) = walked.listing {
-        corpus.set_walk_listing(Some(&listing.to_bytes()))?;
+    } else if let Some(mut listing) = walked.listing {
+        corpus.set_walk_listing(Some(&mut listing))?;
         ListingUse::Recorded
     } else {
         if kept_listing.is_some() {
@@ -128,7 +144,7 @@ pub fn ingest_while_loading<'t>(
     }
     summary.git = finish_git(corpus, git_reads)?;
     if let Some(tok) = tokenizer() {
-        summary.tokens = corpus_tokens(corpus, tok)?;
+        summary.tokens = tokens_of(corpus, tok, summary.documents)?;
     }
     summary.peak_rss = crate::corpus::PeakRss::now();
     // The known files and the listing of a large tree take a millisecond
@@ -136,6 +152,12 @@ pub fn ingest_while_loading<'t>(
     drop_in_background(opts);
     Ok(summary)
 }
+
+/// Documents written since the walk listing was kept, past which a
+/// re-ingest that took the listing keeps it again (reading every
+/// document's size and time, a few milliseconds for a large tree), so
+/// that later ones need not look up so many.
+const TOUCHED_BEFORE_KEEPING_AGAIN: usize = 256;
 
 /// Drops `value` on a thread of its own (one that the process may end
 /// before it is done); here when no thread can be had.
@@ -289,9 +311,15 @@ pub fn document_tokens(
 /// (without listing every document: a re-ingest of a large tree ends
 /// with this).
 pub fn corpus_tokens(corpus: &mut Corpus, tokenizer: &dyn Tokenizer) -> Result<u64, CorpusError> {
+    let documents = corpus.document_count()?;
+    tokens_of(corpus, tokenizer, documents)
+}
+
+/// [`corpus_tokens`] of a corpus known to hold `documents` documents.
+fn tokens_of(corpus: &mut Corpus, tokenizer: &dyn Tokenizer, documents: u64) -> Result<u64, CorpusError> {
     let key = totals_key(tokenizer);
     let (counted, sum) = corpus.document_token_sum(&key)?;
-    if counted == corpus.document_count()? {
+    if counted == documents {
         return Ok(sum);
     }
     count_missing(corpus, tokenizer)?;
