@@ -561,7 +561,7 @@ fn r18_an_injected_instruction_stays_data_and_the_audit_still_reports() {
 
     let mut corpus = scout::corpus::Corpus::open(&corpus_path).unwrap();
     let opts = AuditOptions {
-        pipeline: scout::tasks::pipeline::Pipeline::load("security").unwrap(),
+        pipeline: scout::tasks::pipeline::Pipeline::load("security", &scout::tasks::access::Access::Anywhere).unwrap(),
         generate: scout::engine::GenerateParams::default(),
         max_findings: 5,
     };

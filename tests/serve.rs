@@ -11,18 +11,28 @@ use crate::util::{data, model, scout};
 
 const KEY: &str = "test-key-4711";
 
-struct Serve {
+/// A `scout serve` on loopback with the default model, killed when dropped.
+pub struct Serve {
     child: Child,
-    url: String,
+    pub url: String,
     log: tempfile::NamedTempFile,
 }
 
 impl Serve {
-    fn start(cache: &Path, extra: &[&str]) -> Serve {
+    /// A server over the test data, its corpora in `cache/server`.
+    pub fn start(cache: &Path, extra: &[&str]) -> Serve {
+        Self::start_in(cache, &[&data("")], extra)
+    }
+
+    /// A server that reads under `roots` alone.
+    pub fn start_in(cache: &Path, roots: &[&Path], extra: &[&str]) -> Serve {
         let log = tempfile::NamedTempFile::new().unwrap();
-        let child = scout(cache)
-            .args(["serve", "--listen", "127.0.0.1:0", "--threads", "1", "--root"])
-            .arg(data(""))
+        let mut command = scout(cache);
+        command.args(["serve", "--listen", "127.0.0.1:0", "--threads", "1"]);
+        for root in roots {
+            command.arg("--root").arg(root);
+        }
+        let child = command
             .arg("--data")
             .arg(cache.join("server"))
             .arg("--model")
@@ -56,12 +66,12 @@ impl Serve {
         }
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     /// (status, body) of a request; `key` adds the bearer token.
-    fn call(&self, method: &str, path: &str, body: Option<&Value>, key: bool) -> (u16, String) {
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>, key: bool) -> (u16, String) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(300)))
@@ -98,8 +108,36 @@ impl Serve {
         (status, text)
     }
 
+    /// Runs a batch of JSONL `jobs` to its end (at most `within`): its
+    /// last status and its results file.
+    pub fn batch(&self, jobs: &str, within: Duration) -> (Value, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let resp = agent
+            .post(&format!("{}/v1/batches", self.url))
+            .header("authorization", &format!("Bearer {KEY}"))
+            .send(jobs)
+            .unwrap_or_else(|e| panic!("POST /v1/batches: {e}\n{}", self.log()));
+        let status = resp.status().as_u16();
+        let text = resp.into_body().read_to_string().unwrap_or_default();
+        assert_eq!(status, 202, "{text}");
+        let id = serde_json::from_str::<Value>(&text).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let started = Instant::now();
+        loop {
+            let (_, st) = self.json("GET", &format!("/v1/batches/{id}"), None);
+            if st["status"] != "running" {
+                let (_, results) = self.call("GET", &format!("/v1/batches/{id}/results"), None, true);
+                return (st, results);
+            }
+            assert!(started.elapsed() < within, "batch still running: {st}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Creates corpus `needle` from the needle's files.
-    fn create_needle(&self) {
+    pub fn create_needle(&self) {
         let (status, body) = self.json(
             "POST",
             "/v1/corpora",
@@ -108,7 +146,7 @@ impl Serve {
         assert_eq!(status, 201, "{body}");
     }
 
-    fn json(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    pub fn json(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         let (status, text) = self.call(method, path, body, true);
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
@@ -336,30 +374,9 @@ fn serve_answers_every_route_with_the_cli_json() {
         json!({"custom_id": "b2", "method": "POST", "url": "/v1/chat/completions",
                "body": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}})
     );
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let resp = agent
-        .post(&format!("{}/v1/batches", s.url))
-        .header("authorization", &format!("Bearer {KEY}"))
-        .send(jobs)
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
-    let batch: Value = serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap();
-    let id = batch["id"].as_str().unwrap().to_owned();
-    let started = Instant::now();
-    loop {
-        let (_, st) = s.json("GET", &format!("/v1/batches/{id}"), None);
-        if st["status"] != "running" {
-            assert_eq!(st["status"], "done", "{st}");
-            assert_eq!((st["done"].as_u64(), st["failed"].as_u64()), (Some(2), Some(0)), "{st}");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "batch still running: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let (_, results) = s.call("GET", &format!("/v1/batches/{id}/results"), None, true);
+    let (st, results) = s.batch(&jobs, Duration::from_secs(240));
+    assert_eq!(st["status"], "done", "{st}");
+    assert_eq!((st["done"].as_u64(), st["failed"].as_u64()), (Some(2), Some(0)), "{st}");
     assert_eq!(results.lines().count(), 2, "{results}");
 
     // Metrics, then delete.

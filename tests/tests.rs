@@ -12,6 +12,7 @@ mod openai;
 mod plan;
 mod reliability;
 mod serve;
+mod serve_access;
 mod tasks;
 mod tokens;
 mod util;

@@ -26,6 +26,7 @@ use crate::kv::disk::DiskTier;
 use crate::limits::{Limits, ANSWER_TOKENS};
 use crate::report;
 use crate::report::map::{map_html, MapEntry};
+use crate::tasks::access::Access;
 use crate::tasks::ask::{ask, AskEvent, AskOptions, Step};
 use crate::tasks::audit::{audit, AuditOptions};
 use crate::tasks::extract::{extract, ExtractOptions, ExtractSchema};
@@ -1081,8 +1082,16 @@ fn open_sources(
 fn run_ask(a: &AskArgs) -> Result<i32> {
     check_sources(&a.sources)?;
     // Checked before the model loads: a typo should not cost a load.
-    let pipeline = a.pipeline.as_deref().map(Pipeline::load).transpose()?;
-    let schema = a.schema.as_deref().map(ExtractSchema::load).transpose()?;
+    let pipeline = a
+        .pipeline
+        .as_deref()
+        .map(|p| Pipeline::load(p, &Access::Anywhere))
+        .transpose()?;
+    let schema = a
+        .schema
+        .as_deref()
+        .map(|s| ExtractSchema::load(s, &Access::Anywhere))
+        .transpose()?;
     let mut say = say(a.quiet);
     let (mut engine, engine_line) = a.common.model.engine(&a.common.run, &mut say)?;
 
@@ -1152,7 +1161,7 @@ fn write_file(path: &std::path::Path, text: &str, quiet: bool) -> Result<()> {
 
 fn run_audit(a: &AuditArgs) -> Result<i32> {
     check_sources(&a.sources)?;
-    let pipeline = Pipeline::load(&a.pipeline)?;
+    let pipeline = Pipeline::load(a.pipeline.as_str(), &Access::Anywhere)?;
     if let Some(level) = &a.fail_on {
         if !pipeline.severities.contains(level) {
             bail!(
@@ -1242,7 +1251,7 @@ fn run_audit(a: &AuditArgs) -> Result<i32> {
 
 fn run_extract(a: &ExtractArgs) -> Result<i32> {
     check_sources(&a.sources)?;
-    let schema = ExtractSchema::load(&a.schema)?;
+    let schema = ExtractSchema::load(a.schema.as_str(), &Access::Anywhere)?;
     let mut say = say(a.quiet);
     let (mut engine, engine_line) = a.common.model.engine(&a.common.run, &mut say)?;
     let (mut corpus, ingest_errors) = open_sources(&a.sources, &a.common.walk.options(true), a.quiet, &mut say)?;

@@ -444,7 +444,7 @@ mod tests {
 
     fn sample() -> AuditReport {
         use crate::tasks::audit::{AuditSummary, AuditWindow, CodeSnippet, FindingAnchor, PipelineInfo};
-        let p = crate::tasks::pipeline::Pipeline::load("security").unwrap();
+        let p = crate::tasks::pipeline::Pipeline::load("security", &crate::tasks::access::Access::Anywhere).unwrap();
         let finding = |rule: &str, sev: &str, path: &str, lines: (u32, u32), verified: bool| Finding {
             id: "0123456789abcdef".to_owned(),
             rule_id: rule.to_owned(),

@@ -37,6 +37,7 @@ use tokio_stream::StreamExt;
 use crate::corpus::Corpus;
 use crate::engine::{Cancel, Engine, GenerateParams};
 use crate::ingest::WalkOptions;
+use crate::tasks::access::{Access, Named};
 use crate::tasks::ask::{ask, corpus_message, AskEvent, AskOptions};
 use crate::tasks::audit::{audit, AuditOptions};
 use crate::tasks::batch::{
@@ -96,6 +97,13 @@ struct App {
     metrics: metrics::Metrics,
     factory: Arc<EngineFactory>,
     batches: Mutex<HashMap<String, BatchStatus>>,
+}
+
+impl App {
+    /// What a request may name: files under the server's roots only.
+    fn access(&self) -> Access {
+        Access::Under(self.opts.roots.clone())
+    }
 }
 
 /// An error as the API returns it: OpenAI's `{"error": {...}}` shape.
@@ -666,10 +674,12 @@ struct AskBody {
     question: String,
     #[serde(default)]
     max_tokens: Option<u32>,
+    /// A built-in name, a file under the roots, or the JSON Schema itself.
     #[serde(default)]
-    schema: Option<String>,
+    schema: Option<Named>,
+    /// A built-in name, a file under the roots, or `{"toml": "..."}`.
     #[serde(default)]
-    pipeline: Option<String>,
+    pipeline: Option<Named>,
     #[serde(default)]
     stream: bool,
 }
@@ -688,16 +698,17 @@ async fn ask_route(
     if body.question.trim().is_empty() {
         return Err(ApiError::bad("`question` is empty"));
     }
+    let access = app.access();
     let pipeline = body
         .pipeline
-        .as_deref()
-        .map(Pipeline::load)
+        .clone()
+        .map(|p| Pipeline::load(p, &access))
         .transpose()
         .map_err(|e| ApiError::bad(e.to_string()))?;
     let schema = body
         .schema
-        .as_deref()
-        .map(ExtractSchema::load)
+        .clone()
+        .map(|s| ExtractSchema::load(s, &access))
         .transpose()
         .map_err(|e| ApiError::bad(e.to_string()))?;
     let max_tokens = body.max_tokens.unwrap_or(app.opts.max_tokens);
@@ -773,8 +784,9 @@ async fn ask_route(
 
 #[derive(Debug, Deserialize)]
 struct AuditBody {
+    /// A built-in name, a file under the roots, or `{"toml": "..."}`.
     #[serde(default)]
-    pipeline: Option<String>,
+    pipeline: Option<Named>,
     #[serde(default)]
     max_findings: Option<u32>,
     #[serde(default)]
@@ -787,8 +799,11 @@ async fn audit_route(
     Json(body): Json<AuditBody>,
 ) -> ApiResult<Json<Value>> {
     let path = corpus_path(&app, &id)?;
-    let pipeline =
-        Pipeline::load(body.pipeline.as_deref().unwrap_or("security")).map_err(|e| ApiError::bad(e.to_string()))?;
+    let pipeline = Pipeline::load(
+        body.pipeline.clone().unwrap_or_else(|| "security".into()),
+        &app.access(),
+    )
+    .map_err(|e| ApiError::bad(e.to_string()))?;
     let app2 = Arc::clone(&app);
     let v = on_engine(&app, move |engine, cancel| {
         let mut corpus = open_corpus(&path, &id)?;
@@ -813,7 +828,8 @@ async fn audit_route(
 
 #[derive(Debug, Deserialize)]
 struct ExtractBody {
-    schema: String,
+    /// A built-in name, a file under the roots, or the JSON Schema itself.
+    schema: Named,
     #[serde(default)]
     per_page: bool,
     #[serde(default)]
@@ -826,7 +842,7 @@ async fn extract_route(
     Json(body): Json<ExtractBody>,
 ) -> ApiResult<Json<Value>> {
     let path = corpus_path(&app, &id)?;
-    let schema = ExtractSchema::load(&body.schema).map_err(|e| ApiError::bad(e.to_string()))?;
+    let schema = ExtractSchema::load(body.schema.clone(), &app.access()).map_err(|e| ApiError::bad(e.to_string()))?;
     let app2 = Arc::clone(&app);
     let v = on_engine(&app, move |engine, cancel| {
         let mut corpus = open_corpus(&path, &id)?;

@@ -636,7 +636,7 @@ mod tests {
     fn findings_are_checked_against_the_cited_lines() {
         let docs = vec![doc("src/app.py", APP)];
         let index = CorpusIndex::new(&docs);
-        let p = Pipeline::load("security").unwrap();
+        let p = Pipeline::load("security", &crate::tasks::access::Access::Anywhere).unwrap();
         let ok = check(
             &raw("command-injection", "src/app.py", (4, 4), "os.system(\"ls \"  +  cmd)"),
             0,
@@ -705,7 +705,7 @@ mod tests {
     fn duplicates_merge_and_the_verified_report_stands() {
         let docs = vec![doc("src/app.py", APP)];
         let index = CorpusIndex::new(&docs);
-        let p = Pipeline::load("security").unwrap();
+        let p = Pipeline::load("security", &crate::tasks::access::Access::Anywhere).unwrap();
         let a = check(
             &raw("command-injection", "src/app.py", (1, 1), "nothing like it"),
             0,
@@ -756,7 +756,7 @@ mod tests {
 
     #[test]
     fn the_window_schema_names_only_real_rules_and_paths() {
-        let p = Pipeline::load("security").unwrap();
+        let p = Pipeline::load("security", &crate::tasks::access::Access::Anywhere).unwrap();
         let s = window_schema(&p, &["a.py", "b.rs"], 5);
         let item = &s["properties"]["findings"]["items"]["properties"];
         assert_eq!(item["path"]["enum"], json!(["a.py", "b.rs"]));

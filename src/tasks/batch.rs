@@ -26,6 +26,8 @@ use serde_json::{json, Value};
 
 use crate::corpus::Corpus;
 use crate::engine::{Cancel, Engine, GenerateParams};
+pub use crate::tasks::access::allowed_path;
+use crate::tasks::access::{Access, Named};
 use crate::tasks::ask::{ask, ask_many, AskOptions};
 use crate::tasks::audit::{audit, AuditOptions};
 use crate::tasks::chat::chat;
@@ -42,25 +44,28 @@ pub enum Source {
     Paths(Vec<PathBuf>),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A job as it will run. Pipelines and schemas are loaded when the line is
+/// read (a built-in, a file under the roots, or given inline), so what was
+/// checked is what runs.
+#[derive(Debug, Clone)]
 pub enum JobSpec {
     Ask {
         source: Source,
         question: String,
-        /// Pipeline and schema names, as for `ask --pipeline/--schema`.
-        pipeline: Option<String>,
-        schema: Option<String>,
+        /// As for `ask --pipeline/--schema`.
+        pipeline: Option<Pipeline>,
+        schema: Option<ExtractSchema>,
         max_tokens: Option<u32>,
     },
     Audit {
         source: Source,
-        pipeline: String,
+        pipeline: Pipeline,
         max_findings: Option<u32>,
         max_tokens: Option<u32>,
     },
     Extract {
         source: Source,
-        schema: String,
+        schema: ExtractSchema,
         per_page: bool,
         max_tokens: Option<u32>,
     },
@@ -92,7 +97,7 @@ impl JobSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Job {
     /// The job's id (`id`, or the OpenAI format's `custom_id`).
     pub id: String,
@@ -148,37 +153,15 @@ struct ScoutLine {
     #[serde(default)]
     question: Option<String>,
     #[serde(default)]
-    pipeline: Option<String>,
+    pipeline: Option<Named>,
     #[serde(default)]
-    schema: Option<String>,
+    schema: Option<Named>,
     #[serde(default)]
     per_page: bool,
     #[serde(default)]
     max_findings: Option<u32>,
     #[serde(default)]
     max_tokens: Option<u32>,
-}
-
-/// Resolves a path named in a job and checks it lies under an allowed
-/// root. URLs are refused: scout never fetches.
-pub fn allowed_path(p: &str, roots: &[PathBuf]) -> Result<PathBuf, String> {
-    if p.contains("://") {
-        return Err(format!("{p}: URLs are never fetched; give a local path"));
-    }
-    let path = Path::new(p);
-    let real = path.canonicalize().map_err(|e| format!("{p}: {e}"))?;
-    if roots.iter().any(|r| real.starts_with(r)) {
-        Ok(path.to_path_buf())
-    } else {
-        Err(format!(
-            "{p} is outside the allowed roots ({}); add --root to allow it",
-            roots
-                .iter()
-                .map(|r| r.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-    }
 }
 
 fn id_text(v: &Value) -> Option<String> {
@@ -213,6 +196,11 @@ fn parse_scout(v: Value, roots: &[PathBuf]) -> Result<(String, JobSpec), (Option
             ))
         }
     };
+    // A job names pipelines and schemas as a request does: built in,
+    // under the roots, or inline; never any file the process can read.
+    let access = Access::Under(roots.to_vec());
+    let pipeline = |named: Named| Pipeline::load(named, &access).map_err(|e| fail(e.to_string()));
+    let schema = |named: Named| ExtractSchema::load(named, &access).map_err(|e| fail(e.to_string()));
     let spec = match line.task.as_str() {
         "ask" => JobSpec::Ask {
             source,
@@ -220,21 +208,21 @@ fn parse_scout(v: Value, roots: &[PathBuf]) -> Result<(String, JobSpec), (Option
                 .question
                 .filter(|q| !q.trim().is_empty())
                 .ok_or_else(|| fail("an ask job needs a `question`".to_owned()))?,
-            pipeline: line.pipeline,
-            schema: line.schema,
+            pipeline: line.pipeline.map(pipeline).transpose()?,
+            schema: line.schema.map(schema).transpose()?,
             max_tokens: line.max_tokens,
         },
         "audit" => JobSpec::Audit {
             source,
-            pipeline: line.pipeline.unwrap_or_else(|| "security".to_owned()),
+            pipeline: pipeline(line.pipeline.unwrap_or_else(|| "security".into()))?,
             max_findings: line.max_findings,
             max_tokens: line.max_tokens,
         },
         "extract" => JobSpec::Extract {
             source,
-            schema: line
-                .schema
-                .ok_or_else(|| fail("an extract job needs a `schema` (receipt, invoice, form or a file)".to_owned()))?,
+            schema: schema(line.schema.ok_or_else(|| {
+                fail("an extract job needs a `schema` (receipt, invoice, form, a file or the schema itself)".to_owned())
+            })?)?,
             per_page: line.per_page,
             max_tokens: line.max_tokens,
         },
@@ -539,16 +527,8 @@ impl<'a> Worker<'a> {
                 max_tokens: max_tokens.unwrap_or(default_max_tokens),
                 ..GenerateParams::default()
             },
-            pipeline: pipeline
-                .as_deref()
-                .map(Pipeline::load)
-                .transpose()
-                .map_err(|e| e.to_string())?,
-            schema: schema
-                .as_deref()
-                .map(ExtractSchema::load)
-                .transpose()
-                .map_err(|e| e.to_string())?,
+            pipeline: pipeline.clone(),
+            schema: schema.clone(),
         })
     }
 
@@ -618,10 +598,9 @@ impl<'a> Worker<'a> {
                 max_findings,
                 max_tokens,
             } => {
-                let pipeline = Pipeline::load(pipeline).map_err(|e| e.to_string())?;
                 let corpus = Self::corpus(&mut self.corpus, self.open, source, false)?;
                 let opts = AuditOptions {
-                    pipeline,
+                    pipeline: pipeline.clone(),
                     generate: generate(*max_tokens, 1536, 1.0),
                     max_findings: max_findings.unwrap_or(8).max(1),
                 };
@@ -633,13 +612,12 @@ impl<'a> Worker<'a> {
                 per_page,
                 max_tokens,
             } => {
-                let schema = ExtractSchema::load(schema).map_err(|e| e.to_string())?;
                 let corpus = Self::corpus(&mut self.corpus, self.open, source, true)?;
                 let opts = ExtractOptions {
                     generate: generate(*max_tokens, 768, 1.0),
                     per_page: *per_page,
                 };
-                let objects = extract(corpus, engine, &schema, &opts, quiet, &mut |_| {}).map_err(|e| e.to_string())?;
+                let objects = extract(corpus, engine, schema, &opts, quiet, &mut |_| {}).map_err(|e| e.to_string())?;
                 let failed = objects.iter().filter(|o| !o.valid).count();
                 let value = serde_json::to_value(&objects).map_err(|e| e.to_string())?;
                 if failed > 0 {
@@ -829,7 +807,7 @@ not json
         let jobs = parse_jobs(text, &roots()).unwrap();
         assert_eq!(jobs.len(), 8);
         assert!(matches!(&jobs[0].spec, JobSpec::Ask { question, .. } if question == "q?"));
-        assert!(matches!(&jobs[1].spec, JobSpec::Audit { pipeline, .. } if pipeline == "code-review"));
+        assert!(matches!(&jobs[1].spec, JobSpec::Audit { pipeline, .. } if pipeline.name == "code-review"));
         assert_eq!(jobs[1].id, "2");
         assert!(jobs[2].openai && matches!(jobs[2].spec, JobSpec::Chat { .. }));
         let error = |i: usize| match &jobs[i].spec {

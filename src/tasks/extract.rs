@@ -23,6 +23,7 @@ use crate::ingest::ocr::{union, OcrLine};
 use crate::ingest::DocumentKind;
 use crate::limits::GENERATED_STRING_CHARS;
 use crate::prompt::preamble;
+use crate::tasks::access::{Access, Found, Library, LookupError, Named};
 use crate::tasks::ask::{document_blocks, messages, AskError, AskEvent, Caller, Step, Usage};
 use crate::tasks::citations::{locate, squash};
 
@@ -35,16 +36,17 @@ pub const BUILT_IN: [(&str, &str); 3] = [
     ("form", include_str!("../../prompts/schemas/form.json")),
 ];
 
+const LIBRARY: Library = Library {
+    kind: "schema",
+    built_in: &BUILT_IN,
+    folder: "prompts/schemas/",
+    extension: ".json",
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    #[error("no schema named {0:?}: give a JSON Schema file's path, or one of receipt, invoice, form")]
-    Unknown(String),
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
     #[error("{path}: not JSON: {message}")]
     NotJson { path: String, message: String },
     #[error("{path}: not a valid JSON Schema: {message}")]
@@ -70,23 +72,16 @@ impl std::fmt::Debug for ExtractSchema {
 }
 
 impl ExtractSchema {
-    /// A built-in schema by name (or `prompts/schemas/NAME.json`), or a file.
-    pub fn load(name_or_path: &str) -> Result<Self, SchemaError> {
-        let path = std::path::Path::new(name_or_path);
-        if path.is_file() {
-            let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Read {
-                path: name_or_path.to_owned(),
-                source,
-            })?;
-            return Self::parse(&text, name_or_path);
-        }
-        let name = name_or_path
-            .strip_prefix("prompts/schemas/")
-            .and_then(|n| n.strip_suffix(".json"))
-            .unwrap_or(name_or_path);
-        match BUILT_IN.iter().find(|(n, _)| *n == name) {
-            Some((n, text)) => Self::parse(text, n),
-            None => Err(SchemaError::Unknown(name_or_path.to_owned())),
+    /// A built-in schema by name (or `prompts/schemas/NAME.json`), a file
+    /// (any file with [`Access::Anywhere`], only one under a root
+    /// otherwise), or, from a request, the JSON Schema object itself.
+    pub fn load(named: impl Into<Named>, access: &Access) -> Result<Self, SchemaError> {
+        match named.into() {
+            Named::Name(name) => match LIBRARY.find(&name, access)? {
+                Found::BuiltIn { name, text } => Self::parse(text, name),
+                Found::File { path, text } => Self::parse(&text, &path),
+            },
+            Named::Inline(schema) => Self::checked(schema, "request"),
         }
     }
 
@@ -124,6 +119,11 @@ impl ExtractSchema {
             path: name.to_owned(),
             message: e.to_string(),
         })?;
+        Self::checked(schema, name)
+    }
+
+    /// A parsed schema, checked to describe one object.
+    fn checked(schema: Value, name: &str) -> Result<Self, SchemaError> {
         if schema["type"] != "object" || !schema["properties"].is_object() {
             return Err(SchemaError::NotObject { path: name.to_owned() });
         }
@@ -571,7 +571,7 @@ mod tests {
         let unit = receipt();
         let data =
             serde_json::json!({"company": "CORNER HARDWARE SDN BHD", "date": "", "address": "x", "total": "11.98"});
-        let schema = ExtractSchema::load("receipt").unwrap();
+        let schema = ExtractSchema::load("receipt", &Access::Anywhere).unwrap();
         let line = Extraction {
             path: "r.png".to_owned(),
             page: None,
@@ -614,10 +614,10 @@ mod tests {
     #[test]
     fn shipped_schemas_load_and_bad_ones_say_why() {
         for (name, _) in BUILT_IN {
-            let s = ExtractSchema::load(name).unwrap();
+            let s = ExtractSchema::load(name, &Access::Anywhere).unwrap();
             assert!(!s.fields_text().is_empty());
         }
-        let r = ExtractSchema::load("prompts/schemas/receipt.json").unwrap();
+        let r = ExtractSchema::load("prompts/schemas/receipt.json", &Access::Anywhere).unwrap();
         assert!(r.fields_text().contains("- total (the total amount paid"));
         assert!(r
             .errors(&serde_json::json!({"company": "x"}))
@@ -634,11 +634,11 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("b.json: not a valid JSON Schema"), "{e}");
-        assert!(ExtractSchema::load("nope")
+        assert!(ExtractSchema::load("nope", &Access::Anywhere)
             .unwrap_err()
             .to_string()
             .contains("receipt, invoice, form"));
-        let invoice = ExtractSchema::load("invoice").unwrap();
+        let invoice = ExtractSchema::load("invoice", &Access::Anywhere).unwrap();
         assert!(invoice
             .fields_text()
             .contains("a list of {description, quantity, amount}"));

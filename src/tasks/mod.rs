@@ -5,6 +5,7 @@
 //! and checks the answer's citations. Prompts come from `prompts/`.
 //! Never renders reports: results are plain data for `report`.
 
+pub mod access;
 pub mod ask;
 pub mod audit;
 pub mod batch;

@@ -4,10 +4,10 @@
 //! Pipelines are TOML files (`pipelines/*.toml`); the shipped ones are
 //! built in by name, and any other path is read from disk.
 
-use std::path::Path;
-
 use globset::{GlobBuilder, GlobMatcher};
 use serde::{Deserialize, Serialize};
+
+use crate::tasks::access::{Access, Found, Library, LookupError, Named};
 
 /// The pipelines shipped with scout, by name.
 pub const BUILT_IN: [(&str, &str); 3] = [
@@ -67,22 +67,34 @@ pub struct Pipeline {
     include_patterns: Vec<String>,
 }
 
+const LIBRARY: Library = Library {
+    kind: "pipeline",
+    built_in: &BUILT_IN,
+    folder: "pipelines/",
+    extension: ".toml",
+};
+
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("no pipeline named {name:?}: give a TOML file's path, or one of {}", names())]
-    Unknown { name: String },
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
     #[error("{source_name}: {message}")]
     Invalid { source_name: String, message: String },
 }
 
-fn names() -> String {
-    BUILT_IN.map(|(n, _)| n).join(", ")
+/// A TOML error as line, column and message, without the quoted source
+/// line that its `Display` adds: the file may not be the caller's to read.
+#[must_use]
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+            format!("line {line}, column {column}: {}", e.message().trim_end())
+        }
+        None => e.message().trim_end().to_owned(),
+    }
 }
 
 /// A gitignore-style glob: without a `/` it matches a path's file name at
@@ -115,27 +127,22 @@ impl PathGlob {
 }
 
 impl Pipeline {
-    /// A built-in pipeline by name, or a TOML file by path.
-    pub fn load(name_or_path: &str) -> Result<Self, PipelineError> {
-        let path = Path::new(name_or_path);
-        if path.is_file() {
-            let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Read {
-                path: name_or_path.to_owned(),
-                source,
-            })?;
-            return Self::parse(&text, name_or_path);
-        }
-        // `security`, or `pipelines/security.toml` as the README spells it
-        // when run outside a checkout.
-        let name = name_or_path
-            .strip_prefix("pipelines/")
-            .and_then(|n| n.strip_suffix(".toml"))
-            .unwrap_or(name_or_path);
-        match BUILT_IN.iter().find(|(n, _)| *n == name) {
-            Some((_, text)) => Self::parse(text, "built-in"),
-            None => Err(PipelineError::Unknown {
-                name: name_or_path.to_owned(),
-            }),
+    /// A built-in pipeline by name, a TOML file by path (any file with
+    /// [`Access::Anywhere`], only one under a root otherwise), or, from a
+    /// request, `{"toml": "..."}`.
+    pub fn load(named: impl Into<Named>, access: &Access) -> Result<Self, PipelineError> {
+        match named.into() {
+            Named::Name(name) => match LIBRARY.find(&name, access)? {
+                Found::BuiltIn { text, .. } => Self::parse(text, "built-in"),
+                Found::File { path, text } => Self::parse(&text, &path),
+            },
+            Named::Inline(value) => match value.get("toml").and_then(serde_json::Value::as_str) {
+                Some(text) => Self::parse(text, "request"),
+                None => Err(PipelineError::Invalid {
+                    source_name: "request".to_owned(),
+                    message: "an inline pipeline is {\"toml\": \"...the pipeline's TOML text...\"}".to_owned(),
+                }),
+            },
         }
     }
 
@@ -145,7 +152,7 @@ impl Pipeline {
             source_name: source.to_owned(),
             message,
         };
-        let file: PipelineFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let file: PipelineFile = toml::from_str(text).map_err(|e| invalid(toml_error(text, &e)))?;
         if file.rules.is_empty() {
             return Err(invalid("a pipeline needs at least one [[rules]] entry".to_owned()));
         }
@@ -253,11 +260,11 @@ mod tests {
     #[test]
     fn built_in_pipelines_load() {
         for (name, _) in BUILT_IN {
-            let p = Pipeline::load(name).unwrap();
+            let p = Pipeline::load(name, &Access::Anywhere).unwrap();
             assert_eq!(p.name, name);
             assert!(!p.rules.is_empty());
         }
-        let security = Pipeline::load("security").unwrap();
+        let security = Pipeline::load("security", &Access::Anywhere).unwrap();
         assert!(
             security.rules.iter().all(|r| r.cwe.is_some()),
             "every security check names its CWE"
@@ -277,13 +284,13 @@ mod tests {
 
     #[test]
     fn globs_follow_gitignore_rules() {
-        let p = Pipeline::load("security").unwrap();
+        let p = Pipeline::load("security", &Access::Anywhere).unwrap();
         assert!(p.reads("app.py"));
         assert!(p.reads("deep/in/src/main.rs"));
         assert!(p.reads("docker/Dockerfile"));
         assert!(!p.reads("README.md"));
         assert!(!p.reads("web/vendor/jquery.min.js"), "excluded by *.min.js");
-        let l = Pipeline::load("licenses").unwrap();
+        let l = Pipeline::load("licenses", &Access::Anywhere).unwrap();
         assert!(l.reads("LICENSE"));
         assert!(l.reads("third_party/zlib/LICENSE.txt"));
         let text = "name='x'\ndescription='d'\nseverities=['high']\ninstructions='i'\ninclude=['/src/*.rs']\n\
@@ -325,7 +332,27 @@ mod tests {
             assert!(e.contains(why), "{e}");
             assert!(e.starts_with("p.toml: "), "{e}");
         }
-        let e = Pipeline::load("no-such-pipeline").unwrap_err().to_string();
+        let e = Pipeline::load("no-such-pipeline", &Access::Anywhere)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("security, code-review, licenses"), "{e}");
+    }
+
+    /// A server once answered `{"pipeline": "/etc/shadow"}` with the file's
+    /// first line inside the TOML error: an error names the line and
+    /// column, never the text there.
+    #[test]
+    fn a_parse_error_does_not_quote_the_file() {
+        let text = "root:$6$secrethash:19000:0:99999:7:::\n";
+        let e = Pipeline::parse(text, "shadow").unwrap_err().to_string();
+        assert!(!e.contains("secrethash") && !e.contains("root:"), "{e}");
+        assert!(e.starts_with("shadow: line 1, column "), "{e}");
+        let inline = Named::Inline(serde_json::json!({"toml": text}));
+        let e = Pipeline::load(inline, &Access::Under(Vec::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("request: line 1") && !e.contains("secrethash"), "{e}");
+        let ok = Named::Inline(serde_json::json!({"toml": BUILT_IN[0].1}));
+        assert_eq!(Pipeline::load(ok, &Access::Under(Vec::new())).unwrap().name, "security");
     }
 }
