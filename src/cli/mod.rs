@@ -598,6 +598,12 @@ GET|POST /v1/corpora, GET|DELETE /v1/corpora/ID, GET /v1/corpora/ID/source?path=
 POST /v1/corpora/ID/ask|audit|extract (\"stream\": true on ask for server-sent events),
 POST /v1/batches (a JSONL body), GET /v1/batches/ID, GET /v1/batches/ID/results.
 
+Corpora: creating an id that exists is refused (409) unless the body says \"replace\": true
+(make it again) or \"add\": true (add the paths to it). Corpora stay in --corpora across
+runs; one holding a document from outside this run's --root is listed as not served and
+never read (DELETE it, or replace it). A pipeline or schema is a built-in name, a file
+under a --root, or sent inline: \"pipeline\": {\"toml\": \"...\"}, \"schema\": {...}.
+
 Answers are the JSON the CLI prints. Requests past --queue get 429 with Retry-After.")]
 struct ServeArgs {
     /// The address to listen on. The default is loopback only; to listen on other
@@ -613,9 +619,15 @@ struct ServeArgs {
     /// A folder corpora may be read from (repeatable). Default: the current folder.
     #[arg(long, value_name = "DIR")]
     root: Vec<PathBuf>,
-    /// Where the server keeps its corpora and batches. Default: the cache folder's server/.
+    /// Where the server keeps its batches, and its corpora unless --corpora says.
+    /// Default: the cache folder's server/.
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
+    /// Where the server keeps its corpora (DATA/corpora by default). Give two servers
+    /// with different roots their own folders; a corpus holding any document from
+    /// outside the roots is listed as not served, never read.
+    #[arg(long, value_name = "DIR")]
+    corpora: Option<PathBuf>,
     /// Engines (each a worker thread with its own copy of the model).
     #[arg(long, default_value_t = 1, value_name = "N")]
     workers: usize,
@@ -1438,11 +1450,13 @@ fn run_serve(a: &ServeArgs) -> Result<i32> {
     let run = a.common.run.clone();
     let factory: std::sync::Arc<crate::server::EngineFactory> =
         std::sync::Arc::new(move || Ok(model.engine(&run, &mut |_| {})?.0));
+    let data = a.data.clone().unwrap_or_else(|| models::cache_dir().join("server"));
     let options = crate::server::ServeOptions {
         listen: a.listen,
         api_key,
         roots: roots.clone(),
-        data_dir: a.data.clone().unwrap_or_else(|| models::cache_dir().join("server")),
+        data_dir: data.clone(),
+        corpora_dir: a.corpora.clone().unwrap_or_else(|| data.join("corpora")),
         workers: a.workers.max(1),
         queue: a.queue,
         timeout: std::time::Duration::from_secs(a.timeout.max(1)),
@@ -1458,11 +1472,14 @@ fn run_serve(a: &ServeArgs) -> Result<i32> {
         options.workers,
         if options.workers == 1 { "" } else { "s" }
     ));
-    let data = options.data_dir.clone();
-    crate::server::serve(options, factory, |addr| {
+    let corpora = options.corpora_dir.clone();
+    crate::server::serve(options, factory, |addr, unserved| {
+        for line in unserved {
+            eprintln!("scout: {line}");
+        }
         eprintln!(
             "scout: listening on http://{addr} (corpora in {}, readable roots: {})",
-            data.display(),
+            corpora.display(),
             roots
                 .iter()
                 .map(|r| r.display().to_string())

@@ -886,6 +886,26 @@ impl Corpus {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// The roots its kept ingest runs read, as they were given, each once,
+    /// in the order first read.
+    pub fn ingest_roots(&self) -> Result<Vec<String>, CorpusError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT roots FROM ingest_runs ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| self.err(e))?;
+        let mut roots: Vec<String> = Vec::new();
+        for run in rows {
+            let run = run.map_err(|e| self.err(e))?;
+            for root in serde_json::from_str::<Vec<String>>(&run).unwrap_or_default() {
+                if !roots.contains(&root) {
+                    roots.push(root);
+                }
+            }
+        }
+        Ok(roots)
+    }
+
     /// Prompt token totals already counted under `key`, by path.
     pub fn document_token_totals(&self, key: &str) -> Result<HashMap<String, u64>, CorpusError> {
         let mut stmt = self

@@ -10,6 +10,7 @@
 //! (`pool`): past it, requests are refused with 429 and `Retry-After`.
 //! Each generation has a time limit and stops when its client goes away.
 
+mod corpora;
 mod metrics;
 mod pool;
 
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path as UrlPath, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path as UrlPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -40,9 +41,7 @@ use crate::ingest::WalkOptions;
 use crate::tasks::access::{Access, Named};
 use crate::tasks::ask::{ask, corpus_message, AskEvent, AskOptions};
 use crate::tasks::audit::{audit, AuditOptions};
-use crate::tasks::batch::{
-    allowed_path, open_corpus_file, parse_jobs, run_batch, BatchState, ResultsFile, Source, Worker,
-};
+use crate::tasks::batch::{open_corpus_file, parse_jobs, run_batch, BatchState, ResultsFile, Source, Worker};
 use crate::tasks::chat::chat;
 use crate::tasks::extract::{extract, ExtractOptions, ExtractSchema};
 use crate::tasks::pipeline::Pipeline;
@@ -60,8 +59,10 @@ pub struct ServeOptions {
     pub api_key: Option<String>,
     /// Folders corpora may be made from (canonical paths).
     pub roots: Vec<PathBuf>,
-    /// Where corpora and batches are kept.
+    /// Where batches (and, by default, corpora) are kept.
     pub data_dir: PathBuf,
+    /// Where corpora are kept (`--corpora`; default `data_dir/corpora`).
+    pub corpora_dir: PathBuf,
     pub workers: usize,
     /// Requests that may wait for an engine; past this, 429.
     pub queue: usize,
@@ -93,6 +94,7 @@ struct BatchStatus {
 
 struct App {
     opts: ServeOptions,
+    corpora: Arc<corpora::Corpora>,
     pool: Pool,
     metrics: metrics::Metrics,
     factory: Arc<EngineFactory>,
@@ -119,6 +121,9 @@ impl ApiError {
             status,
             message: message.into(),
         }
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
     fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -160,12 +165,19 @@ impl IntoResponse for ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Runs the server until Ctrl-C; `on_ready` gets the bound address (the
-/// port is chosen by the system when the listen address says 0).
-pub fn serve(opts: ServeOptions, factory: Arc<EngineFactory>, on_ready: impl FnOnce(SocketAddr)) -> anyhow::Result<()> {
-    std::fs::create_dir_all(opts.data_dir.join("corpora"))?;
+/// port is chosen by the system when the listen address says 0) and a line
+/// for each corpus in the folder that will not be served, with the reason.
+pub fn serve(
+    opts: ServeOptions,
+    factory: Arc<EngineFactory>,
+    on_ready: impl FnOnce(SocketAddr, &[String]),
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.corpora_dir)?;
     std::fs::create_dir_all(opts.data_dir.join("batches"))?;
     let pool = Pool::start(opts.workers, opts.queue, &factory)?;
+    let corpora = Arc::new(corpora::Corpora::new(opts.corpora_dir.clone(), opts.roots.clone()));
     let app = Arc::new(App {
+        corpora,
         opts,
         pool,
         metrics: metrics::Metrics::default(),
@@ -175,7 +187,7 @@ pub fn serve(opts: ServeOptions, factory: Arc<EngineFactory>, on_ready: impl FnO
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(app.opts.listen).await?;
-        on_ready(listener.local_addr()?);
+        on_ready(listener.local_addr()?, &app.corpora.unserved());
         let router = router(Arc::clone(&app));
         accept_loop(listener, router, app.opts.client_timeout).await;
         Ok(())
@@ -226,10 +238,13 @@ fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/corpora", get(list_corpora).post(create_corpus))
-        .route("/v1/corpora/{id}", get(inspect_corpus).delete(delete_corpus))
-        .route("/v1/corpora/{id}/source", get(source))
-        .route("/v1/corpora/{id}/image", get(image))
+        .route("/v1/corpora", get(corpora::list_corpora).post(corpora::create_corpus))
+        .route(
+            "/v1/corpora/{id}",
+            get(corpora::inspect_corpus).delete(corpora::delete_corpus),
+        )
+        .route("/v1/corpora/{id}/source", get(corpora::source))
+        .route("/v1/corpora/{id}/image", get(corpora::image))
         .route("/v1/corpora/{id}/ask", post(ask_route))
         .route("/v1/corpora/{id}/audit", post(audit_route))
         .route("/v1/corpora/{id}/extract", post(extract_route))
@@ -406,36 +421,6 @@ fn json_event(name: &str, value: &Value) -> Event {
     Event::default().event(name).data(value.to_string())
 }
 
-fn check_id(id: &str) -> ApiResult<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && !id.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad(
-            "a corpus id is 1-64 letters, digits, '-', '_' or '.', not starting with '.'",
-        ))
-    }
-}
-
-fn corpus_path(app: &App, id: &str) -> ApiResult<PathBuf> {
-    check_id(id)?;
-    Ok(app.opts.data_dir.join("corpora").join(format!("{id}.scout.db")))
-}
-
-fn open_corpus(path: &std::path::Path, id: &str) -> ApiResult<Corpus> {
-    if !path.exists() {
-        return Err(ApiError::not_found(format!(
-            "no corpus {id:?}; create it with POST /v1/corpora"
-        )));
-    }
-    Corpus::open(path).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-}
-
 fn task_error(e: impl std::fmt::Display) -> ApiError {
     let message = e.to_string();
     if message.starts_with("stopped:") {
@@ -443,230 +428,6 @@ fn task_error(e: impl std::fmt::Display) -> ApiError {
     } else {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct CreateCorpus {
-    id: String,
-    paths: Vec<String>,
-    #[serde(default)]
-    stream: bool,
-}
-
-async fn create_corpus(State(app): State<Arc<App>>, Json(body): Json<CreateCorpus>) -> ApiResult<Response> {
-    let path = corpus_path(&app, &body.id)?;
-    if body.paths.is_empty() {
-        return Err(ApiError::bad("`paths` lists the files and folders to read"));
-    }
-    let paths = body
-        .paths
-        .iter()
-        .map(|p| allowed_path(p, &app.opts.roots))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
-    let walk = app.opts.walk.clone();
-    let id = body.id.clone();
-    let run = move |on_file: &mut dyn FnMut(&str)| -> ApiResult<Value> {
-        let mut corpus =
-            Corpus::open(&path).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let summary = crate::tasks::ingest::ingest(&mut corpus, &paths, &walk, None, on_file)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let mut v = serde_json::to_value(&summary).unwrap_or(Value::Null);
-        v["id"] = json!(id);
-        Ok(v)
-    };
-    if !body.stream {
-        let v = tokio::task::spawn_blocking(move || run(&mut |_| {}))
-            .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
-        return Ok((StatusCode::CREATED, Json(v)).into_response());
-    }
-    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
-    tokio::task::spawn_blocking(move || {
-        let mut files = 0u64;
-        let mut last = Instant::now();
-        let outcome = run(&mut |p| {
-            files += 1;
-            if last.elapsed() > Duration::from_millis(200) {
-                last = Instant::now();
-                let _ = tx.blocking_send(Ok(json_event("progress", &json!({"files": files, "path": p}))));
-            }
-        });
-        let event = match outcome {
-            Ok(v) => json_event("done", &v),
-            Err(e) => json_event("error", &json!({"message": e.message})),
-        };
-        let _ = tx.blocking_send(Ok(event));
-    });
-    Ok(Sse::new(ReceiverStream::new(rx)).into_response())
-}
-
-async fn list_corpora(State(app): State<Arc<App>>) -> ApiResult<Json<Value>> {
-    let dir = app.opts.data_dir.join("corpora");
-    let mut list = Vec::new();
-    for entry in std::fs::read_dir(&dir).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))? {
-        let Ok(entry) = entry else { continue };
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(id) = name.strip_suffix(".scout.db") {
-            let bytes = entry.metadata().map_or(0, |m| m.len());
-            list.push(json!({"id": id, "bytes": bytes}));
-        }
-    }
-    list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    Ok(Json(json!({"data": list})))
-}
-
-/// A corpus's documents with their prompt tokens (counted by the served
-/// model, cached in the corpus), and what its latest ingest skipped.
-async fn inspect_corpus(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Value>> {
-    let path = corpus_path(&app, &id)?;
-    if !path.exists() {
-        return Err(ApiError::not_found(format!("no corpus {id:?}")));
-    }
-    let v = on_engine(&app, move |engine, _| {
-        let internal = |e: crate::corpus::CorpusError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-        let mut corpus = open_corpus(&path, &id)?;
-        let docs = corpus.documents().map_err(internal)?;
-        let tokens: HashMap<String, u64> = crate::tasks::ingest::document_tokens(&mut corpus, &*engine)
-            .map_err(internal)?
-            .into_iter()
-            .map(|(p, _, n)| (p, n))
-            .collect();
-        let documents: Vec<Value> = docs
-            .iter()
-            .map(|d| {
-                json!({"path": d.path, "kind": d.kind.as_str(), "bytes": d.bytes, "extent": d.extent(),
-                       "tokens": tokens.get(&d.path), "language": d.language, "title": d.title})
-            })
-            .collect();
-        let heads: std::collections::BTreeMap<String, String> = corpus
-            .meta_starting("git_head:")
-            .map_err(internal)?
-            .into_iter()
-            .map(|(key, commit)| (key["git_head:".len()..].to_owned(), commit))
-            .collect();
-        let skips: Vec<Value> = corpus
-            .last_skips()
-            .map_err(internal)?
-            .into_iter()
-            .map(|(path, reason, detail)| json!({"path": path, "reason": reason, "detail": detail}))
-            .collect();
-        Ok(json!({
-            "id": id,
-            "documents": documents,
-            "tokens": tokens.values().sum::<u64>(),
-            "bytes": docs.iter().map(|d| d.bytes).sum::<u64>(),
-            "skips": skips,
-            // The commit each repository was read at (ingest records
-            // them by repository), and the commit alone when there is one.
-            "git_head": (heads.len() == 1).then(|| heads.values().next().cloned()).flatten(),
-            "git_heads": heads,
-        }))
-    })
-    .await?;
-    Ok(Json(v))
-}
-
-async fn delete_corpus(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult<StatusCode> {
-    let path = corpus_path(&app, &id)?;
-    if !path.exists() {
-        return Err(ApiError::not_found(format!("no corpus {id:?}")));
-    }
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = path.as_os_str().to_owned();
-        p.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(p));
-    }
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Deserialize)]
-struct SourceQuery {
-    path: String,
-}
-
-/// A document's text by segment, for the page to show cited lines.
-async fn source(
-    State(app): State<Arc<App>>,
-    UrlPath(id): UrlPath<String>,
-    Query(q): Query<SourceQuery>,
-) -> ApiResult<Json<Value>> {
-    let path = corpus_path(&app, &id)?;
-    tokio::task::spawn_blocking(move || {
-        let corpus = open_corpus(&path, &id)?;
-        let wanted: std::collections::HashSet<String> = [q.path.clone()].into();
-        let docs = corpus
-            .documents_at(&wanted)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        let doc = docs
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::not_found(format!("no document {:?} in corpus {id:?}", q.path)))?;
-        let segments: Vec<Value> = doc
-            .segments
-            .iter()
-            .map(|s| json!({"anchor": s.anchor, "text": s.text}))
-            .collect();
-        Ok(Json(
-            json!({"path": doc.path, "kind": doc.kind.as_str(), "segments": segments}),
-        ))
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-}
-
-#[derive(Debug, Deserialize)]
-struct ImageQuery {
-    path: String,
-    #[serde(default)]
-    page: Option<u32>,
-}
-
-/// The scan behind a citation, for the page to outline the cited region
-/// on: an image document's file (read from under the roots), or a scanned
-/// PDF page's image as stored in the corpus.
-async fn image(
-    State(app): State<Arc<App>>,
-    UrlPath(id): UrlPath<String>,
-    Query(q): Query<ImageQuery>,
-) -> ApiResult<Response> {
-    use crate::ingest::DocumentKind;
-    let path = corpus_path(&app, &id)?;
-    let roots = app.opts.roots.clone();
-    tokio::task::spawn_blocking(move || {
-        let corpus = open_corpus(&path, &id)?;
-        let wanted: std::collections::HashSet<String> = [q.path.clone()].into();
-        let internal = |e: crate::corpus::CorpusError| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-        let missing = || ApiError::not_found(format!("no scan for {:?} in corpus {id:?}", q.path));
-        let doc = corpus
-            .documents_at(&wanted)
-            .map_err(internal)?
-            .into_iter()
-            .next()
-            .ok_or_else(missing)?;
-        let bytes = match doc.kind {
-            // The copy the corpus keeps (what the model read), else the
-            // file (corpora ingested before images were kept).
-            DocumentKind::Image => {
-                if let Some(bytes) = corpus.page_image(doc.id, 1).map_err(internal)? {
-                    bytes
-                } else {
-                    let file = allowed_path(&doc.path, &roots).map_err(|e| ApiError::new(StatusCode::FORBIDDEN, e))?;
-                    std::fs::read(&file).map_err(|e| ApiError::not_found(format!("{}: {e}", doc.path)))?
-                }
-            }
-            DocumentKind::Pdf => corpus
-                .page_image(doc.id, q.page.unwrap_or(1))
-                .map_err(internal)?
-                .ok_or_else(missing)?,
-            DocumentKind::Text | DocumentKind::Code => return Err(missing()),
-        };
-        // By content, not name: a PDF's page images are JPEG or PNG.
-        let kind = crate::ingest::image::mime_type(&bytes);
-        Ok(([(header::CONTENT_TYPE, kind)], Body::from(bytes)).into_response())
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
 #[derive(Debug, Deserialize)]
@@ -689,8 +450,7 @@ async fn ask_route(
     UrlPath(id): UrlPath<String>,
     Json(body): Json<AskBody>,
 ) -> ApiResult<Response> {
-    let path = corpus_path(&app, &id)?;
-    if !path.exists() {
+    if !app.corpora.path(&id)?.exists() {
         return Err(ApiError::not_found(format!(
             "no corpus {id:?}; create it with POST /v1/corpora"
         )));
@@ -728,7 +488,7 @@ async fn ask_route(
     if body.stream {
         let sse = streamed(&app, move |engine, cancel, tx| {
             let mut run = || -> ApiResult<Value> {
-                let mut corpus = open_corpus(&path, &id)?;
+                let mut corpus = app2.corpora.open(&id)?;
                 let opts = options(cancel.clone());
                 let r = ask(&mut corpus, engine, &opts, &mut |e| match e {
                     AskEvent::Answer(t) => send(tx, &cancel, json_event("token", &json!({"text": t}))),
@@ -769,7 +529,7 @@ async fn ask_route(
         return Ok(sse);
     }
     let v = on_engine(&app, move |engine, cancel| {
-        let mut corpus = open_corpus(&path, &id)?;
+        let mut corpus = app2.corpora.open(&id)?;
         let opts = options(cancel);
         let r = ask(&mut corpus, engine, &opts, &mut |_| {}).map_err(task_error)?;
         app2.metrics
@@ -798,7 +558,7 @@ async fn audit_route(
     UrlPath(id): UrlPath<String>,
     Json(body): Json<AuditBody>,
 ) -> ApiResult<Json<Value>> {
-    let path = corpus_path(&app, &id)?;
+    app.corpora.path(&id)?;
     let pipeline = Pipeline::load(
         body.pipeline.clone().unwrap_or_else(|| "security".into()),
         &app.access(),
@@ -806,7 +566,7 @@ async fn audit_route(
     .map_err(|e| ApiError::bad(e.to_string()))?;
     let app2 = Arc::clone(&app);
     let v = on_engine(&app, move |engine, cancel| {
-        let mut corpus = open_corpus(&path, &id)?;
+        let mut corpus = app2.corpora.open(&id)?;
         let opts = AuditOptions {
             pipeline,
             generate: GenerateParams {
@@ -841,11 +601,11 @@ async fn extract_route(
     UrlPath(id): UrlPath<String>,
     Json(body): Json<ExtractBody>,
 ) -> ApiResult<Json<Value>> {
-    let path = corpus_path(&app, &id)?;
+    app.corpora.path(&id)?;
     let schema = ExtractSchema::load(body.schema.clone(), &app.access()).map_err(|e| ApiError::bad(e.to_string()))?;
     let app2 = Arc::clone(&app);
     let v = on_engine(&app, move |engine, cancel| {
-        let mut corpus = open_corpus(&path, &id)?;
+        let mut corpus = app2.corpora.open(&id)?;
         let opts = ExtractOptions {
             generate: GenerateParams {
                 max_tokens: body.max_tokens.unwrap_or(768),
@@ -870,12 +630,9 @@ async fn chat_completions(State(app): State<Arc<App>>, Json(body): Json<Value>) 
     if !body["messages"].is_array() {
         return Err(ApiError::bad("`messages` must be an array"));
     }
-    let corpus = match body["scout"]["corpus"].as_str() {
-        Some(id) => Some((corpus_path(&app, id)?, id.to_owned())),
-        None => None,
-    };
-    if let Some((path, id)) = &corpus {
-        if !path.exists() {
+    let corpus = body["scout"]["corpus"].as_str().map(str::to_owned);
+    if let Some(id) = &corpus {
+        if !app.corpora.path(id)?.exists() {
             return Err(ApiError::not_found(format!("no corpus {id:?}")));
         }
     }
@@ -884,8 +641,8 @@ async fn chat_completions(State(app): State<Arc<App>>, Json(body): Json<Value>) 
     let app2 = Arc::clone(&app);
     let run = move |engine: &mut dyn Engine, cancel: Cancel, on_text: &mut dyn FnMut(&str)| -> ApiResult<Value> {
         let prefix = match &corpus {
-            Some((path, id)) => {
-                let mut c = open_corpus(path, id)?;
+            Some(id) => {
+                let mut c = app2.corpora.open(id)?;
                 Some(corpus_message(&mut c, engine, max_tokens).map_err(task_error)?)
             }
             None => None,
@@ -945,12 +702,11 @@ async fn chat_completions(State(app): State<Arc<App>>, Json(body): Json<Value>) 
 async fn create_batch(State(app): State<Arc<App>>, body: String) -> ApiResult<(StatusCode, Json<Value>)> {
     let jobs = parse_jobs(&body, &app.opts.roots).map_err(|e| ApiError::bad(e.to_string()))?;
     let mut raw = [0u8; 8];
-    getrandom::fill(&mut raw).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    getrandom::fill(&mut raw).map_err(ApiError::internal)?;
     let id = format!("batch_{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
     let dir = app.opts.data_dir.join("batches").join(&id);
-    std::fs::create_dir_all(&dir).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    std::fs::write(dir.join("jobs.jsonl"), &body)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
+    std::fs::write(dir.join("jobs.jsonl"), &body).map_err(ApiError::internal)?;
     let status = BatchStatus {
         id: id.clone(),
         status: "running",
@@ -966,6 +722,7 @@ async fn create_batch(State(app): State<Arc<App>>, body: String) -> ApiResult<(S
     let hash = blake3::hash(body.as_bytes()).to_hex().to_string();
     let data_dir = app.opts.data_dir.clone();
     let (walk, extract_walk) = (app.opts.walk.clone(), app.opts.extract_walk.clone());
+    let roots = app.opts.roots.clone();
     let factory = Arc::clone(&app.factory);
     let max_tokens = app.opts.max_tokens;
     std::thread::spawn(move || {
@@ -980,7 +737,15 @@ async fn create_batch(State(app): State<Arc<App>>, body: String) -> ApiResult<(S
         // Corpora of path jobs are cached beside the batches.
         let open = |source: &Source, for_extract: bool| -> anyhow::Result<Corpus> {
             match source {
-                Source::Corpus(p) => open_corpus_file(p),
+                Source::Corpus(p) => {
+                    // A corpus file under the roots may still hold text
+                    // read from elsewhere (made by `scout ingest`).
+                    let c = open_corpus_file(p)?;
+                    match corpora::outside_documents(&c, &roots)? {
+                        None => Ok(c),
+                        Some(outside) => anyhow::bail!("{}: {outside}", p.display()),
+                    }
+                }
                 Source::Paths(paths) => {
                     let key = blake3::hash(format!("{paths:?}{for_extract}").as_bytes()).to_hex();
                     let cache = data_dir.join("batches").join(format!("{}.scout.db", &key[..16]));
@@ -1029,7 +794,7 @@ async fn batch_status(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>)
 }
 
 async fn batch_results(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
-    check_id(&id)?;
+    corpora::check_id(&id)?;
     let path = app.opts.data_dir.join("batches").join(&id).join("results.jsonl");
     let text = std::fs::read(&path).map_err(|_| ApiError::not_found(format!("no results for batch {id:?}")))?;
     Ok(([(header::CONTENT_TYPE, "application/jsonl")], Body::from(text)).into_response())

@@ -191,6 +191,14 @@ pub fn under_roots(real: &Path, roots: &[PathBuf]) -> bool {
     roots.iter().any(|r| real.starts_with(r))
 }
 
+/// Whether a document's shown path (as a corpus keeps it: the root as it
+/// was given, joined with the path below it) lies under one of `roots`,
+/// by its names alone: a relative one is taken from the current folder.
+#[must_use]
+pub fn shown_under_roots(shown: &str, roots: &[PathBuf]) -> bool {
+    lexical_absolute(Path::new(shown)).is_some_and(|p| under_roots(&p, roots))
+}
+
 /// `path` made absolute against the current folder, with `.` and `..`
 /// taken away by their names alone (no link is followed).
 fn lexical_absolute(path: &Path) -> Option<PathBuf> {
