@@ -5,6 +5,7 @@
 //! and writes its output where it can). A closed stdout (`| head`) exits 0
 //! quietly.
 
+mod logging;
 mod plan;
 mod progress;
 
@@ -674,10 +675,31 @@ struct ModelsArgs {
     api_key_env: Option<String>,
 }
 
+impl Command {
+    /// What the command's `--quiet` and `--verbose` ask of the log.
+    fn noise(&self) -> logging::Noise {
+        use logging::Noise;
+        let (quiet, verbose) = match self {
+            Command::Ingest(a) => (a.quiet, false),
+            Command::Ask(a) => (a.quiet, a.verbose),
+            Command::Audit(a) => (a.quiet, a.verbose),
+            Command::Extract(a) => (a.quiet, false),
+            Command::Batch(a) => (a.quiet, false),
+            _ => (false, false),
+        };
+        match (quiet, verbose) {
+            (true, _) => Noise::Quiet,
+            (false, true) => Noise::Verbose,
+            (false, false) => Noise::Normal,
+        }
+    }
+}
+
 /// Runs the command line and returns the process exit code.
 #[must_use]
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    logging::init(cli.command.noise());
     let result = match cli.command {
         Command::Ingest(a) => run_ingest(&a),
         Command::Ask(a) => run_ask(&a),

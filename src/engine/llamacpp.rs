@@ -32,9 +32,8 @@ use super::{
     Capabilities, ChatMessage, Engine, EngineError, EngineEvent, GenerateParams, Generation, KvUse, StopFilter,
     StopReason, Tokenizer,
 };
-use crate::kv::disk::{DiskTier, Lookup};
-use crate::kv::host::HostTier;
-use crate::kv::tier::KvTier;
+use crate::kv::disk::DiskTier;
+use crate::kv::prefix::{PrefixCache, SequenceKv};
 
 /// Prompt tokens decoded per llama.cpp call.
 pub(crate) const PREFILL_BATCH: usize = 512;
@@ -142,19 +141,55 @@ pub struct LlamaCppEngine {
     model_id: String,
     tokenizer_id: String,
     context_length: u32,
-    /// Prompt prefixes' KV in memory, by the same key as the disk tier.
-    host: HostTier<HostEntry>,
-    /// Which prefix in `host` holds each block (by the block's chained
-    /// key), so a prompt that shares only its first blocks with one in
-    /// memory starts from it. A link whose prefix has left is skipped.
-    host_links: std::collections::HashMap<String, String>,
+    /// The KV-cache manager's prefix cache: prompt prefixes' KV in memory
+    /// and on disk.
+    kv: PrefixCache<SeqState>,
 }
 
-/// A prompt prefix's KV kept in memory, with its tokens (compared with a
-/// new prompt's before any of it is reused).
-struct HostEntry {
-    state: SeqState,
-    tokens: Vec<LlamaToken>,
+/// Sequence 0 of a context, as the KV-cache manager sees it.
+struct Sequence0<'a, 'm>(&'a mut LlamaContext<'m>);
+
+fn llama_tokens(tokens: &[u32]) -> Vec<LlamaToken> {
+    tokens.iter().map(|&t| LlamaToken(t as i32)).collect()
+}
+
+fn token_ids(tokens: &[LlamaToken]) -> Vec<u32> {
+    tokens.iter().map(|t| t.0 as u32).collect()
+}
+
+impl SequenceKv for Sequence0<'_, '_> {
+    type State = SeqState;
+    fn state(&self) -> Result<(SeqState, u64), String> {
+        let state = self
+            .0
+            .state_seq_get(0, LlamaStateSeqFlags::empty())
+            .map_err(|e| e.to_string())?;
+        let bytes = state.byte_len() as u64;
+        Ok((state, bytes))
+    }
+    fn set_state(&mut self, state: &SeqState) -> Result<(), String> {
+        self.0.state_seq_set(state, 0).map_err(|e| e.to_string())
+    }
+    fn save(&self, path: &Path, tokens: &[u32]) -> Result<(), String> {
+        self.0
+            .state_seq_save_file(path, 0, &llama_tokens(tokens))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    fn load(&mut self, path: &Path, capacity: usize) -> Result<Vec<u32>, String> {
+        self.0
+            .state_seq_load_file(path, 0, capacity)
+            .map(|(tokens, _)| token_ids(&tokens))
+            .map_err(|e| e.to_string())
+    }
+    fn cut(&mut self, from: usize) -> bool {
+        self.0
+            .clear_kv_cache_seq(Some(0), Some(from as u32), None)
+            .unwrap_or(false)
+    }
+    fn clear(&mut self) {
+        self.0.clear_kv_cache();
+    }
 }
 
 impl std::fmt::Debug for LlamaCppEngine {
@@ -452,38 +487,6 @@ impl Tokenizer for GgufCounter {
     }
 }
 
-/// Prefixes shorter than this are prefilled every time: a state file
-/// costs more than recomputing a few hundred tokens.
-const MIN_SAVED_PREFIX: usize = 256;
-
-/// Tokens in one block of a prompt prefix: the disk tier finds stored KV
-/// for the longest run of whole blocks a new prompt shares with an old one.
-pub const KV_BLOCK: usize = 512;
-
-/// Saves sequence 0's KV (exactly `prefix`, just prefilled) to the disk
-/// tier under `key`, and links each of its whole blocks to it; returns the
-/// bytes written (0 when saving failed: a warning, never an error, since
-/// the answer does not depend on it).
-fn save(ctx: &LlamaContext<'_>, tier: &DiskTier, key: &str, prefix: &[LlamaToken], blocks: &[String]) -> u64 {
-    let stored = tier.store(key, |path| {
-        ctx.state_seq_save_file(path, 0, prefix)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
-    match stored {
-        Ok(bytes) => {
-            for block in &blocks[..(prefix.len() / KV_BLOCK).min(blocks.len())] {
-                tier.link(block, key, prefix.len());
-            }
-            bytes
-        }
-        Err(why) => {
-            eprintln!("scout: could not save the prompt's KV for later questions: {why}");
-            0
-        }
-    }
-}
-
 /// The GGUF's chat template; `ChatML` for a GGUF without one (what most small
 /// instruction models were tuned on).
 fn template_of(model: &LlamaModel) -> Result<LlamaChatTemplate, EngineError> {
@@ -666,133 +669,10 @@ impl Answer {
 }
 
 impl LlamaCppEngine {
-    /// The disk tier's key for a prefix: the model, the KV type, the
-    /// context's KV streams and the exact tokens. Anything else (another
-    /// model, tokenizer, layout or KV type) is another key, so a state file
-    /// is never read into the wrong context. A context of `streams` forked
-    /// sequences keeps a KV stream per sequence, and llama.cpp reads a
-    /// sequence's state only into a context with as many streams, so
-    /// forked prefixes are kept apart from single questions' (1 stream).
-    fn prefix_key(&self, prefix: &[LlamaToken], streams: usize) -> String {
-        let mut h = self.key_hasher(streams);
-        for t in prefix {
-            h.update(&t.0.to_le_bytes());
-        }
-        h.finalize().to_hex()[..32].to_owned()
-    }
-
-    /// Keys of the prefix's whole blocks, each chained through the one
-    /// before it (and the model and KV type), so a block's key stands for
-    /// every token up to its end.
-    fn block_keys(&self, prefix: &[LlamaToken], streams: usize) -> Vec<String> {
-        let mut previous = self.key_hasher(streams).finalize();
-        prefix
-            .chunks_exact(KV_BLOCK)
-            .map(|block| {
-                let mut h = blake3::Hasher::new();
-                h.update(previous.as_bytes());
-                for t in block {
-                    h.update(&t.0.to_le_bytes());
-                }
-                previous = h.finalize();
-                format!("block-{}", &previous.to_hex()[..32])
-            })
-            .collect()
-    }
-
-    /// A hasher seeded with what every key of this engine's prefixes
-    /// shares: the model, the KV type and (past one) the KV streams.
-    fn key_hasher(&self, streams: usize) -> blake3::Hasher {
-        let mut h = blake3::Hasher::new();
-        h.update(self.model_id.as_bytes());
-        h.update(format!("{:?}", self.options.kv_type).as_bytes());
-        if streams > 1 {
-            h.update(format!("streams {streams}").as_bytes());
-        }
-        h
-    }
-
-    /// Restores the longest run of whole blocks of `prefix` that a stored
-    /// state holds (another prompt's, or an interrupted prefill's
-    /// checkpoint), and drops what that state holds past it. The state's
-    /// tokens are compared with the prompt's, so a link can only save work,
-    /// never change the answer. Returns the tokens restored (0: none).
-    fn restore_blocks(
-        ctx: &mut LlamaContext<'_>,
-        tier: &DiskTier,
-        blocks: &[String],
-        prefix: &[LlamaToken],
-        capacity: usize,
-    ) -> usize {
-        for (i, block) in blocks.iter().enumerate().rev() {
-            let Some((key, _)) = tier.linked(block) else {
-                continue;
-            };
-            let path = match tier.lookup(&key) {
-                Lookup::Hit(path) => path,
-                Lookup::Miss => continue,
-                Lookup::Corrupt(why) => {
-                    eprintln!("scout: ignored a damaged KV file: {why}");
-                    continue;
-                }
-            };
-            let n = (i + 1) * KV_BLOCK;
-            let same = match ctx.state_seq_load_file(&path, 0, capacity) {
-                Ok((tokens, _)) => tokens.len() >= n && tokens[..n] == prefix[..n],
-                Err(_) => false,
-            };
-            if same && ctx.clear_kv_cache_seq(Some(0), Some(n as u32), None).unwrap_or(false) {
-                return n;
-            }
-            ctx.clear_kv_cache();
-        }
-        0
-    }
-
-    /// Copies sequence 0's KV (exactly the prompt's `prefix`, at this point)
-    /// into the host tier under `key`, and links the prefix's `blocks` to
-    /// it. Records the bytes kept and how many other prefixes were evicted to
-    /// make room in `kv`.
-    fn keep_in_memory(
-        (host, links): (&mut HostTier<HostEntry>, &mut std::collections::HashMap<String, String>),
-        ctx: &LlamaContext<'_>,
-        key: &str,
-        prefix: &[LlamaToken],
-        blocks: &[String],
-        kv: &mut KvUse,
-    ) {
-        if !host.enabled() {
-            return;
-        }
-        let before = host.counters().evictions;
-        match ctx.state_seq_get(0, LlamaStateSeqFlags::empty()) {
-            Ok(state) => {
-                let bytes = state.byte_len() as u64;
-                let entry = HostEntry {
-                    state,
-                    tokens: prefix.to_vec(),
-                };
-                // A prefix larger than the whole budget is simply not kept.
-                if let Ok(kept) = host.put(key, (entry, bytes)) {
-                    kv.offloaded_bytes += kept;
-                    links.retain(|_, k| host.contains(k));
-                    for b in blocks {
-                        links.insert(b.clone(), key.to_owned());
-                    }
-                }
-            }
-            Err(e) => eprintln!("scout: could not keep the prompt's KV in memory: {e}"),
-        }
-        kv.evictions += (host.counters().evictions - before) as u32;
-    }
-
     /// Pins the prefix `key` in both tiers when the request asks for it.
     fn pin(&mut self, key: Option<&str>, params: &GenerateParams) {
         if let (Some(key), true) = (key, params.pin_prefix) {
-            self.host.pin(key);
-            if let Some(disk) = self.options.kv_disk.as_mut() {
-                disk.pin(key);
-            }
+            self.kv.pin(key);
         }
     }
 
@@ -833,9 +713,9 @@ impl LlamaCppEngine {
         let grammar = grammar_of(params)?;
         let started = Instant::now();
         let n = prompts.len();
-        let prefix = &prompts[0].tokens[..shared];
-        let key = (shared >= MIN_SAVED_PREFIX).then(|| self.prefix_key(prefix, n));
-        self.pin(key.as_deref(), params);
+        let prefix = token_ids(&prompts[0].tokens[..shared]);
+        let plan = self.kv.plan(&prefix, n, false);
+        self.pin(plan.key.as_deref(), params);
         let longest = prompts.iter().map(|p| p.tokens.len() as u32).max().unwrap_or(0) + params.max_tokens;
         // Without a unified cache (llama-cpp-2 does not expose it), each
         // sequence has a stream of n_ctx / n cells.
@@ -847,21 +727,21 @@ impl LlamaCppEngine {
             ))
         })?;
         let total: u32 = shared as u32 + prompts.iter().map(|p| (p.tokens.len() - shared) as u32).sum::<u32>();
-        // The shared prefix, into sequence 0.
+        // The shared prefix, into sequence 0: whole from a tier, or read.
         let mut kv = KvUse::default();
-        let mut done = Self::reuse_from_memory(&mut self.host, &mut ctx, key.as_deref(), shared);
-        kv.reused_tokens = done as u32;
-        let disk = self.options.kv_disk.as_ref().zip(key.as_ref());
-        if let (0, Some((tier, key))) = (done, &disk) {
-            done = Self::restore(&mut ctx, tier, key, prefix, &mut |e| on_event(0, e));
-            kv.restored_tokens = done as u32;
+        let restored = self
+            .kv
+            .restore(&plan, &mut Sequence0(&mut ctx), &prefix, shared, &mut kv);
+        let mut done = restored;
+        if done > 0 {
+            on_event(
+                0,
+                EngineEvent::Prefill {
+                    done: done as u32,
+                    total,
+                },
+            );
         }
-        let blocks = if key.is_some() {
-            self.block_keys(prefix, n)
-        } else {
-            Vec::new()
-        };
-        let restored = done;
         let mut batch = LlamaBatch::new(PREFILL_BATCH, n as i32);
         while done < shared {
             params.cancel.check()?;
@@ -877,20 +757,8 @@ impl LlamaCppEngine {
                 },
             );
         }
-        if let (Some(key), true) = (&key, restored < shared) {
-            if let Some((tier, _)) = &disk {
-                kv.saved_bytes = save(&ctx, tier, key, prefix, &blocks);
-            }
-        }
-        if let (Some(key), 0) = (&key, kv.reused_tokens) {
-            Self::keep_in_memory(
-                (&mut self.host, &mut self.host_links),
-                &ctx,
-                key,
-                prefix,
-                &blocks,
-                &mut kv,
-            );
+        if restored < shared {
+            self.kv.keep(&plan, &Sequence0(&mut ctx), &prefix, &mut kv);
         }
         // Each other sequence gets the prefix's KV copied in: no prefill.
         for s in 1..n {
@@ -979,66 +847,6 @@ impl LlamaCppEngine {
             .collect())
     }
 
-    /// Copies the prefix stored in memory under `key` (of `prefix_len`
-    /// tokens) into sequence 0; returns the tokens reused (0: none, after
-    /// saying why when the copy failed).
-    fn reuse_from_memory(
-        host: &mut HostTier<HostEntry>,
-        ctx: &mut LlamaContext<'_>,
-        key: Option<&str>,
-        prefix_len: usize,
-    ) -> usize {
-        let Some(state) = key.filter(|_| host.enabled()).and_then(|k| host.get(k)) else {
-            return 0;
-        };
-        match ctx.state_seq_set(&state.state, 0) {
-            Ok(()) => prefix_len,
-            Err(e) => {
-                eprintln!("scout: could not reuse the prompt's KV from memory ({e}); reading it again");
-                0
-            }
-        }
-    }
-
-    /// Restores `prefix`'s KV into sequence 0 from the disk tier; returns
-    /// the tokens restored (0: prefill it, after saying why when a file
-    /// was there but unusable).
-    fn restore(
-        ctx: &mut LlamaContext<'_>,
-        tier: &DiskTier,
-        key: &str,
-        prefix: &[LlamaToken],
-        on_event: &mut dyn FnMut(EngineEvent<'_>),
-    ) -> usize {
-        let path = match tier.lookup(key) {
-            Lookup::Hit(path) => path,
-            Lookup::Miss => return 0,
-            Lookup::Corrupt(why) => {
-                eprintln!("scout: ignored a damaged KV file, prefilling instead: {why}");
-                return 0;
-            }
-        };
-        match ctx.state_seq_load_file(&path, 0, prefix.len()) {
-            Ok((tokens, _)) if tokens == prefix => {
-                on_event(EngineEvent::Prefill {
-                    done: prefix.len() as u32,
-                    total: prefix.len() as u32,
-                });
-                prefix.len()
-            }
-            other => {
-                let why = match other {
-                    Ok(_) => "its tokens differ from this prompt's".to_owned(),
-                    Err(e) => e.to_string(),
-                };
-                eprintln!("scout: could not restore the saved KV ({why}); prefilling instead");
-                ctx.clear_kv_cache();
-                tier.remove(key);
-                0
-            }
-        }
-    }
-
     pub fn load(path: &Path, options: LlamaCppOptions) -> Result<Self, EngineError> {
         let model = load(path, &LlamaModelParams::default().with_n_gpu_layers(options.gpu_layers))?;
         let template = template_of(&model)?;
@@ -1072,8 +880,12 @@ impl LlamaCppEngine {
             fast: fast_counter(path),
             template,
             trims_content,
-            host: HostTier::new(options.kv_host_bytes),
-            host_links: std::collections::HashMap::new(),
+            kv: PrefixCache::new(
+                format!("{model_id}{:?}", options.kv_type),
+                options.kv_host_bytes,
+                options.kv_disk.clone(),
+                options.kv_checkpoint,
+            ),
             options,
             model_id,
             tokenizer_id,
@@ -1195,14 +1007,7 @@ impl Engine for LlamaCppEngine {
     }
 
     fn kv_tiers(&self) -> Vec<(&'static str, crate::kv::tier::TierCounters)> {
-        let mut tiers = Vec::new();
-        if self.host.enabled() {
-            tiers.push(("memory", self.host.counters()));
-        }
-        if let Some(disk) = &self.options.kv_disk {
-            tiers.push(("disk", disk.counters()));
-        }
-        tiers
+        self.kv.tiers()
     }
 
     fn generate_forked(
@@ -1249,101 +1054,29 @@ impl Engine for LlamaCppEngine {
                 context: self.context_length,
             });
         }
-        let key = (prefix_len >= MIN_SAVED_PREFIX).then(|| self.prefix_key(&prompt[..prefix_len], 1));
-        self.pin(key.as_deref(), params);
-        let disk = self.options.kv_disk.as_ref().zip(key.as_ref());
-        let blocks = if key.is_some() && (disk.is_some() || self.host.enabled()) {
-            self.block_keys(&prompt[..prefix_len], 1)
-        } else {
-            Vec::new()
-        };
-        // When this prefix is not stored whole, a state that holds some of
-        // its blocks may hold more tokens than this prompt needs; the
-        // context must fit them to load it.
-        // The scan also bounds the block restore below to the blocks up to
-        // the longest linked one (`None`: not scanned, the whole prefix is
-        // stored; a damaged one falls back to every block).
-        let linked: Option<(usize, u32)> = disk.filter(|(tier, key)| !tier.has(key)).map(|(tier, _)| {
-            blocks
-                .iter()
-                .enumerate()
-                .rev()
-                .find_map(|(i, b)| tier.linked(b).map(|(_, tokens)| (i + 1, tokens as u32)))
-                .unwrap_or((0, 0))
-        });
-        let stored = linked.map_or(0, |(_, tokens)| tokens);
-        // Not in memory whole: the longest run of its blocks that another
-        // prefix in memory holds (key, tokens shared, tokens it holds).
-        let in_memory: Option<(String, usize, usize)> = key
-            .as_ref()
-            .filter(|k| self.host.enabled() && !self.host.contains(k))
-            .and_then(|_| {
-                blocks.iter().enumerate().rev().find_map(|(i, b)| {
-                    let k = self.host_links.get(b)?;
-                    let entry = self.host.peek(k)?;
-                    let n = (i + 1) * KV_BLOCK;
-                    (entry.tokens.len() >= n && entry.tokens[..n] == prompt[..n])
-                        .then(|| (k.clone(), n, entry.tokens.len()))
-                })
-            });
-        let held = in_memory.as_ref().map_or(0, |(_, _, held)| *held as u32);
+        let prefix = token_ids(&prompt[..prefix_len]);
+        // What the tiers hold of the prefix (everything before the
+        // question): whole, or the first blocks of another prompt's.
+        let mut plan = self.kv.plan(&prefix, 1, true);
+        self.pin(plan.key.as_deref(), params);
         // Allocate only the context this request needs (rounded up), not
-        // the model's whole trained length.
-        let n_ctx = (n_prompt + params.max_tokens).max(stored).max(held).div_ceil(256) * 256;
-        let ctx_params = self.context_params(n_ctx.min(self.context_length));
+        // the model's whole trained length; a stored state that holds
+        // more tokens than this prompt needs must fit to be loaded.
+        let n_ctx = (n_prompt + params.max_tokens)
+            .max(plan.context_needed() as u32)
+            .div_ceil(256)
+            * 256;
+        let capacity = n_ctx.min(self.context_length);
+        let ctx_params = self.context_params(capacity);
         let mut ctx = self
             .model
             .new_context(backend()?, ctx_params)
             .map_err(|e| EngineError::Inference(format!("could not create a context of {n_ctx} tokens: {e}")))?;
 
         let mut kv = KvUse::default();
-        // The prefix (everything before the question) may be in memory from
-        // an earlier request, or on disk from an earlier process: a copy of
-        // it replaces its prefill.
-        let mut done = Self::reuse_from_memory(&mut self.host, &mut ctx, key.as_deref(), prefix_len);
-        kv.reused_tokens = done as u32;
-        if let (0, Some((tier, key))) = (done, &disk) {
-            done = Self::restore(&mut ctx, tier, key, &prompt[..prefix_len], on_event);
-            if done > 0 {
-                kv.restored_tokens = done as u32;
-                Self::keep_in_memory(
-                    (&mut self.host, &mut self.host_links),
-                    &ctx,
-                    key,
-                    &prompt[..prefix_len],
-                    &blocks,
-                    &mut kv,
-                );
-            }
-        }
-        // Not this prefix whole: the longest run of its blocks that another
-        // prompt left, in memory or (when longer there) on disk.
-        let on_disk = linked.map_or(0, |(n, _)| n * KV_BLOCK);
-        if let (0, Some((held_key, n, _))) = (done, &in_memory) {
-            if *n >= on_disk {
-                if let Some(entry) = self.host.get(held_key) {
-                    if ctx.state_seq_set(&entry.state, 0).is_ok()
-                        && ctx.clear_kv_cache_seq(Some(0), Some(*n as u32), None).unwrap_or(false)
-                    {
-                        done = *n;
-                        kv.reused_tokens = done as u32;
-                    } else {
-                        ctx.clear_kv_cache();
-                    }
-                }
-            }
-        }
-        if let (0, Some((tier, _))) = (done, &disk) {
-            // Another prompt's (or an interrupted prefill's) blocks on disk.
-            done = Self::restore_blocks(
-                &mut ctx,
-                tier,
-                &blocks[..linked.map_or(blocks.len(), |(n, _)| n)],
-                &prompt[..prefix_len],
-                n_ctx.min(self.context_length) as usize,
-            );
-            kv.restored_tokens = done as u32;
-        }
+        let mut done = self
+            .kv
+            .restore(&plan, &mut Sequence0(&mut ctx), &prefix, capacity as usize, &mut kv);
         // KV from another prompt may end inside an image, which is read
         // whole: back to its start.
         let whole = read.unsplit(done);
@@ -1354,11 +1087,7 @@ impl Engine for LlamaCppEngine {
             kv.restored_tokens = kv.restored_tokens.min(whole as u32);
             done = whole;
         }
-        let keep_prefix = key.is_some() && (disk.is_some() || self.host.enabled()) && done < prefix_len;
-        // An interrupted prefill leaves its latest checkpoint under this
-        // key; the finished prefix replaces it.
-        let checkpoint_key = key.as_ref().map(|k| format!("part-{k}"));
-        let mut last_checkpoint = Instant::now();
+        let keep_prefix = plan.keeps() && done < prefix_len;
         let mut batch = LlamaBatch::new(PREFILL_BATCH, 1);
         on_event(EngineEvent::Prefill {
             done: done as u32,
@@ -1375,29 +1104,11 @@ impl Engine for LlamaCppEngine {
             let end = read.read(&mut ctx, self.vision.as_mut(), &mut batch, done, limit, 0)?;
             kv.prefilled_tokens += (end - done) as u32;
             done = end;
-            if let (Some((tier, _)), Some(every), Some(part)) = (&disk, self.options.kv_checkpoint, &checkpoint_key) {
-                if keep_prefix && done < prefix_len && done >= KV_BLOCK && last_checkpoint.elapsed() >= every {
-                    save(&ctx, tier, part, &prompt[..done], &blocks);
-                    last_checkpoint = Instant::now();
-                }
+            if keep_prefix && done < prefix_len {
+                self.kv.checkpoint(&mut plan, &Sequence0(&mut ctx), &prefix[..done]);
             }
             if done == prefix_len && keep_prefix {
-                if let Some((tier, key)) = &disk {
-                    kv.saved_bytes = save(&ctx, tier, key, &prompt[..prefix_len], &blocks);
-                    if let Some(part) = &checkpoint_key {
-                        tier.remove(part);
-                    }
-                }
-                if let Some(key) = &key {
-                    Self::keep_in_memory(
-                        (&mut self.host, &mut self.host_links),
-                        &ctx,
-                        key,
-                        &prompt[..prefix_len],
-                        &blocks,
-                        &mut kv,
-                    );
-                }
+                self.kv.keep(&plan, &Sequence0(&mut ctx), &prefix, &mut kv);
             }
             on_event(EngineEvent::Prefill {
                 done: done as u32,

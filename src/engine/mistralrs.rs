@@ -791,8 +791,8 @@ impl MistralRsEngine {
         let (messages, broken) = prompter.neutralized(messages);
         let texts = prompter.llama4_vision_messages(&messages);
         if broken > 0 && !self.warned_specials {
-            eprintln!(
-                "scout: the documents hold {broken} piece(s) of text that spell a special token; mistral.rs reads a prompt with images as text, so scout put a word joiner (U+2060) inside each"
+            tracing::warn!(
+                "the documents hold {broken} piece(s) of text that spell a special token; mistral.rs reads a prompt with images as text, so scout put a word joiner (U+2060) inside each"
             );
             self.warned_specials = true;
         }
@@ -900,8 +900,8 @@ impl Engine for MistralRsEngine {
             });
         }
         if let (Some(why), false, true) = (self.no_prefix_cache, self.warned_prefix, n_prompt > LONG_PROMPT) {
-            eprintln!(
-                "scout: {why}, so each question reads all {n_prompt} prompt tokens again; for many questions over a long corpus, --engine llamacpp (a GGUF) or --engine openai (vLLM, SGLang) keep it resident"
+            tracing::warn!(
+                "{why}, so each question reads all {n_prompt} prompt tokens again; for many questions over a long corpus, --engine llamacpp (a GGUF) or --engine openai (vLLM, SGLang) keep it resident"
             );
             self.warned_prefix = true;
         }

@@ -171,38 +171,7 @@ pub enum StopReason {
     StopSequence,
 }
 
-/// Where a generation's prompt KV came from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct KvUse {
-    /// Tokens whose KV was already resident (an engine's own prefix cache).
-    pub reused_tokens: u32,
-    /// Tokens whose KV was read back from the disk tier.
-    pub restored_tokens: u32,
-    /// Tokens computed for this request.
-    pub prefilled_tokens: u32,
-    /// Bytes written to the disk tier for a later request.
-    pub saved_bytes: u64,
-    /// Other prefixes dropped from the host tier to make room for this one.
-    pub evictions: u32,
-    /// Bytes of this prompt's prefix KV copied out of the engine's context
-    /// into host memory (the host tier) for later requests.
-    pub offloaded_bytes: u64,
-    /// Tokens of this prompt's prefix taken from another sequence of the
-    /// same batch (a fork: its KV copied inside the context, no recompute).
-    pub forked_tokens: u32,
-}
-
-impl std::ops::AddAssign for KvUse {
-    fn add_assign(&mut self, o: Self) {
-        self.reused_tokens += o.reused_tokens;
-        self.restored_tokens += o.restored_tokens;
-        self.prefilled_tokens += o.prefilled_tokens;
-        self.saved_bytes += o.saved_bytes;
-        self.evictions += o.evictions;
-        self.offloaded_bytes += o.offloaded_bytes;
-        self.forked_tokens += o.forked_tokens;
-    }
-}
+pub use crate::kv::KvUse;
 
 /// The result of one generation.
 #[derive(Debug, Clone, PartialEq, Serialize)]

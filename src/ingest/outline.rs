@@ -899,9 +899,13 @@ mod tests {
                 differ.push(path.display().to_string());
             }
         }
-        eprintln!(
-            "{clean} files parse cleanly whole, {hollowed} of them hollowed, {} differ",
-            differ.len()
+        // The figure this ignored test exists to show (run with --nocapture).
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!(
+                "{clean} files parse cleanly whole, {hollowed} of them hollowed, {} differ\n",
+                differ.len()
+            ),
         );
         assert!(differ.is_empty(), "{differ:#?}");
     }

@@ -117,20 +117,20 @@ pub fn extract(
 pub fn worker_main(path: &str, seconds: u64, max_memory_bytes: u64) -> i32 {
     #[cfg(unix)]
     if let Err(e) = rlimit::setrlimit(rlimit::Resource::AS, max_memory_bytes, max_memory_bytes) {
-        eprintln!("scout pdf-worker: could not cap memory: {e}");
+        tracing::warn!("pdf-worker: could not cap memory: {e}");
     }
     #[cfg(not(unix))]
     let _ = max_memory_bytes;
     let mut bytes = Vec::new();
     if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
-        eprintln!("scout pdf-worker: reading stdin: {e}");
+        tracing::error!("pdf-worker: reading stdin: {e}");
         return 2;
     }
     let result = extract_pages(path, bytes, Duration::from_secs(seconds));
     match serde_json::to_writer(std::io::stdout().lock(), &result) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("scout pdf-worker: writing the result: {e}");
+            tracing::error!("pdf-worker: writing the result: {e}");
             2
         }
     }

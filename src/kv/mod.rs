@@ -1,14 +1,23 @@
-//! The KV-cache manager. `plan`: how much memory a model's weights and KV
-//! cache take, on which device, at which context (in: model facts and
-//! device specs; out: plain numbers for `report`). `disk`: the disk tier,
-//! where engines keep a prompt prefix's KV between processes; `host`: the
-//! host tier, where they keep it in memory for the next request; `tier`:
-//! what both promise ([`tier::KvTier`]), with the test suite run on each.
+//! The KV-cache manager: what a prompt's KV is keyed by, where it is kept,
+//! what of it a later prompt can reuse, and how much memory it takes.
+//!
+//! `prefix`: the policy ([`prefix::PrefixCache`]): prefix and block keys,
+//! the choice of what to restore from which tier, checkpoints, saves, pins;
+//! engines implement [`prefix::SequenceKv`] for what only they can do.
+//! `host` and `disk`: the two storage tiers, behind `tier`'s
+//! [`tier::KvTier`] with one test suite run on each. `usage`: what a
+//! generation's KV cost ([`KvUse`]). `plan`: how much memory a model's
+//! weights and KV take, on which device, at which context (in: model facts
+//! and device specs; out: plain numbers for `report`).
 //!
 //! Never parses corpus files and never imports an engine: engines call
-//! into the tiers (and `--measure` is run by the CLI).
+//! into the manager (and `--measure` is run by the CLI).
 
 pub mod disk;
 pub mod host;
 pub mod plan;
+pub mod prefix;
 pub mod tier;
+mod usage;
+
+pub use usage::KvUse;

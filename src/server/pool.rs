@@ -156,7 +156,7 @@ fn worker(
         publish(engine.kv_tiers());
         running.fetch_sub(1, Ordering::SeqCst);
         if outcome.is_err() {
-            eprintln!("scout: a request panicked on an engine thread; the engine goes on");
+            tracing::error!("a request panicked on an engine thread; the engine goes on");
         }
     }
 }

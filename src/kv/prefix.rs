@@ -1,0 +1,639 @@
+//! The KV-cache manager's policy for prompt prefixes: what a prefix is
+//! keyed by, which tier to take its KV from, how much of it another
+//! prompt's KV can stand for, when to checkpoint a long prefill, and what
+//! to keep afterwards.
+//!
+//! A prompt's prefix (everything before the last message: the corpus) is
+//! keyed by the engine's seed (model, KV type) and its exact tokens, and
+//! cut into [`KV_BLOCK`]-token blocks whose keys chain through the block
+//! before (a block's key stands for every token up to its end). Before a
+//! prefill, the prefix is looked for whole in memory, then whole on disk,
+//! then as the longest run of its blocks that a prefix in memory or a
+//! state on disk holds; a state's own tokens are compared with the
+//! prompt's before any of it is used, so a hit can save work but never
+//! change an answer. After a prefill, the prefix's KV is saved to disk and
+//! kept in memory, and its blocks are linked to it.
+//!
+//! In: a prefix's tokens and an engine's sequence behind [`SequenceKv`]
+//! (what only the engine can do: copy a sequence's KV out or in, write it
+//! to a file or read it back, cut it at a position).
+//! Out: how many of the prefix's tokens sequence 0 holds, and a [`KvUse`].
+//! Never: reads a model or calls an engine's decode; hands back KV whose
+//! tokens differ from the prompt's.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::disk::{DiskTier, Lookup};
+use super::host::HostTier;
+use super::tier::{KvTier, TierCounters};
+use super::usage::KvUse;
+
+/// Prefixes shorter than this are prefilled every time: a state file
+/// costs more than recomputing a few hundred tokens.
+pub const MIN_SAVED_PREFIX: usize = 256;
+
+/// Tokens in one block of a prompt prefix: the tiers find stored KV for the
+/// longest run of whole blocks a new prompt shares with an old one.
+pub const KV_BLOCK: usize = 512;
+
+/// What only an engine can do with the KV of one sequence of its context
+/// (sequence 0 of the context it is making a prompt's prefix in).
+pub trait SequenceKv {
+    /// An in-memory copy of the sequence's KV.
+    type State;
+    /// A copy of the sequence's KV, with its size in bytes.
+    fn state(&self) -> Result<(Self::State, u64), String>;
+    /// Replaces the sequence's KV with `state`.
+    fn set_state(&mut self, state: &Self::State) -> Result<(), String>;
+    /// Writes the sequence's KV, which holds exactly `tokens`, to `path`.
+    fn save(&self, path: &Path, tokens: &[u32]) -> Result<(), String>;
+    /// Reads a state file written by `save` into the sequence (at most
+    /// `capacity` tokens); returns the tokens it holds.
+    fn load(&mut self, path: &Path, capacity: usize) -> Result<Vec<u32>, String>;
+    /// Drops the sequence's KV from position `from` on; false when the
+    /// engine could not.
+    fn cut(&mut self, from: usize) -> bool;
+    /// Drops every sequence's KV.
+    fn clear(&mut self);
+}
+
+/// A prefix's KV kept in memory, with its tokens (compared with a new
+/// prompt's before any of it is reused).
+struct HostEntry<S> {
+    state: S,
+    tokens: Vec<u32>,
+}
+
+/// The prefix cache of one engine: a host tier in this process, an
+/// optional disk tier shared with other processes, and the links from
+/// blocks to the prefixes that hold them.
+pub struct PrefixCache<S> {
+    /// What every key of this engine shares: the model and the KV type.
+    seed: String,
+    host: HostTier<HostEntry<S>>,
+    /// Which prefix in `host` holds each block (by the block's chained
+    /// key). A link whose prefix has left is skipped.
+    host_links: HashMap<String, String>,
+    disk: Option<DiskTier>,
+    /// During a long prefill, save the KV so far at least this often.
+    checkpoint_every: Option<Duration>,
+}
+
+impl<S> std::fmt::Debug for PrefixCache<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrefixCache")
+            .field("seed", &self.seed)
+            .field("host_bytes", &self.host.bytes())
+            .field("disk", &self.disk.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is known of a prefix before its context is made: its keys, and
+/// what the tiers hold of it.
+#[derive(Debug)]
+pub struct PrefixPlan {
+    /// `None`: the prefix is too short to keep.
+    pub key: Option<String>,
+    blocks: Vec<String>,
+    len: usize,
+    /// The disk tier does not hold the prefix whole: how many of its
+    /// blocks up to the longest one a stored state holds, and that state's
+    /// tokens.
+    on_disk: Option<(usize, usize)>,
+    /// Not in memory whole: the prefix in memory holding the longest run
+    /// of its blocks (key, tokens shared, tokens it holds).
+    in_memory: Option<(String, usize, usize)>,
+    last_checkpoint: Instant,
+}
+
+impl PrefixPlan {
+    /// Tokens the context must have room for to load what the tiers hold
+    /// (a stored state may hold more than this prompt needs).
+    #[must_use]
+    pub fn context_needed(&self) -> usize {
+        let disk = self.on_disk.map_or(0, |(_, tokens)| tokens);
+        let memory = self.in_memory.as_ref().map_or(0, |(_, _, held)| *held);
+        disk.max(memory)
+    }
+
+    /// Whether the prefix will be kept after its prefill (prefill chunks
+    /// then end at the prefix's end, so its KV can be saved alone).
+    #[must_use]
+    pub fn keeps(&self) -> bool {
+        self.key.is_some()
+    }
+}
+
+impl<S> PrefixCache<S> {
+    /// A cache whose keys start from `seed` (the model's identity and the
+    /// KV type), keeping `host_bytes` of prefixes in memory (0: none) and,
+    /// with `disk`, state files between processes.
+    #[must_use]
+    pub fn new(seed: String, host_bytes: u64, disk: Option<DiskTier>, checkpoint_every: Option<Duration>) -> Self {
+        Self {
+            seed,
+            host: HostTier::new(host_bytes),
+            host_links: HashMap::new(),
+            disk,
+            checkpoint_every,
+        }
+    }
+
+    fn keeps_anything(&self) -> bool {
+        self.host.enabled() || self.disk.is_some()
+    }
+
+    /// The key of a prefix: the seed, the context's KV streams and the
+    /// exact tokens. A context of `streams` forked sequences keeps a KV
+    /// stream per sequence, and an engine may read a sequence's state only
+    /// into a context with as many, so forked prefixes are kept apart from
+    /// single questions' (1 stream).
+    #[must_use]
+    pub fn prefix_key(&self, prefix: &[u32], streams: usize) -> String {
+        let mut h = self.key_hasher(streams);
+        for t in prefix {
+            h.update(&t.to_le_bytes());
+        }
+        h.finalize().to_hex()[..32].to_owned()
+    }
+
+    /// Keys of the prefix's whole blocks, each chained through the one
+    /// before it (and the seed), so a block's key stands for every token up
+    /// to its end.
+    #[must_use]
+    pub fn block_keys(&self, prefix: &[u32], streams: usize) -> Vec<String> {
+        let mut previous = self.key_hasher(streams).finalize();
+        prefix
+            .chunks_exact(KV_BLOCK)
+            .map(|block| {
+                let mut h = blake3::Hasher::new();
+                h.update(previous.as_bytes());
+                for t in block {
+                    h.update(&t.to_le_bytes());
+                }
+                previous = h.finalize();
+                format!("block-{}", &previous.to_hex()[..32])
+            })
+            .collect()
+    }
+
+    fn key_hasher(&self, streams: usize) -> blake3::Hasher {
+        let mut h = blake3::Hasher::new();
+        h.update(self.seed.as_bytes());
+        if streams > 1 {
+            h.update(format!("streams {streams}").as_bytes());
+        }
+        h
+    }
+
+    /// Keeps prefix `key` out of eviction in both tiers.
+    pub fn pin(&mut self, key: &str) {
+        self.host.pin(key);
+        if let Some(disk) = self.disk.as_mut() {
+            disk.pin(key);
+        }
+    }
+
+    /// Each tier's counters, by name.
+    #[must_use]
+    pub fn tiers(&self) -> Vec<(&'static str, TierCounters)> {
+        let mut tiers = Vec::new();
+        if self.host.enabled() {
+            tiers.push(("memory", self.host.counters()));
+        }
+        if let Some(disk) = &self.disk {
+            tiers.push(("disk", disk.counters()));
+        }
+        tiers
+    }
+
+    /// Looks at what the tiers hold of `prefix` for a context of `streams`
+    /// sequences. With `partial`, runs of its first blocks that other
+    /// prompts left count too (single questions); without, only the prefix
+    /// whole (forked questions).
+    #[must_use]
+    pub fn plan(&self, prefix: &[u32], streams: usize, partial: bool) -> PrefixPlan {
+        let key = (prefix.len() >= MIN_SAVED_PREFIX).then(|| self.prefix_key(prefix, streams));
+        let blocks = if key.is_some() && self.keeps_anything() {
+            self.block_keys(prefix, streams)
+        } else {
+            Vec::new()
+        };
+        let mut plan = PrefixPlan {
+            key,
+            blocks,
+            len: prefix.len(),
+            on_disk: None,
+            in_memory: None,
+            last_checkpoint: Instant::now(),
+        };
+        let Some(key) = plan.key.as_ref().filter(|_| partial) else {
+            return plan;
+        };
+        plan.on_disk = self.disk.as_ref().filter(|d| !d.has(key)).map(|disk| {
+            plan.blocks
+                .iter()
+                .enumerate()
+                .rev()
+                .find_map(|(i, b)| disk.linked(b).map(|(_, tokens)| (i + 1, tokens)))
+                .unwrap_or((0, 0))
+        });
+        if self.host.enabled() && !self.host.contains(key) {
+            plan.in_memory = plan.blocks.iter().enumerate().rev().find_map(|(i, b)| {
+                let k = self.host_links.get(b)?;
+                let entry = self.host.peek(k)?;
+                let n = (i + 1) * KV_BLOCK;
+                (entry.tokens.len() >= n && entry.tokens[..n] == prefix[..n])
+                    .then(|| (k.clone(), n, entry.tokens.len()))
+            });
+        }
+        plan
+    }
+
+    /// Puts as much of `prefix` into the sequence as the tiers hold:
+    /// the prefix whole from memory, else whole from disk (then kept in
+    /// memory too), else the longest run of its blocks another prefix left
+    /// in memory or (when longer there) on disk. `capacity` bounds what a
+    /// state file may hold. Returns the tokens the sequence now holds, and
+    /// records where they came from in `kv`.
+    pub fn restore(
+        &mut self,
+        plan: &PrefixPlan,
+        seq: &mut impl SequenceKv<State = S>,
+        prefix: &[u32],
+        capacity: usize,
+        kv: &mut KvUse,
+    ) -> usize {
+        let Some(key) = &plan.key else {
+            return 0;
+        };
+        if let Some(entry) = self.host.enabled().then(|| self.host.get(key)).flatten() {
+            match seq.set_state(&entry.state) {
+                Ok(()) => {
+                    kv.reused_tokens = prefix.len() as u32;
+                    return prefix.len();
+                }
+                Err(e) => tracing::warn!("could not reuse the prompt's KV from memory ({e}); reading it again"),
+            }
+        }
+        let whole = self
+            .disk
+            .as_ref()
+            .map_or(0, |disk| restore_whole(disk, seq, key, prefix));
+        if whole > 0 {
+            kv.restored_tokens = whole as u32;
+            self.keep_in_memory(plan, seq, prefix, kv);
+            return whole;
+        }
+        let on_disk = plan.on_disk.map_or(0, |(n, _)| n * KV_BLOCK);
+        if let Some((held, n, _)) = &plan.in_memory {
+            if *n >= on_disk {
+                if let Some(entry) = self.host.get(held) {
+                    if seq.set_state(&entry.state).is_ok() && seq.cut(*n) {
+                        kv.reused_tokens = *n as u32;
+                        return *n;
+                    }
+                    seq.clear();
+                }
+            }
+        }
+        if let (Some(disk), Some((n, _))) = (&self.disk, plan.on_disk) {
+            let done = restore_blocks(disk, seq, &plan.blocks[..n], prefix, capacity);
+            kv.restored_tokens = done as u32;
+            return done;
+        }
+        0
+    }
+
+    /// During a prefill of the prefix: saves the KV so far (`tokens`, the
+    /// prefix's first tokens) under the prefix's checkpoint key when the
+    /// interval has passed, so an interrupted prefill resumes from it.
+    pub fn checkpoint(&self, plan: &mut PrefixPlan, seq: &impl SequenceKv<State = S>, tokens: &[u32]) {
+        let (Some(disk), Some(every), Some(key)) = (&self.disk, self.checkpoint_every, &plan.key) else {
+            return;
+        };
+        if tokens.len() < plan.len && tokens.len() >= KV_BLOCK && plan.last_checkpoint.elapsed() >= every {
+            save(disk, seq, &checkpoint_key(key), tokens, &plan.blocks);
+            plan.last_checkpoint = Instant::now();
+        }
+    }
+
+    /// After the prefix was prefilled: saves its KV to disk (replacing a
+    /// checkpoint), keeps a copy in memory and links its blocks to both.
+    pub fn keep(&mut self, plan: &PrefixPlan, seq: &impl SequenceKv<State = S>, prefix: &[u32], kv: &mut KvUse) {
+        let Some(key) = &plan.key else {
+            return;
+        };
+        if let Some(disk) = &self.disk {
+            kv.saved_bytes = save(disk, seq, key, prefix, &plan.blocks);
+            disk.remove(&checkpoint_key(key));
+        }
+        self.keep_in_memory(plan, seq, prefix, kv);
+    }
+
+    fn keep_in_memory(&mut self, plan: &PrefixPlan, seq: &impl SequenceKv<State = S>, prefix: &[u32], kv: &mut KvUse) {
+        let Some(key) = plan.key.as_ref().filter(|_| self.host.enabled()) else {
+            return;
+        };
+        let before = self.host.counters().evictions;
+        match seq.state() {
+            Ok((state, bytes)) => {
+                let entry = HostEntry {
+                    state,
+                    tokens: prefix.to_vec(),
+                };
+                // A prefix larger than the whole budget is simply not kept.
+                if let Ok(kept) = self.host.put(key, (entry, bytes)) {
+                    kv.offloaded_bytes += kept;
+                    let host = &self.host;
+                    self.host_links.retain(|_, k| host.contains(k));
+                    for b in &plan.blocks {
+                        self.host_links.insert(b.clone(), key.clone());
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("could not keep the prompt's KV in memory: {e}"),
+        }
+        kv.evictions += (self.host.counters().evictions - before) as u32;
+    }
+}
+
+/// Where an interrupted prefill of prefix `key` leaves its latest KV.
+fn checkpoint_key(key: &str) -> String {
+    format!("part-{key}")
+}
+
+/// Saves the sequence's KV (exactly `tokens`) to the disk tier under `key`
+/// and links each of its whole blocks to it; returns the bytes written (0
+/// when saving failed: a warning, never an error, since the answer does
+/// not depend on it).
+fn save<S>(disk: &DiskTier, seq: &impl SequenceKv<State = S>, key: &str, tokens: &[u32], blocks: &[String]) -> u64 {
+    match disk.store(key, |path| seq.save(path, tokens)) {
+        Ok(bytes) => {
+            for block in &blocks[..(tokens.len() / KV_BLOCK).min(blocks.len())] {
+                disk.link(block, key, tokens.len());
+            }
+            bytes
+        }
+        Err(why) => {
+            tracing::warn!("could not save the prompt's KV for later questions: {why}");
+            0
+        }
+    }
+}
+
+/// Restores `prefix` whole from the state stored under `key`; returns the
+/// tokens restored (0: prefill it, after saying why when a file was there
+/// but unusable, which is then removed).
+fn restore_whole<S>(disk: &DiskTier, seq: &mut impl SequenceKv<State = S>, key: &str, prefix: &[u32]) -> usize {
+    let path = match disk.lookup(key) {
+        Lookup::Hit(path) => path,
+        Lookup::Miss => return 0,
+        Lookup::Corrupt(why) => {
+            tracing::warn!("ignored a damaged KV file, prefilling instead: {why}");
+            return 0;
+        }
+    };
+    match seq.load(&path, prefix.len()) {
+        Ok(tokens) if tokens == prefix => prefix.len(),
+        other => {
+            let why = match other {
+                Ok(_) => "its tokens differ from this prompt's".to_owned(),
+                Err(e) => e,
+            };
+            tracing::warn!("could not restore the saved KV ({why}); prefilling instead");
+            seq.clear();
+            disk.remove(key);
+            0
+        }
+    }
+}
+
+/// Restores the longest run of whole `blocks` of `prefix` that a stored
+/// state holds (another prompt's, or an interrupted prefill's checkpoint),
+/// and drops what that state holds past it. Returns the tokens restored.
+fn restore_blocks<S>(
+    disk: &DiskTier,
+    seq: &mut impl SequenceKv<State = S>,
+    blocks: &[String],
+    prefix: &[u32],
+    capacity: usize,
+) -> usize {
+    for (i, block) in blocks.iter().enumerate().rev() {
+        let Some((key, _)) = disk.linked(block) else {
+            continue;
+        };
+        let path = match disk.lookup(&key) {
+            Lookup::Hit(path) => path,
+            Lookup::Miss => continue,
+            Lookup::Corrupt(why) => {
+                tracing::warn!("ignored a damaged KV file: {why}");
+                continue;
+            }
+        };
+        let n = (i + 1) * KV_BLOCK;
+        let same = seq
+            .load(&path, capacity)
+            .is_ok_and(|tokens| tokens.len() >= n && tokens[..n] == prefix[..n]);
+        if same && seq.cut(n) {
+            return n;
+        }
+        seq.clear();
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sequence whose "KV" is the tokens it read: enough to check what
+    /// the policy hands an engine.
+    #[derive(Default)]
+    struct Tokens(Vec<u32>);
+
+    impl SequenceKv for Tokens {
+        type State = Vec<u32>;
+        fn state(&self) -> Result<(Vec<u32>, u64), String> {
+            Ok((self.0.clone(), self.0.len() as u64 * 4))
+        }
+        fn set_state(&mut self, state: &Vec<u32>) -> Result<(), String> {
+            self.0.clone_from(state);
+            Ok(())
+        }
+        fn save(&self, path: &Path, tokens: &[u32]) -> Result<(), String> {
+            assert_eq!(self.0, tokens, "a state holds exactly the tokens it is saved with");
+            let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+            std::fs::write(path, bytes).map_err(|e| e.to_string())
+        }
+        fn load(&mut self, path: &Path, capacity: usize) -> Result<Vec<u32>, String> {
+            let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+            let tokens: Vec<u32> = bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            if tokens.len() > capacity {
+                return Err(format!("{} tokens do not fit {capacity}", tokens.len()));
+            }
+            self.0.clone_from(&tokens);
+            Ok(tokens)
+        }
+        fn cut(&mut self, from: usize) -> bool {
+            self.0.truncate(from);
+            true
+        }
+        fn clear(&mut self) {
+            self.0.clear();
+        }
+    }
+
+    fn cache(dir: &Path, host_bytes: u64) -> PrefixCache<Vec<u32>> {
+        PrefixCache::new(
+            "model-f16".into(),
+            host_bytes,
+            Some(DiskTier::new(dir.to_path_buf(), 1 << 30)),
+            None,
+        )
+    }
+
+    /// What an engine does for one prompt prefix: restore, prefill the
+    /// rest (here: take the tokens), keep. Returns the sequence and use.
+    fn run(cache: &mut PrefixCache<Vec<u32>>, prefix: &[u32]) -> (Tokens, KvUse) {
+        let plan = cache.plan(prefix, 1, true);
+        let mut seq = Tokens::default();
+        let mut kv = KvUse::default();
+        let done = cache.restore(&plan, &mut seq, prefix, 1 << 20, &mut kv);
+        assert_eq!(seq.0, prefix[..done], "the sequence holds exactly what was restored");
+        seq.0.extend_from_slice(&prefix[done..]);
+        kv.prefilled_tokens = (prefix.len() - done) as u32;
+        if done < prefix.len() {
+            cache.keep(&plan, &seq, prefix, &mut kv);
+        }
+        (seq, kv)
+    }
+
+    fn tokens(range: std::ops::Range<u32>) -> Vec<u32> {
+        range.collect()
+    }
+
+    #[test]
+    fn a_prefix_comes_back_from_memory_then_from_disk_in_another_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = tokens(0..1500);
+        let mut first = cache(dir.path(), 1 << 20);
+        let (_, kv) = run(&mut first, &prefix);
+        assert_eq!(kv.prefilled_tokens, 1500);
+        assert!(kv.saved_bytes > 0 && kv.offloaded_bytes > 0, "{kv:?}");
+        let (_, kv) = run(&mut first, &prefix);
+        assert_eq!((kv.reused_tokens, kv.prefilled_tokens), (1500, 0), "{kv:?}");
+        let mut second = cache(dir.path(), 1 << 20);
+        let (_, kv) = run(&mut second, &prefix);
+        assert_eq!((kv.restored_tokens, kv.prefilled_tokens), (1500, 0), "{kv:?}");
+        let (_, kv) = run(&mut second, &prefix);
+        assert_eq!(
+            kv.reused_tokens, 1500,
+            "restored from disk, then kept in memory: {kv:?}"
+        );
+        assert_eq!(second.tiers()[0].1.hits, 1);
+    }
+
+    #[test]
+    fn a_prompt_sharing_only_its_first_blocks_takes_those_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = tokens(0..1500);
+        let mut new = tokens(0..1100);
+        new.extend(9000..9600);
+        let mut first = cache(dir.path(), 1 << 20);
+        run(&mut first, &old);
+        // In memory, in the same process: two whole blocks are shared.
+        let (_, kv) = run(&mut first, &new);
+        assert_eq!((kv.reused_tokens, kv.prefilled_tokens), (1024, 676), "{kv:?}");
+        // On disk, in a new process, without a host tier.
+        let mut other = cache(dir.path(), 0);
+        let mut edited = tokens(0..700);
+        edited.extend(5000..6000);
+        let (_, kv) = run(&mut other, &edited);
+        assert_eq!((kv.restored_tokens, kv.prefilled_tokens), (512, 1188), "{kv:?}");
+    }
+
+    #[test]
+    fn a_link_to_a_state_with_other_tokens_is_never_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cache(dir.path(), 0);
+        let a = tokens(0..1024);
+        let b = tokens(100..1124);
+        run(&mut c, &a);
+        // A block of b linked to a's state (as a hash collision would):
+        // the state's tokens differ, so nothing is restored.
+        let disk = c.disk.clone().unwrap();
+        let key_a = c.prefix_key(&a, 1);
+        for block in c.block_keys(&b, 1) {
+            disk.link(&block, &key_a, a.len());
+        }
+        let (seq, kv) = run(&mut c, &b);
+        assert_eq!((kv.restored_tokens, kv.prefilled_tokens), (0, 1024), "{kv:?}");
+        assert_eq!(seq.0, b);
+    }
+
+    #[test]
+    fn an_interrupted_prefill_resumes_from_its_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = tokens(0..2000);
+        let c = PrefixCache::<Vec<u32>>::new(
+            "model-f16".into(),
+            0,
+            Some(DiskTier::new(dir.path().to_path_buf(), 1 << 30)),
+            Some(Duration::ZERO),
+        );
+        let mut plan = c.plan(&prefix, 1, true);
+        let seq = Tokens(prefix[..1300].to_vec());
+        c.checkpoint(&mut plan, &seq, &seq.0);
+        drop(c); // the process dies before the prefix is done
+        let mut again = cache(dir.path(), 0);
+        let (_, kv) = run(&mut again, &prefix);
+        assert_eq!((kv.restored_tokens, kv.prefilled_tokens), (1024, 976), "{kv:?}");
+        let key = again.prefix_key(&prefix, 1);
+        assert!(
+            !again.disk.as_ref().unwrap().has(&checkpoint_key(&key)),
+            "the finished prefix replaces it"
+        );
+    }
+
+    #[test]
+    fn short_prefixes_are_not_kept_and_forked_prefixes_have_their_own_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cache(dir.path(), 1 << 20);
+        let short = tokens(0..(MIN_SAVED_PREFIX as u32 - 1));
+        let (_, kv) = run(&mut c, &short);
+        assert_eq!((kv.saved_bytes, kv.offloaded_bytes), (0, 0));
+        let (_, kv) = run(&mut c, &short);
+        assert_eq!(kv.prefilled_tokens, short.len() as u32, "prefilled every time");
+        let p = tokens(0..600);
+        assert_ne!(c.prefix_key(&p, 1), c.prefix_key(&p, 2));
+        assert_ne!(c.block_keys(&p, 1), c.block_keys(&p, 2));
+        let other = PrefixCache::<Vec<u32>>::new("model-q8_0".into(), 0, None, None);
+        assert_ne!(
+            c.prefix_key(&p, 1),
+            other.prefix_key(&p, 1),
+            "the seed is part of every key"
+        );
+    }
+
+    #[test]
+    fn a_damaged_state_file_is_removed_and_the_prefix_prefilled() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = tokens(0..800);
+        run(&mut cache(dir.path(), 0), &prefix);
+        let key = cache(dir.path(), 0).prefix_key(&prefix, 1);
+        let file = dir.path().join(format!("{key}.kv"));
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+        let mut c = cache(dir.path(), 0);
+        let (seq, kv) = run(&mut c, &prefix);
+        assert_eq!((kv.restored_tokens, kv.prefilled_tokens), (0, 800), "{kv:?}");
+        assert_eq!(seq.0, prefix);
+    }
+}
