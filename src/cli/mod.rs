@@ -28,11 +28,13 @@ use crate::limits::{Limits, ANSWER_TOKENS};
 use crate::report;
 use crate::report::map::{map_html, MapEntry};
 use crate::tasks::access::Access;
-use crate::tasks::ask::{ask, AskEvent, AskOptions, Step};
+use crate::tasks::ask::{ask, AskOptions};
 use crate::tasks::audit::{audit, AuditOptions};
-use crate::tasks::extract::{extract, ExtractOptions, ExtractSchema};
+use crate::tasks::extract::{extract, ExtractOptions};
 use crate::tasks::ingest::{document_tokens, ingest, ingest_while_loading, TokenizerWhenReady};
 use crate::tasks::pipeline::Pipeline;
+use crate::tasks::run::{Step, TaskEvent};
+use crate::tasks::schema::ExtractSchema;
 
 use progress::Progress;
 
@@ -1045,16 +1047,16 @@ impl ModelArgs {
 
 /// A task's steps and prefill on the progress bar (answer text is the
 /// caller's to show).
-fn show_progress(progress: &Progress, event: AskEvent<'_>) {
+fn show_progress(progress: &Progress, event: TaskEvent<'_>) {
     match event {
-        AskEvent::Step {
+        TaskEvent::Step {
             step,
             index,
             of,
             prompt_tokens,
         } => progress.step(&step_text(step, index, of), prompt_tokens),
-        AskEvent::Prefill { done, total } => progress.prefill_progress(done, total),
-        AskEvent::Answer(_) => {}
+        TaskEvent::Prefill { done, total } => progress.prefill_progress(done, total),
+        TaskEvent::Answer(_) => {}
     }
 }
 
@@ -1149,8 +1151,8 @@ fn run_ask(a: &AskArgs) -> Result<i32> {
     let progress = Progress::prefill(a.quiet);
     let verbose = a.verbose && !a.quiet;
     let result = ask(&mut corpus, engine.as_mut(), &opts, &mut |event| match event {
-        AskEvent::Step { .. } | AskEvent::Prefill { .. } => show_progress(&progress, event),
-        AskEvent::Answer(text) => {
+        TaskEvent::Step { .. } | TaskEvent::Prefill { .. } => show_progress(&progress, event),
+        TaskEvent::Answer(text) => {
             progress.clear();
             if stream && write_error.is_none() {
                 if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {

@@ -39,12 +39,14 @@ use crate::corpus::Corpus;
 use crate::engine::{Cancel, Engine, GenerateParams};
 use crate::ingest::WalkOptions;
 use crate::tasks::access::{Access, Named};
-use crate::tasks::ask::{ask, corpus_message, AskEvent, AskOptions};
+use crate::tasks::ask::{ask, corpus_message, AskOptions};
 use crate::tasks::audit::{audit, AuditOptions};
 use crate::tasks::batch::{open_corpus_file, parse_jobs, run_batch, BatchState, ResultsFile, Source, Worker};
 use crate::tasks::chat::chat;
-use crate::tasks::extract::{extract, ExtractOptions, ExtractSchema};
+use crate::tasks::extract::{extract, ExtractOptions};
 use crate::tasks::pipeline::Pipeline;
+use crate::tasks::run::TaskEvent;
+use crate::tasks::schema::ExtractSchema;
 
 pub use pool::EngineFactory;
 use pool::Pool;
@@ -491,8 +493,8 @@ async fn ask_route(
                 let mut corpus = app2.corpora.open(&id)?;
                 let opts = options(cancel.clone());
                 let r = ask(&mut corpus, engine, &opts, &mut |e| match e {
-                    AskEvent::Answer(t) => send(tx, &cancel, json_event("token", &json!({"text": t}))),
-                    AskEvent::Step {
+                    TaskEvent::Answer(t) => send(tx, &cancel, json_event("token", &json!({"text": t}))),
+                    TaskEvent::Step {
                         index,
                         of,
                         prompt_tokens,
@@ -505,7 +507,7 @@ async fn ask_route(
                             &json!({"index": index, "of": of, "prompt_tokens": prompt_tokens}),
                         ),
                     ),
-                    AskEvent::Prefill { done, total } => {
+                    TaskEvent::Prefill { done, total } => {
                         send(
                             tx,
                             &cancel,

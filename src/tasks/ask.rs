@@ -9,15 +9,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::corpus::{Corpus, CorpusError, StoredDocument};
-use crate::engine::{Engine, EngineError, EngineEvent, GenerateParams, Generation, KvUse};
-use crate::prompt::{
-    count_units, data_block, order_documents, place_images, plan_windows, preamble, render_document, BlockTokens,
-    ChatMessage, Content, DocumentBlock, PieceTooLarge, Role, Window,
-};
+use crate::corpus::{Corpus, StoredDocument};
+use crate::engine::{Engine, EngineEvent, GenerateParams, KvUse};
+use crate::prompt::{count_units, data_block, order_documents, preamble, ChatMessage, Content, DocumentBlock, Window};
 use crate::tasks::citations::{attribute, resolve_written, Citation, CitationStatus, CorpusIndex};
-use crate::tasks::extract::ExtractSchema;
 use crate::tasks::pipeline::Pipeline;
+use crate::tasks::run::{document_blocks, fit_windows, messages, Caller, Step, TaskError, TaskEvent, Timings, Usage};
+use crate::tasks::schema::ExtractSchema;
 
 const ASK_TEMPLATE: &str = include_str!("../../prompts/ask.txt");
 const MAP_TEMPLATE: &str = include_str!("../../prompts/ask_map.txt");
@@ -37,10 +35,6 @@ fn echo_stops() -> Vec<String> {
     stops
 }
 
-/// Tokens kept spare when fitting a prompt, for the few tokens a template
-/// adds at message joins that separate counting cannot see.
-const FIT_MARGIN: u32 = 16;
-
 #[derive(Debug, Clone, Default)]
 pub struct AskOptions {
     pub question: String,
@@ -51,64 +45,6 @@ pub struct AskOptions {
     /// The answer is JSON for this schema (constrained where the engine
     /// can; validated after in all cases).
     pub schema: Option<ExtractSchema>,
-}
-
-/// Progress and output while asking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AskEvent<'a> {
-    /// A model call begins: which step, and which window of how many.
-    Step {
-        step: Step,
-        index: usize,
-        of: usize,
-        prompt_tokens: u32,
-    },
-    Prefill {
-        done: u32,
-        total: u32,
-    },
-    /// A piece of the final answer.
-    Answer(&'a str),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    /// A pipeline's rules checked over one window (audit).
-    Audit,
-    /// Fields read from one document or page (extract).
-    Extract,
-    /// The whole corpus in one prompt.
-    Answer,
-    /// Facts from one window.
-    Map,
-    /// Notes combined into an answer.
-    Reduce,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-    /// Model calls made (1 when the corpus fits one window).
-    pub calls: u32,
-    /// Where the prompts' KV came from, over all calls (shown at the top
-    /// level of the result).
-    #[serde(skip)]
-    pub kv: KvUse,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Timings {
-    /// From the start of the ask to the first token of the final answer.
-    pub ttft_ms: u64,
-    /// Prompt processing, summed over all calls.
-    pub prefill_ms: u64,
-    /// Generation of the final answer.
-    pub decode_ms: u64,
-    pub decode_tokens_per_s: f64,
-    pub total_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -157,95 +93,8 @@ impl AskResult {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AskError {
-    #[error(transparent)]
-    Corpus(#[from] CorpusError),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    #[error("the corpus is empty: nothing was ingested (see the skip counts above)")]
-    EmptyCorpus,
-    #[error("the question and instructions alone take {needed} tokens of the engine's {context}; ask a shorter question or use a model with a longer context")]
-    NoRoom { needed: u32, context: u32 },
-    #[error("the corpus does not split into windows of this context; give the model more context (--context) or the answer fewer tokens (--max-tokens)")]
-    Window(#[from] PieceTooLarge),
-    #[error("could not fit the corpus into windows of this engine's context after several tries")]
-    CannotFit,
-    #[error("the corpus takes {windows} windows of this engine's context; a chat holds one, so ask over it (map and reduce) instead")]
-    TooLargeForChat { windows: usize },
-    #[error("no file in the corpus is one the {0} pipeline reads ({1}); check the path, or use another --pipeline")]
-    NoPipelineFiles(String, String),
-    #[error("{notes} notes of {tokens} tokens cannot be combined within this engine's context")]
-    NotesTooLarge { notes: usize, tokens: u32 },
-}
-
 fn fill(template: &str, question: &str) -> String {
     template.replace("{question}", question.trim())
-}
-
-pub(crate) fn messages(system: &str, body: &Content, task: &str) -> Vec<ChatMessage> {
-    let mut content = Content::text(system);
-    if !body.text.is_empty() || !body.images.is_empty() {
-        content.push_str("\n\n");
-        content.append(body);
-    }
-    vec![content.into_message(Role::System), ChatMessage::new(Role::User, task)]
-}
-
-/// The documents' blocks, with their images placed when the engine reads
-/// images (see [`place_images`]).
-pub(crate) fn document_blocks(
-    docs: &[StoredDocument],
-    salt: &str,
-    corpus: &Corpus,
-    engine: &dyn Engine,
-) -> Result<Vec<DocumentBlock>, CorpusError> {
-    let mut blocks: Vec<DocumentBlock> = docs.iter().map(|d| render_document(d, salt)).collect();
-    if engine.capabilities().vision {
-        place_images(&mut blocks, docs, &mut |d, page| corpus.page_image(d.id, page))?;
-    }
-    Ok(blocks)
-}
-
-/// Runs model calls and keeps the usage and timing books.
-pub(crate) struct Caller<'e, 'f, 'g> {
-    pub(crate) engine: &'e mut dyn Engine,
-    pub(crate) params: &'f GenerateParams,
-    pub(crate) on_event: &'g mut dyn FnMut(AskEvent<'_>),
-    pub(crate) usage: Usage,
-    pub(crate) prefill_ms: u64,
-}
-
-impl Caller<'_, '_, '_> {
-    pub(crate) fn call(
-        &mut self,
-        msgs: &[ChatMessage],
-        step: Step,
-        index: usize,
-        of: usize,
-        stream: bool,
-    ) -> Result<Generation, AskError> {
-        let prompt_tokens = self.engine.count_chat_tokens(msgs)?;
-        (self.on_event)(AskEvent::Step {
-            step,
-            index,
-            of,
-            prompt_tokens,
-        });
-        let on_event = &mut *self.on_event;
-        let g = self.engine.generate(msgs, self.params, &mut |e| match e {
-            EngineEvent::Prefill { done, total } => on_event(AskEvent::Prefill { done, total }),
-            EngineEvent::Text(t) if stream => on_event(AskEvent::Answer(t)),
-            EngineEvent::Text(_) => {}
-        })?;
-        self.usage.prompt_tokens += u64::from(g.prompt_tokens);
-        self.usage.completion_tokens += u64::from(g.completion_tokens);
-        self.usage.total_tokens = self.usage.prompt_tokens + self.usage.completion_tokens;
-        self.usage.calls += 1;
-        self.usage.kv += g.kv;
-        self.prefill_ms += g.prefill_ms;
-        Ok(g)
-    }
 }
 
 /// What `ask` settles before calling the model: the documents, their
@@ -285,16 +134,16 @@ impl Prepared {
     }
 }
 
-fn prepare(corpus: &mut Corpus, engine: &dyn Engine, opts: &AskOptions) -> Result<Prepared, AskError> {
+fn prepare(corpus: &mut Corpus, engine: &dyn Engine, opts: &AskOptions) -> Result<Prepared, TaskError> {
     let started = Instant::now();
     let mut docs = corpus.documents()?;
     if docs.is_empty() {
-        return Err(AskError::EmptyCorpus);
+        return Err(TaskError::EmptyCorpus);
     }
     if let Some(p) = &opts.pipeline {
         docs.retain(|d| p.reads(&d.path));
         if docs.is_empty() {
-            return Err(AskError::NoPipelineFiles(p.name.clone(), p.reads_text()));
+            return Err(TaskError::NoPipelineFiles(p.name.clone(), p.reads_text()));
         }
     }
     order_documents(&mut docs);
@@ -377,8 +226,8 @@ pub fn ask(
     corpus: &mut Corpus,
     engine: &mut dyn Engine,
     opts: &AskOptions,
-    on_event: &mut dyn FnMut(AskEvent<'_>),
-) -> Result<AskResult, AskError> {
+    on_event: &mut dyn FnMut(TaskEvent<'_>),
+) -> Result<AskResult, TaskError> {
     let Prepared {
         started,
         docs,
@@ -434,7 +283,7 @@ pub fn ask(
         if notes.is_empty() {
             // No window held anything relevant: the answer is known
             // without another call.
-            (caller.on_event)(AskEvent::Answer(NOT_FOUND));
+            (caller.on_event)(TaskEvent::Answer(NOT_FOUND));
             let timings = Timings {
                 prefill_ms: caller.prefill_ms,
                 total_ms: started.elapsed().as_millis() as u64,
@@ -455,7 +304,7 @@ pub fn ask(
         if let (true, [only]) = (opts.schema.is_none(), notes.as_slice()) {
             // One window holds the answer: its notes are the answer, and a
             // reduce call would only paraphrase them.
-            (caller.on_event)(AskEvent::Answer(only));
+            (caller.on_event)(TaskEvent::Answer(only));
             let timings = Timings {
                 ttft_ms: started.elapsed().as_millis() as u64,
                 prefill_ms: caller.prefill_ms,
@@ -512,9 +361,9 @@ pub fn ask_many(
     corpus: &mut Corpus,
     engine: &mut dyn Engine,
     opts: &[AskOptions],
-    on_event: &mut dyn FnMut(AskEvent<'_>),
-) -> Vec<Result<AskResult, AskError>> {
-    let mut results: Vec<Option<Result<AskResult, AskError>>> = opts.iter().map(|_| None).collect();
+    on_event: &mut dyn FnMut(TaskEvent<'_>),
+) -> Vec<Result<AskResult, TaskError>> {
+    let mut results: Vec<Option<Result<AskResult, TaskError>>> = opts.iter().map(|_| None).collect();
     let mut together: Vec<(usize, Prepared)> = Vec::new();
     for (i, o) in opts.iter().enumerate() {
         match prepare(corpus, &*engine, o) {
@@ -535,14 +384,14 @@ pub fn ask_many(
         let forked = engine.generate_forked(&conversations, &params, &mut |_, e| {
             if let EngineEvent::Prefill { done, total } = e {
                 if std::mem::take(&mut first_event) {
-                    on_event(AskEvent::Step {
+                    on_event(TaskEvent::Step {
                         step: Step::Answer,
                         index: 0,
                         of,
                         prompt_tokens: total,
                     });
                 }
-                on_event(AskEvent::Prefill { done, total });
+                on_event(TaskEvent::Prefill { done, total });
             }
         });
         match forked {
@@ -596,10 +445,10 @@ pub fn ask_many(
 /// the preamble and every document, laid out as `ask` lays them out (so
 /// the two share a KV prefix). The corpus must fit one window with room
 /// for `answer_tokens`.
-pub fn corpus_message(corpus: &mut Corpus, engine: &dyn Engine, answer_tokens: u32) -> Result<ChatMessage, AskError> {
+pub fn corpus_message(corpus: &mut Corpus, engine: &dyn Engine, answer_tokens: u32) -> Result<ChatMessage, TaskError> {
     let mut docs = corpus.documents()?;
     if docs.is_empty() {
-        return Err(AskError::EmptyCorpus);
+        return Err(TaskError::EmptyCorpus);
     }
     order_documents(&mut docs);
     let salt = corpus.salt().to_owned();
@@ -608,7 +457,7 @@ pub fn corpus_message(corpus: &mut Corpus, engine: &dyn Engine, answer_tokens: u
     let system = preamble(&salt);
     let windows = fit_windows(engine, &blocks, &counts, &system, &salt, "", answer_tokens)?;
     if windows.len() > 1 {
-        return Err(AskError::TooLargeForChat { windows: windows.len() });
+        return Err(TaskError::TooLargeForChat { windows: windows.len() });
     }
     let mut msgs = messages(&system, &windows[0].render(&blocks, &salt), "");
     Ok(msgs.remove(0))
@@ -637,10 +486,10 @@ fn reduce_until_fits(
     salt: &str,
     mut notes: Vec<String>,
     task: &str,
-) -> Result<Vec<String>, AskError> {
+) -> Result<Vec<String>, TaskError> {
     let context = caller.engine.capabilities().context_length;
     let answer = caller.params.max_tokens;
-    let fits = |engine: &dyn Engine, group: &[String]| -> Result<bool, AskError> {
+    let fits = |engine: &dyn Engine, group: &[String]| -> Result<bool, TaskError> {
         Ok(
             engine.count_chat_tokens(&messages(system, &Content::text(notes_body(group, salt)), task))? + answer
                 <= context,
@@ -664,7 +513,7 @@ fn reduce_until_fits(
                 &Content::text(notes_body(&groups[0], salt)),
                 task,
             ))?;
-            return Err(AskError::NotesTooLarge { notes: 1, tokens });
+            return Err(TaskError::NotesTooLarge { notes: 1, tokens });
         }
         let rounds = groups.len();
         for (i, group) in groups.iter().enumerate() {
@@ -714,7 +563,7 @@ fn finish(
         citations.extend(extra);
     }
     let (data, schema_errors) = match &opts.schema {
-        Some(schema) if found => match crate::tasks::extract::parse_object(&answer) {
+        Some(schema) if found => match crate::tasks::schema::parse_object(&answer) {
             Some(data) => {
                 let errors = schema.errors(&data);
                 (Some(data), Some(errors))
@@ -738,39 +587,4 @@ fn finish(
         engine,
         model,
     }
-}
-
-/// Packs the corpus into windows whose prompts, with `task`, fit the
-/// engine's context with room for the answer. Counts are checked on the
-/// exact rendered prompts; on overflow the budget shrinks and packing runs
-/// again.
-pub(crate) fn fit_windows(
-    engine: &dyn Engine,
-    blocks: &[DocumentBlock],
-    counts: &[BlockTokens],
-    system: &str,
-    salt: &str,
-    task: &str,
-    answer_tokens: u32,
-) -> Result<Vec<Window>, AskError> {
-    let context = engine.capabilities().context_length;
-    let fixed = engine.count_chat_tokens(&messages(system, &Content::default(), task))?;
-    let needed = fixed + answer_tokens + FIT_MARGIN;
-    if needed >= context {
-        return Err(AskError::NoRoom { needed, context });
-    }
-    let mut budget = context - needed;
-    for _ in 0..5 {
-        let windows = plan_windows(blocks, counts, budget)?;
-        let mut worst_over = 0;
-        for w in &windows {
-            let n = engine.count_chat_tokens(&messages(system, &w.render(blocks, salt), task))?;
-            worst_over = worst_over.max((n + answer_tokens).saturating_sub(context));
-        }
-        if worst_over == 0 {
-            return Ok(windows);
-        }
-        budget = budget.saturating_sub(worst_over + FIT_MARGIN);
-    }
-    Err(AskError::CannotFit)
 }

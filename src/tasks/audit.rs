@@ -23,9 +23,9 @@ use crate::corpus::{Corpus, StoredDocument};
 use crate::engine::{Engine, GenerateParams, KvUse};
 use crate::ingest::DocumentKind;
 use crate::prompt::{count_units, order_documents, preamble, render_document, DocumentBlock};
-use crate::tasks::ask::{fit_windows, messages, AskError, AskEvent, Caller, Step, Timings, Usage};
 use crate::tasks::citations::{lines_of, locate, squash, CitationStatus, CorpusIndex};
 use crate::tasks::pipeline::{Pipeline, Rule};
+use crate::tasks::run::{fit_windows, messages, Caller, Step, TaskError, TaskEvent, Timings, Usage};
 
 const AUDIT_TEMPLATE: &str = include_str!("../../prompts/audit.txt");
 
@@ -201,7 +201,7 @@ pub const REPORT_FORMAT: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error(transparent)]
-    Ask(#[from] AskError),
+    Ask(#[from] TaskError),
     #[error("no file in the corpus is one the {pipeline} pipeline reads ({reads}); check the path, or use another --pipeline")]
     NoFiles { pipeline: String, reads: String },
 }
@@ -269,13 +269,13 @@ pub fn audit(
     corpus: &mut Corpus,
     engine: &mut dyn Engine,
     opts: &AuditOptions,
-    on_event: &mut dyn FnMut(AskEvent<'_>),
+    on_event: &mut dyn FnMut(TaskEvent<'_>),
 ) -> Result<AuditReport, AuditError> {
     let started = Instant::now();
     let pipeline = &opts.pipeline;
     let all = corpus.documents()?;
     if all.is_empty() {
-        return Err(AskError::EmptyCorpus.into());
+        return Err(TaskError::EmptyCorpus.into());
     }
     let files_in_corpus = all.len();
     let mut docs: Vec<StoredDocument> = all

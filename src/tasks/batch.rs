@@ -31,8 +31,9 @@ use crate::tasks::access::{Access, Named};
 use crate::tasks::ask::{ask, ask_many, AskOptions};
 use crate::tasks::audit::{audit, AuditOptions};
 use crate::tasks::chat::chat;
-use crate::tasks::extract::{extract, ExtractOptions, ExtractSchema};
+use crate::tasks::extract::{extract, ExtractOptions};
 use crate::tasks::pipeline::Pipeline;
+use crate::tasks::schema::ExtractSchema;
 
 /// Where a job's documents come from; jobs with equal sources share a
 /// corpus (and its KV).
@@ -575,7 +576,7 @@ impl<'a> Worker<'a> {
 
     /// Runs one job: its result, or why it failed.
     pub fn run(&mut self, job: &Job) -> Result<Value, String> {
-        let quiet = &mut |_: crate::tasks::ask::AskEvent<'_>| {};
+        let quiet = &mut |_: crate::tasks::run::TaskEvent<'_>| {};
         let generate = |max: Option<u32>, default: u32, repeat_penalty: f32| GenerateParams {
             max_tokens: max.unwrap_or(default),
             repeat_penalty,

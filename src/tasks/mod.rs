@@ -1,8 +1,12 @@
 //! Tasks: the jobs scout runs over a corpus.
 //!
-//! `ingest` walks sources into a corpus and counts its tokens; `ask`
-//! answers a question over every window of the corpus (map, then reduce)
-//! and checks the answer's citations. Prompts come from `prompts/`.
+//! `ingest` walks sources into a corpus and counts its tokens; `run` is the
+//! runner every task shares (the model call with its events, usage and
+//! errors, messages, window fitting); `ask` answers a question over every
+//! window of the corpus (map, then reduce) and checks the answer's
+//! citations; `audit`, `extract`, `chat` and `batch` are the other tasks;
+//! `pipeline` and `schema` are what audits and extractions are held to, and
+//! `access` what a caller may name. Prompts come from `prompts/`.
 //! Never renders reports: results are plain data for `report`.
 
 pub mod access;
@@ -14,4 +18,6 @@ pub mod citations;
 pub mod extract;
 pub mod ingest;
 pub mod pipeline;
+pub mod run;
+pub mod schema;
 pub mod stability;
