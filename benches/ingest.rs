@@ -14,8 +14,8 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use scout::corpus::Corpus;
 use scout::engine::llamacpp::LlamaCppTokenizer;
-use scout::engine::models;
 use scout::ingest::WalkOptions;
+use scout::model::store;
 use scout::prompt::Tokenizer;
 use scout::tasks::ingest::{document_tokens, ingest};
 
@@ -55,7 +55,7 @@ fn bench_ingest(c: &mut Criterion) {
     group.bench_function("re-ingest, nothing changed", |b| {
         b.iter(|| ingest(&mut corpus, &roots, &opts, None, &mut |_| {}).unwrap().reused);
     });
-    let model = models::default_model_path();
+    let model = store::default_model_path();
     if model.is_file() {
         let tokenizer = LlamaCppTokenizer::load(&model).unwrap();
         group.bench_function("count tokens (no cache)", |b| {

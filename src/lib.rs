@@ -5,17 +5,21 @@
 //! `ingest` (files -> documents) -> `corpus` (`SQLite` store) -> `prompt`
 //! (layout, windows) -> `engine` (a model behind the `Engine` trait) ->
 //! `tasks` (ask: map/reduce, citation checks) -> `report` (text / JSON).
-//! `anchor` and `limits` hold the value types and bounds every stage shares;
+//! `anchor`, `document` and `limits` hold the value types and bounds every
+//! stage shares; `model` what scout knows of models (GGUF headers, facts,
+//! the model store, vision token rules);
 //! `cli` is the binary's edge and holds no logic a library user would need.
 
 pub mod anchor;
 #[cfg(feature = "llamacpp")]
 pub mod cli;
 pub mod corpus;
+pub mod document;
 pub mod engine;
 pub mod ingest;
 pub mod kv;
 pub mod limits;
+pub mod model;
 pub mod prompt;
 pub mod report;
 pub mod server;

@@ -943,7 +943,7 @@ mod mistralrs {
         // 672 x 336: two tiles side by side (2 x 144 patches, an x and a y
         // separator) and the global tile (144), between start, <|image|>
         // and end: 437 tokens, past the 256-token attention chunk.
-        let tiling = scout::ingest::image::llama4_tiling(672, 336);
+        let tiling = scout::model::vision::llama4_tiling(672, 336);
         assert_eq!((tiling.rows, tiling.cols, tiling.tokens), (1, 2, 437));
         assert_eq!(e.image_tokens(672, 336), Some(437));
         let (messages, text_only) = shelf_with_and_without_image();

@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(opened.pixels() <= MAX_PIXELS);
-    let tiling = image::llama4_tiling(opened.info.width, opened.info.height);
+    let tiling = scout::model::vision::llama4_tiling(opened.info.width, opened.info.height);
     assert!(tiling.tokens > 0 || opened.pixels() == 0);
     if let Ok(img) = image::decode(data, &opened) {
         assert_eq!((img.width(), img.height()), (opened.info.width, opened.info.height));

@@ -20,11 +20,12 @@ use crate::engine::llamacpp::{GgufCounter, KvType, LlamaCppEngine, LlamaCppOptio
 #[cfg(feature = "mistralrs")]
 use crate::engine::mistralrs::{Isq, MistralRsEngine, MistralRsOptions};
 use crate::engine::openai::{OpenAiEngine, OpenAiOptions};
-use crate::engine::{models, threads, Engine, GenerateParams};
+use crate::engine::{threads, Engine, GenerateParams};
 use crate::ingest::pdf::PdfIsolation;
 use crate::ingest::WalkOptions;
 use crate::kv::disk::DiskTier;
 use crate::limits::{Limits, ANSWER_TOKENS};
+use crate::model::store;
 use crate::report;
 use crate::report::map::{map_html, MapEntry};
 use crate::tasks::access::Access;
@@ -225,7 +226,7 @@ impl WalkArgs {
                 ..Limits::default()
             },
             // scout's own models and on-the-fly corpora are never data.
-            exclude: vec![models::models_dir(), models::corpora_dir()],
+            exclude: vec![store::models_dir(), store::corpora_dir()],
             ..WalkOptions::default()
         }
     }
@@ -834,7 +835,7 @@ fn run_ingest(a: &IngestArgs) -> Result<i32> {
         // load does not report it).
         let context = model_path
             .as_ref()
-            .and_then(|p| crate::kv::plan::facts::load(&p.to_string_lossy()).ok())
+            .and_then(|p| crate::model::facts::load(&p.to_string_lossy()).ok())
             .map(|f| f.max_context as u32)
             .filter(|&c| c > 0);
         let html = map_html(
@@ -883,7 +884,7 @@ fn cache_corpus_path(sources: &[PathBuf], ocr_rows: bool) -> PathBuf {
         h.update(s.to_string_lossy().as_bytes());
         h.update(b"\0");
     }
-    models::corpora_dir().join(format!("{}.scout.db", &h.finalize().to_hex()[..16]))
+    store::corpora_dir().join(format!("{}.scout.db", &h.finalize().to_hex()[..16]))
 }
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -900,7 +901,7 @@ fn engine_options(m: &ModelArgs, run: &RunArgs) -> LlamaCppOptions {
         gpu_layers: run.n_gpu_layers,
         kv_type: run.kv_type,
         kv_on_host: run.kv_on_host,
-        kv_disk: (!run.no_kv_cache).then(|| DiskTier::new(models::kv_dir(), gib_bytes(run.kv_disk_gib))),
+        kv_disk: (!run.no_kv_cache).then(|| DiskTier::new(store::kv_dir(), gib_bytes(run.kv_disk_gib))),
         kv_host_bytes: if run.no_kv_cache { 0 } else { gib_bytes(run.kv_host_gib) },
         kv_checkpoint: Some(std::time::Duration::from_secs(run.kv_checkpoint)),
         decode_forks_together: run.n_gpu_layers > 0,
@@ -913,12 +914,12 @@ impl ModelArgs {
     /// llamacpp; `--tokenizer` or the default model for openai.
     fn tokenizer_path(&self, say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         Ok(match self.engine {
-            EngineKind::Llamacpp => models::resolve(self.model.as_deref(), say)?,
-            EngineKind::Openai => models::resolve(self.tokenizer.as_deref(), say)?,
+            EngineKind::Llamacpp => store::resolve(self.model.as_deref(), say)?,
+            EngineKind::Openai => store::resolve(self.tokenizer.as_deref(), say)?,
             #[cfg(feature = "mistralrs")]
             EngineKind::Mistralrs => match &self.model {
                 Some(dir) if dir.is_dir() => dir.clone(),
-                other => models::resolve(other.as_deref(), say)?,
+                other => store::resolve(other.as_deref(), say)?,
             },
         })
     }
@@ -931,7 +932,7 @@ impl ModelArgs {
         if path.is_dir() {
             return Ok((crate::engine::mistralrs::folder_tokenizer(&path)?, path));
         }
-        let counter = GgufCounter::load(&path, &models::cache_dir().join("counters"))?;
+        let counter = GgufCounter::load(&path, &store::cache_dir().join("counters"))?;
         Ok((Box::new(counter), path))
     }
 
@@ -946,7 +947,7 @@ impl ModelArgs {
         }
         match self.engine {
             EngineKind::Llamacpp => {
-                let path = models::resolve(self.model.as_deref(), say)?;
+                let path = store::resolve(self.model.as_deref(), say)?;
                 let options = engine_options(self, run);
                 if options.gpu_layers > 0 && !cfg!(feature = "cuda") {
                     say("scout: --n-gpu-layers has no effect: this scout was built without a GPU backend (cargo build --release --features cuda)");
@@ -972,13 +973,13 @@ impl ModelArgs {
             EngineKind::Mistralrs => {
                 let path = match &self.model {
                     Some(dir) if dir.is_dir() => dir.clone(),
-                    other => models::resolve(other.as_deref(), say)?,
+                    other => store::resolve(other.as_deref(), say)?,
                 };
                 let options = MistralRsOptions {
                     isq: self.isq,
                     context: self.context,
                     past_attention_chunk: self.past_attention_chunk,
-                    scratch: models::cache_dir().join("mistralrs"),
+                    scratch: store::cache_dir().join("mistralrs"),
                 };
                 let ignored: Vec<&str> = [
                     (self.threads.is_some(), "--threads"),
@@ -1469,12 +1470,12 @@ fn run_serve(a: &ServeArgs) -> Result<i32> {
     // Resolve (and fetch) the model once, before the engines start.
     let mut model = a.common.model.clone();
     if model.engine == EngineKind::Llamacpp {
-        model.model = Some(models::resolve(model.model.as_deref(), &mut say)?);
+        model.model = Some(store::resolve(model.model.as_deref(), &mut say)?);
     }
     let run = a.common.run.clone();
     let factory: std::sync::Arc<crate::server::EngineFactory> =
         std::sync::Arc::new(move || Ok(model.engine(&run, &mut |_| {})?.0));
-    let data = a.data.clone().unwrap_or_else(|| models::cache_dir().join("server"));
+    let data = a.data.clone().unwrap_or_else(|| store::cache_dir().join("server"));
     let options = crate::server::ServeOptions {
         listen: a.listen,
         api_key,
@@ -1567,9 +1568,9 @@ fn capabilities_text(c: crate::engine::Capabilities) -> String {
 
 fn run_models(a: &ModelsArgs) -> Result<i32> {
     if a.fetch {
-        models::resolve(None, &mut say(false))?;
+        store::resolve(None, &mut say(false))?;
     }
-    let list = models::list();
+    let list = store::list();
     let api_key = match &a.api_key_env {
         Some(var) => Some(std::env::var(var).with_context(|| format!("--api-key-env {var}: not set"))?),
         None => None,
@@ -1597,7 +1598,7 @@ fn run_models(a: &ModelsArgs) -> Result<i32> {
         }
         return Ok(i32::from(unreachable > 0) * 2);
     }
-    writeln!(out, "Models in {}:", models::models_dir().display())?;
+    writeln!(out, "Models in {}:", store::models_dir().display())?;
     for m in &list {
         let state = if m.bytes > 0 {
             format!("{:.0} MiB", m.bytes as f64 / 1_048_576.0)

@@ -8,8 +8,10 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions};
-use crate::engine::{models, threads, ChatMessage, Engine, GenerateParams, Role};
-use crate::kv::plan::{self, devices, facts, machine, Emit, KvType, DEFAULT_HOST_MEMORY_GB};
+use crate::engine::{threads, ChatMessage, Engine, GenerateParams, Role};
+use crate::kv::plan::{self, devices, machine, Emit, KvType, DEFAULT_HOST_MEMORY_GB};
+use crate::model::facts;
+use crate::model::store;
 use crate::report;
 
 // Doc comments here are --help text, where backticks would print as-is.
@@ -119,7 +121,7 @@ fn select_devices(a: &PlanArgs) -> Result<Vec<devices::Device>> {
 fn measure(a: &PlanArgs) -> Result<(Measured, devices::Device)> {
     eprintln!("scout: measuring memory bandwidth");
     let bandwidth = machine::memory_bandwidth();
-    let path = models::resolve(a.measure_model.as_deref(), &mut |l| eprintln!("{l}"))?;
+    let path = store::resolve(a.measure_model.as_deref(), &mut |l| eprintln!("{l}"))?;
     let threads = threads::free_cores();
     eprintln!("scout: measuring {} with {threads} thread(s)", path.display());
     let mut engine = LlamaCppEngine::load(

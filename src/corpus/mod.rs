@@ -16,13 +16,13 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde::Serialize;
 
 use crate::anchor::Anchor;
-use crate::ingest::image::llama4_tiling;
+#[cfg(test)]
+use crate::document::Skip;
 use crate::ingest::listing::Listing;
 use crate::ingest::outline::Symbol;
 use crate::ingest::secrets::SecretFinding;
-#[cfg(test)]
-use crate::ingest::Skip;
 use crate::ingest::{Document, DocumentKind, ImageInfo, KnownFile, KnownFiles, Segment, WalkItem};
+use crate::model::vision::llama4_tiling;
 
 /// Bumped whenever the tables change shape; an older file is refused with a
 /// clear message rather than misread.
@@ -147,7 +147,7 @@ pub struct IngestSummary {
     pub by_kind: BTreeMap<String, u64>,
     pub skipped: BTreeMap<String, u64>,
     pub errors: u64,
-    pub skips: Vec<crate::ingest::Skip>,
+    pub skips: Vec<crate::document::Skip>,
     /// Secrets redacted in the documents read this run.
     pub secrets: Vec<SecretFinding>,
     /// Secrets redacted in the whole corpus.
@@ -1470,7 +1470,7 @@ mod tests {
         assert_eq!(docs[0].segments[0].text, "ONE\n");
     }
 
-    use crate::ingest::SkipReason;
+    use crate::document::SkipReason;
 
     #[test]
     fn other_roots_are_kept_and_skips_counted() {

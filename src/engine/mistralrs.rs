@@ -353,7 +353,7 @@ impl HfPrompter {
                 if !self.llama4_vision {
                     return Err(super::no_vision(image));
                 }
-                let text = crate::ingest::image::llama4_image_text(image.width, image.height);
+                let text = crate::model::vision::llama4_image_text(image.width, image.height);
                 let e = self
                     .special
                     .encode_fast(text, false)
@@ -384,7 +384,7 @@ impl Tokenizer for HfPrompter {
     }
     fn image_tokens(&self, width: u32, height: u32) -> Option<u32> {
         self.llama4_vision
-            .then(|| crate::ingest::image::llama4_tiling(width, height).tokens)
+            .then(|| crate::model::vision::llama4_tiling(width, height).tokens)
     }
 }
 
@@ -699,7 +699,7 @@ impl MistralRsEngine {
         let model = Self::build(&runtime, path, builder.build())?;
         let tokenizer = super::llamacpp::LlamaCppTokenizer::load(path)?;
         // A vocabulary-only load does not know the context: the header does.
-        let trained = crate::kv::plan::facts::load(&path.to_string_lossy())
+        let trained = crate::model::facts::load(&path.to_string_lossy())
             .map(|f| f.max_context as u32)
             .ok()
             .filter(|&c| c > 0)

@@ -13,7 +13,6 @@ pub mod bpe;
 pub mod llamacpp;
 #[cfg(feature = "mistralrs")]
 pub mod mistralrs;
-pub mod models;
 #[cfg(feature = "llamacpp")]
 mod mtmd;
 pub mod openai;
@@ -32,45 +31,7 @@ pub fn no_vision(image: &PromptImage) -> EngineError {
     ))
 }
 
-/// What an engine and its model can do; tasks check these before running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Capabilities {
-    /// Tokens of context the engine will accept (prompt + answer).
-    pub context_length: u32,
-    /// Images can be placed in the prompt.
-    pub vision: bool,
-    /// Output can be constrained to a JSON schema while decoding.
-    pub json_schema: bool,
-    /// KV operations (sequence copy, state save/restore) are available.
-    pub kv_operations: bool,
-}
-
-impl Capabilities {
-    /// What the llamacpp engine can do with a text model whose context is
-    /// `context_length` tokens (scout's own engine: KV operations and
-    /// constrained output; images only with a projector, `--mmproj`).
-    #[must_use]
-    pub fn llamacpp(context_length: u32) -> Self {
-        Self {
-            context_length,
-            vision: false,
-            json_schema: true,
-            kv_operations: true,
-        }
-    }
-
-    /// An engine that reads text and holds answers to a JSON schema but
-    /// offers scout no KV operations (mistralrs, openai).
-    #[must_use]
-    pub fn text_with_schema(context_length: u32) -> Self {
-        Self {
-            context_length,
-            vision: false,
-            json_schema: true,
-            kv_operations: false,
-        }
-    }
-}
+pub use crate::model::Capabilities;
 
 /// Stops a generation from outside: at a deadline, or when a flag is set
 /// (a client that went away). The default never stops anything.

@@ -626,7 +626,7 @@ impl Tokenizer for OpenAiEngine {
     fn image_tokens(&self, width: u32, height: u32) -> Option<u32> {
         self.options
             .vision
-            .then(|| crate::ingest::image::llama4_tiling(width, height).tokens)
+            .then(|| crate::model::vision::llama4_tiling(width, height).tokens)
     }
 }
 

@@ -11,20 +11,7 @@ use std::time::Duration;
 
 use super::child::{self, ChildError};
 
-/// One line of text as OCR read it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OcrLine {
-    /// The page (1 for an image file).
-    pub page: u32,
-    pub block: u32,
-    pub text: String,
-    pub x: u32,
-    pub y: u32,
-    pub w: u32,
-    pub h: u32,
-    /// Mean confidence of the line's words, 0-100.
-    pub confidence: f32,
-}
+pub use crate::document::OcrLine;
 
 /// Why OCR gave no text for an image.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,17 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tree_sitter::{Language, Node, ParseOptions, Parser, TreeCursor};
 
-/// A definition in a source file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Symbol {
-    pub name: String,
-    pub kind: String,
-    pub start_line: u32,
-    pub end_line: u32,
-}
+pub use crate::document::Symbol;
 
 /// Why a file has no outline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,19 +11,8 @@
 use std::sync::LazyLock;
 
 use regex::Regex;
-use serde::{Deserialize, Serialize};
 
-/// One secret found, where, and of what kind.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SecretFinding {
-    pub path: String,
-    /// Line number (in the file, or in the PDF page).
-    pub line: u32,
-    /// The PDF page the line is on.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub page: Option<u32>,
-    pub kind: String,
-}
+pub use crate::document::SecretFinding;
 
 struct Rule {
     kind: &'static str,

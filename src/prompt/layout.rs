@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::anchor::Anchor;
 use crate::corpus::StoredDocument;
-use crate::ingest::DocumentKind;
+use crate::document::DocumentKind;
 
 use super::{Content, PromptImage, LAYOUT_VERSION, LINE_MARKER_EVERY};
 use std::sync::Arc;
@@ -392,8 +392,8 @@ mod tests {
         out
     }
 
-    fn seg(anchor: Anchor, text: &str) -> crate::ingest::Segment {
-        crate::ingest::Segment {
+    fn seg(anchor: Anchor, text: &str) -> crate::document::Segment {
+        crate::document::Segment {
             anchor,
             text: text.into(),
         }

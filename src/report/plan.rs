@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use crate::kv::plan::facts::LocalAttention;
 use crate::kv::plan::{overhead_bytes, Fit, KvCost, KvType, Plan, GIB, QUANTS, RUNTIME_OVERHEAD_BYTES, UBATCH};
+use crate::model::facts::LocalAttention;
 
 fn gib(bytes: f64) -> String {
     format!("{:.1} GiB", bytes / GIB)

@@ -433,7 +433,7 @@ pub(super) async fn image(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<ImageQuery>,
 ) -> ApiResult<Response> {
-    use crate::ingest::DocumentKind;
+    use crate::document::DocumentKind;
     let corpora = Arc::clone(&app.corpora);
     let roots = app.opts.roots.clone();
     tokio::task::spawn_blocking(move || {

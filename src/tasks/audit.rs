@@ -20,8 +20,8 @@ use serde_json::{json, Value};
 
 use crate::anchor::Anchor;
 use crate::corpus::{Corpus, StoredDocument};
+use crate::document::DocumentKind;
 use crate::engine::{Engine, GenerateParams, KvUse};
-use crate::ingest::DocumentKind;
 use crate::prompt::{count_units, order_documents, preamble, render_document, DocumentBlock};
 use crate::tasks::citations::{lines_of, locate, squash, CitationStatus, CorpusIndex};
 use crate::tasks::pipeline::{Pipeline, Rule};
@@ -597,7 +597,7 @@ fn merge(findings: Vec<Finding>, p: &Pipeline) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::Segment;
+    use crate::document::Segment;
 
     fn doc(path: &str, text: &str) -> StoredDocument {
         let lines = text.lines().count() as u32;

@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::anchor::{find_citations, Anchor};
 use crate::corpus::StoredDocument;
+use crate::document::DocumentKind;
 use crate::ingest::outline::enclosing;
-use crate::ingest::DocumentKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -554,16 +554,16 @@ mod tests {
         };
         let d = StoredDocument {
             kind: DocumentKind::Image,
-            image: Some(crate::ingest::ImageInfo {
+            image: Some(crate::document::ImageInfo {
                 width: 800,
                 height: 600,
             }),
             segments: vec![
-                crate::ingest::Segment {
+                crate::document::Segment {
                     anchor: region(10, 10, 200, 30),
                     text: "Total: 42.00\n".into(),
                 },
-                crate::ingest::Segment {
+                crate::document::Segment {
                     anchor: region(10, 300, 200, 30),
                     text: "Thank you\n".into(),
                 },

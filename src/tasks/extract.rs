@@ -17,9 +17,9 @@ use serde_json::Value;
 
 use crate::anchor::Anchor;
 use crate::corpus::{Corpus, StoredDocument};
+use crate::document::DocumentKind;
 use crate::engine::{Engine, GenerateParams};
 use crate::ingest::ocr::{union, OcrLine};
-use crate::ingest::DocumentKind;
 use crate::prompt::preamble;
 use crate::tasks::citations::{locate, squash};
 use crate::tasks::run::{document_blocks, messages, Caller, Step, TaskError, TaskEvent, Usage};
@@ -329,7 +329,7 @@ fn region(path: &str, page: u32, (x, y, w, h): (u32, u32, u32, u32)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::Segment;
+    use crate::document::Segment;
 
     fn line(text: &str, y: u32, confidence: f32) -> OcrLine {
         OcrLine {

@@ -16,14 +16,12 @@
 //!   bound: real engines reach perhaps 50-80% of it.
 
 pub mod devices;
-pub mod facts;
-pub mod gguf;
 pub mod machine;
 
 use serde::Serialize;
 
+use crate::model::facts::ModelFacts;
 use devices::Device;
-use facts::ModelFacts;
 
 /// CUDA context, cuBLAS workspaces and allocator slack per GPU.
 pub const RUNTIME_OVERHEAD_BYTES: f64 = 1.5 * GIB;
@@ -468,7 +466,7 @@ mod tests {
     const KIB: f64 = 1024.0;
 
     fn scout() -> ModelFacts {
-        facts::load("scout").unwrap()
+        crate::model::facts::load("scout").unwrap()
     }
 
     fn device(name: &str) -> Device {

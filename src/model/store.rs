@@ -126,7 +126,7 @@ pub struct ModelEntry {
 /// context read from the header.
 #[must_use]
 pub fn llamacpp_capabilities(path: &Path) -> Option<super::Capabilities> {
-    let header = crate::kv::plan::gguf::read_header(path).ok()?;
+    let header = crate::model::gguf::read_header(path).ok()?;
     let arch = header.str("general.architecture")?;
     let context = header.u64(&format!("{arch}.context_length"))?;
     Some(super::Capabilities::llamacpp(
