@@ -14,7 +14,6 @@ pub mod llamacpp;
 #[cfg(feature = "mistralrs")]
 pub mod mistralrs;
 #[cfg(feature = "llamacpp")]
-mod mtmd;
 pub mod openai;
 pub mod threads;
 

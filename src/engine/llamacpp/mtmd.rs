@@ -20,7 +20,7 @@ use llama_cpp_2::mtmd::{
 };
 use llama_cpp_2::token::LlamaToken;
 
-use super::{EngineError, PromptImage};
+use crate::engine::{EngineError, PromptImage};
 
 /// A vision model's projector, loaded beside its text model.
 pub(crate) struct Vision {
@@ -142,14 +142,7 @@ impl Vision {
             )));
         }
         chunks
-            .eval_chunks(
-                &mut self.ctx,
-                ctx,
-                at as i32,
-                seq,
-                super::llamacpp::PREFILL_BATCH as i32,
-                false,
-            )
+            .eval_chunks(&mut self.ctx, ctx, at as i32, seq, super::PREFILL_BATCH as i32, false)
             .map_err(|e| bad(format!("the projector or the model failed on it: {e}")))?;
         Ok(())
     }
@@ -226,7 +219,7 @@ impl Prompt {
         seq: i32,
     ) -> Result<usize, EngineError> {
         if let Some(span) = self.image_at(done) {
-            let vision = vision.ok_or_else(|| super::no_vision(&span.image))?;
+            let vision = vision.ok_or_else(|| crate::engine::no_vision(&span.image))?;
             if span.start + span.len >= self.tokens.len() {
                 return Err(EngineError::Template(
                     "the prompt ends with an image; the model needs text after it".into(),
