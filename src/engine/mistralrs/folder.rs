@@ -112,7 +112,7 @@ mod tests {
     use super::*;
     use crate::engine::mistralrs::Isq;
 
-    pub(super) fn options(context: Option<u32>, past: bool) -> MistralRsOptions {
+    fn options(context: Option<u32>, past: bool) -> MistralRsOptions {
         MistralRsOptions {
             isq: Isq::None,
             context,
