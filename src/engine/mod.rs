@@ -14,6 +14,8 @@ pub mod llamacpp;
 #[cfg(feature = "mistralrs")]
 pub mod mistralrs;
 #[cfg(feature = "llamacpp")]
+pub mod open;
+#[cfg(feature = "llamacpp")]
 pub mod openai;
 pub mod threads;
 

@@ -20,4 +20,5 @@ pub mod ingest;
 pub mod pipeline;
 pub mod run;
 pub mod schema;
+pub mod sources;
 pub mod stability;
