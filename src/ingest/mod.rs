@@ -6,6 +6,12 @@
 //! the two: nothing is dropped without a counted reason.
 //!
 //! Never calls an engine and never touches the corpus store.
+//!
+//! Files: `walk` finds files (the parallel walker, listing replay, each
+//! entry's fate); `read` turns one file's bytes into a document (text,
+//! PDF, image, OCR, redaction); `text`, `pdf`, `image`, `ocr`, `outline`,
+//! `secrets` and `git` each know one kind of content; `listing` is the
+//! record a clean walk keeps; `child` runs helper processes under limits.
 
 mod child;
 pub mod git;
@@ -14,14 +20,15 @@ pub mod listing;
 pub mod ocr;
 pub mod outline;
 pub mod pdf;
-mod repo;
+mod read;
 pub mod secrets;
 mod text;
+mod walk;
 
-pub use repo::{
+pub use text::{code_language, decode, split_text};
+pub use walk::{
     check_listing, count_files, display_path, walk, walk_batches, walk_then, KnownFile, KnownFiles, WalkItem,
     WalkOptions, Walked,
 };
-pub use text::{code_language, decode, split_text};
 
 pub use crate::document::{Document, DocumentKind, ImageInfo, Segment, Skip, SkipReason};

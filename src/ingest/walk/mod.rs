@@ -1,0 +1,467 @@
+//! Walking sources: folders (with .gitignore rules) and single files.
+//!
+//! Files are read on parallel worker threads; each becomes one
+//! [`WalkItem`] (a document, a file known unchanged, or a counted skip)
+//! sent to the caller in the order the workers finish. Walk errors
+//! (unreadable folders, symlink loops, vanished files) are skips, never
+//! dropped. A file whose size and modification time match what the corpus
+//! already holds is not read again.
+
+mod replay;
+mod visit;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{mpsc, Arc};
+
+use ignore::overrides::OverrideBuilder;
+use ignore::{WalkBuilder, WalkState};
+
+use crate::limits::Limits;
+
+use super::listing::{Entry, Listing};
+use super::pdf;
+use super::read::{mtime_ns, now_ns, read_entry};
+use super::{Document, Skip, SkipReason};
+pub use replay::check_listing;
+use replay::{key_for, replay_listing, Recording};
+use visit::{inodes, may_be_excluded_folder, visit, walk_error, Folders, Known, Visit, Visited};
+
+/// Files the corpus holds, by display path (a fast hash: a re-ingest
+/// looks up every file of the tree).
+pub type KnownFiles = rustc_hash::FxHashMap<String, KnownFile>;
+
+/// What the corpus already knows of a file, to skip re-reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownFile {
+    pub bytes: u64,
+    pub mtime_ns: i64,
+}
+
+/// How to walk.
+#[derive(Debug, Clone, Default)]
+pub struct WalkOptions {
+    /// Also read hidden files and folders (dot-files).
+    pub hidden: bool,
+    /// Follow symbolic links (loops are recorded as skips).
+    pub follow_links: bool,
+    /// Also read files that .gitignore and friends exclude.
+    pub no_ignore: bool,
+    /// Only files matching one of these globs (gitignore syntax, relative
+    /// to each root); empty means all.
+    pub include: Vec<String>,
+    /// Never files matching these globs.
+    pub exclude_globs: Vec<String>,
+    pub limits: Limits,
+    /// Files and folders never to ingest: the corpus store and its journal,
+    /// scout's own cache folder.
+    pub exclude: Vec<PathBuf>,
+    /// Files already in the corpus, by display path.
+    pub known: Arc<KnownFiles>,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+    /// Store secrets as they are instead of redacting them.
+    pub keep_secrets: bool,
+    /// Where PDFs are parsed (a worker process for the CLI).
+    pub pdf_isolation: pdf::PdfIsolation,
+    /// OCR for images: tesseract's languages (`eng`, `eng+deu`); `None`
+    /// turns OCR off.
+    pub ocr_lang: Option<String>,
+    /// Read scanned pages as rows across the page (receipts, forms,
+    /// tables) instead of detecting columns.
+    pub ocr_rows: bool,
+    /// The listing the last walk of these roots recorded, found to hold
+    /// just before the walk by [`check_listing`]: its entries are taken
+    /// instead of walking the tree, with what the corpus holds for each
+    /// file ([`WalkOptions::known`] is not consulted for them).
+    pub listing: Option<Arc<Listing>>,
+    /// Walk the tree even when the corpus's listing of the last walk
+    /// still holds (for file systems whose folder times cannot be
+    /// trusted).
+    pub rescan: bool,
+}
+
+/// How a walk went, besides the items it handed over.
+#[derive(Debug, Default)]
+pub struct Walked {
+    /// The listing this walk recorded, for the next one (`None` when it
+    /// replayed one, or could not record: see [`super::listing`]).
+    pub listing: Option<Listing>,
+    /// Whether the entries came from [`WalkOptions::listing`] instead of
+    /// a walk.
+    pub replayed: bool,
+}
+
+/// One file, as the walk saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WalkItem {
+    Document(Box<Document>),
+    /// Same size and modification time as in the corpus: not read again.
+    Unchanged {
+        path: String,
+    },
+    /// Files of the listing a walk took instead of walking, by their
+    /// places in it, found unchanged as [`WalkItem::Unchanged`] is (handed
+    /// over many at a time, without a path each).
+    UnchangedListed {
+        listing: Arc<Listing>,
+        entries: Vec<u32>,
+    },
+    Skip(Skip),
+}
+
+impl WalkItem {
+    /// The path of each file this item stands for: one, or for
+    /// [`WalkItem::UnchangedListed`] many.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        let (one, listed) = match self {
+            WalkItem::Document(d) => (Some(d.path.as_str()), None),
+            WalkItem::Unchanged { path } => (Some(path.as_str()), None),
+            WalkItem::Skip(s) => (Some(s.path.as_str()), None),
+            WalkItem::UnchangedListed { listing, entries } => (None, Some((listing, entries))),
+        };
+        one.into_iter().chain(
+            listed
+                .into_iter()
+                .flat_map(|(listing, entries)| entries.iter().map(|&i| listing.shown(&listing.entries[i as usize]))),
+        )
+    }
+}
+
+/// The path a user would open: the root as they named it, joined with the
+/// path below it, with forward slashes and no leading `./`. Bytes that are
+/// not UTF-8 are written as `\xNN` (and a literal backslash as `\\`), so a
+/// name stays lossless and distinct.
+#[must_use]
+pub fn display_path(path: &Path) -> String {
+    let s = lossless(path);
+    let s = s.strip_prefix("./").unwrap_or(&s);
+    s.to_owned()
+}
+
+#[cfg(unix)]
+fn lossless(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&chunk.valid().replace('\\', "\\\\"));
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(not(unix))]
+fn lossless(path: &Path) -> String {
+    path.to_string_lossy().replace('\\', "/")
+}
+
+/// Walks every root on worker threads and hands each file to `on_item` as
+/// it is done.
+pub fn walk(roots: &[PathBuf], opts: &WalkOptions, on_item: impl FnMut(WalkItem)) {
+    walk_then(roots, opts, &|_| {}, on_item);
+}
+
+/// [`walk`], with `each_document` run on every document read, on the
+/// worker thread that read it (before `on_item` sees it).
+pub fn walk_then(
+    roots: &[PathBuf],
+    opts: &WalkOptions,
+    each_document: &(dyn Fn(&Document) + Sync),
+    mut on_item: impl FnMut(WalkItem),
+) {
+    walk_batches(roots, opts, each_document, |batch| {
+        batch.into_iter().for_each(&mut on_item);
+    });
+}
+
+/// [`walk_then`], handing items over in batches: files found unchanged
+/// are gathered by each worker (a re-ingest of a large tree would
+/// otherwise wake the receiving thread once per file, which costs more
+/// than the file's stat); a document or a skip goes at once, with what
+/// was gathered before it.
+///
+/// When [`WalkOptions::listing`] still holds for these roots and options,
+/// its entries are read instead of walking the tree; otherwise the walk
+/// records a listing for the next time, when it can.
+pub fn walk_batches(
+    roots: &[PathBuf],
+    opts: &WalkOptions,
+    each_document: &(dyn Fn(&Document) + Sync),
+    mut on_batch: impl FnMut(Vec<WalkItem>),
+) -> Walked {
+    let started_ns = now_ns();
+    let excluded = real_excluded(opts);
+    let excluded_inodes = inodes(&excluded);
+    let excluded_names: Vec<String> = excluded
+        .iter()
+        .filter_map(|x| Some(x.file_name()?.to_str()?.to_owned()))
+        .collect();
+    let key = key_for(roots, opts, &excluded);
+    // Checked by the caller just before (see `check_listing`): only that
+    // it is a listing for this walk is checked again.
+    let replay = opts.listing.as_ref().filter(|l| key.as_deref() == Some(l.key.as_str()));
+    let recording = std::sync::Mutex::new(Recording {
+        spoiled: key.is_none() || replay.is_some(),
+        ..Recording::default()
+    });
+    let corpus_bytes = AtomicU64::new(0);
+    let (tx, rx) = mpsc::channel::<Vec<WalkItem>>();
+    std::thread::scope(|scope| {
+        let ctx = Context {
+            opts,
+            excluded: &excluded,
+            excluded_inodes: &excluded_inodes,
+            excluded_names: &excluded_names,
+            corpus_bytes: &corpus_bytes,
+            each_document,
+        };
+        let recording = &recording;
+        scope.spawn(move || match replay {
+            Some(listing) => replay_listing(listing, &ctx, &tx),
+            None => {
+                for root in roots {
+                    walk_root(root, &ctx, recording, &tx);
+                }
+            }
+        });
+        for batch in rx {
+            on_batch(batch);
+        }
+    });
+    let recording = recording
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Walked {
+        listing: key.and_then(|key| recording.finish(key, roots, opts, started_ns)),
+        replayed: replay.is_some(),
+    }
+}
+
+/// What every worker of one walk shares.
+struct Context<'a> {
+    opts: &'a WalkOptions,
+    /// Real paths of the files and folders never to read, and the
+    /// folders' inode numbers.
+    excluded: &'a [PathBuf],
+    excluded_inodes: &'a [u64],
+    /// Their file names.
+    excluded_names: &'a [String],
+    corpus_bytes: &'a AtomicU64,
+    each_document: &'a (dyn Fn(&Document) + Sync),
+}
+
+/// The real paths of the files and folders `opts` says never to read
+/// (those that exist: a corpus not made yet has none).
+fn real_excluded(opts: &WalkOptions) -> Vec<PathBuf> {
+    opts.exclude.iter().filter_map(|p| p.canonicalize().ok()).collect()
+}
+
+/// Unchanged files gathered before a batch is sent.
+const UNCHANGED_BATCH: usize = 256;
+
+/// A worker's items not yet sent; sent when dropped (the worker is done).
+struct Batch {
+    items: Vec<WalkItem>,
+    tx: mpsc::Sender<Vec<WalkItem>>,
+}
+
+impl Batch {
+    /// Adds `item`, sending the batch when it is due; false when the
+    /// receiver has gone (the walk should stop).
+    fn push(&mut self, item: WalkItem) -> bool {
+        let due = !matches!(item, WalkItem::Unchanged { .. } | WalkItem::UnchangedListed { .. })
+            || self.items.len() + 1 >= UNCHANGED_BATCH;
+        self.items.push(item);
+        !due || self.send()
+    }
+
+    fn send(&mut self) -> bool {
+        self.items.is_empty() || self.tx.send(std::mem::take(&mut self.items)).is_ok()
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.send();
+    }
+}
+
+fn overrides(root: &Path, opts: &WalkOptions) -> Result<Option<ignore::overrides::Override>, String> {
+    if opts.include.is_empty() && opts.exclude_globs.is_empty() {
+        return Ok(None);
+    }
+    let base = if root.is_dir() {
+        root
+    } else {
+        root.parent().unwrap_or(root)
+    };
+    let mut ov = OverrideBuilder::new(base);
+    for g in &opts.include {
+        ov.add(g).map_err(|e| format!("--include {g}: {e}"))?;
+    }
+    for g in &opts.exclude_globs {
+        ov.add(&format!("!{g}")).map_err(|e| format!("--exclude {g}: {e}"))?;
+    }
+    ov.build().map(Some).map_err(|e| e.to_string())
+}
+
+/// The walker for `root` with the ignore rules and globs of `opts`.
+fn builder(root: &Path, opts: &WalkOptions) -> Result<WalkBuilder, String> {
+    let mut builder = WalkBuilder::new(root);
+    builder
+        .hidden(!opts.hidden)
+        .follow_links(opts.follow_links)
+        .git_ignore(!opts.no_ignore)
+        .git_global(!opts.no_ignore)
+        .git_exclude(!opts.no_ignore)
+        .ignore(!opts.no_ignore)
+        .parents(!opts.no_ignore)
+        // .gitignore is honoured even outside a git repository: users
+        // point scout at exported trees and tarballs too.
+        .require_git(false)
+        .threads(opts.threads);
+    if let Some(o) = overrides(root, opts)? {
+        builder.overrides(o);
+    }
+    Ok(builder)
+}
+
+/// How many files a walk of `roots` will hand over (folders the walk
+/// skips and files it cannot stat aside): a quick pass without reading,
+/// for a progress bar's length.
+#[must_use]
+pub fn count_files(roots: &[PathBuf], opts: &WalkOptions) -> u64 {
+    let excluded = real_excluded(opts);
+    let excluded_inodes = inodes(&excluded);
+    roots
+        .iter()
+        .filter_map(|root| builder(root, opts).ok())
+        .flat_map(|mut b| {
+            // scout's cache folder is not walked into (as in the walk).
+            let (excluded, excluded_inodes) = (excluded.clone(), excluded_inodes.clone());
+            b.filter_entry(move |e| {
+                !(e.file_type().is_some_and(|t| t.is_dir())
+                    && may_be_excluded_folder(&Visit::of(e), &excluded_inodes)
+                    && e.path().canonicalize().is_ok_and(|c| excluded.contains(&c)))
+            });
+            b.build()
+        })
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_type().is_some_and(|t| !t.is_dir())))
+        .count() as u64
+}
+
+fn walk_root(
+    root: &Path,
+    ctx: &Context<'_>,
+    recording: &std::sync::Mutex<Recording>,
+    tx: &mpsc::Sender<Vec<WalkItem>>,
+) {
+    let builder = match builder(root, ctx.opts) {
+        Ok(b) => b,
+        Err(detail) => {
+            recording
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .spoiled = true;
+            let _ = tx.send(vec![WalkItem::Skip(Skip {
+                path: display_path(root),
+                reason: SkipReason::Unreadable,
+                detail,
+            })]);
+            return;
+        }
+    };
+    builder.build_parallel().run(|| {
+        let mut worker = Worker {
+            batch: Batch {
+                items: Vec::new(),
+                tx: tx.clone(),
+            },
+            folders: Folders::default(),
+            seen: Recording {
+                spoiled: recording
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .spoiled,
+                ..Recording::default()
+            },
+            recording,
+        };
+        Box::new(move |entry| {
+            let e = match entry {
+                Ok(e) => e,
+                Err(err) => {
+                    worker.seen.spoiled = true;
+                    return worker.send(walk_error(root, &err));
+                }
+            };
+            let v = Visit::of(&e);
+            let visited = visit(&v, ctx, &mut worker.folders);
+            if !worker.seen.spoiled {
+                if matches!(visited, Visited::Folder) {
+                    worker.seen.folder(v.path, v.depth, ctx.opts);
+                } else {
+                    let shown = match &visited {
+                        Visited::Item(item) | Visited::SkipFolder(item) => {
+                            item.paths().next().unwrap_or_default().to_owned()
+                        }
+                        Visited::Unchanged(shown) => shown.clone().into_owned(),
+                        _ => display_path(v.path),
+                    };
+                    let entry = Entry::new(v.path, &shown, v.depth, v.ino, v.is_dir, v.is_file, v.is_symlink);
+                    worker.seen.entries.push((shown, entry));
+                }
+            }
+            match visited {
+                Visited::Folder | Visited::Nothing => WalkState::Continue,
+                Visited::Unchanged(shown) => worker.send(WalkItem::Unchanged {
+                    path: shown.into_owned(),
+                }),
+                Visited::Item(item) => worker.send(item),
+                Visited::SkipFolder(item) => match worker.send(item) {
+                    WalkState::Continue => WalkState::Skip,
+                    quit => quit,
+                },
+            }
+        })
+    });
+}
+
+/// One walk worker's state; what it saw joins the walk's recording when
+/// it is done.
+struct Worker<'a> {
+    batch: Batch,
+    folders: Folders,
+    seen: Recording,
+    recording: &'a std::sync::Mutex<Recording>,
+}
+
+impl Worker<'_> {
+    /// Hands `item` on; quits the walk when no one receives any more
+    /// (which leaves it incomplete: nothing is recorded).
+    fn send(&mut self, item: WalkItem) -> WalkState {
+        if self.batch.push(item) {
+            WalkState::Continue
+        } else {
+            self.seen.spoiled = true;
+            WalkState::Quit
+        }
+    }
+}
+
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        let seen = std::mem::take(&mut self.seen);
+        self.recording
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .merge(seen);
+    }
+}
+
+#[cfg(test)]
+mod tests;
