@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rusqlite::{params, OptionalExtension};
 
-use super::store::rows_in;
 use super::{Corpus, CorpusError, StoredDocument};
 use crate::anchor::Anchor;
 use crate::document::{DocumentKind, ImageInfo, Segment, Symbol};
@@ -392,4 +391,18 @@ impl Corpus {
             })
             .collect()
     }
+}
+
+/// How many rows `table` (one of the schema's) holds. Documents are
+/// counted on their smallest index: left to choose, `SQLite` counts them
+/// on the index of their paths, seven times the size (a re-ingest of a
+/// large tree counts them three times).
+pub(super) fn rows_in(conn: &rusqlite::Connection, table: &str) -> rusqlite::Result<u64> {
+    let from = if table == "documents" {
+        "documents INDEXED BY documents_kind_bytes"
+    } else {
+        table
+    };
+    conn.query_row(&format!("SELECT count(*) FROM {from}"), [], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
 }

@@ -6,7 +6,7 @@
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::queries::known_files;
+use super::queries::{known_files, rows_in};
 use super::{now, Corpus, CorpusError, IngestSummary, Upsert, KEPT_RUNS, SET_TOTAL};
 use crate::anchor::Anchor;
 use crate::document::Document;
@@ -155,20 +155,6 @@ pub(super) fn remove_missing(
         }
     }
     Ok(removed)
-}
-
-/// How many rows `table` (one of the schema's) holds. Documents are
-/// counted on their smallest index: left to choose, `SQLite` counts them
-/// on the index of their paths, seven times the size (a re-ingest of a
-/// large tree counts them three times).
-pub(super) fn rows_in(conn: &rusqlite::Connection, table: &str) -> rusqlite::Result<u64> {
-    let from = if table == "documents" {
-        "documents INDEXED BY documents_kind_bytes"
-    } else {
-        table
-    };
-    conn.query_row(&format!("SELECT count(*) FROM {from}"), [], |r| r.get::<_, i64>(0))
-        .map(|n| n as u64)
 }
 
 impl Corpus {

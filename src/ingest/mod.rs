@@ -16,6 +16,7 @@
 mod child;
 pub mod git;
 pub mod image;
+mod item;
 pub mod listing;
 pub mod ocr;
 pub mod outline;

@@ -14,13 +14,13 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::limits::{BINARY_SNIFF_BYTES, MAX_SCAN_PIXELS};
 
 use super::image::{self, ImageFailure, IMAGE_EXTENSIONS};
+use super::item::{WalkItem, WalkOptions};
 use super::listing;
 use super::ocr;
 use super::outline::{self, OutlineFailure};
 use super::pdf;
 use super::secrets::{self, SecretFinding};
 use super::text::{code_language, decode, split_text};
-use super::walk::{WalkItem, WalkOptions};
 use super::{Document, DocumentKind, Segment, Skip, SkipReason};
 use crate::anchor::Anchor;
 
