@@ -195,6 +195,12 @@ fn serve_answers_every_route_with_the_cli_json() {
     // Health is open; everything else needs the key.
     assert_eq!(s.call("GET", "/healthz", None, false).0, 200);
     assert_eq!(s.call("GET", "/v1/models", None, false).0, 401);
+    // Each request is logged with its id, route, status and time.
+    let log = s.log();
+    assert!(
+        log.contains("scout: request 1 GET /healthz 200 ") && log.contains("scout: request 2 GET /v1/models 401 "),
+        "{log}"
+    );
     let (status, page) = s.call("GET", "/", None, false);
     assert_eq!(status, 200);
     assert!(

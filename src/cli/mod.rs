@@ -235,6 +235,8 @@ impl Command {
             Command::Audit(a) => (a.quiet, a.verbose),
             Command::Extract(a) => (a.quiet, false),
             Command::Batch(a) => (a.quiet, false),
+            // A server logs each request (RUST_LOG=scout=warn to quiet it).
+            Command::Serve(_) => (false, true),
             _ => (false, false),
         };
         match (quiet, verbose) {

@@ -101,6 +101,8 @@ struct App {
     metrics: metrics::Metrics,
     factory: Arc<EngineFactory>,
     batches: Mutex<HashMap<String, BatchStatus>>,
+    /// Requests seen, for their ids.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl App {
@@ -185,6 +187,7 @@ pub fn serve(
         metrics: metrics::Metrics::default(),
         factory,
         batches: Mutex::new(HashMap::new()),
+        requests: std::sync::atomic::AtomicU64::new(0),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -258,13 +261,30 @@ fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Authentication (when a key is set) and request metrics.
+/// Authentication (when a key is set), request metrics, and one log line
+/// per request (its id, also sent back as `x-request-id`, method, route,
+/// status and time).
 async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let id = app.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let mut response = checked(&app, &route, request, next).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16();
+    app.metrics.request(&route, status, seconds);
+    tracing::info!("request {id} {method} {route} {status} {:.0} ms", seconds * 1000.0);
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// The request's key checked and its body read, then the route run.
+async fn checked(app: &App, route: &str, request: Request, next: Next) -> Response {
     let open = route == "/healthz" || route == "/";
     if let (Some(key), false) = (&app.opts.api_key, open) {
         let given = request
@@ -273,28 +293,17 @@ async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Res
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(key.as_str()) {
-            let r = ApiError::new(
+            return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "this server needs its API key: send `Authorization: Bearer KEY`",
             )
             .into_response();
-            app.metrics.request(&route, 401, started.elapsed().as_secs_f64());
-            return r;
         }
     }
-    let request = match read_body(request, app.opts.body_limit, app.opts.client_timeout).await {
-        Ok(r) => r,
-        Err(e) => {
-            let r = e.into_response();
-            app.metrics
-                .request(&route, r.status().as_u16(), started.elapsed().as_secs_f64());
-            return r;
-        }
-    };
-    let response = next.run(request).await;
-    app.metrics
-        .request(&route, response.status().as_u16(), started.elapsed().as_secs_f64());
-    response
+    match read_body(request, app.opts.body_limit, app.opts.client_timeout).await {
+        Ok(request) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 /// The request with its whole body read, which must arrive within
