@@ -2,7 +2,7 @@
 //!
 //! Every segment carries one, the prompt shows them to the model, the model
 //! cites them back, and the task layer resolves each citation against the
-//! corpus. Forms (DESIGN.md, "Anchors and citations"):
+//! corpus. Forms:
 //! `path:start-end` for lines of text or code, `path#page=N` for a PDF page,
 //! and the bare `path` for a whole document (an image).
 

@@ -2,7 +2,8 @@
 //!
 //! In: stored documents, the corpus's secret salt, a task text. Out: one or
 //! more [`Window`]s, each a sequence of chat messages that fits the engine's
-//! context. The order follows DESIGN.md so the longest prefix is shared
+//! context. The order (docs/DESIGN.md, "The prompt layout") keeps the
+//! longest prefix shared
 //! between questions:
 //! 1. a fixed preamble (per layout version) saying the corpus is data;
 //! 2. documents, least recently changed first, each inside a boundary that

@@ -3,7 +3,7 @@
 //! Chosen as the default because, measured here on the same GGUF, it
 //! prefilled and answered follow-ups several times faster than the
 //! alternatives on a CPU and exposes the KV operations the cache manager
-//! needs (see DESIGN.md, "Engines and models").
+//! needs (docs/DESIGN.md, "Engines").
 //!
 //! Chat formatting: the model's own template is applied to placeholder
 //! contents, and the rendered text is split at the placeholders, so the
