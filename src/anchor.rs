@@ -5,6 +5,8 @@
 //! corpus. Forms:
 //! `path:start-end` for lines of text or code, `path#page=N` for a PDF page,
 //! and the bare `path` for a whole document (an image).
+//!
+//! Never reads the corpus: resolving an anchor is the tasks' job.
 
 use std::fmt;
 use std::sync::LazyLock;

@@ -9,6 +9,8 @@
 //! stage shares; `model` what scout knows of models (GGUF headers, facts,
 //! the model store, vision token rules);
 //! `cli` is the binary's edge and holds no logic a library user would need.
+//!
+//! Never prints: diagnostics go through `tracing`.
 
 pub mod anchor;
 #[cfg(feature = "llamacpp")]

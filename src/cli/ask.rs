@@ -1,5 +1,7 @@
 //! `scout ask`: a question over a corpus or sources, the answer streamed to
 //! stdout with its citations, progress on stderr.
+//!
+//! Never mixes progress into stdout, which carries only the answer.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

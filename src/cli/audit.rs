@@ -1,5 +1,7 @@
 //! `scout audit`: a pipeline's rules over a repository, with reports as
 //! JSON, SARIF, Markdown and HTML, and `--fail-on`.
+//!
+//! Never fails a run (--fail-on) on an unverified finding.
 
 use std::io::Write;
 use std::path::PathBuf;

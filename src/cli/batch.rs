@@ -1,5 +1,7 @@
 //! `scout batch`: a JSONL file of jobs run to a JSONL file of results,
 //! resumable.
+//!
+//! Never runs a job twice across --resume.
 
 use std::path::PathBuf;
 

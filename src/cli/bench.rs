@@ -1,4 +1,6 @@
 //! `scout bench`: measurements on real data.
+//!
+//! Never touches the repository it measures.
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,5 +1,7 @@
 //! `scout extract`: one JSON object per document or page under a schema, as
 //! JSON lines.
+//!
+//! Never writes an object that failed validation as valid.
 
 use std::io::Write;
 use std::path::PathBuf;

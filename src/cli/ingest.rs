@@ -1,6 +1,8 @@
 //! `scout ingest`: folders and files into a corpus file, with the summary
 //! (or its JSON), an optional map page, and exit 2 when files could not be
 //! read.
+//!
+//! Never leaves a skip uncounted in the summary.
 
 use std::io::Write;
 use std::path::PathBuf;

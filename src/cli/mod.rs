@@ -8,6 +8,8 @@
 //! the corpus does not back); 2 at least one error (the run still finishes
 //! and writes its output where it can). A closed stdout (`| head`) exits 0
 //! quietly.
+//!
+//! Never holds logic a library user would need.
 
 mod ask;
 mod audit;

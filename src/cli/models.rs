@@ -1,5 +1,7 @@
 //! `scout models`: the models scout can use, their capabilities, and what
 //! servers serve.
+//!
+//! Never fetches a model unless asked (--fetch).
 
 use std::io::Write;
 

@@ -1,4 +1,6 @@
 //! `scout plan`: arguments, and `--measure`, which runs a model here.
+//!
+//! Never writes to stdout but the plan itself.
 
 use std::io::Write;
 use std::path::PathBuf;

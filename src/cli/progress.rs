@@ -1,6 +1,8 @@
 //! Progress on stderr: a file counter while reading, a token bar with rate
 //! and ETA while the model reads the prompt. Bars only on a terminal; step
 //! lines (which window, how many tokens) always, unless `--quiet`.
+//!
+//! Never writes to stdout, and draws nothing when stderr is not a terminal.
 
 use std::io::IsTerminal;
 use std::time::Duration;

@@ -16,6 +16,8 @@
 //! counted by llama.cpp itself. A vocabulary whose pre-tokenizer
 //! is not one implemented here, or whose merges do not close over its
 //! tokens, is not counted here at all.
+//!
+//! Never guesses: text it cannot count exactly goes to llama.cpp.
 
 use std::cell::RefCell;
 use std::path::Path;

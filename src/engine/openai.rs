@@ -13,6 +13,9 @@
 //!
 //! With `vision` (the served model reads images), a message's images go
 //! in as `image_url` parts holding data URLs, between its text parts.
+//!
+//! Never fetches anything but the endpoints it is given, and never shows a
+//! piece of an answer twice across a failover.
 
 use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

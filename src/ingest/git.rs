@@ -6,6 +6,8 @@
 //! Runs `git` itself (a missing `git` or a folder outside any repository
 //! is simply no history). The log is read once per repository and commit;
 //! a re-ingest at a newer commit reads only the commits since the last.
+//!
+//! Never writes to the repository.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,8 @@
 //! key-like names (`password = "..."`, `API_TOKEN=...`). A redaction keeps
 //! the line structure (`[REDACTED:kind]` in place of the value), so line
 //! anchors stay exact.
+//!
+//! Never stores or prints a secret it found, only its kind and place.
 
 use std::sync::LazyLock;
 

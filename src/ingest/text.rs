@@ -1,4 +1,7 @@
 //! Text and code files: decoding and splitting into line-anchored segments.
+//!
+//! In: a file's bytes. Out: text with a count of replaced bytes, and
+//! segments of whole lines. Never drops a byte without counting it.
 
 use crate::anchor::Anchor;
 use crate::limits::{SEGMENT_MAX_BYTES, SEGMENT_MAX_LINES};

@@ -2,6 +2,8 @@
 //! tier, how many were computed, what was kept for later. Engines fill it
 //! through the prefix cache ([`super::prefix::PrefixCache`]); tasks add it up
 //! across windows, and reports and metrics show it.
+//!
+//! Never computes anything: plain counts.
 
 use serde::Serialize;
 

@@ -5,6 +5,8 @@
 //! counted exactly from tensor shapes), or from a built-in preset. Presets
 //! are config.json text run through the same parser, so the preset path and
 //! the file path cannot drift apart.
+//!
+//! Never loads weights; a figure it cannot read is absent, not guessed.
 
 use std::path::Path;
 

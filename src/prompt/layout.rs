@@ -1,4 +1,7 @@
 //! Rendering documents, boundaries, the preamble and the table of contents.
+//!
+//! In: stored documents and the corpus's salt. Out: text blocks and their
+//! image placements. Never lets a document's text forge a boundary.
 
 use std::fmt::Write as _;
 

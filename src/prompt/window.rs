@@ -2,6 +2,8 @@
 //! document boundaries (or, inside a document too large for one window, at
 //! segment boundaries) into windows that each fit. Every segment is in
 //! exactly one window, so every token is still read once.
+//!
+//! Never drops or repeats a segment.
 
 use std::ops::Range;
 

@@ -1,6 +1,8 @@
 //! Audit reports: SARIF 2.1.0, Markdown, a self-contained HTML page, and
 //! the terminal summary. The JSON report is the `AuditReport` itself
 //! (schema: `schemas/audit-report.schema.json`).
+//!
+//! Never changes a finding: reports render what the audit found.
 
 use std::fmt::Write as _;
 

@@ -1,6 +1,8 @@
 //! The ingest map: one self-contained HTML page showing where a corpus's
 //! tokens go (a treemap by folder and file), its biggest documents, and
 //! every skipped file by reason. No external scripts, styles or fonts.
+//!
+//! Never loads anything from outside the page.
 
 use serde::Serialize;
 

@@ -1,4 +1,6 @@
 //! `scout plan` as tables people read.
+//!
+//! In: the planner's numbers. Out: text. Never computes a figure itself.
 
 use std::fmt::Write as _;
 

@@ -1,4 +1,6 @@
 //! Counters for `GET /metrics`, in Prometheus's text format.
+//!
+//! Never blocks a request: counters are atomic or briefly locked.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

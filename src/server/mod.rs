@@ -9,6 +9,9 @@
 //! the CLI prints. Engines run on their own threads behind a bounded queue
 //! (`pool`): past it, requests are refused with 429 and `Retry-After`.
 //! Each generation has a time limit and stops when its client goes away.
+//!
+//! Never reads a file outside the roots, and never answers with a file's
+//! text outside them.
 
 mod corpora;
 mod metrics;

@@ -1,6 +1,9 @@
 //! The engines: a fixed number of worker threads, each owning one engine,
 //! fed from one bounded queue. A request that finds the queue full is
 //! refused at once (the API answers 429) instead of waiting unbounded.
+//!
+//! Never lets a request wait without bound, and never lets a panic in one
+//! request take its engine (and loaded model) down.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};

@@ -4,6 +4,8 @@
 //! not, every window is asked for the facts it holds (map), and the notes
 //! are combined into one answer (reduce), in rounds if the notes themselves
 //! overflow a window. Every token of the corpus is read once.
+//!
+//! Never prints: progress goes out as events, the result as a value.
 
 use std::time::Instant;
 

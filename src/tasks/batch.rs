@@ -12,6 +12,9 @@
 //! missing from the file are appended, and only jobs without a result
 //! run, so every job ends with exactly one result line. Jobs over the same
 //! corpus run together, so its prefix is read once and reused.
+//!
+//! Never writes a result line before its result is committed, and never
+//! reads a path (or pipeline or schema) outside the batch's roots.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};

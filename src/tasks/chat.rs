@@ -1,6 +1,8 @@
 //! Chat completions in OpenAI's shape, run on any engine: the body of a
 //! `/v1/chat/completions` request (from a batch line or the server) in,
 //! a `chat.completion` object out.
+//!
+//! Never reads files: a corpus comes in as a prepared message.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -5,6 +5,8 @@
 //! kept apart: the anchors the model wrote, and the corpus spans that hold
 //! the answer's distinctive words. Both are checked the same way: the path
 //! must exist and the lines or page must lie inside the document.
+//!
+//! Never trusts a model's citation: each is checked against the corpus.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;

@@ -7,6 +7,8 @@
 //! the OCR confidence of the words it came from), else in the text of a
 //! PDF page or a text file. A value that cannot be found is marked so: the
 //! model may have read it wrong, or made it up.
+//!
+//! Never reports a value as traced when it was not found in the document.
 
 use std::sync::LazyLock;
 use std::time::Instant;

@@ -1,4 +1,8 @@
 //! Ingest into a corpus: walk, store, count tokens.
+//!
+//! In: roots, walk options, an optional tokenizer. Out: the run's summary.
+//! Never reads a file twice in one run, and never stores a document
+//! without its token total when a tokenizer was given.
 
 use std::path::PathBuf;
 

@@ -2,7 +2,11 @@
 //! which rules a finding may name and the severity scale.
 //!
 //! Pipelines are TOML files (`pipelines/*.toml`); the shipped ones are
-//! built in by name, and any other path is read from disk.
+//! built in by name; another is a file (under the roots, for a server or a
+//! batch job) or, from a request, sent inline.
+//!
+//! Never reads a file the caller's [`Access`] does not allow, and never
+//! quotes a file's lines in an error.
 
 use globset::{GlobBuilder, GlobMatcher};
 use serde::{Deserialize, Serialize};

@@ -6,6 +6,9 @@
 //! per commit, the share of the prompt's document tokens that lie before
 //! the first document that changed: once with documents in path order,
 //! once in scout's order (least recently changed first, dated from git).
+//!
+//! Never touches the repository's working tree: commits are checked out
+//! in a scratch worktree.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -15,6 +15,8 @@
 //! and tokenizes chats, `tokenizer` counts tokens, `generate` reads prompts
 //! and decodes, `answer` samples, `sequence` is what the KV-cache manager
 //! sees of a context, `mtmd` reads images through the projector.
+//!
+//! Never decides what KV to keep: the KV-cache manager (`kv::prefix`) does.
 
 use std::num::NonZeroU32;
 use std::path::Path;

@@ -6,6 +6,9 @@
 //! of it, with ids derived from the image's bytes. The span keeps every
 //! prefix-cache key exact (another image is another key) and is replaced
 //! by the projector's own chunks when the prompt is read into the model.
+//!
+//! Never hands the prompt's text to `mtmd_tokenize` (which parses special
+//! tokens in documents).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -11,6 +11,8 @@
 //! MB/s, and most of a file is bodies and signatures). The hollowed
 //! outline must equal the whole parse's; `hollowed_outlines_over_a_tree`
 //! checks that over any tree.
+//!
+//! Never lets a parse run past its time limit.
 
 mod python;
 mod rust;

@@ -11,6 +11,8 @@
 //! `checks` refuses bombs, cyclic page trees and cyclic forms before any
 //! extractor reads the file; `structure` reads bookmarks, the title,
 //! encryption and scanned pages' images with lopdf.
+//!
+//! Never lets one PDF stop the run: every failure is a typed skip.
 
 mod checks;
 mod structure;

@@ -1,3 +1,6 @@
+//! The walker's tests: every file a document or a counted skip, listings
+//! replayed only when nothing changed, links, loops, journals, names.
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

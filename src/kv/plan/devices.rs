@@ -12,6 +12,8 @@
 //! count = 1              # optional: GPUs in the set
 //! usable_fraction = 1.0  # optional: share of memory a model may use
 //! ```
+//!
+//! Never runs anything on a device: these are specifications.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,7 @@
 //! This machine as a planning device: memory from /proc/meminfo and a
 //! measured memory bandwidth, for `scout plan --measure`.
+//!
+//! Never reports a figure it did not measure or read.
 
 use std::time::Instant;
 

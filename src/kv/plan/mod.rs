@@ -14,6 +14,8 @@
 //! - Decode speed: memory bandwidth divided by the bytes read per generated
 //!   token (active weights plus the KV read at that context). An upper
 //!   bound: real engines reach perhaps 50-80% of it.
+//!
+//! Never imports an engine: `--measure` is run by the CLI.
 
 pub mod devices;
 pub mod machine;
