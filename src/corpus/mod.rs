@@ -154,57 +154,70 @@ impl Corpus {
             path: path.to_owned(),
             source,
         };
-        let existed = path.exists();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| CorpusError::Corrupt {
                 path: path.to_owned(),
                 detail: format!("cannot create folder {}: {e}", parent.display()),
             })?;
         }
-        let conn = Connection::open(path).map_err(err)?;
+        let mut conn = Connection::open(path).map_err(err)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
-        let app_id: i64 = conn
-            .pragma_query_value(None, "application_id", |r| r.get(0))
-            .map_err(err)?;
-        if existed && app_id != APPLICATION_ID {
-            let tables: i64 = conn
-                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-                .map_err(|e| {
-                    if matches!(e, rusqlite::Error::SqliteFailure(..)) {
-                        CorpusError::NotACorpus { path: path.to_owned() }
-                    } else {
-                        err(e)
-                    }
-                })?;
-            if tables > 0 {
-                return Err(CorpusError::NotACorpus { path: path.to_owned() });
+        let header = |conn: &Connection| -> rusqlite::Result<(i64, i32)> {
+            Ok((
+                conn.pragma_query_value(None, "application_id", |r| r.get(0))?,
+                conn.pragma_query_value(None, "user_version", |r| r.get(0))?,
+            ))
+        };
+        let not_a_corpus = |e: rusqlite::Error| {
+            if matches!(e, rusqlite::Error::SqliteFailure(..)) {
+                CorpusError::NotACorpus { path: path.to_owned() }
+            } else {
+                err(e)
             }
-        }
+        };
         // The schema's statements run only when the file's fingerprint of
         // them differs (a new file, or one an older scout wrote): they
-        // take half a millisecond, on every open.
-        let fingerprint: i32 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        if fingerprint != SCHEMA_FINGERPRINT {
-            conn.execute_batch(SCHEMA).map_err(err)?;
-            conn.pragma_update(None, "user_version", SCHEMA_FINGERPRINT)
+        // take half a millisecond, on every open. They run in one
+        // transaction with the application id and the meta rows, so a
+        // file is a whole corpus or an empty one, never half of one (a
+        // kill, or another process making the same file, in between).
+        if header(&conn).map_err(not_a_corpus)? != (APPLICATION_ID, SCHEMA_FINGERPRINT) {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(not_a_corpus)?;
+            let (app_id, fingerprint) = header(&tx).map_err(err)?;
+            if app_id != APPLICATION_ID {
+                let tables: i64 = tx
+                    .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+                    .map_err(not_a_corpus)?;
+                if tables > 0 {
+                    return Err(CorpusError::NotACorpus { path: path.to_owned() });
+                }
+            }
+            if fingerprint != SCHEMA_FINGERPRINT {
+                tx.execute_batch(SCHEMA).map_err(err)?;
+                tx.pragma_update(None, "user_version", SCHEMA_FINGERPRINT)
+                    .map_err(err)?;
+            }
+            tx.pragma_update(None, "application_id", APPLICATION_ID).map_err(err)?;
+            let version: Option<String> = tx
+                .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| r.get(0))
+                .optional()
                 .map_err(err)?;
-        }
-        if app_id != APPLICATION_ID {
-            conn.pragma_update(None, "application_id", APPLICATION_ID)
-                .map_err(err)?;
+            if version.is_none() {
+                tx.execute("INSERT INTO meta VALUES ('schema', ?1)", [SCHEMA_VERSION.to_string()])
+                    .map_err(err)?;
+                tx.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?1)", [new_salt()])
+                    .map_err(err)?;
+            }
+            tx.commit().map_err(err)?;
         }
         let version: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key='schema'", [], |r| r.get(0))
             .optional()
             .map_err(err)?;
         match version.map(|v| v.parse::<i64>()) {
-            None => {
-                conn.execute("INSERT INTO meta VALUES ('schema', ?1)", [SCHEMA_VERSION.to_string()])
-                    .map_err(err)?;
-            }
             Some(Ok(v)) if v == SCHEMA_VERSION => {}
             Some(Ok(found)) => {
                 return Err(CorpusError::Schema {
@@ -212,7 +225,7 @@ impl Corpus {
                     found,
                 })
             }
-            Some(Err(_)) => {
+            None | Some(Err(_)) => {
                 return Err(CorpusError::Corrupt {
                     path: path.to_owned(),
                     detail: "unreadable schema version".into(),
@@ -490,6 +503,43 @@ mod tests {
             .unwrap();
         assert!(matches!(Corpus::open(&other), Err(CorpusError::NotACorpus { .. })));
         assert!(!Corpus::is_corpus_file(&other));
+    }
+
+    /// Reliability case 28: the schema's statements committed one by one
+    /// before the application id was set, so a second process opening the
+    /// same new file (or a kill) in that window left a file refused for
+    /// ever as "not a scout corpus". Now a file is made in one transaction.
+    #[test]
+    fn a_corpus_made_by_several_openers_at_once_is_whole_for_each() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let p = dir.path().join(format!("c{round}.db"));
+            let salts: Vec<String> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..6)
+                    .map(|_| s.spawn(|| Corpus::open(&p).map(|c| c.salt().to_owned())))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap().unwrap_or_else(|e| panic!("round {round}: {e}")))
+                    .collect()
+            });
+            assert!(salts.iter().all(|s| *s == salts[0]), "one salt: {salts:?}");
+        }
+    }
+
+    /// A creation that dies before its commit leaves nothing of the schema
+    /// behind: the next open makes the corpus.
+    #[test]
+    fn a_creation_that_dies_before_its_commit_leaves_an_empty_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.db");
+        {
+            let mut conn = Connection::open(&p).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(&SCHEMA[..SCHEMA.len() / 2]).ok();
+            // Dropped without a commit, as a killed process's would be.
+        }
+        assert!(Corpus::open(&p).is_ok());
     }
 
     #[test]

@@ -172,7 +172,7 @@ fn not_served(id: &str, outside: &Outside) -> String {
 
 /// Removes a corpus file and its `SQLite` journal files.
 fn remove_corpus_files(path: &Path) -> std::io::Result<()> {
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-journal", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
         match std::fs::remove_file(PathBuf::from(p)) {
@@ -234,6 +234,14 @@ pub(super) async fn create_corpus(State(app): State<Arc<App>>, Json(body): Json<
             ),
         )
     })?;
+    // The folder is the server's own: a file there that is no whole corpus
+    // (left half-made by an older scout) is removed, not a 500 for ever.
+    if path.exists() {
+        if let Err(CorpusError::NotACorpus { .. } | CorpusError::Corrupt { .. }) = Corpus::open(&path) {
+            tracing::warn!("{}: not a whole corpus; removed", path.display());
+            remove_corpus_files(&path).map_err(ApiError::internal)?;
+        }
+    }
     let existed = path.exists();
     if existed && !body.replace {
         let existing = Corpus::open(&path).map_err(ApiError::internal)?;

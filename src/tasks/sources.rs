@@ -74,19 +74,56 @@ pub fn open_sources(
     Ok((corpus, Some(summary)))
 }
 
-/// A cache corpus: scout's own, so an older layout is rebuilt, not refused.
-fn open_cache(path: &Path, say: &mut dyn FnMut(&str)) -> Result<Corpus, SourcesError> {
-    match Corpus::open(path) {
-        Err(CorpusError::Schema { found, .. }) => {
-            say(&format!(
-                "scout: the cached corpus was written by an older scout (schema {found}); rebuilding it"
-            ));
-            std::fs::remove_file(path).map_err(|error| SourcesError::Remove {
-                path: path.to_owned(),
-                error,
-            })?;
-            Ok(Corpus::open(path)?)
+/// A cache corpus: scout's own, so one an older scout wrote, or one left
+/// half-made (by a scout killed while creating it, before creation was one
+/// transaction), is rebuilt, not refused.
+pub fn open_cache(path: &Path, say: &mut dyn FnMut(&str)) -> Result<Corpus, SourcesError> {
+    let why = match Corpus::open(path) {
+        Err(CorpusError::Schema { found, .. }) => format!("was written by an older scout (schema {found})"),
+        Err(CorpusError::NotACorpus { .. } | CorpusError::Corrupt { .. }) => "is damaged or half-made".to_owned(),
+        other => return Ok(other?),
+    };
+    say(&format!(
+        "scout: the cached corpus {} {why}; rebuilding it",
+        path.display()
+    ));
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(SourcesError::Remove {
+                    path: file.into(),
+                    error,
+                })
+            }
+            _ => {}
         }
-        other => Ok(other?),
+    }
+    Ok(Corpus::open(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reliability case 28: a cache corpus left half-made by an older scout
+    /// (tables, but no application id) made every later `scout ask` over
+    /// the same folder fail with "not a scout corpus".
+    #[test]
+    fn a_half_made_cache_corpus_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.scout.db");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); CREATE TABLE documents (id INTEGER)",
+            )
+            .unwrap();
+        assert!(matches!(Corpus::open(&path), Err(CorpusError::NotACorpus { .. })));
+        let mut said = Vec::new();
+        let corpus = open_cache(&path, &mut |l| said.push(l.to_owned())).unwrap();
+        assert_eq!(corpus.document_count().unwrap(), 0);
+        assert!(said[0].contains("half-made"), "{said:?}");
     }
 }
