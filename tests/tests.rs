@@ -3,6 +3,7 @@
 //! into the user's cache) and share it.
 
 mod ask;
+mod attacks;
 mod cli;
 mod ingest;
 mod llama4;

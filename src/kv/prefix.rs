@@ -47,10 +47,12 @@ pub trait SequenceKv {
     fn state(&self) -> Result<(Self::State, u64), String>;
     /// Replaces the sequence's KV with `state`.
     fn set_state(&mut self, state: &Self::State) -> Result<(), String>;
-    /// Writes the sequence's KV, which holds exactly `tokens`, to `path`.
-    fn save(&self, path: &Path, tokens: &[u32]) -> Result<(), String>;
+    /// Writes the sequence's KV, which holds exactly `tokens`, to `path`;
+    /// returns the bytes written (the disk tier checks the file against it).
+    fn save(&self, path: &Path, tokens: &[u32]) -> Result<u64, String>;
     /// Reads a state file written by `save` into the sequence (at most
-    /// `capacity` tokens); returns the tokens it holds.
+    /// `capacity` tokens); returns the tokens it holds. A file that is not
+    /// such a state, or does not fit, is an error, never a crash.
     fn load(&mut self, path: &Path, capacity: usize) -> Result<Vec<u32>, String>;
     /// Drops the sequence's KV from position `from` on; false when the
     /// engine could not.
@@ -435,9 +437,14 @@ fn restore_blocks<S>(
             }
         };
         let n = (i + 1) * KV_BLOCK;
-        let same = seq
-            .load(&path, capacity)
-            .is_ok_and(|tokens| tokens.len() >= n && tokens[..n] == prefix[..n]);
+        let same = match seq.load(&path, capacity) {
+            Ok(tokens) => tokens.len() >= n && tokens[..n] == prefix[..n],
+            Err(why) => {
+                tracing::warn!("removed a KV file that could not be loaded: {why}");
+                disk.remove(&key);
+                false
+            }
+        };
         if same && seq.cut(n) {
             return n;
         }
@@ -464,10 +471,11 @@ mod tests {
             self.0.clone_from(state);
             Ok(())
         }
-        fn save(&self, path: &Path, tokens: &[u32]) -> Result<(), String> {
+        fn save(&self, path: &Path, tokens: &[u32]) -> Result<u64, String> {
             assert_eq!(self.0, tokens, "a state holds exactly the tokens it is saved with");
             let bytes: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
-            std::fs::write(path, bytes).map_err(|e| e.to_string())
+            std::fs::write(path, &bytes).map_err(|e| e.to_string())?;
+            Ok(bytes.len() as u64)
         }
         fn load(&mut self, path: &Path, capacity: usize) -> Result<Vec<u32>, String> {
             let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
