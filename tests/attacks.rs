@@ -71,3 +71,52 @@ fn r29_a_short_state_file_is_removed_and_the_corpus_read_again() {
     assert_eq!(code, Some(0), "no abort: {err}");
     assert!(err.contains("bytes where"), "{err}");
 }
+
+/// Case 33: file names reached the summary raw (an ESC sequence in a name
+/// rewrote the user's terminal, a newline forged a summary line) and file
+/// contents reached citation quotes raw.
+#[test]
+fn r33_control_characters_from_files_are_escaped_on_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tree");
+    std::fs::create_dir(&root).unwrap();
+    // Binary files are listed as skips, with their names.
+    std::fs::write(root.join("title\x1b]0;pwned\x07.txt"), b"\0\0binary").unwrap();
+    std::fs::write(root.join("x\nskipped: none\n.txt"), b"\0\0binary").unwrap();
+    std::fs::write(
+        root.join("vault.md"),
+        "The vault access code is KESTREL-4471.\x1b[2J\n",
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let out = scout(&cache)
+        .args(["ingest", "--no-tokens", "--corpus"])
+        .arg(dir.path().join("c.db"))
+        .arg(&root)
+        .output()
+        .unwrap();
+    let summary = text(&out.stdout);
+    assert!(!summary.contains('\x1b') && !summary.contains('\x07'), "{summary:?}");
+    assert!(summary.contains("title\\x1B]0;pwned\\x07.txt"), "{summary}");
+    assert_eq!(
+        summary.lines().filter(|l| l.starts_with("skipped:")).count(),
+        1,
+        "no forged summary line: {summary}"
+    );
+    let out = scout(&cache)
+        .arg("ask")
+        .arg(dir.path().join("c.db"))
+        .args(["What is the vault access code?", "--max-tokens", "24"])
+        .arg("--model")
+        .arg(model())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+    assert!(stdout.contains("vault.md"), "the quote's file is cited: {stdout}");
+    // The answer itself goes to a pipe here, as written; the citations
+    // block is for people, escaped.
+    let citations = stdout.split("Citations written by the model:").nth(1).unwrap_or_default();
+    assert!(!citations.contains('\x1b'), "{citations:?}");
+}

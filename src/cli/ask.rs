@@ -91,6 +91,9 @@ pub(super) fn run_ask(a: &AskArgs) -> Result<i32> {
         schema,
     };
     let stream = !a.json;
+    // On a terminal, control characters the model echoes from the corpus
+    // are shown escaped; into a pipe the answer goes as it is.
+    let on_terminal = std::io::stdout().is_terminal();
     let mut out = std::io::stdout().lock();
     let mut write_error: Option<std::io::Error> = None;
     let progress = Progress::prefill(a.quiet);
@@ -100,7 +103,12 @@ pub(super) fn run_ask(a: &AskArgs) -> Result<i32> {
         TaskEvent::Answer(text) => {
             progress.clear();
             if stream && write_error.is_none() {
-                if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                let shown = if on_terminal {
+                    report::terminal::text(text)
+                } else {
+                    text.into()
+                };
+                if let Err(e) = out.write_all(shown.as_bytes()).and_then(|()| out.flush()) {
                     write_error = Some(e);
                 }
             }

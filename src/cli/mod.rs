@@ -270,7 +270,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
-            eprintln!("scout: error: {e:#}");
+            eprintln!("scout: error: {}", crate::report::terminal::text(&format!("{e:#}")));
             2
         }
     }
@@ -286,7 +286,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn say(quiet: bool) -> impl FnMut(&str) {
     move |line: &str| {
         if !quiet {
-            eprintln!("{line}");
+            eprintln!("{}", crate::report::terminal::text(line));
         }
     }
 }

@@ -78,7 +78,7 @@ impl Progress {
             return;
         }
         self.bar.inc(1);
-        self.bar.set_message(path.to_owned());
+        self.bar.set_message(crate::report::terminal::field(path).into_owned());
     }
 
     /// A bar of prompt tokens processed.
@@ -95,8 +95,12 @@ impl Progress {
         if self.quiet {
             return;
         }
-        self.bar
-            .suspend(|| eprintln!("scout: {what} ({prompt_tokens} prompt tokens)"));
+        self.bar.suspend(|| {
+            eprintln!(
+                "scout: {} ({prompt_tokens} prompt tokens)",
+                crate::report::terminal::text(what)
+            );
+        });
         self.bar.reset();
         self.bar.set_length(u64::from(prompt_tokens));
     }
@@ -124,7 +128,10 @@ impl Progress {
             .set_message(format!("{failed} failed, {} remaining", total - done));
         if let Some(id) = last {
             if !self.quiet && self.bar.is_hidden() {
-                eprintln!("scout: job {id} done ({done}/{total}, {failed} failed)");
+                eprintln!(
+                    "scout: job {} done ({done}/{total}, {failed} failed)",
+                    crate::report::terminal::field(id)
+                );
             }
         }
     }

@@ -4,6 +4,7 @@
 //!
 //! Never changes a finding: reports render what the audit found.
 
+use super::terminal::field;
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
@@ -317,16 +318,16 @@ pub fn text(r: &AuditReport) -> String {
         let _ = writeln!(
             out,
             "{:<width$}  {}  {}{cwe}  {}{}",
-            f.severity,
-            place(f),
-            f.rule_id,
-            f.title,
+            field(&f.severity),
+            field(&place(f)),
+            field(&f.rule_id),
+            field(&f.title),
             if f.verified { "" } else { "  [unverified]" }
         );
     }
     for (i, w) in r.windows.iter().enumerate() {
         if let Some(e) = &w.error {
-            let _ = writeln!(out, "window {} of {} failed: {e}", i + 1, r.windows.len());
+            let _ = writeln!(out, "window {} of {} failed: {}", i + 1, r.windows.len(), field(e));
         } else if w.truncated {
             let _ = writeln!(
                 out,

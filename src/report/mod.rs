@@ -7,12 +7,14 @@
 pub mod audit;
 pub mod map;
 pub mod plan;
+pub mod terminal;
 
 use std::fmt::Write as _;
 
 use crate::corpus::IngestSummary;
 use crate::tasks::ask::AskResult;
 use crate::tasks::citations::{Citation, CitationSource, CitationStatus};
+use terminal::field;
 
 /// Skips listed one by one in the text summary before "and N more".
 const SKIPS_LISTED: usize = 20;
@@ -93,11 +95,12 @@ pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
             s.secrets_in_corpus
         );
         for f in s.secrets.iter().take(SKIPS_LISTED) {
+            let path = field(&f.path);
             let place = f.page.map_or_else(
-                || format!("{}:{}", f.path, f.line),
-                |p| format!("{}#page={p} line {}", f.path, f.line),
+                || format!("{path}:{}", f.line),
+                |p| format!("{path}#page={p} line {}", f.line),
             );
-            let _ = writeln!(out, "  {place} [{}]", f.kind);
+            let _ = writeln!(out, "  {place} [{}]", field(&f.kind));
         }
         if s.secrets.len() > SKIPS_LISTED {
             let _ = writeln!(
@@ -125,13 +128,14 @@ pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
         let _ = match &g.error {
             Some(e) => writeln!(
                 out,
-                "git: {} at {commit}: history not read ({e}); file times used",
-                g.repository
+                "git: {} at {commit}: history not read ({}); file times used",
+                field(&g.repository),
+                field(e)
             ),
             None => writeln!(
                 out,
                 "git: {} at {commit}; {} documents dated by their last commit ({})",
-                g.repository,
+                field(&g.repository),
                 g.dated,
                 match (g.incremental, g.dated) {
                     (false, _) => "whole history",
@@ -147,7 +151,13 @@ pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
         let parts: Vec<String> = s.skipped.iter().map(|(k, n)| format!("{n} {k}")).collect();
         let _ = writeln!(out, "skipped: {}", parts.join(", "));
         for skip in s.skips.iter().take(SKIPS_LISTED) {
-            let _ = writeln!(out, "  {} [{}]: {}", skip.path, skip.reason.as_str(), skip.detail);
+            let _ = writeln!(
+                out,
+                "  {} [{}]: {}",
+                field(&skip.path),
+                skip.reason.as_str(),
+                field(&skip.detail)
+            );
         }
         if s.skips.len() > SKIPS_LISTED {
             let _ = writeln!(
@@ -169,12 +179,12 @@ fn mark(status: CitationStatus) -> &'static str {
 }
 
 fn citation_line(c: &Citation) -> String {
-    let mut line = format!("  [{}] {}", mark(c.status), c.anchor);
+    let mut line = format!("  [{}] {}", mark(c.status), field(&c.anchor));
     if let Some(sym) = &c.symbol {
-        let _ = write!(line, " ({sym})");
+        let _ = write!(line, " ({})", field(sym));
     }
     if let Some(w) = &c.written {
-        let _ = write!(line, " (written as {w})");
+        let _ = write!(line, " (written as {})", field(w));
     }
     if let Some(q) = &c.quote {
         let first = q.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
@@ -184,7 +194,7 @@ fn citation_line(c: &Citation) -> String {
         } else {
             ""
         };
-        let _ = write!(line, "  \"{short}{ellipsis}\"");
+        let _ = write!(line, "  \"{}{ellipsis}\"", field(&short));
     }
     line
 }
