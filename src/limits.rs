@@ -101,6 +101,16 @@ pub const SERVER_QUEUE: usize = 16;
 /// `scout serve`: the largest request body accepted (`--max-body-bytes`).
 pub const SERVER_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// One line of a batch's jobs file: a chat body with an image as a data URL
+/// fits; parsed JSON takes tens of times its text, so a line past this is a
+/// failed job, never parsed (a 50 MB line took 2 GB).
+pub const MAX_JOB_LINE_BYTES: usize = 8 * 1024 * 1024;
+
+/// A question (or task text) is refused past this, before it is tokenized:
+/// 256 KiB is about 64k tokens, more than a question needs and less than a
+/// small model's context; a 1 GB question once took 22 GB to tokenize.
+pub const MAX_QUESTION_BYTES: usize = 256 * 1024;
+
 /// Longest string the model may write for a schema field that sets no
 /// bound of its own (`ask --schema`, `extract`), so a constrained answer
 /// always finishes its object.

@@ -83,11 +83,7 @@ fn r33_control_characters_from_files_are_escaped_on_the_terminal() {
     // Binary files are listed as skips, with their names.
     std::fs::write(root.join("title\x1b]0;pwned\x07.txt"), b"\0\0binary").unwrap();
     std::fs::write(root.join("x\nskipped: none\n.txt"), b"\0\0binary").unwrap();
-    std::fs::write(
-        root.join("vault.md"),
-        "The vault access code is KESTREL-4471.\x1b[2J\n",
-    )
-    .unwrap();
+    std::fs::write(root.join("vault.md"), "The vault access code is KESTREL-4471.\x1b[2J\n").unwrap();
     let cache = dir.path().join("cache");
     let out = scout(&cache)
         .args(["ingest", "--no-tokens", "--corpus"])
@@ -117,6 +113,9 @@ fn r33_control_characters_from_files_are_escaped_on_the_terminal() {
     assert!(stdout.contains("vault.md"), "the quote's file is cited: {stdout}");
     // The answer itself goes to a pipe here, as written; the citations
     // block is for people, escaped.
-    let citations = stdout.split("Citations written by the model:").nth(1).unwrap_or_default();
+    let citations = stdout
+        .split("Citations written by the model:")
+        .nth(1)
+        .unwrap_or_default();
     assert!(!citations.contains('\x1b'), "{citations:?}");
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::corpus::{Corpus, StoredDocument};
 use crate::engine::{Engine, EngineEvent, GenerateParams, KvUse};
+use crate::limits::MAX_QUESTION_BYTES;
 use crate::prompt::{count_units, data_block, order_documents, preamble, ChatMessage, Content, DocumentBlock, Window};
 use crate::tasks::citations::{attribute, resolve_written, Citation, CitationStatus, CorpusIndex};
 use crate::tasks::pipeline::Pipeline;
@@ -138,6 +139,12 @@ impl Prepared {
 
 fn prepare(corpus: &mut Corpus, engine: &dyn Engine, opts: &AskOptions) -> Result<Prepared, TaskError> {
     let started = Instant::now();
+    if opts.question.len() > MAX_QUESTION_BYTES {
+        return Err(TaskError::QuestionTooLong {
+            bytes: opts.question.len(),
+            limit: MAX_QUESTION_BYTES,
+        });
+    }
     let mut docs = corpus.documents()?;
     if docs.is_empty() {
         return Err(TaskError::EmptyCorpus);

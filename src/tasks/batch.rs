@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 
 use crate::corpus::Corpus;
 use crate::engine::{Cancel, Engine, GenerateParams};
+use crate::limits::{MAX_JOB_LINE_BYTES, MAX_QUESTION_BYTES};
 pub use crate::tasks::access::allowed_path;
 use crate::tasks::access::{Access, Named};
 use crate::tasks::ask::{ask, ask_many, AskOptions};
@@ -208,10 +209,16 @@ fn parse_scout(v: Value, roots: &[PathBuf]) -> Result<(String, JobSpec), (Option
     let spec = match line.task.as_str() {
         "ask" => JobSpec::Ask {
             source,
-            question: line
-                .question
-                .filter(|q| !q.trim().is_empty())
-                .ok_or_else(|| fail("an ask job needs a `question`".to_owned()))?,
+            question: match line.question.filter(|q| !q.trim().is_empty()) {
+                None => return Err(fail("an ask job needs a `question`".to_owned())),
+                Some(q) if q.len() > MAX_QUESTION_BYTES => {
+                    return Err(fail(format!(
+                        "the question is {} bytes, over the {MAX_QUESTION_BYTES}-byte limit",
+                        q.len()
+                    )))
+                }
+                Some(q) => q,
+            },
             pipeline: line.pipeline.map(pipeline).transpose()?,
             schema: line.schema.map(schema).transpose()?,
             max_tokens: line.max_tokens,
@@ -246,15 +253,16 @@ pub fn parse_jobs(text: &str, roots: &[PathBuf]) -> Result<Vec<Job>, BatchError>
         if raw.trim().is_empty() {
             continue;
         }
-        let parsed: Result<Value, _> = serde_json::from_str(raw);
+        let parsed: Result<Value, String> = if raw.len() > MAX_JOB_LINE_BYTES {
+            Err(format!(
+                "the line is {} bytes, over the {MAX_JOB_LINE_BYTES}-byte limit for one job; not read",
+                raw.len()
+            ))
+        } else {
+            serde_json::from_str(raw).map_err(|e| format!("not JSON: {e}"))
+        };
         let (id, openai, spec) = match parsed {
-            Err(e) => (
-                format!("line-{line}"),
-                false,
-                JobSpec::Invalid {
-                    error: format!("not JSON: {e}"),
-                },
-            ),
+            Err(e) => (format!("line-{line}"), false, JobSpec::Invalid { error: e }),
             Ok(v) if v.get("custom_id").is_some() => {
                 let id = v
                     .get("custom_id")
@@ -829,6 +837,33 @@ not json
             Err(BatchError::DuplicateId { line: 2, first: 1, .. })
         ));
         assert!(matches!(parse_jobs("\n\n", &roots()), Err(BatchError::NoJobs)));
+    }
+
+    /// Reliability case 35: a 50 MB job line took 1.98 GB to parse, and a
+    /// 1 GB question was tokenized whole before any check. A line past the
+    /// limit is a failed job, never parsed; a long question fails its job.
+    #[test]
+    fn oversized_lines_and_questions_fail_their_job_alone() {
+        let huge = format!(
+            "{{\"id\": \"h\", \"task\": \"ask\", \"paths\": [\"src\"], \"question\": \"{}\"}}",
+            "x".repeat(MAX_JOB_LINE_BYTES)
+        );
+        let long_question = format!(
+            "{{\"id\": \"q\", \"task\": \"ask\", \"paths\": [\"src\"], \"question\": \"{}\"}}",
+            "y".repeat(MAX_QUESTION_BYTES + 1)
+        );
+        let ok = r#"{"id": "ok", "task": "ask", "paths": ["src"], "question": "q?"}"#;
+        let text = format!("{huge}\n{long_question}\n{ok}\n");
+        let jobs = parse_jobs(&text, &roots()).unwrap();
+        assert_eq!(jobs.len(), 3);
+        assert!(
+            matches!(&jobs[0].spec, JobSpec::Invalid { error } if error.contains("over the")),
+            "{:?}",
+            jobs[0].id
+        );
+        assert_eq!(jobs[0].id, "line-1", "the line was not parsed for its id");
+        assert!(matches!(&jobs[1].spec, JobSpec::Invalid { error } if error.contains("question is")));
+        assert!(matches!(&jobs[2].spec, JobSpec::Ask { .. }));
     }
 
     #[test]

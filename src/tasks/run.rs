@@ -85,6 +85,8 @@ pub enum TaskError {
     Corpus(#[from] CorpusError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("the question is {bytes} bytes, over the {limit}-byte limit; ask a shorter question (put long material in the corpus instead)")]
+    QuestionTooLong { bytes: usize, limit: usize },
     #[error("the corpus is empty: nothing was ingested (see the skip counts above)")]
     EmptyCorpus,
     #[error("the question and instructions alone take {needed} tokens of the engine's {context}; ask a shorter question or use a model with a longer context")]
