@@ -166,6 +166,9 @@ pub enum SkipReason {
     Symlink,
     /// The file kept changing while it was read.
     Changing,
+    /// The file or folder resolves to a place outside the roots a server
+    /// or batch may read (a link, or a folder swapped for one mid-walk).
+    OutsideRoots,
 }
 
 impl SkipReason {
@@ -203,6 +206,7 @@ impl SkipReason {
             SkipReason::SymlinkLoop => "symlink_loop",
             SkipReason::Symlink => "symlink",
             SkipReason::Changing => "changing",
+            SkipReason::OutsideRoots => "outside_roots",
         }
     }
 }

@@ -11,6 +11,7 @@ use clap::Args;
 use super::{open_sources, say, Progress, TaskArgs};
 use crate::corpus::Corpus;
 use crate::engine::open::EngineKind;
+use crate::ingest::WalkOptions;
 use crate::limits::ANSWER_TOKENS;
 
 #[derive(Debug, Args)]
@@ -106,8 +107,15 @@ pub(super) fn run_batch_cli(a: &BatchArgs) -> Result<i32> {
             a.concurrency
         ));
     }
-    let walk = a.common.walk.options(false);
-    let extract_walk = a.common.walk.options(true);
+    // Jobs read only under the batch's roots, however links resolve.
+    let walk = WalkOptions {
+        confine: Some(roots.clone()),
+        ..a.common.walk.options(false)
+    };
+    let extract_walk = WalkOptions {
+        confine: Some(roots.clone()),
+        ..a.common.walk.options(true)
+    };
     let open = |source: &Source, for_extract: bool| -> Result<Corpus> {
         match source {
             Source::Corpus(path) => open_corpus_file(path),

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::{say, TaskArgs};
 use crate::engine::open::EngineKind;
+use crate::ingest::WalkOptions;
 use crate::limits::ANSWER_TOKENS;
 use crate::model::store;
 
@@ -123,8 +124,16 @@ pub(super) fn run_serve(a: &ServeArgs) -> Result<i32> {
         timeout: std::time::Duration::from_secs(a.timeout.max(1)),
         body_limit: a.max_body_bytes,
         client_timeout: std::time::Duration::from_secs(a.client_timeout.max(1)),
-        walk: a.common.walk.options(false),
-        extract_walk: a.common.walk.options(true),
+        // Every file a request makes the server read must lie under its
+        // roots, however links and swaps resolve.
+        walk: WalkOptions {
+            confine: Some(roots.clone()),
+            ..a.common.walk.options(false)
+        },
+        extract_walk: WalkOptions {
+            confine: Some(roots.clone()),
+            ..a.common.walk.options(true)
+        },
         max_tokens: a.max_tokens,
         pinned: a.pin.clone(),
     };

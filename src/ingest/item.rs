@@ -65,6 +65,12 @@ pub struct WalkOptions {
     /// still holds (for file systems whose folder times cannot be
     /// trusted).
     pub rescan: bool,
+    /// Canonical folders every file read must really lie in (`scout serve`,
+    /// batch jobs): each file's real path is checked on the open handle it
+    /// is read from, and each folder's before it is walked, so a link (with
+    /// `follow_links`) or a folder swapped for a link mid-walk reads nothing
+    /// outside. `None`: no such check (the command line).
+    pub confine: Option<Vec<PathBuf>>,
 }
 
 /// How a walk went, besides the items it handed over.

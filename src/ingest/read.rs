@@ -195,6 +195,44 @@ pub(super) fn read_stable(path: &Path) -> Result<(Vec<u8>, std::fs::Metadata), (
     read_stable_with(path, |p| std::fs::read(p))
 }
 
+/// Marks a read refused by [`read_confined`] (the detail after it).
+const OUTSIDE: &str = "outside the roots: ";
+
+/// A file's bytes, read from a handle whose real path (the kernel's, from
+/// the open file itself, not from the name) lies under `roots`: what was
+/// checked is what is read, whatever happens to the name in between.
+fn read_confined(path: &Path, roots: &[std::path::PathBuf]) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let real = real_path_of(&file, path)?;
+    if !crate::tasks::access::under_roots(&real, roots) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{OUTSIDE}it resolves to a file outside them"),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The real path of an open file: on Linux from `/proc/self/fd`, so a
+/// rename or a swapped link after the open cannot change the answer;
+/// elsewhere from the name (checked just after the open).
+fn real_path_of(file: &std::fs::File, path: &Path) -> std::io::Result<std::path::PathBuf> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let _ = path;
+        std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        path.canonicalize()
+    }
+}
+
 /// [`read_stable`] with the read itself given (tests change the file
 /// while "reading" it).
 pub(super) fn read_stable_with(
@@ -250,7 +288,15 @@ pub(super) fn read_file(
             format!("corpus limit of {} bytes reached", limits.max_corpus_bytes),
         ));
     }
-    let (bytes, meta) = read_stable(path)?;
+    let (bytes, meta) = match &opts.confine {
+        None => read_stable(path)?,
+        Some(roots) => read_stable_with(path, |p| read_confined(p, roots)).map_err(|(reason, detail)| match detail
+            .strip_prefix(OUTSIDE)
+        {
+            Some(rest) => (SkipReason::OutsideRoots, rest.to_owned()),
+            None => (reason, detail),
+        })?,
+    };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err((SkipReason::Empty, "no content".into()));
     }

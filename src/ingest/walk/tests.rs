@@ -528,3 +528,82 @@ fn a_single_file_root_is_read() {
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0].segments[0].text, "only line\n");
 }
+
+/// A root `A` and, beside it, a folder `O` whose `secret.txt` no walk
+/// confined to `A` may read.
+fn inside_and_outside() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, o) = (dir.path().join("A"), dir.path().join("O"));
+    std::fs::create_dir_all(a.join("real")).unwrap();
+    std::fs::create_dir_all(&o).unwrap();
+    std::fs::write(a.join("real/inside.txt"), "inside text\n").unwrap();
+    std::fs::write(o.join("secret.txt"), "outside secret\n").unwrap();
+    (dir, a.canonicalize().unwrap(), o.canonicalize().unwrap())
+}
+
+fn reads_outside(docs: &[Document]) -> bool {
+    docs.iter()
+        .any(|d| d.segments.iter().any(|s| s.text.contains("outside secret")))
+}
+
+/// Reliability case 36: `serve --follow` checked only the top-level paths,
+/// and links inside the root were followed out of it (to /etc/passwd).
+#[test]
+fn a_confined_walk_follows_no_link_out_of_its_roots() {
+    let (_dir, a, o) = inside_and_outside();
+    std::os::unix::fs::symlink(&o, a.join("dir-link")).unwrap();
+    std::os::unix::fs::symlink(o.join("secret.txt"), a.join("file-link.txt")).unwrap();
+    let follow = WalkOptions {
+        follow_links: true,
+        ..WalkOptions::default()
+    };
+    let (docs, _, _) = walk_all(&a, &follow);
+    assert!(reads_outside(&docs), "unconfined, --follow reads through the links");
+    let confined = WalkOptions {
+        confine: Some(vec![a.clone()]),
+        ..follow
+    };
+    let (docs, skips, _) = walk_all(&a, &confined);
+    assert!(!reads_outside(&docs), "{docs:?}");
+    assert!(docs.iter().any(|d| d.path.ends_with("real/inside.txt")));
+    let outside: Vec<&str> = skips
+        .iter()
+        .filter(|s| s.reason == SkipReason::OutsideRoots)
+        .map(|s| name(&s.path))
+        .collect();
+    assert_eq!(outside, ["dir-link", "file-link.txt"], "{skips:?}");
+}
+
+/// Reliability case 30: the server resolved a corpus path once and then
+/// walked the path again; a folder swapped for a link in between was read
+/// from outside the root in 11 of 60 tries. A confined walk checks what it
+/// opens: here a thread swaps the folder and the link as fast as it can
+/// while 60 walks run.
+#[test]
+fn a_folder_swapped_for_a_link_mid_walk_reads_nothing_outside() {
+    let (_dir, a, o) = inside_and_outside();
+    let (target, spare) = (a.join("c"), a.join("c-real"));
+    std::fs::rename(a.join("real"), &target).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let confined = WalkOptions {
+        confine: Some(vec![a.clone()]),
+        ..WalkOptions::default()
+    };
+    let escaped = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // c: a folder, then a link out of the root, then a folder.
+                let _ = std::fs::rename(&target, &spare);
+                let _ = std::os::unix::fs::symlink(&o, &target);
+                let _ = std::fs::remove_file(&target);
+                let _ = std::fs::rename(&spare, &target);
+            }
+        });
+        let escaped = (0..60)
+            .filter(|_| reads_outside(&walk_all(&target, &confined).0))
+            .count();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        escaped
+    });
+    assert_eq!(escaped, 0, "walks that read a file from outside the root");
+}

@@ -77,6 +77,15 @@ pub(super) fn visit<'a>(v: &Visit<'a>, ctx: &Context<'_>, folders: &mut Folders)
     let canonical = || v.path.canonicalize().ok();
     let excluded = ctx.excluded;
     if v.is_dir {
+        if let Some(roots) = &ctx.opts.confine {
+            if !canonical().is_some_and(|c| crate::tasks::access::under_roots(&c, roots)) {
+                return Visited::SkipFolder(WalkItem::Skip(Skip {
+                    path: v.shown(),
+                    reason: SkipReason::OutsideRoots,
+                    detail: "the folder resolves to a place outside the roots; not walked".into(),
+                }));
+            }
+        }
         if may_be_excluded_folder(v, ctx.excluded_inodes) && canonical().is_some_and(|c| excluded.contains(&c)) {
             return Visited::SkipFolder(WalkItem::Skip(Skip {
                 path: v.shown(),
