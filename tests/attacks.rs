@@ -119,3 +119,32 @@ fn r33_control_characters_from_files_are_escaped_on_the_terminal() {
         .unwrap_or_default();
     assert!(!citations.contains('\x1b'), "{citations:?}");
 }
+
+/// Case 31: each `POST /v1/batches` started its own thread and engine with
+/// no bound (16 at once took the server from 275 MB to 1.6 GB). Batches now
+/// run at most `--batches` at once; past that, 429.
+#[test]
+fn r31_batches_past_the_bound_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = crate::serve::Serve::start(dir.path(), &["--api-key-env", "SCOUT_TEST_KEY", "--batches", "1"]);
+    let needle = crate::util::data("needle").display().to_string();
+    let jobs = serde_json::json!({"id": "a", "task": "ask", "paths": [needle], "question": "What is the vault unseal phrase?", "max_tokens": 48}).to_string() + "\n";
+    let (first, body) = s.post_jobs(&jobs);
+    assert_eq!(first, 202, "{body}");
+    let refused: Vec<u16> = (0..5).map(|_| s.post_jobs(&jobs).0).collect();
+    assert!(refused.iter().all(|&c| c == 429), "{refused:?}");
+    // Once the first is done, a new one runs.
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = s.post_jobs(&jobs);
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 429, "{body}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(240),
+            "the first batch never ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}

@@ -108,9 +108,8 @@ impl Serve {
         (status, text)
     }
 
-    /// Runs a batch of JSONL `jobs` to its end (at most `within`): its
-    /// last status and its results file.
-    pub fn batch(&self, jobs: &str, within: Duration) -> (Value, String) {
+    /// (status, body) of `POST /v1/batches` with `jobs` as its body.
+    pub fn post_jobs(&self, jobs: &str) -> (u16, String) {
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let resp = agent
             .post(&format!("{}/v1/batches", self.url))
@@ -118,7 +117,13 @@ impl Serve {
             .send(jobs)
             .unwrap_or_else(|e| panic!("POST /v1/batches: {e}\n{}", self.log()));
         let status = resp.status().as_u16();
-        let text = resp.into_body().read_to_string().unwrap_or_default();
+        (status, resp.into_body().read_to_string().unwrap_or_default())
+    }
+
+    /// Runs a batch of JSONL `jobs` to its end (at most `within`): its
+    /// last status and its results file.
+    pub fn batch(&self, jobs: &str, within: Duration) -> (Value, String) {
+        let (status, text) = self.post_jobs(jobs);
         assert_eq!(status, 202, "{text}");
         let id = serde_json::from_str::<Value>(&text).unwrap()["id"]
             .as_str()

@@ -58,6 +58,10 @@ pub(super) struct ServeArgs {
     /// Engines (each a worker thread with its own copy of the model).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub(super) workers: usize,
+    /// Batches (POST /v1/batches) run at once, each on an engine of its own beside the
+    /// workers; past this a new batch is refused with 429.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub(super) batches: usize,
     /// Requests that may wait for an engine; past this they are refused with 429.
     #[arg(long, default_value_t = crate::limits::SERVER_QUEUE, value_name = "N")]
     pub(super) queue: usize,
@@ -136,6 +140,7 @@ pub(super) fn run_serve(a: &ServeArgs) -> Result<i32> {
         },
         max_tokens: a.max_tokens,
         pinned: a.pin.clone(),
+        batches: a.batches.max(1),
     };
     say(&format!(
         "scout: loading {} engine{}",

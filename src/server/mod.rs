@@ -13,18 +13,17 @@
 //! Never reads a file outside the roots, and never answers with a file's
 //! text outside them.
 
+mod batches;
 mod corpora;
 mod metrics;
 mod pool;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path as UrlPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -38,13 +37,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use crate::corpus::Corpus;
 use crate::engine::{Cancel, Engine, GenerateParams};
 use crate::ingest::WalkOptions;
 use crate::tasks::access::{Access, Named};
 use crate::tasks::ask::{ask, corpus_message, AskOptions};
 use crate::tasks::audit::{audit, AuditOptions};
-use crate::tasks::batch::{open_corpus_file, parse_jobs, run_batch, BatchState, ResultsFile, Source, Worker};
 use crate::tasks::chat::chat;
 use crate::tasks::extract::{extract, ExtractOptions};
 use crate::tasks::pipeline::Pipeline;
@@ -81,20 +78,13 @@ pub struct ServeOptions {
     pub extract_walk: WalkOptions,
     /// Answer length when a request does not say.
     pub max_tokens: u32,
+    /// Batches that may run at once, each on an engine of its own (past
+    /// this, 429): a batch's engine is a copy of the model beside the
+    /// workers'.
+    pub batches: usize,
     /// Corpora whose KV stays resident: asks over them pin their prefix in
     /// the KV tiers, out of least-recently-used eviction.
     pub pinned: Vec<String>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-struct BatchStatus {
-    id: String,
-    status: &'static str,
-    total: usize,
-    done: usize,
-    failed: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
 }
 
 struct App {
@@ -103,7 +93,7 @@ struct App {
     pool: Pool,
     metrics: metrics::Metrics,
     factory: Arc<EngineFactory>,
-    batches: Mutex<HashMap<String, BatchStatus>>,
+    batches: batches::Batches,
     /// Requests seen, for their ids.
     requests: std::sync::atomic::AtomicU64,
 }
@@ -183,13 +173,14 @@ pub fn serve(
     std::fs::create_dir_all(opts.data_dir.join("batches"))?;
     let pool = Pool::start(opts.workers, opts.queue, &factory)?;
     let corpora = Arc::new(corpora::Corpora::new(opts.corpora_dir.clone(), opts.roots.clone()));
+    let opts_batches = opts.batches;
     let app = Arc::new(App {
         corpora,
         opts,
         pool,
         metrics: metrics::Metrics::default(),
         factory,
-        batches: Mutex::new(HashMap::new()),
+        batches: batches::Batches::new(opts_batches),
         requests: std::sync::atomic::AtomicU64::new(0),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -256,9 +247,9 @@ fn router(app: Arc<App>) -> Router {
         .route("/v1/corpora/{id}/ask", post(ask_route))
         .route("/v1/corpora/{id}/audit", post(audit_route))
         .route("/v1/corpora/{id}/extract", post(extract_route))
-        .route("/v1/batches", post(create_batch))
-        .route("/v1/batches/{id}", get(batch_status))
-        .route("/v1/batches/{id}/results", get(batch_results))
+        .route("/v1/batches", post(batches::create_batch))
+        .route("/v1/batches/{id}", get(batches::batch_status))
+        .route("/v1/batches/{id}/results", get(batches::batch_results))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), guard))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
@@ -711,105 +702,4 @@ async fn chat_completions(State(app): State<Arc<App>>, Json(body): Json<Value>) 
         send(tx, &cancel, Event::default().data("[DONE]"));
     })?;
     Ok(sse)
-}
-
-async fn create_batch(State(app): State<Arc<App>>, body: String) -> ApiResult<(StatusCode, Json<Value>)> {
-    let jobs = parse_jobs(&body, &app.opts.roots).map_err(|e| ApiError::bad(e.to_string()))?;
-    let mut raw = [0u8; 8];
-    getrandom::fill(&mut raw).map_err(ApiError::internal)?;
-    let id = format!("batch_{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let dir = app.opts.data_dir.join("batches").join(&id);
-    std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
-    std::fs::write(dir.join("jobs.jsonl"), &body).map_err(ApiError::internal)?;
-    let status = BatchStatus {
-        id: id.clone(),
-        status: "running",
-        total: jobs.len(),
-        done: 0,
-        failed: 0,
-        error: None,
-    };
-    if let Ok(mut b) = app.batches.lock() {
-        b.insert(id.clone(), status.clone());
-    }
-    let app2 = Arc::clone(&app);
-    let hash = blake3::hash(body.as_bytes()).to_hex().to_string();
-    let data_dir = app.opts.data_dir.clone();
-    let (walk, extract_walk) = (app.opts.walk.clone(), app.opts.extract_walk.clone());
-    let roots = app.opts.roots.clone();
-    let factory = Arc::clone(&app.factory);
-    let max_tokens = app.opts.max_tokens;
-    std::thread::spawn(move || {
-        let set = |f: &dyn Fn(&mut BatchStatus)| {
-            if let Ok(mut b) = app2.batches.lock() {
-                if let Some(s) = b.get_mut(&id) {
-                    f(s);
-                }
-            }
-        };
-        let out = dir.join("results.jsonl");
-        // Corpora of path jobs are cached beside the batches.
-        let open = |source: &Source, for_extract: bool| -> anyhow::Result<Corpus> {
-            match source {
-                Source::Corpus(p) => {
-                    // A corpus file under the roots may still hold text
-                    // read from elsewhere (made by `scout ingest`).
-                    let c = open_corpus_file(p)?;
-                    match corpora::outside_documents(&c, &roots)? {
-                        None => Ok(c),
-                        Some(outside) => anyhow::bail!("{}: {outside}", p.display()),
-                    }
-                }
-                Source::Paths(paths) => {
-                    let key = blake3::hash(format!("{paths:?}{for_extract}").as_bytes()).to_hex();
-                    let cache = data_dir.join("batches").join(format!("{}.scout.db", &key[..16]));
-                    let mut c = Corpus::open(&cache)?;
-                    let w = if for_extract { &extract_walk } else { &walk };
-                    crate::tasks::ingest::ingest(&mut c, paths, w, None, &mut |_| {})?;
-                    Ok(c)
-                }
-            }
-        };
-        let outcome = (|| -> anyhow::Result<()> {
-            let mut state = BatchState::open(&dir.join("state.db"), &out, &hash, false)?;
-            let (mut file, in_file) = ResultsFile::open(&out)?;
-            let make = || -> anyhow::Result<Worker<'_>> { Ok(Worker::new(factory()?, &open, max_tokens)) };
-            run_batch(&jobs, &mut state, &mut file, &in_file, 1, &make, &|p, _| {
-                set(&|s| {
-                    s.done = p.done;
-                    s.failed = p.failed;
-                });
-            })?;
-            Ok(())
-        })();
-        set(&|s| match &outcome {
-            Ok(()) => s.status = "done",
-            Err(e) => {
-                s.status = "failed";
-                s.error = Some(format!("{e:#}"));
-            }
-        });
-    });
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::to_value(&status).unwrap_or(Value::Null)),
-    ))
-}
-
-async fn batch_status(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Value>> {
-    let b = app
-        .batches
-        .lock()
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "batch table poisoned"))?;
-    let s = b
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("no batch {id:?}")))?;
-    Ok(Json(serde_json::to_value(s).unwrap_or(Value::Null)))
-}
-
-async fn batch_results(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
-    corpora::check_id(&id)?;
-    let path = app.opts.data_dir.join("batches").join(&id).join("results.jsonl");
-    let text = std::fs::read(&path).map_err(|_| ApiError::not_found(format!("no results for batch {id:?}")))?;
-    Ok(([(header::CONTENT_TYPE, "application/jsonl")], Body::from(text)).into_response())
 }
