@@ -169,6 +169,13 @@ pub enum SkipReason {
     /// The file or folder resolves to a place outside the roots a server
     /// or batch may read (a link, or a folder swapped for one mid-walk).
     OutsideRoots,
+    /// A folder whose ignore file is over the size limit: not walked, since
+    /// reading the ignore file would take memory without bound and walking
+    /// without it would take what it excludes.
+    IgnoreTooLarge,
+    /// A named pipe, socket or device file: never opened (a read could
+    /// block for ever).
+    NotAFile,
 }
 
 impl SkipReason {
@@ -207,6 +214,8 @@ impl SkipReason {
             SkipReason::Symlink => "symlink",
             SkipReason::Changing => "changing",
             SkipReason::OutsideRoots => "outside_roots",
+            SkipReason::IgnoreTooLarge => "ignore_too_large",
+            SkipReason::NotAFile => "not_a_file",
         }
     }
 }

@@ -8,6 +8,13 @@
 /// already about a million tokens, well past any single window.
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// A `.gitignore` or `.ignore` file larger than this is not read, and the
+/// folder it governs is skipped (counted, with the reason): its patterns
+/// compile to matchers that take several hundred times the file's size in
+/// memory (a 1 MiB one took 940 MB, a 10 MiB one 6.2 GB); 128 KiB takes
+/// about 140 MB, and real ignore files are a few KiB.
+pub const MAX_IGNORE_BYTES: u64 = 128 * 1024;
+
 /// tree-sitter has no limit of its own; a pathological file could take
 /// seconds. Past this the file is kept as plain text, without an outline.
 pub const PARSE_MILLIS: u64 = 2000;
@@ -129,6 +136,7 @@ pub const SERVER_CLIENT_SECONDS: u64 = 30;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_file_bytes: u64,
+    pub max_ignore_bytes: u64,
     pub max_pdf_bytes: u64,
     pub max_corpus_bytes: u64,
     pub pdf_extract_seconds: u64,
@@ -140,6 +148,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_file_bytes: MAX_FILE_BYTES,
+            max_ignore_bytes: MAX_IGNORE_BYTES,
             max_pdf_bytes: MAX_PDF_BYTES,
             max_corpus_bytes: MAX_CORPUS_BYTES,
             pdf_extract_seconds: PDF_EXTRACT_SECONDS,

@@ -144,6 +144,11 @@ struct WalkArgs {
     /// Skip files larger than this many bytes (PDFs have their own, larger limit).
     #[arg(long, value_name = "BYTES", default_value_t = crate::limits::MAX_FILE_BYTES)]
     max_file_size: u64,
+    /// Do not walk a folder whose .gitignore or .ignore is larger than this many bytes
+    /// (its patterns would take hundreds of times that in memory); the folder is a
+    /// counted skip.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::limits::MAX_IGNORE_BYTES)]
+    max_ignore_size: u64,
     /// Languages for OCR of images, as tesseract names them (`eng`, `eng+deu`).
     #[arg(long, value_name = "LANGS", default_value = "eng")]
     ocr_lang: String,
@@ -204,6 +209,7 @@ impl WalkArgs {
             }),
             limits: Limits {
                 max_file_bytes: self.max_file_size,
+                max_ignore_bytes: self.max_ignore_size,
                 pdf_extract_seconds: self.pdf_timeout,
                 parse_millis: self.parse_timeout,
                 ..Limits::default()

@@ -26,7 +26,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::anchor::Anchor;
 use crate::ingest::outline::Symbol;
 use crate::ingest::{Document, DocumentKind, ImageInfo, Segment};
-use schema::{KEPT_RUNS, SCHEMA, SCHEMA_FINGERPRINT, SET_TOTAL};
+use schema::{KEPT_RUNS, KEPT_SKIP_RUNS, SCHEMA, SCHEMA_FINGERPRINT, SET_TOTAL};
 pub use summary::{GitSummary, IngestSummary, ListingUse, PeakRss, Upsert};
 
 /// Bumped whenever the tables change shape; an older file is refused with a
@@ -46,6 +46,32 @@ pub enum CorpusError {
     Schema { path: PathBuf, found: i64 },
     #[error("corpus store {path}: {detail}")]
     Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "{path} is being written by another scout process (an ingest, or an ask over a folder); \
+         waited {}s for it to finish. Try again when it has, or use a corpus file of your own.",
+        BUSY_WAIT.as_secs()
+    )]
+    Busy { path: PathBuf },
+}
+
+/// How long a write waits for another process's write to the same corpus.
+pub const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl CorpusError {
+    /// An `SQLite` error on the corpus at `path`; a lock another process holds
+    /// past [`BUSY_WAIT`] is [`CorpusError::Busy`], not the bare
+    /// "database is locked".
+    #[must_use]
+    pub fn sqlite(path: &Path, source: rusqlite::Error) -> Self {
+        if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) {
+            Self::Busy { path: path.to_owned() }
+        } else {
+            Self::Sqlite {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    }
 }
 
 /// A document as stored, with its segments in order.
@@ -150,10 +176,7 @@ impl Corpus {
     /// Opens the corpus at `path`, creating it (with a fresh secret salt) if
     /// the file does not exist.
     pub fn open(path: &Path) -> Result<Corpus, CorpusError> {
-        let err = |source| CorpusError::Sqlite {
-            path: path.to_owned(),
-            source,
-        };
+        let err = |source| CorpusError::sqlite(path, source);
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| CorpusError::Corrupt {
                 path: path.to_owned(),
@@ -162,7 +185,7 @@ impl Corpus {
         }
         let mut conn = Connection::open(path).map_err(err)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+        conn.busy_timeout(BUSY_WAIT).map_err(err)?;
         let header = |conn: &Connection| -> rusqlite::Result<(i64, i32)> {
             Ok((
                 conn.pragma_query_value(None, "application_id", |r| r.get(0))?,
@@ -281,10 +304,7 @@ impl Corpus {
     }
 
     fn err(&self, source: rusqlite::Error) -> CorpusError {
-        CorpusError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        CorpusError::sqlite(&self.path, source)
     }
 
     /// Whether the stored text keeps secrets (`true`) or has them redacted;
@@ -482,10 +502,27 @@ mod tests {
         }
         let runs = c.rows_in("ingest_runs").unwrap();
         assert_eq!(runs, KEPT_RUNS as u64);
-        assert_eq!(c.rows_in("skips").unwrap(), runs);
+        assert_eq!(c.rows_in("skips").unwrap(), KEPT_SKIP_RUNS as u64);
         let last = c.last_skips().unwrap();
         assert_eq!(last.len(), 1);
         assert_eq!(last[0].0, format!("x/bad{}", KEPT_RUNS + 4));
+    }
+
+    /// A second writer waited 10 s and failed with the bare "database
+    /// is locked"; it waits longer now and says who holds the lock.
+    #[test]
+    fn a_second_writer_is_told_another_process_is_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.db");
+        let first = Corpus::open(&p).unwrap();
+        first.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let mut second = Corpus::open(&p).unwrap();
+        second.conn.busy_timeout(std::time::Duration::from_millis(50)).unwrap();
+        let e = second.store_run(&["x".into()], vec![], false).unwrap_err();
+        assert!(matches!(e, CorpusError::Busy { .. }), "{e:?}");
+        assert!(e.to_string().contains("another scout process"), "{e}");
+        first.conn.execute_batch("ROLLBACK").unwrap();
+        second.store_run(&["x".into()], vec![], false).unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::queries::{known_files, rows_in};
-use super::{now, Corpus, CorpusError, IngestSummary, Upsert, KEPT_RUNS, SET_TOTAL};
+use super::{now, Corpus, CorpusError, IngestSummary, Upsert, KEPT_RUNS, KEPT_SKIP_RUNS, SET_TOTAL};
 use crate::anchor::Anchor;
 use crate::document::Document;
 use crate::ingest::listing::Listing;
@@ -182,10 +182,7 @@ impl Corpus {
         totals: impl FnOnce() -> Option<(String, Vec<(String, u64)>)>,
     ) -> Result<IngestSummary, CorpusError> {
         let path = self.path.clone();
-        let err = |source| CorpusError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = |source| CorpusError::sqlite(&path, source);
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute(
             "INSERT INTO ingest_runs (roots, started) VALUES (?1, ?2)",
@@ -194,8 +191,9 @@ impl Corpus {
         .map_err(err)?;
         let run_id = tx.last_insert_rowid();
         // Only the latest runs are kept: each holds its summary and skips,
-        // which would otherwise grow the corpus with every re-ingest.
-        tx.execute("DELETE FROM skips WHERE run_id <= ?1", [run_id - KEPT_RUNS])
+        // which would otherwise grow the corpus with every re-ingest; skips,
+        // one row per path, for fewer runs.
+        tx.execute("DELETE FROM skips WHERE run_id <= ?1", [run_id - KEPT_SKIP_RUNS])
             .map_err(err)?;
         tx.execute("DELETE FROM ingest_runs WHERE id <= ?1", [run_id - KEPT_RUNS])
             .map_err(err)?;
@@ -317,10 +315,7 @@ impl Corpus {
         rows: impl Iterator<Item = P>,
     ) -> Result<(), CorpusError> {
         let path = self.path.clone();
-        let err = |source| CorpusError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = |source| CorpusError::sqlite(&path, source);
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut stmt = tx.prepare_cached(sql).map_err(err)?;
@@ -376,10 +371,7 @@ impl Corpus {
     /// Kept as a blob in the text column (`SQLite` keeps a blob as it is).
     pub fn set_walk_listing(&mut self, listing: Option<&mut Listing>) -> Result<(), CorpusError> {
         let path = self.path.clone();
-        let err = |source| CorpusError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = |source| CorpusError::sqlite(&path, source);
         // What the listing says of the files, and the log of what changed
         // since, agree: read, kept and emptied in one transaction.
         let tx = self

@@ -123,7 +123,12 @@ impl DiskTier {
     /// under `key`. Returns the bytes stored. A state larger than the whole
     /// cap is not kept (and evicts nothing).
     pub fn store(&self, key: &str, write: impl FnOnce(&Path) -> Result<u64, String>) -> Result<u64, String> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        // Private to its user when scout makes it: a state file is handed to
+        // llama.cpp, and its checksum guards against accidents, not
+        // tampering (see docs/RELIABILITY.md, case 29).
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&self.dir)
+            .map_err(|e| format!("{}: {e}", self.dir.display()))?;
         let tmp = self.dir.join(format!("{key}.{}.tmp", std::process::id()));
         let result = write(&tmp).and_then(|written| {
             let file = std::fs::File::open(&tmp).map_err(|e| e.to_string())?;
@@ -403,6 +408,9 @@ mod tests {
         assert_eq!(tier.lookup("a"), Lookup::Miss);
         assert_eq!(tier.store("a", write(b"state of a")).unwrap(), 10);
         assert_eq!(tier.lookup("a"), Lookup::Hit(dir.path().join("kv/a.kv")));
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("kv")).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o700, "the folder scout made is its user's alone");
         // Truncated: detected, removed, then a plain miss.
         std::fs::write(dir.path().join("kv/a.kv"), b"state").unwrap();
         assert!(matches!(tier.lookup("a"), Lookup::Corrupt(_)));

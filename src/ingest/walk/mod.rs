@@ -13,7 +13,7 @@ mod visit;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 use ignore::overrides::OverrideBuilder;
 use ignore::{WalkBuilder, WalkState};
@@ -207,7 +207,36 @@ fn overrides(root: &Path, opts: &WalkOptions) -> Result<Option<ignore::overrides
 }
 
 /// The walker for `root` with the ignore rules and globs of `opts`.
-fn builder(root: &Path, opts: &WalkOptions) -> Result<WalkBuilder, String> {
+/// The ignore file in folder `dir` that is over `limit` bytes, with its size.
+fn oversized_ignore_file(dir: &Path, limit: u64) -> Option<(PathBuf, u64)> {
+    [".gitignore", ".ignore"].iter().find_map(|name| {
+        let path = dir.join(name);
+        let bytes = std::fs::metadata(&path).ok()?.len();
+        (bytes > limit).then_some((path, bytes))
+    })
+}
+
+/// The skip for a folder not walked because of its ignore file.
+fn ignore_too_large(dir: &Path, (file, bytes): &(PathBuf, u64), limit: u64) -> Skip {
+    Skip {
+        path: display_path(dir),
+        reason: SkipReason::IgnoreTooLarge,
+        detail: format!(
+            "its {} is {bytes} bytes, over the {limit}-byte limit (--max-ignore-size); the folder is not read",
+            file.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        ),
+    }
+}
+
+/// The walk of one root. Folders whose ignore file is over the limit are
+/// not entered (the ignore crate reads a folder's ignore file as it enters
+/// it); their skips go to `oversized`.
+fn builder(
+    root: &Path,
+    opts: &WalkOptions,
+    oversized: Option<Arc<std::sync::Mutex<Vec<Skip>>>>,
+) -> Result<WalkBuilder, String> {
     let mut builder = WalkBuilder::new(root);
     builder
         .hidden(!opts.hidden)
@@ -224,6 +253,25 @@ fn builder(root: &Path, opts: &WalkOptions) -> Result<WalkBuilder, String> {
     if let Some(o) = overrides(root, opts)? {
         builder.overrides(o);
     }
+    if !opts.no_ignore {
+        let limit = opts.limits.max_ignore_bytes;
+        builder.filter_entry(move |e| {
+            if !e.file_type().is_some_and(|t| t.is_dir()) {
+                return true;
+            }
+            match oversized_ignore_file(e.path(), limit) {
+                None => true,
+                Some(found) => {
+                    if let Some(sink) = &oversized {
+                        if let Ok(mut skips) = sink.lock() {
+                            skips.push(ignore_too_large(e.path(), &found, limit));
+                        }
+                    }
+                    false
+                }
+            }
+        });
+    }
     Ok(builder)
 }
 
@@ -236,14 +284,18 @@ pub fn count_files(roots: &[PathBuf], opts: &WalkOptions) -> u64 {
     let excluded_inodes = inodes(&excluded);
     roots
         .iter()
-        .filter_map(|root| builder(root, opts).ok())
+        .filter_map(|root| builder(root, opts, None).ok())
         .flat_map(|mut b| {
-            // scout's cache folder is not walked into (as in the walk).
+            // scout's cache folder is not walked into (as in the walk),
+            // nor a folder whose ignore file is over the limit.
             let (excluded, excluded_inodes) = (excluded.clone(), excluded_inodes.clone());
+            let (check_ignore, limit) = (!opts.no_ignore, opts.limits.max_ignore_bytes);
             b.filter_entry(move |e| {
-                !(e.file_type().is_some_and(|t| t.is_dir())
-                    && may_be_excluded_folder(&Visit::of(e), &excluded_inodes)
-                    && e.path().canonicalize().is_ok_and(|c| excluded.contains(&c)))
+                let is_dir = e.file_type().is_some_and(|t| t.is_dir());
+                !(is_dir
+                    && ((may_be_excluded_folder(&Visit::of(e), &excluded_inodes)
+                        && e.path().canonicalize().is_ok_and(|c| excluded.contains(&c)))
+                        || (check_ignore && oversized_ignore_file(e.path(), limit).is_some())))
             });
             b.build()
         })
@@ -257,13 +309,20 @@ fn walk_root(
     recording: &std::sync::Mutex<Recording>,
     tx: &mpsc::Sender<Vec<WalkItem>>,
 ) {
-    let builder = match builder(root, ctx.opts) {
+    // The root's own ignore file is read before any entry is filtered.
+    if !ctx.opts.no_ignore && root.is_dir() {
+        let limit = ctx.opts.limits.max_ignore_bytes;
+        if let Some(found) = oversized_ignore_file(root, limit) {
+            spoil(recording);
+            let _ = tx.send(vec![WalkItem::Skip(ignore_too_large(root, &found, limit))]);
+            return;
+        }
+    }
+    let oversized = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let builder = match builder(root, ctx.opts, Some(Arc::clone(&oversized))) {
         Ok(b) => b,
         Err(detail) => {
-            recording
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .spoiled = true;
+            spoil(recording);
             let _ = tx.send(vec![WalkItem::Skip(Skip {
                 path: display_path(root),
                 reason: SkipReason::Unreadable,
@@ -307,14 +366,14 @@ fn walk_root(
                             item.paths().next().unwrap_or_default().to_owned()
                         }
                         Visited::Unchanged(shown) => shown.clone().into_owned(),
-                        _ => display_path(v.path),
+                        Visited::Folder => display_path(v.path),
                     };
                     let entry = Entry::new(v.path, &shown, v.depth, v.ino, v.is_dir, v.is_file, v.is_symlink);
                     worker.seen.entries.push((shown, entry));
                 }
             }
             match visited {
-                Visited::Folder | Visited::Nothing => WalkState::Continue,
+                Visited::Folder => WalkState::Continue,
                 Visited::Unchanged(shown) => worker.send(WalkItem::Unchanged {
                     path: shown.into_owned(),
                 }),
@@ -326,6 +385,21 @@ fn walk_root(
             }
         })
     });
+    let oversized = std::mem::take(&mut *oversized.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    if !oversized.is_empty() {
+        // The listing would leave these folders out without a word on a
+        // later run: walk again each time, so each run reports them.
+        spoil(recording);
+        let _ = tx.send(oversized.into_iter().map(WalkItem::Skip).collect());
+    }
+}
+
+/// Keeps this walk from recording a listing.
+fn spoil(recording: &std::sync::Mutex<Recording>) {
+    recording
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .spoiled = true;
 }
 
 /// One walk worker's state; what it saw joins the walk's recording when

@@ -92,7 +92,7 @@ pub(super) fn replay_listing(listing: &Arc<Listing>, ctx: &Context<'_>, tx: &mps
                             known: Known::Listed(e.known),
                         };
                         let item = match visit(&v, ctx, &mut folders) {
-                            Visited::Folder | Visited::Nothing => continue,
+                            Visited::Folder => continue,
                             Visited::Unchanged(_) => {
                                 unchanged.push(i as u32);
                                 continue;

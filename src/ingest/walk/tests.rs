@@ -607,3 +607,78 @@ fn a_folder_swapped_for_a_link_mid_walk_reads_nothing_outside() {
     });
     assert_eq!(escaped, 0, "walks that read a file from outside the root");
 }
+
+/// Reliability case 32: memory grew about 600 MB per MB of `.gitignore` (a
+/// 10 MB one over 200 tiny files took 94 s and 6.2 GB): a folder whose
+/// ignore file is over the limit is not walked, and the skip says why.
+#[test]
+fn a_folder_with_an_oversized_ignore_file_is_a_counted_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("t");
+    std::fs::create_dir_all(root.join("hostile")).unwrap();
+    std::fs::create_dir_all(root.join("fine")).unwrap();
+    std::fs::write(root.join("fine/a.txt"), "a\n").unwrap();
+    std::fs::write(root.join("hostile/b.txt"), "b\n").unwrap();
+    let limits = Limits {
+        max_ignore_bytes: 1000,
+        ..Limits::default()
+    };
+    std::fs::write(root.join("hostile/.gitignore"), "*.tmp\n".repeat(400)).unwrap();
+    std::fs::write(root.join("fine/.gitignore"), "*.tmp\n").unwrap();
+    let opts = WalkOptions {
+        limits,
+        ..WalkOptions::default()
+    };
+    let (docs, skips, _) = walk_all(&root, &opts);
+    assert_eq!(docs.iter().map(|d| name(&d.path)).collect::<Vec<_>>(), ["a.txt"]);
+    assert_eq!(skips.len(), 1, "{skips:?}");
+    assert_eq!(skips[0].reason, SkipReason::IgnoreTooLarge);
+    assert!(
+        skips[0].path.ends_with("/hostile") && skips[0].detail.contains("2400 bytes"),
+        "{skips:?}"
+    );
+    assert_eq!(
+        count_files(std::slice::from_ref(&root), &opts),
+        1,
+        "the count skips the hostile folder too"
+    );
+    // The root's own ignore file: the whole root is the skip.
+    std::fs::write(root.join(".gitignore"), "*.tmp\n".repeat(400)).unwrap();
+    let (docs, skips, _) = walk_all(&root, &opts);
+    assert!(docs.is_empty());
+    assert_eq!(skips.len(), 1);
+    assert_eq!(skips[0].reason, SkipReason::IgnoreTooLarge);
+    // With --no-ignore, ignore files are not read, so nothing is skipped.
+    let (docs, _, _) = walk_all(
+        &root,
+        &WalkOptions {
+            no_ignore: true,
+            limits,
+            ..WalkOptions::default()
+        },
+    );
+    assert!(docs.len() >= 2);
+}
+
+/// Named pipes, sockets and devices were dropped without a word: they are
+/// counted skips now, and never opened (a read of a pipe could block).
+#[test]
+fn pipes_and_sockets_are_counted_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "a\n").unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(dir.path().join("sock")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("pipe"))
+        .status()
+        .is_ok_and(|s| s.success());
+    let (docs, skips, _) = walk_all(dir.path(), &WalkOptions::default());
+    assert_eq!(docs.len(), 1);
+    let mut not_files: Vec<&str> = skips
+        .iter()
+        .filter(|s| s.reason == SkipReason::NotAFile)
+        .map(|s| name(&s.path))
+        .collect();
+    not_files.sort_unstable();
+    let expected: &[&str] = if fifo { &["pipe", "sock"] } else { &["sock"] };
+    assert_eq!(not_files, expected, "{skips:?}");
+}

@@ -67,8 +67,6 @@ pub(super) enum Visited<'a> {
     /// (by its shown path): not read again.
     Unchanged(Cow<'a, str>),
     Item(WalkItem),
-    /// Neither file nor folder (a socket, a device): passed over.
-    Nothing,
 }
 
 /// Decides what one entry is, and reads it when it is a file: the logic a
@@ -102,7 +100,11 @@ pub(super) fn visit<'a>(v: &Visit<'a>, ctx: &Context<'_>, folders: &mut Folders)
             detail: "a symbolic link, not followed (--follow follows links)".into(),
         })
     } else if !v.is_file {
-        return Visited::Nothing;
+        WalkItem::Skip(Skip {
+            path: v.shown(),
+            reason: SkipReason::NotAFile,
+            detail: "a named pipe, socket or device file; never opened".into(),
+        })
     } else if may_be_excluded(v, ctx.excluded_names)
         && canonical().is_some_and(|c| {
             excluded
