@@ -141,3 +141,133 @@ fn models_shows_each_models_capabilities_from_its_header() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_same_definitions_as_help() {
+    let cache = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "_scout()"),
+        ("zsh", "#compdef scout"),
+        ("fish", "complete -c scout"),
+    ] {
+        let out = scout(cache.path()).args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        for word in ["ingest", "audit", "max-ignore-size"] {
+            assert!(script.contains(word), "{shell} completes {word}");
+        }
+    }
+    let out = scout(cache.path()).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = text(&out.stdout);
+    assert!(page.starts_with(".ie") || page.contains(".TH scout"), "{page}");
+    assert!(page.contains("ingest") && page.contains("Exit codes"), "{page}");
+    let dir = cache.path().join("man");
+    let out = scout(cache.path()).args(["man", "--out"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for page in ["scout.1", "scout-ask.1", "scout-serve.1"] {
+        assert!(dir.join(page).is_file(), "{page} written");
+    }
+    assert!(!dir.join("scout-pdf-worker.1").exists());
+}
+
+/// Runs in the default build (`cargo test --release`), not the test
+/// command's, which has the engine.
+#[cfg(not(feature = "mistralrs"))]
+#[test]
+fn a_build_without_mistralrs_says_how_to_get_it() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = scout(cache.path())
+        .args(["ask", "examples/demo", "x", "--engine", "mistralrs"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--features mistralrs"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A team's `scout.toml` at a source's root: its options apply, the command
+/// line wins, `--no-config` ignores it, `scout config` says where each value
+/// came from, and a key no command has is an error, not a silent no-op.
+#[test]
+fn a_project_file_sets_options_the_command_line_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("vendor")).unwrap();
+    std::fs::write(repo.join("a.txt"), "a\n").unwrap();
+    std::fs::write(repo.join("vendor/v.txt"), "v\n").unwrap();
+    std::fs::write(
+        repo.join("scout.toml"),
+        "exclude = [\"vendor/**\", \"*.toml\"]\n\n[ingest]\nno-tokens = true\n\n[audit]\npipeline = \"security\"\n",
+    )
+    .unwrap();
+    let ingest = |extra: &[&str]| {
+        let corpus = dir.path().join(format!("c{}.db", extra.len()));
+        let out = scout(dir.path())
+            .args(["ingest", "--json", "--corpus"])
+            .arg(&corpus)
+            .args(extra)
+            .arg(&repo)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (summary["documents"].as_u64().unwrap(), text(&out.stderr))
+    };
+    let (docs, stderr) = ingest(&[]);
+    assert_eq!(docs, 1, "vendor/ and the toml excluded by the file");
+    assert!(
+        stderr.contains("options from") && stderr.contains("exclude, no-tokens"),
+        "{stderr}"
+    );
+    assert_eq!(ingest(&["--exclude", "nothing"]).0, 3, "the command line wins");
+    assert_eq!(ingest(&["--no-config"]).0, 3);
+
+    let out = scout(dir.path())
+        .args(["config", "--for", "ingest"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    let line = |option: &str| {
+        shown
+            .lines()
+            .find(|l| l.starts_with(option))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        line("--exclude = vendor/**, *.toml").ends_with("scout.toml)"),
+        "{shown}"
+    );
+    assert!(line("--max-file-size").ends_with("(default)"), "{shown}");
+    let out = scout(dir.path())
+        .args(["config", "--for", "audit"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("--pipeline = security"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    std::fs::write(repo.join("scout.toml"), "exclud = [\"vendor/**\"]\n").unwrap();
+    let out = scout(dir.path())
+        .args(["ingest", "--corpus"])
+        .arg(dir.path().join("x.db"))
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no command has an option `--exclud`"),
+        "{}",
+        text(&out.stderr)
+    );
+}

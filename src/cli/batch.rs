@@ -129,7 +129,6 @@ pub(super) fn run_batch_cli(a: &BatchArgs) -> Result<i32> {
     let engine_name = match a.common.model.engine {
         EngineKind::Llamacpp => "llamacpp",
         EngineKind::Openai => "openai",
-        #[cfg(feature = "mistralrs")]
         EngineKind::Mistralrs => "mistralrs",
     };
     say(&format!(

@@ -40,6 +40,8 @@ pub(super) struct IngestArgs {
     #[arg(long, value_name = "FILE.html")]
     pub(super) map: Option<PathBuf>,
     #[command(flatten)]
+    pub(super) project: super::ProjectArgs,
+    #[command(flatten)]
     pub(super) walk: WalkArgs,
     #[command(flatten)]
     pub(super) model: ModelArgs,

