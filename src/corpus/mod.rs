@@ -509,7 +509,7 @@ mod tests {
     }
 
     /// A second writer waited 10 s and failed with the bare "database
-    /// is locked"; it waits longer now and says who holds the lock.
+    /// is locked"; it waits longer now and says another process holds it.
     #[test]
     fn a_second_writer_is_told_another_process_is_writing() {
         let dir = tempfile::tempdir().unwrap();

@@ -206,7 +206,6 @@ fn overrides(root: &Path, opts: &WalkOptions) -> Result<Option<ignore::overrides
     ov.build().map(Some).map_err(|e| e.to_string())
 }
 
-/// The walker for `root` with the ignore rules and globs of `opts`.
 /// The ignore file in folder `dir` that is over `limit` bytes, with its size.
 fn oversized_ignore_file(dir: &Path, limit: u64) -> Option<(PathBuf, u64)> {
     [".gitignore", ".ignore"].iter().find_map(|name| {
@@ -229,13 +228,15 @@ fn ignore_too_large(dir: &Path, (file, bytes): &(PathBuf, u64), limit: u64) -> S
     }
 }
 
-/// The walk of one root. Folders whose ignore file is over the limit are
-/// not entered (the ignore crate reads a folder's ignore file as it enters
-/// it); their skips go to `oversized`.
+/// The walker for `root` with the ignore rules and globs of `opts`.
+/// Folders whose ignore file is over the limit are not entered (the ignore
+/// crate reads a folder's ignore file as it enters it); their skips go to
+/// `oversized`. Folders for which `prune` holds are not entered either.
 fn builder(
     root: &Path,
     opts: &WalkOptions,
     oversized: Option<Arc<std::sync::Mutex<Vec<Skip>>>>,
+    prune: impl Fn(&ignore::DirEntry) -> bool + Send + Sync + 'static,
 ) -> Result<WalkBuilder, String> {
     let mut builder = WalkBuilder::new(root);
     builder
@@ -253,25 +254,27 @@ fn builder(
     if let Some(o) = overrides(root, opts)? {
         builder.overrides(o);
     }
-    if !opts.no_ignore {
-        let limit = opts.limits.max_ignore_bytes;
-        builder.filter_entry(move |e| {
-            if !e.file_type().is_some_and(|t| t.is_dir()) {
-                return true;
-            }
-            match oversized_ignore_file(e.path(), limit) {
-                None => true,
-                Some(found) => {
-                    if let Some(sink) = &oversized {
-                        if let Ok(mut skips) = sink.lock() {
-                            skips.push(ignore_too_large(e.path(), &found, limit));
-                        }
-                    }
-                    false
+    // One filter: a later filter_entry would replace this one.
+    let (check_ignore, limit) = (!opts.no_ignore, opts.limits.max_ignore_bytes);
+    builder.filter_entry(move |e| {
+        if !e.file_type().is_some_and(|t| t.is_dir()) {
+            return true;
+        }
+        if prune(e) {
+            return false;
+        }
+        match oversized_ignore_file(e.path(), limit).filter(|_| check_ignore) {
+            None => true,
+            Some(found) => {
+                if let Some(sink) = &oversized {
+                    sink.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(ignore_too_large(e.path(), &found, limit));
                 }
+                false
             }
-        });
-    }
+        }
+    });
     Ok(builder)
 }
 
@@ -284,21 +287,17 @@ pub fn count_files(roots: &[PathBuf], opts: &WalkOptions) -> u64 {
     let excluded_inodes = inodes(&excluded);
     roots
         .iter()
-        .filter_map(|root| builder(root, opts, None).ok())
-        .flat_map(|mut b| {
+        .filter_map(|root| {
             // scout's cache folder is not walked into (as in the walk),
             // nor a folder whose ignore file is over the limit.
             let (excluded, excluded_inodes) = (excluded.clone(), excluded_inodes.clone());
-            let (check_ignore, limit) = (!opts.no_ignore, opts.limits.max_ignore_bytes);
-            b.filter_entry(move |e| {
-                let is_dir = e.file_type().is_some_and(|t| t.is_dir());
-                !(is_dir
-                    && ((may_be_excluded_folder(&Visit::of(e), &excluded_inodes)
-                        && e.path().canonicalize().is_ok_and(|c| excluded.contains(&c)))
-                        || (check_ignore && oversized_ignore_file(e.path(), limit).is_some())))
-            });
-            b.build()
+            let prune = move |e: &ignore::DirEntry| {
+                may_be_excluded_folder(&Visit::of(e), &excluded_inodes)
+                    && e.path().canonicalize().is_ok_and(|c| excluded.contains(&c))
+            };
+            builder(root, opts, None, prune).ok()
         })
+        .flat_map(|b| b.build())
         .filter(|e| e.as_ref().is_ok_and(|e| e.file_type().is_some_and(|t| !t.is_dir())))
         .count() as u64
 }
@@ -319,7 +318,7 @@ fn walk_root(
         }
     }
     let oversized = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let builder = match builder(root, ctx.opts, Some(Arc::clone(&oversized))) {
+    let builder = match builder(root, ctx.opts, Some(Arc::clone(&oversized)), |_| false) {
         Ok(b) => b,
         Err(detail) => {
             spoil(recording);
