@@ -257,6 +257,16 @@ fn a_project_file_sets_options_the_command_line_overrides() {
         text(&out.stdout)
     );
 
+    // A file cannot choose where scout writes.
+    std::fs::write(repo.join("scout.toml"), "[audit]\nhtml = \"/tmp/overwritten.html\"\n").unwrap();
+    let out = scout(dir.path()).args(["audit"]).arg(&repo).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("`html` can only be given on the command line"),
+        "{}",
+        text(&out.stderr)
+    );
+
     std::fs::write(repo.join("scout.toml"), "exclud = [\"vendor/**\"]\n").unwrap();
     let out = scout(dir.path())
         .args(["ingest", "--corpus"])

@@ -27,8 +27,25 @@ pub const FILE_NAME: &str = "scout.toml";
 const COMMANDS: &[&str] = &["ingest", "ask", "audit", "extract", "batch", "serve"];
 
 /// Options a project file cannot set: where the file itself comes from,
-/// and what only a person at the command line should choose.
-const NOT_FROM_A_FILE: &[&str] = &["config", "no-config", "help", "version"];
+/// and what only a person at the command line should choose: every option
+/// that names a file or folder scout writes, or a server's roots (a cloned
+/// repository's file must not make `scout audit` overwrite `~/.bashrc`).
+const NOT_FROM_A_FILE: &[&str] = &[
+    "config",
+    "no-config",
+    "help",
+    "version", // the file itself
+    "corpus",
+    "out",
+    "sarif",
+    "md",
+    "html",
+    "jsonl",
+    "map", // written
+    "data",
+    "corpora",
+    "root", // a server's folders
+];
 
 #[derive(Debug, Args, Clone)]
 pub struct ConfigArgs {
