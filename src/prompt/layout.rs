@@ -127,17 +127,42 @@ pub fn render_document(doc: &StoredDocument, salt: &str) -> DocumentBlock {
     if let Some(title) = &doc.title {
         let _ = write!(attributes, " title=\"{}\"", escape_attr(title, salt));
     }
-    let extent = match doc.kind {
+    let extent = extent_attribute(doc);
+    let pieces = document_pieces(doc)
+        .into_iter()
+        .map(|(anchor, body)| (anchor, escape(&body, salt)))
+        .collect();
+    DocumentBlock {
+        path: doc.path.clone(),
+        pieces,
+        images: Vec::new(),
+        extent,
+        salt: salt.to_owned(),
+        attributes,
+    }
+}
+
+/// What a document's header says of its size: `lines=N`, `pages=N` or
+/// `image=WxH`.
+#[must_use]
+pub fn extent_attribute(doc: &StoredDocument) -> String {
+    match doc.kind {
         DocumentKind::Pdf => format!("pages={}", doc.extent()),
         DocumentKind::Image => {
             let (w, h) = doc.image.map_or((0, 0), |i| (i.width, i.height));
             format!("image={w}x{h}")
         }
         DocumentKind::Text | DocumentKind::Code => format!("lines={}", doc.extent()),
-    };
+    }
+}
+
+/// A document's segments as the prompt shows them, before escaping: text
+/// with its line markers, each page after a `[page N]` line, an image
+/// without text as a line saying so. One piece per segment.
+#[must_use]
+pub fn document_pieces(doc: &StoredDocument) -> Vec<(Anchor, String)> {
     let symbol_starts: std::collections::BTreeSet<u32> = doc.symbols.iter().map(|s| s.start_line).collect();
-    let pieces = doc
-        .segments
+    doc.segments
         .iter()
         .map(|seg| {
             let body = match &seg.anchor {
@@ -148,17 +173,9 @@ pub fn render_document(doc: &StoredDocument, salt: &str) -> DocumentBlock {
                 }
                 Anchor::Document { .. } => NO_TEXT_IMAGE.to_owned(),
             };
-            (seg.anchor.clone(), escape(&body, salt))
+            (seg.anchor.clone(), body)
         })
-        .collect();
-    DocumentBlock {
-        path: doc.path.clone(),
-        pieces,
-        images: Vec::new(),
-        extent,
-        salt: salt.to_owned(),
-        attributes,
-    }
+        .collect()
 }
 
 /// The line standing for an image without text, for an engine without
@@ -237,18 +254,33 @@ fn ensure_newline(s: &str) -> String {
 }
 
 /// Prefixes `[Ln] ` to the first line, to every line whose number is 1
-/// more than a multiple of [`LINE_MARKER_EVERY`], and to every line where a
-/// definition starts (from the file's outline).
+/// more than a multiple of [`LINE_MARKER_EVERY`], to every line where a
+/// definition starts (from the file's outline), and to every line that
+/// itself begins like a marker: its own text then cannot pass for a
+/// marker with another number, and taking off the first marker of each
+/// line gives the text back exactly.
 fn mark_lines(text: &str, first_line: u32, symbol_starts: &std::collections::BTreeSet<u32>) -> String {
     let mut out = String::with_capacity(text.len() + text.len() / 40);
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let n = first_line + i as u32;
-        if i == 0 || (n - 1).is_multiple_of(LINE_MARKER_EVERY) || symbol_starts.contains(&n) {
+        if i == 0
+            || (n - 1).is_multiple_of(LINE_MARKER_EVERY)
+            || symbol_starts.contains(&n)
+            || marker_length(line).is_some()
+        {
             let _ = write!(out, "[L{n}] ");
         }
         out.push_str(line);
     }
     ensure_newline(&out)
+}
+
+/// The length of the line marker (`[L12] `) `line` starts with, if any.
+#[must_use]
+pub fn marker_length(line: &str) -> Option<usize> {
+    let rest = line.strip_prefix("[L")?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    (digits > 0 && rest[digits..].starts_with("] ")).then_some(2 + digits + 2)
 }
 
 /// A block of other data (such as notes taken from the corpus) inside the
@@ -355,6 +387,21 @@ mod tests {
         let block = render_document(&doc("f.rs", &text, 0), "s").render();
         let marked: Vec<&str> = block.lines().filter(|l| l.starts_with("[L")).collect();
         assert_eq!(marked, vec!["[L1] l1", "[L11] l11", "[L21] l21"]);
+    }
+
+    #[test]
+    fn a_line_that_looks_like_a_marker_gets_a_real_one() {
+        let text = "a\nb\n[L9] not line 9\n[Lx] no\n";
+        let block = render_document(&doc("f.rs", text, 0), "s").render();
+        assert!(block.contains("[L3] [L9] not line 9\n[Lx] no\n"), "{block}");
+        // Taking one marker off each line gives the text back.
+        let body: String = block
+            .lines()
+            .skip(1)
+            .take(4)
+            .map(|l| format!("{}\n", &l[marker_length(l).unwrap_or(0)..]))
+            .collect();
+        assert_eq!(body, text);
     }
 
     #[test]

@@ -25,12 +25,13 @@ mod window;
 use serde::Serialize;
 
 pub use layout::{
-    data_block, escape, order_documents, place_images, preamble, render_document, table_of_contents, DocumentBlock,
+    data_block, document_pieces, escape, extent_attribute, marker_length, order_documents, place_images, preamble,
+    render_document, table_of_contents, DocumentBlock,
 };
 pub use window::{count_block, count_units, plan_windows, BlockTokens, PieceTooLarge, Window, WindowPart};
 
 /// Bumped whenever rendering changes, so caches keyed on it miss.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// A line marker every this many lines of text and code (and on the first
 /// line of every segment): often enough that a model can cite a line
