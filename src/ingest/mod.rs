@@ -15,6 +15,7 @@
 
 mod child;
 pub mod git;
+pub mod gitdiff;
 pub mod image;
 mod item;
 pub mod listing;
