@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod kv;
 pub mod limits;
 pub mod model;
+pub mod pack;
 pub mod prompt;
 pub mod report;
 pub mod server;

@@ -10,6 +10,7 @@ mod llama4;
 #[cfg(feature = "mistralrs")]
 mod mistralrs;
 mod openai;
+mod pack;
 mod plan;
 mod reliability;
 mod serve;

@@ -24,7 +24,7 @@ use super::Cli;
 pub const FILE_NAME: &str = "scout.toml";
 
 /// Commands a project file applies to: those that read sources.
-const COMMANDS: &[&str] = &["ingest", "ask", "audit", "extract", "batch", "serve"];
+const COMMANDS: &[&str] = &["ingest", "ask", "audit", "extract", "batch", "serve", "pack"];
 
 /// Options a project file cannot set: where the file itself comes from,
 /// and what only a person at the command line should choose: every option
@@ -37,6 +37,7 @@ const NOT_FROM_A_FILE: &[&str] = &[
     "version", // the file itself
     "corpus",
     "out",
+    "output",
     "sarif",
     "md",
     "html",

@@ -20,6 +20,7 @@ mod extract;
 mod ingest;
 mod logging;
 mod models;
+mod pack;
 mod plan;
 mod progress;
 mod serve;
@@ -45,6 +46,7 @@ use bench::{run_stability, BenchCommand};
 use extract::{run_extract, ExtractArgs};
 use ingest::{run_ingest, IngestArgs};
 use models::{run_models, ModelsArgs};
+use pack::{run_pack, PackArgs};
 use progress::Progress;
 use serve::{run_serve, ServeArgs};
 use shell::{run_completions, run_man, CompletionsArgs, ManArgs};
@@ -59,6 +61,7 @@ Examples:
   scout ask my-repo.scout.db \"Where are passwords hashed?\" --json
   scout audit ./my-repo --sarif scout.sarif --html report.html
   scout extract scans/ --schema receipt --jsonl receipts.jsonl
+  scout pack ./my-repo --encoding o200k --budget 128k -o my-repo.md
   scout batch jobs.jsonl --out results.jsonl
   scout serve --root ./my-repo
   scout models
@@ -102,6 +105,10 @@ enum Command {
     /// (a chat may name a corpus), corpus routes (create, ask, audit, extract), batches,
     /// metrics, and a page at / to ask and click through to the cited source.
     Serve(ServeArgs),
+    /// Write the laid-out corpus as one file to paste into a chat or send to any API
+    /// (Markdown, XML, plain or JSON), with exact token counts (the model's, or
+    /// o200k/cl100k), fitted to a --budget, with the changes since a git revision.
+    Pack(PackArgs),
     /// List the models scout can use, and which is the default.
     Models(ModelsArgs),
     /// Size a deployment: weights by quantization, KV per token, what fits on which
@@ -271,6 +278,7 @@ impl Command {
             Command::Audit(a) => (a.quiet, a.verbose),
             Command::Extract(a) => (a.quiet, false),
             Command::Batch(a) => (a.quiet, false),
+            Command::Pack(a) => (a.quiet(), false),
             // A server logs each request (RUST_LOG=scout=warn to quiet it).
             Command::Serve(_) => (false, true),
             _ => (false, false),
@@ -311,6 +319,7 @@ pub fn main() -> i32 {
         Command::Extract(a) => run_extract(&a),
         Command::Batch(a) => run_batch_cli(&a),
         Command::Serve(a) => run_serve(&a),
+        Command::Pack(a) => run_pack(&a),
         Command::Models(a) => run_models(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Bench(BenchCommand::PrefixStability(a)) => run_stability(&a),

@@ -199,18 +199,7 @@ impl ModelArgs {
         &self,
         say: &mut dyn FnMut(&str),
     ) -> Result<(Box<dyn crate::prompt::Tokenizer + Send>, PathBuf), OpenError> {
-        let path = self.tokenizer_path(say)?;
-        #[cfg(feature = "mistralrs")]
-        if path.is_dir() {
-            return Ok((
-                crate::engine::mistralrs::folder_tokenizer(&path)
-                    .map_err(|e| OpenError::engine("loading the tokenizer", e))?,
-                path,
-            ));
-        }
-        let counter = GgufCounter::load(&path, &store::cache_dir().join("counters"))
-            .map_err(|e| OpenError::engine("loading the tokenizer", e))?;
-        Ok((Box::new(counter), path))
+        load_tokenizer(self.tokenizer_path(say)?)
     }
 
     /// Loads or connects to the engine; returns it with a line saying what
@@ -326,4 +315,20 @@ impl ModelArgs {
             }
         }
     }
+}
+
+/// The tokenizer at `path` without the model's weights: a GGUF's
+/// vocabulary, or a model folder's tokenizer.json (mistralrs builds).
+pub fn load_tokenizer(path: PathBuf) -> Result<(Box<dyn crate::prompt::Tokenizer + Send>, PathBuf), OpenError> {
+    #[cfg(feature = "mistralrs")]
+    if path.is_dir() {
+        return Ok((
+            crate::engine::mistralrs::folder_tokenizer(&path)
+                .map_err(|e| OpenError::engine("loading the tokenizer", e))?,
+            path,
+        ));
+    }
+    let counter = GgufCounter::load(&path, &store::cache_dir().join("counters"))
+        .map_err(|e| OpenError::engine("loading the tokenizer", e))?;
+    Ok((Box::new(counter), path))
 }
