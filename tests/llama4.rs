@@ -1088,3 +1088,12 @@ mod mistralrs {
         assert!(err.contains("mistral.rs") && err.contains("gemma3"), "{err}");
     }
 }
+
+/// Writes the tiny Llama 4 to `$SCOUT_TINY_LLAMA4_OUT`, for
+/// `scripts/gpu-check --prepare` (a GPU machine has no Rust to write it).
+#[test]
+#[ignore = "writes a file for scripts/gpu-check; run with --ignored"]
+fn write_the_tiny_llama4_for_the_gpu_check() {
+    let out = std::env::var_os("SCOUT_TINY_LLAMA4_OUT").expect("set SCOUT_TINY_LLAMA4_OUT to the file to write");
+    std::fs::copy(tiny_llama4(), out).unwrap();
+}
