@@ -165,5 +165,6 @@ pub(super) fn step_text(step: Step, index: usize, of: usize) -> String {
         Step::Map => format!("reading window {} of {of}", index + 1),
         Step::Reduce if of > 1 => format!("combining notes, group {} of {of}", index + 1),
         Step::Reduce => "combining the windows' notes".to_owned(),
+        Step::Recheck => "asking again over the lines that match the question".to_owned(),
     }
 }

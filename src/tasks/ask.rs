@@ -15,7 +15,9 @@ use crate::corpus::{Corpus, StoredDocument};
 use crate::engine::{Engine, EngineEvent, GenerateParams, KvUse};
 use crate::limits::MAX_QUESTION_BYTES;
 use crate::prompt::{count_units, data_block, order_documents, preamble, ChatMessage, Content, DocumentBlock, Window};
-use crate::tasks::citations::{attribute, resolve_written, Citation, CitationStatus, CorpusIndex};
+use crate::tasks::citations::{
+    attribute, cites_any, question_lines, resolve_written, Citation, CitationStatus, CorpusIndex,
+};
 use crate::tasks::pipeline::Pipeline;
 use crate::tasks::run::{document_blocks, fit_windows, messages, Caller, Step, TaskError, TaskEvent, Timings, Usage};
 use crate::tasks::schema::ExtractSchema;
@@ -23,6 +25,11 @@ use crate::tasks::schema::ExtractSchema;
 const ASK_TEMPLATE: &str = include_str!("../../prompts/ask.txt");
 const MAP_TEMPLATE: &str = include_str!("../../prompts/ask_map.txt");
 const REDUCE_TEMPLATE: &str = include_str!("../../prompts/ask_reduce.txt");
+const RECHECK_TEMPLATE: &str = include_str!("../../prompts/ask_recheck.txt");
+
+/// Said between a first answer and the answer asked again.
+const RECHECK_NOTE: &str =
+    "\n\n(scout: that answer cites none of the lines that match the question; asked again over them:)\n";
 
 /// What a window's map step says when it holds nothing relevant.
 const NOTHING: &str = "NOTHING";
@@ -86,6 +93,17 @@ pub struct AskResult {
     /// With a schema: why the answer does not validate (empty when it does).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schema_errors: Option<Vec<String>>,
+    /// When the first answer cited none of the lines that match the
+    /// question and scout asked again over them: the first answer and
+    /// those lines. `answer` is then the second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recheck: Option<Recheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recheck {
+    pub first_answer: String,
+    pub lines: Vec<String>,
 }
 
 impl AskResult {
@@ -334,7 +352,31 @@ pub fn ask(
     if let Some(p) = &json_params {
         caller.params = p;
     }
-    let g = caller.call(&final_messages, step, 0, 1, true)?;
+    let mut g = caller.call(&final_messages, step, 0, 1, true)?;
+    let mut recheck = None;
+    if step == Step::Answer && opts.schema.is_none() {
+        // A small model may answer beside the point (copy the citation
+        // syntax, cite some other file) though the corpus plainly holds
+        // the answer: when the lines that match the question are not
+        // among those the answer cites, ask again over them, in the same
+        // prompt prefix (its KV is reused).
+        let index = CorpusIndex::new(&docs);
+        let lines = question_lines(&opts.question, &index);
+        let cited = answer_citations(&g.text, &opts.question, &index);
+        if !lines.is_empty() && !cites_any(&cited, &lines.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>()) {
+            (caller.on_event)(TaskEvent::Answer(RECHECK_NOTE));
+            let listed: String = lines.iter().map(|(a, text)| format!("[{a}] {text}\n")).collect();
+            let task = RECHECK_TEMPLATE
+                .replace("{lines}", listed.trim_end())
+                .replace("{question}", opts.question.trim());
+            let msgs = messages(&system, &windows[0].render(&blocks, &salt), &task);
+            let first = std::mem::replace(&mut g, caller.call(&msgs, Step::Recheck, 0, 1, true)?);
+            recheck = Some(Recheck {
+                first_answer: first.text,
+                lines: lines.iter().map(|(a, _)| a.to_string()).collect(),
+            });
+        }
+    }
     let timings = Timings {
         ttft_ms: before_final + g.ttft_ms,
         prefill_ms: caller.prefill_ms,
@@ -347,7 +389,22 @@ pub fn ask(
         total_ms: started.elapsed().as_millis() as u64,
     };
     let usage = caller.usage;
-    Ok(finish(&docs, opts, g.text, usage, reports, timings, engine_name, model))
+    let mut result = finish(&docs, opts, g.text, usage, reports, timings, engine_name, model);
+    result.recheck = recheck;
+    Ok(result)
+}
+
+/// The citations an answer carries: those it writes, and scout's own
+/// attribution when it says the corpus holds the answer.
+fn answer_citations(answer: &str, question: &str, index: &CorpusIndex<'_>) -> Vec<Citation> {
+    let trimmed = answer.trim();
+    let found = !trimmed.is_empty() && !trimmed.to_ascii_uppercase().starts_with(NOT_FOUND);
+    let mut citations = resolve_written(answer, index);
+    if found {
+        let extra = attribute(answer, question, index, &citations);
+        citations.extend(extra);
+    }
+    citations
 }
 
 /// Whether two answers can be generated together: the same sampling,
@@ -566,11 +623,7 @@ fn finish(
     let index = CorpusIndex::new(docs);
     let trimmed = answer.trim();
     let found = !trimmed.is_empty() && !trimmed.to_ascii_uppercase().starts_with(NOT_FOUND);
-    let mut citations = resolve_written(&answer, &index);
-    if found {
-        let extra = attribute(&answer, &opts.question, &index, &citations);
-        citations.extend(extra);
-    }
+    let citations = answer_citations(&answer, &opts.question, &index);
     let (data, schema_errors) = match &opts.schema {
         Some(schema) if found => match crate::tasks::schema::parse_object(&answer) {
             Some(data) => {
@@ -595,5 +648,6 @@ fn finish(
         timings,
         engine,
         model,
+        recheck: None,
     }
 }

@@ -362,35 +362,8 @@ pub fn attribute(answer: &str, question: &str, index: &CorpusIndex<'_>, already:
         return Vec::new();
     }
     let question_words: HashSet<String> = words(question).into_iter().collect();
-    // Every line of the corpus: (anchor, line text, answer words in it).
-    let mut units: Vec<(Anchor, &str, HashSet<String>)> = Vec::new();
-    for doc in index.docs {
-        for seg in &doc.segments {
-            for (i, line) in seg.text.lines().enumerate() {
-                let anchor = match &seg.anchor {
-                    Anchor::Lines { start, .. } => {
-                        let n = start + i as u32;
-                        Anchor::Lines {
-                            path: doc.path.clone(),
-                            start: n,
-                            end: n,
-                        }
-                    }
-                    Anchor::Page { .. } | Anchor::Region { .. } => seg.anchor.clone(),
-                    Anchor::Document { .. } => continue,
-                };
-                let present: HashSet<String> = words(line).into_iter().filter(|w| answer_words.contains(w)).collect();
-                units.push((anchor, line, present));
-            }
-        }
-    }
+    let (units, df) = corpus_lines(index, &answer_words);
     let n = units.len().max(1) as f64;
-    let mut df: HashMap<&str, usize> = HashMap::new();
-    for (_, _, present) in &units {
-        for w in present {
-            *df.entry(w.as_str()).or_default() += 1;
-        }
-    }
     // A word is distinctive when it is in few lines of the corpus.
     let rare_limit = (n * 0.02).max(2.0);
     let weight = |w: &str| {
@@ -446,6 +419,96 @@ pub fn attribute(answer: &str, question: &str, index: &CorpusIndex<'_>, already:
         });
     }
     out
+}
+
+/// Every line of the corpus: (anchor, line text, which of `wanted` it
+/// holds), and in how many lines each wanted word is.
+#[allow(clippy::type_complexity)]
+fn corpus_lines<'a>(
+    index: &CorpusIndex<'a>,
+    wanted: &HashSet<String>,
+) -> (Vec<(Anchor, &'a str, HashSet<String>)>, HashMap<String, usize>) {
+    let mut units: Vec<(Anchor, &str, HashSet<String>)> = Vec::new();
+    for doc in index.docs {
+        for seg in &doc.segments {
+            for (i, line) in seg.text.lines().enumerate() {
+                let anchor = match &seg.anchor {
+                    Anchor::Lines { start, .. } => {
+                        let n = start + i as u32;
+                        Anchor::Lines {
+                            path: doc.path.clone(),
+                            start: n,
+                            end: n,
+                        }
+                    }
+                    Anchor::Page { .. } | Anchor::Region { .. } => seg.anchor.clone(),
+                    Anchor::Document { .. } => continue,
+                };
+                let present: HashSet<String> = words(line).into_iter().filter(|w| wanted.contains(w)).collect();
+                units.push((anchor, line, present));
+            }
+        }
+    }
+    let mut df: HashMap<String, usize> = HashMap::new();
+    for (_, _, present) in &units {
+        for w in present {
+            *df.entry(w.clone()).or_default() += 1;
+        }
+    }
+    (units, df)
+}
+
+/// At most this many lines are offered when a question is asked again.
+const MAX_QUESTION_LINES: usize = 3;
+
+/// The corpus lines that best match a question: those holding at least
+/// two of its distinctive words (each in at most 2% of the corpus's
+/// lines), or one word found in at most two lines, scored by how rare
+/// those words are, best first (within half the best score, at most 3).
+/// When no line qualifies nothing is offered.
+#[must_use]
+pub fn question_lines(question: &str, index: &CorpusIndex<'_>) -> Vec<(Anchor, String)> {
+    let wanted: HashSet<String> = words(question).into_iter().collect();
+    if wanted.len() < 2 {
+        return Vec::new();
+    }
+    let (units, df) = corpus_lines(index, &wanted);
+    let n = units.len().max(1) as f64;
+    let rare_limit = (n * 0.02).max(2.0);
+    let rare = |w: &String| (df[w] as f64) <= rare_limit;
+    let mut scored: Vec<(f64, usize)> = units
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, _, present))| {
+            let rare_here = present.iter().filter(|w| rare(w)).count();
+            rare_here >= 2 || present.iter().any(|w| df[w] <= 2)
+        })
+        .map(|(i, (_, _, present))| {
+            let score = present
+                .iter()
+                .map(|w| (n / (df[w] as f64 + 0.5)).ln().max(0.0))
+                .sum::<f64>();
+            (score, i)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let best = scored.first().map_or(0.0, |s| s.0);
+    scored
+        .into_iter()
+        .take_while(|(score, _)| *score >= best * 0.5)
+        .take(MAX_QUESTION_LINES)
+        .map(|(_, i)| (units[i].0.clone(), units[i].1.trim().to_owned()))
+        .collect()
+}
+
+/// Whether any valid citation covers one of these single-line or page
+/// anchors.
+#[must_use]
+pub fn cites_any(citations: &[Citation], anchors: &[Anchor]) -> bool {
+    citations
+        .iter()
+        .filter(|c| c.status == CitationStatus::Valid)
+        .any(|c| anchors.iter().any(|a| covers(&c.anchor, &a.to_string())))
 }
 
 /// Whether the model's citation `cited` already covers the single-line or
@@ -649,5 +712,31 @@ mod tests {
         let index = CorpusIndex::new(&docs);
         let model = resolve_written("ZEBRA-4417-QUARTZ [src/config.rs:1-3]", &index);
         assert!(attribute("ZEBRA-4417-QUARTZ", "passphrase?", &index, &model).is_empty());
+    }
+
+    #[test]
+    fn the_lines_that_match_a_question_are_found_among_code() {
+        let mut filler: String = (0..60).map(|i| format!("let value_{i} = compute({i});\n")).collect();
+        filler.push_str("// access is checked in the handler\n// the code of each handler\n// and the code again\n");
+        let docs = vec![
+            doc("src/lib.rs", &filler),
+            doc(
+                "docs/ops.md",
+                "# Operations\n\nDeploys happen on Tuesdays.\n\nThe vault access code is KESTREL-4471.\n",
+            ),
+        ];
+        let index = CorpusIndex::new(&docs);
+        let lines = question_lines("What is the vault access code?", &index);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0].0.to_string(), "docs/ops.md:5");
+        assert_eq!(lines[0].1, "The vault access code is KESTREL-4471.");
+        // Cited: covered; not cited: not.
+        let cited = resolve_written("It is KESTREL-4471 [docs/ops.md:5].", &index);
+        assert!(cites_any(&cited, &[lines[0].0.clone()]));
+        let elsewhere = resolve_written("See [src/lib.rs:3].", &index);
+        assert!(!cites_any(&elsewhere, &[lines[0].0.clone()]));
+        // A question of one word, or whose words are in no line, offers nothing.
+        assert!(question_lines("What is the code?", &index).is_empty());
+        assert!(question_lines("Who wrote the manifesto?", &index).is_empty());
     }
 }

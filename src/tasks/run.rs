@@ -52,6 +52,9 @@ pub enum Step {
     Map,
     /// Notes combined into an answer.
     Reduce,
+    /// The question asked again over the lines that match it, when the
+    /// first answer cited none of them.
+    Recheck,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
