@@ -745,3 +745,52 @@ fn a_pinned_corpus_is_never_evicted_for_another() {
     assert!(again.kv.reused_tokens > 400, "{:?}", again.kv);
     assert_eq!(again.text, first.text);
 }
+
+/// The answer-quality issue's corpus: a Rust file, a changelog and
+/// docs/ops.md holding the value. The default model's first answer tends to
+/// copy the citation syntax or cite the Rust file; scout then asks again
+/// over the lines that match the question. Five corpora, five boundary
+/// salts: the answer holds the value every time.
+#[test]
+fn a_plain_question_gets_the_value_whatever_the_salt() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("docs")).unwrap();
+    std::fs::create_dir_all(src.join("src")).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/src/pack/left.rs"),
+        src.join("src/left.rs"),
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("CHANGELOG.md"),
+        "# Changelog\n\n## 0.3.0\n- Faster ingest.\n- New pack command.\n\n## 0.2.0\n- Windows for long corpora.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("docs/ops.md"),
+        "# Operations\n\nDeploys happen on Tuesdays.\n\nThe vault access code is KESTREL-4471.\n\nBackups run nightly at 02:00 UTC.\n",
+    )
+    .unwrap();
+    for salt in 0..5 {
+        let corpus = dir.path().join(format!("c{salt}.scout.db"));
+        let made = scout(cache.path())
+            .args(["ingest", "-q", "--corpus"])
+            .arg(&corpus)
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", text(&made.stderr));
+        let out = ask(cache.path(), &corpus, "What is the vault access code?", &[]);
+        let r = json(&out);
+        assert!(
+            r["answer"].as_str().unwrap().contains("KESTREL-4471"),
+            "salt {salt}: {r}"
+        );
+        assert!(
+            valid_paths(&r).iter().any(|p| p.ends_with("docs/ops.md")),
+            "salt {salt}: {r}"
+        );
+    }
+}

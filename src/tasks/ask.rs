@@ -355,25 +355,13 @@ pub fn ask(
     let mut g = caller.call(&final_messages, step, 0, 1, true)?;
     let mut recheck = None;
     if step == Step::Answer && opts.schema.is_none() {
-        // A small model may answer beside the point (copy the citation
-        // syntax, cite some other file) though the corpus plainly holds
-        // the answer: when the lines that match the question are not
-        // among those the answer cites, ask again over them, in the same
-        // prompt prefix (its KV is reused).
-        let index = CorpusIndex::new(&docs);
-        let lines = question_lines(&opts.question, &index);
-        let cited = answer_citations(&g.text, &opts.question, &index);
-        if !lines.is_empty() && !cites_any(&cited, &lines.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>()) {
+        let window = windows[0].render(&blocks, &salt);
+        if let Some((msgs, lines)) = recheck_messages(&docs, &system, &window, &opts.question, &g.text) {
             (caller.on_event)(TaskEvent::Answer(RECHECK_NOTE));
-            let listed: String = lines.iter().map(|(a, text)| format!("[{a}] {text}\n")).collect();
-            let task = RECHECK_TEMPLATE
-                .replace("{lines}", listed.trim_end())
-                .replace("{question}", opts.question.trim());
-            let msgs = messages(&system, &windows[0].render(&blocks, &salt), &task);
             let first = std::mem::replace(&mut g, caller.call(&msgs, Step::Recheck, 0, 1, true)?);
             recheck = Some(Recheck {
                 first_answer: first.text,
-                lines: lines.iter().map(|(a, _)| a.to_string()).collect(),
+                lines,
             });
         }
     }
@@ -392,6 +380,34 @@ pub fn ask(
     let mut result = finish(&docs, opts, g.text, usage, reports, timings, engine_name, model);
     result.recheck = recheck;
     Ok(result)
+}
+
+/// A small model may answer beside the point (copy the citation syntax,
+/// cite some other file) though the corpus plainly holds the answer. When
+/// the lines that match the question are not among those `answer` cites,
+/// the prompt that asks again over them (the same prefix: its KV is
+/// reused), and those lines' anchors.
+fn recheck_messages(
+    docs: &[StoredDocument],
+    system: &str,
+    window: &Content,
+    question: &str,
+    answer: &str,
+) -> Option<(Vec<ChatMessage>, Vec<String>)> {
+    let index = CorpusIndex::new(docs);
+    let lines = question_lines(question, &index);
+    let anchors: Vec<_> = lines.iter().map(|(a, _)| a.clone()).collect();
+    if lines.is_empty() || cites_any(&answer_citations(answer, question, &index), &anchors) {
+        return None;
+    }
+    let listed: String = lines.iter().map(|(a, text)| format!("[{a}] {text}\n")).collect();
+    let task = RECHECK_TEMPLATE
+        .replace("{lines}", listed.trim_end())
+        .replace("{question}", question.trim());
+    Some((
+        messages(system, window, &task),
+        anchors.iter().map(ToString::to_string).collect(),
+    ))
 }
 
 /// The citations an answer carries: those it writes, and scout's own
@@ -481,7 +497,38 @@ pub fn ask_many(
                         },
                         total_ms: p.started.elapsed().as_millis() as u64,
                     };
-                    results[i] = Some(Ok(finish(
+                    // The same check as a question asked alone, one by one.
+                    let window = p.windows[0].render(&p.blocks, &p.salt);
+                    let (g, usage, recheck) = match (
+                        opts[i].schema.is_none(),
+                        recheck_messages(&p.docs, &p.system, &window, &opts[i].question, &g.text),
+                    ) {
+                        (true, Some((msgs, lines))) => {
+                            let mut caller = Caller {
+                                engine: &mut *engine,
+                                params: &params,
+                                on_event: &mut *on_event,
+                                usage,
+                                prefill_ms: 0,
+                            };
+                            match caller.call(&msgs, Step::Recheck, 0, 1, false) {
+                                Ok(second) => (
+                                    second,
+                                    caller.usage,
+                                    Some(Recheck {
+                                        first_answer: g.text,
+                                        lines,
+                                    }),
+                                ),
+                                Err(e) => {
+                                    results[i] = Some(Err(e));
+                                    continue;
+                                }
+                            }
+                        }
+                        _ => (g, usage, None),
+                    };
+                    let mut result = finish(
                         &p.docs,
                         &opts[i],
                         g.text,
@@ -490,7 +537,9 @@ pub fn ask_many(
                         timings,
                         p.engine_name,
                         p.model,
-                    )));
+                    );
+                    result.recheck = recheck;
+                    results[i] = Some(Ok(result));
                 }
             }
             // Asked one by one, each failure is its own.
