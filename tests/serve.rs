@@ -427,7 +427,7 @@ fn serve_under_load_answers_or_refuses_and_reads_the_corpus_once() {
     let pid = s.child.id();
     let before = rss(pid);
     let url = s.url.clone();
-    let outcomes: Vec<(u16, bool)> = std::thread::scope(|scope| {
+    let outcomes: Vec<(u16, bool, u64)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..64)
             .map(|i| {
                 let url = url.clone();
@@ -447,12 +447,23 @@ fn serve_under_load_answers_or_refuses_and_reads_the_corpus_once() {
                         .unwrap();
                     let status = resp.status().as_u16();
                     let retry_after = resp.headers().get("retry-after").is_some();
-                    (status, retry_after)
+                    // An answer's model calls: one, or two when scout asked
+                    // again over the lines that match the question.
+                    let calls = if status == 200 {
+                        let body: serde_json::Value =
+                            serde_json::from_str(&resp.into_body().read_to_string().unwrap()).unwrap();
+                        body["usage"]["calls"].as_u64().unwrap()
+                    } else {
+                        0
+                    };
+                    (status, retry_after, calls)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    let calls: u64 = outcomes.iter().map(|o| o.2).sum();
+    let outcomes: Vec<(u16, bool)> = outcomes.into_iter().map(|(s, r, _)| (s, r)).collect();
     let ok = outcomes.iter().filter(|(s, _)| *s == 200).count();
     let refused = outcomes.iter().filter(|(s, _)| *s == 429).count();
     assert_eq!(ok + refused, 64, "{outcomes:?}\n{}", s.log());
@@ -470,8 +481,13 @@ fn serve_under_load_answers_or_refuses_and_reads_the_corpus_once() {
         1,
         "the prefix went to memory once:\n{m}"
     );
-    assert_eq!(metric(&m, "scout_kv_misses_total"), 1, "the corpus is read once:\n{m}");
-    assert_eq!(metric(&m, "scout_kv_hits_total"), (ok - 1) as u64, "{m}");
+    // Per request: a request whose first call read the corpus and whose
+    // recheck reused it counts as a hit; every answered request counts once.
+    assert_eq!(
+        metric(&m, "scout_kv_hits_total") + metric(&m, "scout_kv_misses_total"),
+        ok as u64,
+        "{m}"
+    );
     assert_eq!(metric(&m, "scout_rejected_total"), refused as u64);
     assert_eq!(metric(&m, "scout_queue_depth"), 0);
     // The engine's own tier counters: the prefix went into memory once and
@@ -479,7 +495,7 @@ fn serve_under_load_answers_or_refuses_and_reads_the_corpus_once() {
     // its answer is sent, so the last one may still be on its way.)
     let mut m = m;
     for _ in 0..50 {
-        if metric(&m, "scout_kv_tier_hits_total{tier=\"memory\"}") == (ok - 1) as u64 {
+        if metric(&m, "scout_kv_tier_hits_total{tier=\"memory\"}") == calls - 1 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -487,11 +503,15 @@ fn serve_under_load_answers_or_refuses_and_reads_the_corpus_once() {
     }
     assert_eq!(
         metric(&m, "scout_kv_tier_hits_total{tier=\"memory\"}"),
-        (ok - 1) as u64,
-        "{m}"
+        calls - 1,
+        "every call but the first found the corpus in memory: {m}"
     );
     assert_eq!(metric(&m, "scout_kv_tier_stores_total{tier=\"memory\"}"), 1, "{m}");
-    assert_eq!(metric(&m, "scout_kv_tier_misses_total{tier=\"memory\"}"), 1, "{m}");
+    assert_eq!(
+        metric(&m, "scout_kv_tier_misses_total{tier=\"memory\"}"),
+        1,
+        "the corpus is read once: {m}"
+    );
 }
 
 /// A minimal `WebDriver` client (the W3C protocol over HTTP) for the page test.
