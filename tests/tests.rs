@@ -4,6 +4,7 @@
 
 mod ask;
 mod attacks;
+mod bench;
 mod cli;
 mod ingest;
 mod llama4;

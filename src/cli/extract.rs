@@ -59,6 +59,19 @@ pub(super) struct ExtractArgs {
     pub(super) common: TaskArgs,
 }
 
+/// The extraction settings `scout extract` and `scout bench extract` share.
+pub(super) fn extract_options(max_tokens: u32, per_page: bool) -> ExtractOptions {
+    ExtractOptions {
+        generate: GenerateParams {
+            max_tokens,
+            // Values are copied from the document: no penalty on repeats.
+            repeat_penalty: 1.0,
+            ..GenerateParams::default()
+        },
+        per_page,
+    }
+}
+
 pub(super) fn run_extract(a: &ExtractArgs) -> Result<i32> {
     check_sources(&a.sources)?;
     let schema = ExtractSchema::load(a.schema.as_str(), &Access::Anywhere)?;
@@ -72,15 +85,7 @@ pub(super) fn run_extract(a: &ExtractArgs) -> Result<i32> {
     if !engine.capabilities().json_schema {
         say("scout: this engine cannot constrain output to the schema; each object is validated after");
     }
-    let opts = ExtractOptions {
-        generate: GenerateParams {
-            max_tokens: a.max_tokens,
-            // Values are copied from the document: no penalty on repeats.
-            repeat_penalty: 1.0,
-            ..GenerateParams::default()
-        },
-        per_page: a.per_page,
-    };
+    let opts = extract_options(a.max_tokens, a.per_page);
     let mut sink: Box<dyn Write> = match &a.jsonl {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,

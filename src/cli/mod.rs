@@ -42,7 +42,7 @@ use crate::report;
 use ask::{run_ask, show_progress, AskArgs};
 use audit::{run_audit, AuditArgs};
 use batch::{run_batch_cli, BatchArgs};
-use bench::{run_stability, BenchCommand};
+use bench::{run_extract_bench, run_needle, run_stability, BenchCommand};
 use extract::{run_extract, ExtractArgs};
 use ingest::{run_ingest, IngestArgs};
 use models::{run_models, ModelsArgs};
@@ -279,6 +279,8 @@ impl Command {
             Command::Extract(a) => (a.quiet, false),
             Command::Batch(a) => (a.quiet, false),
             Command::Pack(a) => (a.quiet(), false),
+            Command::Bench(BenchCommand::Needle(a)) => (a.quiet(), false),
+            Command::Bench(BenchCommand::Extract(a)) => (a.quiet(), false),
             // A server logs each request (RUST_LOG=scout=warn to quiet it).
             Command::Serve(_) => (false, true),
             _ => (false, false),
@@ -323,6 +325,8 @@ pub fn main() -> i32 {
         Command::Models(a) => run_models(&a),
         Command::Plan(a) => plan::run(&a),
         Command::Bench(BenchCommand::PrefixStability(a)) => run_stability(&a),
+        Command::Bench(BenchCommand::Needle(a)) => run_needle(&a),
+        Command::Bench(BenchCommand::Extract(a)) => run_extract_bench(&a),
         Command::Config(a) => run_config(&a),
         Command::Completions(a) => run_completions(&a),
         Command::Man(a) => run_man(&a),

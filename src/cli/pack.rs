@@ -81,7 +81,7 @@ impl PackArgs {
 }
 
 /// `128000`, `128k`, `1.5m`.
-fn parse_tokens(s: &str) -> Result<u64, String> {
+pub(super) fn parse_tokens(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
     let (number, scale) = match t.strip_suffix('k') {
         Some(n) => (n, 1e3),

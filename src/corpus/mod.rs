@@ -52,6 +52,8 @@ pub enum CorpusError {
         BUSY_WAIT.as_secs()
     )]
     Busy { path: PathBuf },
+    #[error("{path} holds documents: its boundary salt cannot change (their prompts were laid out with it)")]
+    SaltInUse { path: PathBuf },
 }
 
 /// How long a write waits for another process's write to the same corpus.
@@ -307,8 +309,20 @@ impl Corpus {
         CorpusError::sqlite(&self.path, source)
     }
 
-    /// Whether the stored text keeps secrets (`true`) or has them redacted;
-    /// `None` for a corpus never ingested into.
+    /// Sets the boundary salt of a corpus that holds no documents yet: a
+    /// bench that must lay out the same prompt on every run gives the salt
+    /// itself (derived from a secret, so still unknown to file authors).
+    pub fn set_salt(&mut self, salt: &str) -> Result<(), CorpusError> {
+        if self.document_count()? > 0 {
+            return Err(CorpusError::SaltInUse {
+                path: self.path.clone(),
+            });
+        }
+        self.set_meta("salt", salt)?;
+        salt.clone_into(&mut self.salt);
+        Ok(())
+    }
+
     /// A value from the corpus's metadata.
     pub fn meta(&self, key: &str) -> Result<Option<String>, CorpusError> {
         self.conn

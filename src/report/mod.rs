@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod map;
+pub mod needle;
 pub mod plan;
 pub mod terminal;
 

@@ -4,7 +4,8 @@
 //! runner every task shares (the model call with its events, usage and
 //! errors, messages, window fitting); `ask` answers a question over every
 //! window of the corpus (map, then reduce) and checks the answer's
-//! citations; `audit`, `extract`, `chat` and `batch` are the other tasks;
+//! citations; `audit`, `extract`, `chat` and `batch` are the other tasks, and
+//! `needle` measures how well a model reads a corpus;
 //! `pipeline` and `schema` are what audits and extractions are held to, and
 //! `access` what a caller may name. Prompts come from `prompts/`.
 //! Never renders reports: results are plain data for `report`.
@@ -16,7 +17,9 @@ pub mod batch;
 pub mod chat;
 pub mod citations;
 pub mod extract;
+pub mod extract_score;
 pub mod ingest;
+pub mod needle;
 pub mod pipeline;
 pub mod run;
 pub mod schema;
