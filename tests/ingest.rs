@@ -620,18 +620,20 @@ fn git_history_dates_documents_and_records_the_commit() {
     git(&["commit", "-qam", "two"], "1100000000 +0000");
     crate::util::backdate(&repo);
     let corpus = dir.path().join("c.db");
-    let ingest = || {
+    let ingest_into = |corpus: &std::path::Path, args: &[&str]| {
         let out = scout(dir.path())
             .args(["ingest", "--no-tokens", "--json", "--corpus"])
-            .arg(&corpus)
+            .arg(corpus)
+            .args(args)
             .arg(&repo)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         json(&out)
     };
-    let times = || {
-        let c = scout::corpus::Corpus::open(&corpus).unwrap();
+    let ingest = || ingest_into(&corpus, &[]);
+    let times_in = |corpus: &std::path::Path| {
+        let c = scout::corpus::Corpus::open(corpus).unwrap();
         let mut t: Vec<(String, i64, u32)> = c
             .documents()
             .unwrap()
@@ -641,16 +643,34 @@ fn git_history_dates_documents_and_records_the_commit() {
         t.sort();
         t
     };
+    let times = || times_in(&corpus);
     let s = ingest();
     assert_eq!(s["git"][0]["dated"], 2, "{s:#}");
     assert_eq!(s["git"][0]["incremental"], false);
+    assert_eq!(s["git"][0]["history"], "read");
     assert_eq!(s["git"][0]["commit"].as_str().unwrap().len(), 40);
     // With when each file last changed, how many commits changed it.
+    let whole = vec![
+        ("busy.py".into(), 1_100_000_000, 2),
+        ("stable.py".into(), 1_000_000_000, 1),
+    ];
+    assert_eq!(times(), whole);
+    // Another corpus of the same checkout at the same commit reads no
+    // history: it takes what the first one kept, and dates the same.
+    let other = dir.path().join("other.db");
+    let s = ingest_into(&other, &[]);
+    assert_eq!(s["git"][0]["history"], "cached", "{s:#}");
+    assert_eq!(times_in(&other), whole);
+    // Only the last commit read: the file it does not touch is dated just
+    // before it and still goes first.
+    let bounded = dir.path().join("bounded.db");
+    let s = ingest_into(&bounded, &["--git-history", "1"]);
+    assert_eq!(s["git"][0]["bounded"], 1, "{s:#}");
     assert_eq!(
-        times(),
+        times_in(&bounded),
         vec![
-            ("busy.py".into(), 1_100_000_000, 2),
-            ("stable.py".into(), 1_000_000_000, 1)
+            ("busy.py".into(), 1_100_000_000, 1),
+            ("stable.py".into(), 1_099_999_999, 0)
         ]
     );
     // Touching a file (same content) does not move it in the order.
@@ -669,13 +689,17 @@ fn git_history_dates_documents_and_records_the_commit() {
     let s = ingest();
     assert_eq!(s["git"][0]["incremental"], true, "{s:#}");
     assert_eq!(s["git"][0]["dated"], 1);
-    assert_eq!(
-        times(),
-        vec![
-            ("busy.py".into(), 1_100_000_000, 2),
-            ("stable.py".into(), 1_200_000_000, 2)
-        ]
-    );
+    let now = vec![
+        ("busy.py".into(), 1_100_000_000, 2),
+        ("stable.py".into(), 1_200_000_000, 2),
+    ];
+    assert_eq!(times(), now);
+    // A new corpus at the new commit: the kept history and the one commit
+    // since, which date as the whole history does.
+    let later = dir.path().join("later.db");
+    let s = ingest_into(&later, &[]);
+    assert_eq!(s["git"][0]["history"], "extended", "{s:#}");
+    assert_eq!(times_in(&later), now);
 }
 
 #[test]
@@ -716,6 +740,44 @@ fn prefix_stability_replays_commits_in_both_orders() {
     }
     // The repository's own working tree was not touched.
     assert_eq!(std::fs::read_to_string(repo.join("a.py")).unwrap(), "HOT = 2\n");
+}
+
+/// Logos and icons are documents without OCR, counted; `--ocr-all` reads
+/// them too.
+#[test]
+fn decorative_images_are_passed_over_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    // A scan large enough to read; by name, one copy is a logo.
+    let png = std::fs::read(data("receipts/receipt1.png")).unwrap();
+    std::fs::write(tree.join("diagram.png"), &png).unwrap();
+    std::fs::write(tree.join("brand-Logo.png"), &png).unwrap();
+    let ingest = |name: &str, args: &[&str]| {
+        let out = scout(dir.path())
+            .args(["ingest", "--no-tokens", "--json", "--corpus"])
+            .arg(dir.path().join(name))
+            .args(args)
+            .arg(&tree)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        json(&out)
+    };
+    let s = ingest("a.db", &[]);
+    assert_eq!(s["documents"], 2, "{s:#}");
+    assert_eq!(s["ocr"]["decorative"], 1, "{s:#}");
+    let read: u64 = s["ocr"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(read, 2, "the diagram is read: {s:#}");
+    let s = ingest("b.db", &["--ocr-all"]);
+    assert!(s["ocr"].get("decorative").is_none(), "{s:#}");
+    let s = ingest("c.db", &["--ocr-skip", "diagram"]);
+    assert_eq!(s["ocr"]["decorative"], 1, "the words given replace the default: {s:#}");
 }
 
 /// The corpus keeps an image file's bytes (for engines that read images);

@@ -47,6 +47,10 @@ pub(super) struct StabilityArgs {
     /// How many of the latest commits (first parents) to replay.
     #[arg(long, default_value_t = 20)]
     pub(super) commits: usize,
+    /// Commits of history that date the documents, as `ingest --git-history` (0: the
+    /// whole history).
+    #[arg(long, value_name = "COMMITS", default_value_t = crate::ingest::history::DEFAULT_COMMITS)]
+    pub(super) git_history: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub(super) json: bool,
@@ -65,8 +69,13 @@ pub(super) fn run_stability(a: &StabilityArgs) -> Result<i32> {
             "commit", "changed", "tokens", "path order", "scout order"
         )?;
     }
-    let report =
-        crate::tasks::stability::prefix_stability(&a.repo, a.commits, scratch.path(), tokenizer.as_ref(), &mut |c| {
+    let report = crate::tasks::stability::prefix_stability(
+        &a.repo,
+        a.commits,
+        (a.git_history > 0).then_some(a.git_history),
+        scratch.path(),
+        tokenizer.as_ref(),
+        &mut |c| {
             if !a.json {
                 // A closed stdout shows at the next write below.
                 let _ = writeln!(
@@ -79,7 +88,8 @@ pub(super) fn run_stability(a: &StabilityArgs) -> Result<i32> {
                     c.scout_order * 100.0
                 );
             }
-        })?;
+        },
+    )?;
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {

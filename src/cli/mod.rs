@@ -33,6 +33,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::corpus::Corpus;
 use crate::engine::open::{ModelArgs, RunArgs};
+use crate::ingest::history::HistoryOptions;
+use crate::ingest::image::Decorative;
 use crate::ingest::pdf::PdfIsolation;
 use crate::ingest::WalkOptions;
 use crate::limits::Limits;
@@ -174,6 +176,16 @@ struct WalkArgs {
     /// Do not OCR images (they are then recorded without text).
     #[arg(long)]
     no_ocr: bool,
+    /// OCR passes over decorative images by default: those whose longer side is under
+    /// 48 pixels, and those whose file name holds one of these words (case ignored):
+    /// logo, icon, badge, banner, avatar, emoji, sprite, screenshot. Give the words to
+    /// use instead (repeatable, or comma-separated); `--ocr-skip ''` keeps only the
+    /// size rule. The summary counts them as `decorative`.
+    #[arg(long, value_name = "WORD", value_delimiter = ',')]
+    ocr_skip: Option<Vec<String>>,
+    /// OCR every image, decorative ones included.
+    #[arg(long, conflicts_with = "ocr_skip")]
+    ocr_all: bool,
     /// How OCR reads a scanned page: `columns` finds text columns (books, papers);
     /// `rows` reads rows straight across the page, keeping a label and its value
     /// together (receipts, forms, tables). Default: rows for `extract`, else columns.
@@ -197,6 +209,12 @@ struct WalkArgs {
     /// trusted (some network and FUSE mounts).
     #[arg(long)]
     rescan: bool,
+    /// Commits of git history read to order documents for a stable prompt prefix
+    /// (least recently changed first): the most recent COMMITS; files they do not
+    /// touch go first, by path. 0 reads the whole history. The history is kept in
+    /// scout's cache, so another corpus of the same checkout reads none.
+    #[arg(long, value_name = "COMMITS", default_value_t = crate::ingest::history::DEFAULT_COMMITS)]
+    git_history: usize,
 }
 
 /// How OCR reads a page (tesseract's page segmentation).
@@ -220,6 +238,13 @@ impl WalkArgs {
             keep_secrets: self.keep_secrets,
             rescan: self.rescan,
             ocr_lang: (!self.no_ocr).then(|| self.ocr_lang.clone()),
+            ocr_skip: (!self.ocr_all).then(|| Decorative {
+                words: self.ocr_skip.clone().map_or_else(
+                    || Decorative::default().words,
+                    |w| w.into_iter().filter(|w| !w.is_empty()).collect(),
+                ),
+                ..Decorative::default()
+            }),
             // Each PDF is parsed in a child scout, so a hang is killed and a
             // crash stays there; without a path to ourselves, on a thread.
             pdf_isolation: std::env::current_exe().map_or(PdfIsolation::Thread, |exe| PdfIsolation::Process {
@@ -235,6 +260,10 @@ impl WalkArgs {
             },
             // scout's own models and on-the-fly corpora are never data.
             exclude: vec![store::models_dir(), store::corpora_dir()],
+            history: HistoryOptions {
+                commits: (self.git_history > 0).then_some(self.git_history),
+                cache: Some(store::cache_dir().join("git")),
+            },
             ..WalkOptions::default()
         }
     }

@@ -48,7 +48,8 @@ pub struct IngestSummary {
     /// `no_text`, or the reason there is none (`ocr_unavailable`,
     /// `ocr_timeout`, `ocr_failed`, `ocr_off`, `unsupported_image`,
     /// `blank_page` (a PDF page with neither text nor an image),
-    /// `too_many_pixels`).
+    /// `too_many_pixels`, `decorative`: a logo, icon or the like that the
+    /// skip rule passes over).
     pub ocr: BTreeMap<String, u64>,
     /// Source files read this run that got an outline.
     pub outlined: u64,
@@ -128,6 +129,15 @@ pub struct GitSummary {
     pub dated: u64,
     /// Whether only the commits since the last ingest were read.
     pub incremental: bool,
+    /// For a corpus's first reading of a repository's history: whether it
+    /// was read from git, kept from an earlier ingest of the checkout at
+    /// this commit, or kept at an earlier one and extended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<crate::ingest::history::Source>,
+    /// Set when only this many of the latest commits were read (files they
+    /// do not touch go first, by path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bounded: Option<usize>,
     /// Why history could not be read, if it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

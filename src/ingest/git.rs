@@ -4,8 +4,8 @@
 //! same modification time, its history does not).
 //!
 //! Runs `git` itself (a missing `git` or a folder outside any repository
-//! is simply no history). The log is read once per repository and commit;
-//! a re-ingest at a newer commit reads only the commits since the last.
+//! is simply no history). What the order needs of it, bounded and kept
+//! between ingests, is [`super::history`].
 //!
 //! Never writes to the repository.
 
@@ -68,19 +68,59 @@ pub struct FileHistory {
     pub commits: u32,
 }
 
-/// Each file's history, by path relative to the repository's top: over all
-/// of history, or
-/// only the commits after `since` when that commit is an ancestor of
-/// HEAD. `None` when git fails or runs past `limit`.
+/// What a reading of the log gave.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Log {
+    /// Each file's history, by path relative to the repository's top.
+    pub files: HashMap<String, FileHistory>,
+    /// Commits read.
+    pub commits: usize,
+    /// The earliest commit time among them.
+    pub oldest: Option<i64>,
+}
+
+/// The log over all of history, or only the commits after `since` (which
+/// must be an ancestor of HEAD: see [`is_ancestor`]), and at most the
+/// `max_count` most recent of those. `None` when git fails or runs past
+/// `limit`.
 #[must_use]
-pub fn last_changes(repo: &Repo, since: Option<&str>, limit: Duration) -> Option<HashMap<String, FileHistory>> {
+pub fn last_changes(repo: &Repo, since: Option<&str>, max_count: Option<usize>, limit: Duration) -> Option<Log> {
     let range = since.map(|s| format!("{s}..HEAD"));
+    let count = max_count.map(|n| format!("--max-count={n}"));
     let mut args = vec!["log", "--format=%x00%ct", "--name-only", "--no-renames", "-z"];
-    if let Some(r) = &range {
-        args.push(r);
-    }
+    args.extend(count.as_deref());
+    args.extend(range.as_deref());
     let out = git(&repo.top, &args, limit)?;
     Some(parse_log(&out))
+}
+
+/// The paths of every file in HEAD's tree, relative to the repository's
+/// top.
+#[must_use]
+pub fn tracked(repo: &Repo, limit: Duration) -> Option<Vec<String>> {
+    let out = git(
+        &repo.top,
+        &["ls-tree", "-r", "-z", "--full-tree", "--name-only", "HEAD"],
+        limit,
+    )?;
+    Some(
+        out.split(|&b| b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
+    )
+}
+
+/// Whether `commit` is HEAD or one of its ancestors (false when git cannot
+/// say: an unknown commit, a shallow clone that lacks it).
+#[must_use]
+pub fn is_ancestor(repo: &Repo, commit: &str) -> bool {
+    git(
+        &repo.top,
+        &["merge-base", "--is-ancestor", commit, "HEAD"],
+        Duration::from_secs(10),
+    )
+    .is_some()
 }
 
 /// Parses `git log --format=%x00%ct --name-only -z`, newest commit first.
@@ -89,8 +129,8 @@ pub fn last_changes(repo: &Repo, since: Option<&str>, limit: Duration) -> Option
 /// appears is its last change. (A time is only read right after an empty
 /// field, so a file named `2024` stays a path.) Every appearance is a
 /// commit that changed it.
-fn parse_log(out: &[u8]) -> HashMap<String, FileHistory> {
-    let mut times: HashMap<String, FileHistory> = HashMap::new();
+fn parse_log(out: &[u8]) -> Log {
+    let mut log = Log::default();
     let mut current: Option<i64> = None;
     let mut expect_time = false;
     for field in out.split(|&b| b == 0) {
@@ -102,18 +142,20 @@ fn parse_log(out: &[u8]) -> HashMap<String, FileHistory> {
         if std::mem::take(&mut expect_time) {
             if let Ok(t) = text.trim().parse::<i64>() {
                 current = Some(t);
+                log.commits += 1;
+                log.oldest = Some(log.oldest.map_or(t, |o| o.min(t)));
                 continue;
             }
         }
         let path = text.trim_start_matches('\n');
         if let (Some(t), false) = (current, path.is_empty()) {
-            times
+            log.files
                 .entry(path.to_owned())
                 .or_insert(FileHistory { last: t, commits: 0 })
                 .commits += 1;
         }
     }
-    times
+    log
 }
 
 #[cfg(test)]
@@ -124,7 +166,12 @@ mod tests {
     fn the_newest_commit_touching_a_path_is_its_last_change() {
         // Two commits, newest first, as git prints them.
         let log = b"\x00200\x00\nsrc/a.rs\x002024\x00\x00100\x00\nsrc/a.rs\x00old.txt\x00";
-        let t = parse_log(log);
+        let Log {
+            files: t,
+            commits,
+            oldest,
+        } = parse_log(log);
+        assert_eq!((commits, oldest), (2, Some(100)));
         assert_eq!(t["src/a.rs"], FileHistory { last: 200, commits: 2 });
         assert_eq!(
             t["2024"],

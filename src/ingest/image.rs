@@ -187,9 +187,84 @@ pub fn fitted_for_llama4(bytes: &[u8], width: u32, height: u32) -> Cow<'_, [u8]>
     }
 }
 
+/// Which images OCR passes over as decorative: a code repository's logos,
+/// icons, badges and screenshots hold no text worth reading, and each costs
+/// a tesseract run (a tenth to half a second). Such an image is still a
+/// document (shown to engines that read images), recorded without text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decorative {
+    /// Words that mark an image by its file name (case ignored, anywhere
+    /// in the name: `favicon-32x32.png` holds `icon`).
+    pub words: Vec<String>,
+    /// Images whose longer side is shorter than this many pixels (icons:
+    /// too small for a line of text).
+    pub min_side: u32,
+}
+
+/// The words [`Decorative`] passes over by default.
+pub const DECORATIVE_WORDS: &[&str] = &[
+    "logo",
+    "icon",
+    "badge",
+    "banner",
+    "avatar",
+    "emoji",
+    "sprite",
+    "screenshot",
+];
+
+/// The longer side below which an image is passed over by default.
+pub const DECORATIVE_MIN_SIDE: u32 = 48;
+
+impl Default for Decorative {
+    fn default() -> Self {
+        Decorative {
+            words: DECORATIVE_WORDS.iter().map(|&w| w.to_owned()).collect(),
+            min_side: DECORATIVE_MIN_SIDE,
+        }
+    }
+}
+
+impl Decorative {
+    /// Whether the image at `path` (of pixel size `info`) is decorative.
+    #[must_use]
+    pub fn matches(&self, path: &str, info: &ImageInfo) -> bool {
+        let name = path.rsplit(['/', '\\']).next().unwrap_or(path).to_lowercase();
+        info.width.max(info.height) < self.min_side
+            || self
+                .words
+                .iter()
+                .any(|w| !w.is_empty() && name.contains(&w.to_lowercase()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logos_icons_and_tiny_images_are_decorative() {
+        let rule = Decorative::default();
+        let big = ImageInfo {
+            width: 800,
+            height: 600,
+        };
+        assert!(rule.matches("playground/public/favicon-32x32.png", &big));
+        assert!(rule.matches("docs/Screenshot 2024-01-02.PNG", &big));
+        assert!(rule.matches("assets/Company-Logo.jpg", &big));
+        assert!(!rule.matches("scans/receipt-001.png", &big));
+        assert!(
+            !rule.matches("logos/receipt-001.png", &big),
+            "only the file name counts, not its folders"
+        );
+        let tiny = ImageInfo { width: 40, height: 12 };
+        assert!(rule.matches("scans/receipt-001.png", &tiny));
+        let none = Decorative {
+            words: Vec::new(),
+            min_side: 0,
+        };
+        assert!(!none.matches("favicon.png", &tiny));
+    }
 
     #[test]
     fn reads_png_size_from_header() {

@@ -56,6 +56,8 @@ pub struct WalkOptions {
     /// Read scanned pages as rows across the page (receipts, forms,
     /// tables) instead of detecting columns.
     pub ocr_rows: bool,
+    /// Images OCR passes over as decorative; `None`: every image is read.
+    pub ocr_skip: Option<super::image::Decorative>,
     /// The listing the last walk of these roots recorded, found to hold
     /// just before the walk by [`check_listing`]: its entries are taken
     /// instead of walking the tree, with what the corpus holds for each
@@ -71,6 +73,9 @@ pub struct WalkOptions {
     /// `follow_links`) or a folder swapped for a link mid-walk reads nothing
     /// outside. `None`: no such check (the command line).
     pub confine: Option<Vec<PathBuf>>,
+    /// How much git history dates the documents, and where it is kept
+    /// between ingests.
+    pub history: super::history::HistoryOptions,
 }
 
 /// How a walk went, besides the items it handed over.

@@ -10,12 +10,14 @@
 //! Files: `walk` finds files (the parallel walker, listing replay, each
 //! entry's fate); `read` turns one file's bytes into a document (text,
 //! PDF, image, OCR, redaction); `text`, `pdf`, `image`, `ocr`, `outline`,
-//! `secrets` and `git` each know one kind of content; `listing` is the
+//! `secrets` and `git` each know one kind of content; `history` is a
+//! repository's history as the document order needs it, kept between ingests; `listing` is the
 //! record a clean walk keeps; `child` runs helper processes under limits.
 
 mod child;
 pub mod git;
 pub mod gitdiff;
+pub mod history;
 pub mod image;
 mod item;
 pub mod listing;

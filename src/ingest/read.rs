@@ -109,6 +109,12 @@ pub(super) fn read_image(doc: &mut Document, bytes: &[u8], opts: &WalkOptions) -
             doc.page_images.push((1, bytes.to_vec()));
             if opts.ocr_lang.is_none() {
                 Err("ocr_off")
+            } else if opts
+                .ocr_skip
+                .as_ref()
+                .is_some_and(|d| d.matches(&doc.path, &opened.info))
+            {
+                Err("decorative")
             } else {
                 match image::for_ocr(bytes, &opened) {
                     Ok(pixels) => ocr_page(&doc.path, 1, &pixels, opts),

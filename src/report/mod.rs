@@ -12,7 +12,7 @@ pub mod terminal;
 
 use std::fmt::Write as _;
 
-use crate::corpus::IngestSummary;
+use crate::corpus::{GitSummary, IngestSummary};
 use crate::tasks::ask::AskResult;
 use crate::tasks::citations::{Citation, CitationSource, CitationStatus};
 use terminal::field;
@@ -77,8 +77,13 @@ pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
         let parts: Vec<String> = s.ocr.iter().map(|(k, n)| format!("{n} {k}")).collect();
         let _ = writeln!(
             out,
-            "OCR of images and scanned pages read this run: {}",
-            parts.join(", ")
+            "OCR of images and scanned pages read this run: {}{}",
+            parts.join(", "),
+            if s.ocr.contains_key("decorative") {
+                " (decorative: logos, icons and the like, passed over; --ocr-all reads them)"
+            } else {
+                ""
+            }
         );
     }
     if s.replaced_chars > 0 {
@@ -138,11 +143,7 @@ pub fn ingest_text(s: &IngestSummary, tokens_counted: bool) -> String {
                 "git: {} at {commit}; {} documents dated by their last commit ({})",
                 field(&g.repository),
                 g.dated,
-                match (g.incremental, g.dated) {
-                    (false, _) => "whole history",
-                    (true, 0) => "no new commits touch them since the last ingest",
-                    (true, _) => "commits since the last ingest",
-                }
+                history_read(g)
             ),
         };
     }
@@ -280,6 +281,32 @@ pub fn usage_text(result: &AskResult) -> String {
         result.timings.decode_tokens_per_s,
         parts.join(", ")
     )
+}
+
+/// How a repository's history was read, for the summary's git line.
+fn history_read(g: &GitSummary) -> String {
+    use crate::ingest::history::Source;
+    if g.incremental {
+        return if g.dated == 0 {
+            "no new commits touch them since the last ingest".to_owned()
+        } else {
+            "commits since the last ingest".to_owned()
+        };
+    }
+    let span = g
+        .bounded
+        .map_or_else(|| "whole history".to_owned(), |n| format!("last {n} commits"));
+    let source = match g.history {
+        Some(Source::Cached) => ", kept from an earlier ingest at this commit",
+        Some(Source::Extended) => ", kept from an earlier ingest, and the commits since",
+        _ => "",
+    };
+    let rest = if g.bounded.is_some() {
+        "; files they do not touch go first, by path"
+    } else {
+        ""
+    };
+    format!("{span}{source}{rest}")
 }
 
 #[cfg(test)]

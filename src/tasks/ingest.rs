@@ -4,12 +4,13 @@
 //! Never reads a file twice in one run, and never stores a document
 //! without its token total when a tokenizer was given.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
 use crate::corpus::{Corpus, CorpusError, GitSummary, IngestSummary, ListingUse, StoredDocument};
-use crate::ingest::{check_listing, display_path, git, walk_batches, Document, WalkItem, WalkOptions};
+use crate::ingest::{check_listing, display_path, git, history, walk_batches, Document, WalkItem, WalkOptions};
 
 use crate::prompt::{count_block, count_units, render_document, Tokenizer, LAYOUT_VERSION};
 
@@ -75,7 +76,7 @@ pub fn ingest_while_loading<'t>(
     if opts.listing.is_none() && same_redaction {
         opts.known = std::sync::Arc::new(corpus.known_files()?);
     }
-    let git_reads = start_git(corpus, roots)?;
+    let git_reads = start_git(corpus, roots, &opts.history)?;
     let tokenizer = || tokenizer.and_then(|wait| wait());
     // With a cheap counter, each document is counted by the walker that
     // read it, instead of after the walk. (Decided at the first document:
@@ -184,23 +185,32 @@ struct GitRead {
 enum Changes {
     /// Nothing to read: the recorded commit is the current one.
     None,
-    Read(std::collections::HashMap<String, git::FileHistory>),
+    /// The commits since the recorded one.
+    Since(HashMap<String, git::FileHistory>),
+    /// The history at HEAD, for a corpus that has none recorded.
+    Whole(history::History),
     /// git failed or ran past its time.
     Failed,
 }
 
 /// For sources inside git repositories, reads each one's history on a
-/// thread of its own, while the walk goes on (all of it on the first
-/// ingest, only the commits since the recorded one later; nothing when
-/// the commit is the same). Finding the repositories runs git too, so
-/// that is on the thread as well.
-fn start_git(corpus: &Corpus, roots: &[PathBuf]) -> Result<std::thread::JoinHandle<Vec<GitRead>>, CorpusError> {
+/// thread of its own, while the walk goes on: on the first ingest, the
+/// history as `opts` bounds it (or as an earlier ingest of the checkout
+/// kept it); later, only the commits since the recorded one; nothing when
+/// the commit is the same. Finding the repositories runs git too, so that
+/// is on the thread as well.
+fn start_git(
+    corpus: &Corpus,
+    roots: &[PathBuf],
+    opts: &history::HistoryOptions,
+) -> Result<std::thread::JoinHandle<Vec<GitRead>>, CorpusError> {
     let recorded = corpus.meta_starting("git_")?;
     let roots = roots.to_vec();
+    let opts = opts.clone();
     Ok(std::thread::spawn(move || {
         let mut repos: Vec<git::Repo> = roots.iter().filter_map(|r| git::repo(r)).collect();
         repos.dedup_by(|a, b| a.top == b.top);
-        let recorded = &recorded;
+        let (recorded, opts) = (&recorded, &opts);
         // Several repositories' histories are read at once.
         std::thread::scope(|scope| {
             let reads: Vec<_> = repos
@@ -215,11 +225,20 @@ fn start_git(corpus: &Corpus, roots: &[PathBuf]) -> Result<std::thread::JoinHand
                             .get(&key)
                             .filter(|_| recorded.contains_key(&counts_key(&repo)))
                             .cloned();
-                        let changes = if since.as_deref() == Some(repo.head.as_str()) {
-                            Changes::None
-                        } else {
-                            git::last_changes(&repo, since.as_deref(), Duration::from_secs(GIT_LOG_SECONDS))
-                                .map_or(Changes::Failed, Changes::Read)
+                        let limit = Duration::from_secs(GIT_LOG_SECONDS);
+                        let changes = match since.as_deref() {
+                            Some(head) if head == repo.head => Changes::None,
+                            Some(since) if git::is_ancestor(&repo, since) => {
+                                git::last_changes(&repo, Some(since), None, limit)
+                                    .map_or(Changes::Failed, |log| Changes::Since(log.files))
+                            }
+                            // Not recorded, or recorded at a commit HEAD
+                            // does not descend from (another branch).
+                            _ => history::history(&repo, opts, limit).map_or(Changes::Failed, Changes::Whole),
+                        };
+                        let since = match changes {
+                            Changes::Whole(_) => None,
+                            _ => since,
                         };
                         GitRead {
                             repo,
@@ -259,28 +278,55 @@ fn finish_git(
             incremental: read.since.is_some(),
             ..GitSummary::default()
         };
-        match read.changes {
-            Changes::None => {}
-            Changes::Read(changes) => {
-                let dated: Vec<(String, i64, u32)> = corpus
-                    .document_kinds()?
-                    .into_iter()
-                    .filter_map(|(path, _)| {
-                        let abs = std::fs::canonicalize(&path).ok()?;
-                        let rel = abs
-                            .strip_prefix(&read.repo.top)
-                            .ok()?
-                            .to_string_lossy()
-                            .replace('\\', "/");
-                        changes.get(&rel).map(|h| (path, h.last, h.commits))
-                    })
-                    .collect();
-                summary.dated = dated.len() as u64;
-                corpus.set_history(&dated, read.since.is_some())?;
-                corpus.set_meta(&read.key, &read.repo.head)?;
-                corpus.set_meta(&counts_key(&read.repo), "1")?;
+        let changes = match read.changes {
+            Changes::None => None,
+            Changes::Since(files) => Some(files),
+            Changes::Whole(history) => {
+                summary.history = Some(history.source);
+                summary.bounded = history.bounded;
+                Some(history.files)
             }
-            Changes::Failed => summary.error = Some(format!("git log failed or ran past {GIT_LOG_SECONDS} s")),
+            Changes::Failed => {
+                summary.error = Some(format!("git log failed or ran past {GIT_LOG_SECONDS} s"));
+                None
+            }
+        };
+        if let Some(changes) = changes {
+            // Each folder is resolved once (links in it, `..`), not each file.
+            let mut folders: HashMap<PathBuf, Option<PathBuf>> = HashMap::new();
+            let mut relative = |path: &str| -> Option<String> {
+                let path = Path::new(path);
+                let folder = folders
+                    .entry(path.parent()?.to_owned())
+                    .or_insert_with_key(|f| {
+                        std::fs::canonicalize(if f.as_os_str().is_empty() {
+                            Path::new(".")
+                        } else {
+                            f.as_path()
+                        })
+                        .ok()
+                    })
+                    .as_ref()?;
+                let rel = folder.join(path.file_name()?);
+                Some(
+                    rel.strip_prefix(&read.repo.top)
+                        .ok()?
+                        .to_string_lossy()
+                        .replace('\\', "/"),
+                )
+            };
+            let dated: Vec<(String, i64, u32)> = corpus
+                .document_kinds()?
+                .into_iter()
+                .filter_map(|(path, _)| {
+                    let h = changes.get(&relative(&path)?)?;
+                    Some((path, h.last, h.commits))
+                })
+                .collect();
+            summary.dated = dated.len() as u64;
+            corpus.set_history(&dated, read.since.is_some())?;
+            corpus.set_meta(&read.key, &read.repo.head)?;
+            corpus.set_meta(&counts_key(&read.repo), "1")?;
         }
         out.push(summary);
     }

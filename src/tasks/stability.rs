@@ -120,11 +120,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Replays the last `commits` commits of `repo` (first parents, oldest
 /// first) and measures prefix stability between consecutive ones.
-/// `scratch` holds the worktree and the corpus; `on_commit` is told of
-/// each commit as it is done.
+/// `scratch` holds the worktree and the corpus; documents are dated by
+/// `history` commits of git history (`None`: all of it), as an ingest
+/// would; `on_commit` is told of each commit as it is done.
 pub fn prefix_stability(
     repo: &Path,
     commits: usize,
+    history: Option<usize>,
     scratch: &Path,
     tokenizer: &dyn Tokenizer,
     on_commit: &mut dyn FnMut(&CommitStability),
@@ -155,7 +157,7 @@ pub fn prefix_stability(
             &ids[0],
         ],
     )?;
-    let result = replay(repo, &ids, &worktree, scratch, tokenizer, on_commit);
+    let result = replay(repo, &ids, history, &worktree, scratch, tokenizer, on_commit);
     let _ = git(repo, &["worktree", "remove", "--force", &worktree.to_string_lossy()]);
     result
 }
@@ -163,6 +165,7 @@ pub fn prefix_stability(
 fn replay(
     repo: &Path,
     ids: &[String],
+    history: Option<usize>,
     worktree: &Path,
     scratch: &Path,
     tokenizer: &dyn Tokenizer,
@@ -172,6 +175,10 @@ fn replay(
     let roots = [worktree.to_path_buf()];
     let opts = WalkOptions {
         ocr_lang: None,
+        history: crate::ingest::history::HistoryOptions {
+            commits: history,
+            cache: None,
+        },
         ..WalkOptions::default()
     };
     let mut previous: Option<(Sequence, Sequence)> = None;
