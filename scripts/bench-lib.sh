@@ -28,3 +28,33 @@ timed() {
   done
   python3 -c 'import statistics, sys; print(f"{statistics.median(map(float, sys.argv[1:])):.3f}")' "${times[@]}"
 }
+
+# Runs several commands in turn, round after round ($runs rounds), so that
+# a noisy spell of the machine falls on all of them alike; prints
+# "NAME SECONDS" for each, the median of its rounds (or "NAME failed (...)").
+# Each argument is the name of a shell function to run; the caller sets
+# $runs and $out.
+interleaved() {
+  local name round start end
+  declare -A times=() failed=()
+  for round in $(seq "$runs"); do
+    for name in "$@"; do
+      [ -n "${failed[$name]:-}" ] && continue
+      start=$(date +%s.%N)
+      if ! "$name" >/dev/null 2>"$out/err"; then
+        failed[$name]="failed ($(head -c 200 "$out/err" | tr '\n' ' '))"
+        continue
+      fi
+      end=$(date +%s.%N)
+      times[$name]+="$(python3 -c "print($end - $start)") "
+    done
+  done
+  for name in "$@"; do
+    if [ -n "${failed[$name]:-}" ]; then
+      echo "$name ${failed[$name]}"
+    else
+      # shellcheck disable=SC2086
+      echo "$name $(python3 -c 'import statistics, sys; print(f"{statistics.median(map(float, sys.argv[1:])):.3f}")' ${times[$name]})"
+    fi
+  done
+}
