@@ -184,6 +184,30 @@ fn windows_cover_every_document_once_and_still_find_the_needle() {
     let calls = r["usage"]["calls"].as_u64().unwrap() as usize;
     assert_eq!(calls, windows.len() + usize::from(grounded > 1), "{r:#}");
     assert!(r["answer"].as_str().unwrap().contains("amber-falcon-7731"), "{r:#}");
+    // The sweep said its plan first: nothing held yet, no rate measured.
+    assert_eq!(r["plan"]["windows"].as_u64(), Some(windows.len() as u64), "{r:#}");
+    assert_eq!(r["plan"]["held_tokens"], 0, "{r:#}");
+    assert!(r["plan"].get("estimate_s").is_none(), "{r:#}");
+    // Planned again: each window's corpus part is now in the KV cache on
+    // disk, and the first run's rate gives an estimate; no model call.
+    let out = ask(
+        dir.path(),
+        &data("needle"),
+        "What is the vault unseal phrase?",
+        &["--context", "700", "--max-tokens", "64", "--dry-run"],
+    );
+    let plan = &json(&out)["plan"];
+    let (held, prompt) = (
+        plan["held_tokens"].as_u64().unwrap(),
+        plan["prompt_tokens"].as_u64().unwrap(),
+    );
+    assert!(held > prompt / 2 && held < prompt, "{plan:#}");
+    assert!(plan["estimate_s"].as_f64().unwrap() > 0.0, "{plan:#}");
+    assert_eq!(
+        plan["dispatch"].as_str().unwrap().split(' ').next(),
+        Some("one"),
+        "{plan:#}"
+    );
 }
 
 #[test]

@@ -247,3 +247,153 @@ fn no_endpoint_up_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stdout).contains("not reachable"), "{}", text(&out.stdout));
 }
+
+/// Three essays of about 550 tokens, one fact each: three windows at a
+/// context of 1,024.
+fn essays(dir: &std::path::Path) {
+    use std::fmt::Write as _;
+    let facts = [
+        "The archive of old maps is kept in the city of Tallinn.",
+        "The observatory's largest telescope has a mirror of 4.1 metres.",
+        "The river ferry leaves the north pier every 35 minutes.",
+    ];
+    std::fs::create_dir_all(dir).unwrap();
+    for (i, fact) in facts.iter().enumerate() {
+        let mut text = String::new();
+        for k in 0..18 {
+            writeln!(
+                text,
+                "Paragraph {k} of essay {i} describes the weather, the roads and the markets of the region in plain words."
+            )
+            .unwrap();
+            if k == 9 {
+                text.push_str(fact);
+                text.push('\n');
+            }
+        }
+        std::fs::write(dir.join(format!("essay{i}.txt")), text).unwrap();
+    }
+}
+
+/// `scout ask` over the essays through `endpoints`, as JSON, with stderr.
+fn sweep(
+    cache: &std::path::Path,
+    corpus: &std::path::Path,
+    endpoints: &[&str],
+    extra: &[&str],
+) -> std::process::Output {
+    let mut cmd = scout(cache);
+    cmd.arg("ask")
+        .arg(corpus)
+        .arg("Where is the archive of old maps kept?")
+        .args(["--engine", "openai", "--tokenizer"])
+        .arg(model())
+        .args(["--context", "1024", "--max-tokens", "32", "--json"])
+        .args(extra);
+    for e in endpoints {
+        cmd.args(["--endpoint", e]);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_sweep_keeps_both_servers_busy_at_once_and_answers_as_one_server_does() {
+    let a = Server::start();
+    let b = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("essays");
+    essays(&corpus);
+    // llama-cpp-python takes one request at a time: scout knows it by its
+    // model listing.
+    let one = sweep(dir.path(), &corpus, &[&a.url], &[]);
+    let both = sweep(dir.path(), &corpus, &[&a.url, &b.url], &[]);
+    // Told it takes three, it cuts an answer short when the next request
+    // arrives: scout asks again, one at a time from then on.
+    let forced = sweep(dir.path(), &corpus, &[&a.url], &["--slots", "3"]);
+    for out in [&one, &both, &forced] {
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out.stderr));
+    }
+    assert!(
+        text(&one.stderr).contains("(1 slot from llama-cpp-python, one request at a time)"),
+        "{}",
+        text(&one.stderr)
+    );
+    let (one_json, both_json) = (crate::util::json(&one), crate::util::json(&both));
+    assert_eq!(both_json["plan"]["windows"], 3, "{both_json:#}");
+    // The same notes per window and the same answer, whichever server read
+    // which window, and however many requests it was sent at once.
+    for other in [&both_json, &crate::util::json(&forced)] {
+        assert_eq!(one_json["windows"], other["windows"]);
+        assert_eq!(one_json["answer"], other["answer"]);
+    }
+    // With two servers, the second window went out before the first came
+    // back: both servers were busy at once.
+    let err = text(&both.stderr);
+    let second_started = err.find("reading window 2 of 3").expect("window 2's line");
+    let first_done = err.find("done (1 of 3)").expect("a done line");
+    assert!(second_started < first_done, "{err}");
+    let err = text(&one.stderr);
+    assert!(
+        err.find("reading window 2 of 3").unwrap() > err.find("done (1 of 3)").unwrap(),
+        "one slot: one window at a time\n{err}"
+    );
+    assert!(err.contains("plan: 3 windows"), "{err}");
+}
+
+/// A server that lists a model and answers every chat request with a 500,
+/// counting them.
+fn failing_server(chats: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = vec![0u8; 65536];
+            let n = stream.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let (status, body) = if head.starts_with("GET") && head.contains("/models") {
+                ("200 OK", r#"{"data":[{"id":"failing"}]}"#)
+            } else if head.starts_with("GET") {
+                ("404 Not Found", "{}")
+            } else {
+                chats.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ("500 Internal Server Error", r#"{"error":"always"}"#)
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_dry_run_plans_without_a_model_call_and_max_windows_refuses_a_larger_sweep() {
+    let chats = std::sync::Arc::default();
+    let url = failing_server(std::sync::Arc::clone(&chats));
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("essays");
+    essays(&corpus);
+    let out = sweep(dir.path(), &corpus, &[&url], &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v = crate::util::json(&out);
+    assert_eq!(v["plan"]["windows"], 3, "{v:#}");
+    assert_eq!(v["plan"]["slots"], 4, "no slots reported: the default");
+    assert!(v["plan"]["prompt_tokens"].as_u64().unwrap() > 1500, "{v:#}");
+    let out = sweep(dir.path(), &corpus, &[&url], &["--max-windows", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("plan: 3 windows"), "{err}");
+    assert!(
+        err.contains("3 windows of this engine's context, over --max-windows 2"),
+        "{err}"
+    );
+    assert_eq!(
+        chats.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no chat request was sent"
+    );
+}

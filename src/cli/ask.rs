@@ -14,11 +14,12 @@ use crate::engine::GenerateParams;
 use crate::limits::ANSWER_TOKENS;
 use crate::report;
 use crate::tasks::access::Access;
-use crate::tasks::ask::{ask, AskOptions};
+use crate::tasks::ask::{ask, plan, AskOptions};
 use crate::tasks::pipeline::Pipeline;
 use crate::tasks::run::{Step, TaskEvent};
 use crate::tasks::schema::ExtractSchema;
 use crate::tasks::sources::check_sources;
+use crate::tasks::sweep::Rates;
 
 #[derive(Debug, Args)]
 pub(super) struct AskArgs {
@@ -50,6 +51,15 @@ pub(super) struct AskArgs {
     /// `schema_errors`.
     #[arg(long, value_name = "NAME|FILE.json")]
     pub(super) schema: Option<String>,
+    /// Print the plan (windows, prompt tokens, what the KV cache holds, how the calls go
+    /// out, a time estimate from the last run of this model and engine) and stop: no
+    /// model call. With --json, the plan as JSON.
+    #[arg(long)]
+    pub(super) dry_run: bool,
+    /// Refuse a corpus of more windows than this, with its plan, before any model call
+    /// (exit 2): a guard against a sweep of hours over a corpus larger than meant.
+    #[arg(long, value_name = "N")]
+    pub(super) max_windows: Option<usize>,
     /// Print each step's token counts and the usage line on stderr.
     #[arg(long, short)]
     pub(super) verbose: bool,
@@ -89,7 +99,23 @@ pub(super) fn run_ask(a: &AskArgs) -> Result<i32> {
         },
         pipeline,
         schema,
+        max_windows: a.max_windows,
+        rates: Rates::load(&rates_path()),
     };
+    if a.dry_run {
+        let plan = plan(&mut corpus, engine.as_ref(), &opts)?;
+        let mut out = std::io::stdout().lock();
+        if a.json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "plan": plan }))?
+            )?;
+        } else {
+            writeln!(out, "{}", report::sweep::sweep_text(&plan))?;
+        }
+        return Ok(if ingest_errors > 0 { 2 } else { 0 });
+    }
     let stream = !a.json;
     // On a terminal, control characters the model echoes from the corpus
     // are shown escaped; into a pipe the answer goes as it is.
@@ -99,7 +125,6 @@ pub(super) fn run_ask(a: &AskArgs) -> Result<i32> {
     let progress = Progress::prefill(a.quiet);
     let verbose = a.verbose && !a.quiet;
     let result = ask(&mut corpus, engine.as_mut(), &opts, &mut |event| match event {
-        TaskEvent::Step { .. } | TaskEvent::Prefill { .. } => show_progress(&progress, event),
         TaskEvent::Answer(text) => {
             progress.clear();
             if stream && write_error.is_none() {
@@ -113,12 +138,18 @@ pub(super) fn run_ask(a: &AskArgs) -> Result<i32> {
                 }
             }
         }
+        _ => show_progress(&progress, event),
     });
     progress.clear();
     if let Some(e) = write_error {
         return Err(e.into());
     }
     let result = result?;
+    if let Some(plan) = &result.plan {
+        // The rate the next plan's estimate is made from.
+        let mut rates = opts.rates;
+        rates.record(plan, plan.to_read(), result.timings.total_ms);
+    }
     if a.json {
         let mut value = serde_json::to_value(&result)?;
         value["corpus"] = serde_json::Value::String(corpus.path().display().to_string());
@@ -151,8 +182,16 @@ pub(super) fn show_progress(progress: &Progress, event: TaskEvent<'_>) {
             prompt_tokens,
         } => progress.step(&step_text(step, index, of), prompt_tokens),
         TaskEvent::Prefill { done, total } => progress.prefill_progress(done, total),
+        TaskEvent::Plan(plan) => progress.say(&format!("plan: {}", report::sweep::sweep_text(plan))),
+        TaskEvent::Sweep { of, prompt_tokens, .. } => progress.sweep(of, prompt_tokens),
+        TaskEvent::Done { index, done, of, .. } => progress.window_done(index, done, of),
         TaskEvent::Answer(_) => {}
     }
+}
+
+/// Where the rates of earlier runs are kept (see [`Rates`]).
+pub(super) fn rates_path() -> PathBuf {
+    crate::model::store::cache_dir().join("rates.json")
 }
 
 /// What a model call is doing, for the progress line.

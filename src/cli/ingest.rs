@@ -52,7 +52,7 @@ pub(super) fn run_ingest(a: &IngestArgs) -> Result<i32> {
     let mut corpus = Corpus::open(&a.corpus)?;
     let progress = Progress::files(a.quiet);
     let options = a.walk.options(false);
-    let loaded: std::sync::OnceLock<Result<(Box<dyn crate::prompt::Tokenizer + Send>, PathBuf)>> =
+    let loaded: std::sync::OnceLock<Result<(Box<dyn crate::prompt::Tokenizer + Send + Sync>, PathBuf)>> =
         std::sync::OnceLock::new();
     // A drawn bar wants the number of files: the kept listing may say.
     let bar_listing = if progress.visible() {

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::say;
+use crate::engine::openai::{list_models, DEFAULT_SLOTS};
 use crate::model::store;
 
 #[derive(Debug, Args)]
@@ -48,7 +49,7 @@ pub(super) fn run_models(a: &ModelsArgs) -> Result<i32> {
         Some(var) => Some(std::env::var(var).with_context(|| format!("--api-key-env {var}: not set"))?),
         None => None,
     };
-    let served = crate::engine::openai::list_models(&a.endpoint, api_key.as_deref());
+    let served = list_models(&a.endpoint, api_key.as_deref());
     let unreachable = served.iter().filter(|r| r.is_err()).count();
     let mut out = std::io::stdout().lock();
     if a.json {
@@ -113,7 +114,11 @@ pub(super) fn run_models(a: &ModelsArgs) -> Result<i32> {
                         || "context not reported (--context N)".to_owned(),
                         |c| format!("context {c}"),
                     );
-                    writeln!(out, "  {}  (openai: {context}, JSON schema, no vision yet)", m.id)?;
+                    let slots = m.slots.map_or_else(
+                        || format!("slots not reported ({DEFAULT_SLOTS} assumed; --slots N)"),
+                        |n| format!("{n} slots"),
+                    );
+                    writeln!(out, "  {}  (openai: {context}, {slots}, JSON schema)", m.id)?;
                 }
             }
             Err(why) => writeln!(out, "Served at {url}: not reachable: {why}")?,

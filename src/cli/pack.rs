@@ -107,7 +107,7 @@ pub(super) fn run_pack(a: &PackArgs) -> Result<i32> {
             );
         }
     }
-    let tokenizer: Box<dyn Tokenizer + Send> = match a.encoding {
+    let tokenizer: Box<dyn Tokenizer + Send + Sync> = match a.encoding {
         Some(e) => Box::new(e),
         None => load_tokenizer(store::resolve(a.tokenizer.as_deref(), &mut say)?)?.0,
     };

@@ -28,6 +28,9 @@ pub struct Progress {
     quiet: bool,
     /// Drawn at all (a hidden bar still takes a lock per update).
     drawn: bool,
+    /// A sweep's calls are under way: the bar counts all of their prompt
+    /// tokens, and a call's start does not reset it.
+    in_sweep: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
@@ -40,7 +43,12 @@ impl Progress {
         };
         let bar = ProgressBar::with_draw_target(None, target);
         bar.set_style(style);
-        Self { bar, quiet, drawn }
+        Self {
+            bar,
+            quiet,
+            drawn,
+            in_sweep: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// A counter of files read, with the current path.
@@ -92,17 +100,49 @@ impl Progress {
 
     /// A model call begins.
     pub fn step(&self, what: &str, prompt_tokens: u32) {
+        self.say(&format!("{what} ({prompt_tokens} prompt tokens)"));
+        if !self.in_sweep.load(std::sync::atomic::Ordering::Relaxed) {
+            self.bar.reset();
+            self.bar.set_length(u64::from(prompt_tokens));
+        }
+    }
+
+    /// A line on stderr above the bar (none with `--quiet`).
+    pub fn say(&self, line: &str) {
         if self.quiet {
             return;
         }
         self.bar.suspend(|| {
-            eprintln!(
-                "scout: {} ({prompt_tokens} prompt tokens)",
-                crate::report::terminal::text(what)
-            );
+            eprintln!("scout: {}", crate::report::terminal::text(line));
         });
+    }
+
+    /// A sweep of `windows` calls and `prompt_tokens` begins: one bar for
+    /// all of them, with the windows done beside it.
+    pub fn sweep(&self, windows: usize, prompt_tokens: u64) {
+        self.in_sweep.store(true, std::sync::atomic::Ordering::Relaxed);
         self.bar.reset();
-        self.bar.set_length(u64::from(prompt_tokens));
+        self.bar.set_style(
+            ProgressStyle::with_template("reading {bar:30} {pos}/{len} tokens, {msg}, {per_sec}, ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        self.bar.set_length(prompt_tokens);
+        self.bar.set_message(format!("0/{windows} windows"));
+    }
+
+    /// Call `index` of the sweep ended; without a terminal, a line for it.
+    pub fn window_done(&self, index: usize, done: usize, windows: usize) {
+        self.bar.set_message(format!("{done}/{windows} windows"));
+        if self.bar.is_hidden() {
+            self.say(&format!("window {} of {windows} done ({done} of {windows})", index + 1));
+        }
+        if done >= windows {
+            self.in_sweep.store(false, std::sync::atomic::Ordering::Relaxed);
+            self.bar.set_style(
+                ProgressStyle::with_template("reading the prompt {bar:30} {pos}/{len} tokens, {per_sec}, ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+        }
     }
 
     pub fn prefill_progress(&self, done: u32, total: u32) {

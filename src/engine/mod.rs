@@ -199,11 +199,60 @@ pub trait Engine: Tokenizer {
     ) -> Result<Vec<Generation>, EngineError> {
         one_by_one(self, conversations, params, on_event)
     }
+    /// How many independent generations the engine runs at once: the
+    /// sum of its servers' slots (openai), else 1.
+    fn slots(&self) -> usize {
+        1
+    }
+    /// Answers independent calls (a sweep's windows), as many at once as
+    /// [`Engine::slots`] allows; results come in the order of `calls`, and
+    /// each call's failure is its own. `on_event` is told which call an
+    /// event belongs to, when it starts and when it ends. The default
+    /// answers them one after another.
+    fn generate_each(
+        &mut self,
+        calls: &[Call<'_>],
+        on_event: &mut dyn FnMut(usize, EachEvent<'_>),
+    ) -> Vec<Result<Generation, EngineError>> {
+        calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                on_event(i, EachEvent::Started);
+                let g = self.generate(c.messages, c.params, &mut |e| on_event(i, EachEvent::Engine(e)));
+                on_event(i, EachEvent::Finished(g.is_ok()));
+                g
+            })
+            .collect()
+    }
+    /// Tokens of this prompt's prefix (everything before its last message)
+    /// whose KV the engine holds and would restore rather than read; `None`
+    /// where it cannot tell (a remote server).
+    fn kv_held(&self, _messages: &[ChatMessage]) -> Option<u32> {
+        None
+    }
     /// The counters of each KV tier the engine keeps (name, counters), over
     /// its life so far; none for engines that keep no KV of their own.
     fn kv_tiers(&self) -> Vec<(&'static str, crate::kv::tier::TierCounters)> {
         Vec::new()
     }
+}
+
+/// One of several independent calls ([`Engine::generate_each`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub messages: &'a [ChatMessage],
+    pub params: &'a GenerateParams,
+}
+
+/// What [`Engine::generate_each`] reports of one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EachEvent<'a> {
+    /// The call went to the model.
+    Started,
+    Engine(EngineEvent<'a>),
+    /// The call ended: answered (`true`) or failed.
+    Finished(bool),
 }
 
 /// Answers conversations one after another (what

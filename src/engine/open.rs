@@ -70,6 +70,11 @@ pub struct ModelArgs {
     /// a request that fails moves to another.
     #[arg(long, value_name = "URL")]
     pub endpoint: Vec<String>,
+    /// With --engine openai: requests each server is given at once (a sweep's windows
+    /// go out together). Default: what the server reports (llama-server's slots,
+    /// SGLang's running requests), else 4. Give vLLM about its --max-num-seqs.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub slots: Option<u32>,
     /// The environment variable that holds the servers' API key (sent as a bearer
     /// token), such as `OPENAI_API_KEY`.
     #[arg(long, value_name = "VAR")]
@@ -198,7 +203,7 @@ impl ModelArgs {
     pub fn tokenizer(
         &self,
         say: &mut dyn FnMut(&str),
-    ) -> Result<(Box<dyn crate::prompt::Tokenizer + Send>, PathBuf), OpenError> {
+    ) -> Result<(Box<dyn crate::prompt::Tokenizer + Send + Sync>, PathBuf), OpenError> {
         load_tokenizer(self.tokenizer_path(say)?)
     }
 
@@ -290,6 +295,7 @@ impl ModelArgs {
                     api_key,
                     context: self.context,
                     vision: self.vision,
+                    slots: self.slots,
                     ..OpenAiOptions::default()
                 };
                 let engine = OpenAiEngine::connect(options, Box::new(tokenizer), exact)
@@ -297,7 +303,20 @@ impl ModelArgs {
                 let line = format!(
                     "{} at {} (openai, context {}{}, token counts {})",
                     engine.model(),
-                    self.endpoint.join(", "),
+                    engine
+                        .endpoints()
+                        .iter()
+                        .map(|e| {
+                            let n = e.slots();
+                            format!(
+                                "{} ({n} slot{} from {})",
+                                e.url,
+                                if n == 1 { "" } else { "s" },
+                                e.slots_from()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     engine.capabilities().context_length,
                     if self.vision { ", reads images" } else { "" },
                     if exact {
@@ -319,7 +338,7 @@ impl ModelArgs {
 
 /// The tokenizer at `path` without the model's weights: a GGUF's
 /// vocabulary, or a model folder's tokenizer.json (mistralrs builds).
-pub fn load_tokenizer(path: PathBuf) -> Result<(Box<dyn crate::prompt::Tokenizer + Send>, PathBuf), OpenError> {
+pub fn load_tokenizer(path: PathBuf) -> Result<(Box<dyn crate::prompt::Tokenizer + Send + Sync>, PathBuf), OpenError> {
     #[cfg(feature = "mistralrs")]
     if path.is_dir() {
         return Ok((

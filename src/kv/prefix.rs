@@ -255,6 +255,21 @@ impl<S> PrefixCache<S> {
         plan
     }
 
+    /// Tokens of `prefix` the tiers hold, whole or as its first blocks: what
+    /// a prompt with this prefix would restore rather than read (without
+    /// loading anything: a state found damaged then is read after all).
+    #[must_use]
+    pub fn held(&self, prefix: &[u32], streams: usize) -> usize {
+        let plan = self.plan(prefix, streams, true);
+        let Some(key) = &plan.key else { return 0 };
+        if self.host.contains(key) || self.disk.as_ref().is_some_and(|d| d.has(key)) {
+            return prefix.len();
+        }
+        let disk = plan.on_disk.map_or(0, |(blocks, _)| blocks * KV_BLOCK);
+        let memory = plan.in_memory.as_ref().map_or(0, |(_, shared, _)| *shared);
+        disk.max(memory)
+    }
+
     /// Puts as much of `prefix` into the sequence as the tiers hold:
     /// the prefix whole from memory, else whole from disk (then kept in
     /// memory too), else the longest run of its blocks another prefix left

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod map;
 pub mod needle;
 pub mod plan;
+pub mod sweep;
 pub mod terminal;
 
 use std::fmt::Write as _;

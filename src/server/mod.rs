@@ -488,6 +488,8 @@ async fn ask_route(
         },
         pipeline: pipeline.clone(),
         schema: schema.clone(),
+
+        ..AskOptions::default()
     };
     let app2 = Arc::clone(&app);
     if body.stream {
@@ -517,6 +519,17 @@ async fn ask_route(
                             json_event("prefill", &json!({"done": done, "total": total})),
                         );
                     }
+                    TaskEvent::Plan(plan) => send(tx, &cancel, json_event("plan", &json!(plan))),
+                    TaskEvent::Sweep { of, prompt_tokens, .. } => send(
+                        tx,
+                        &cancel,
+                        json_event("sweep", &json!({"of": of, "prompt_tokens": prompt_tokens})),
+                    ),
+                    TaskEvent::Done { index, of, done, .. } => send(
+                        tx,
+                        &cancel,
+                        json_event("window_done", &json!({"index": index, "of": of, "done": done})),
+                    ),
                 })
                 .map_err(task_error)?;
                 app2.metrics

@@ -21,11 +21,12 @@ use serde_json::{json, Value};
 use crate::anchor::Anchor;
 use crate::corpus::{Corpus, StoredDocument};
 use crate::document::DocumentKind;
-use crate::engine::{Engine, GenerateParams, KvUse};
-use crate::prompt::{count_units, order_documents, preamble, render_document, DocumentBlock};
+use crate::engine::{Call, Engine, GenerateParams, KvUse};
+use crate::prompt::{count_units, order_documents, preamble, render_document, ChatMessage, DocumentBlock};
 use crate::tasks::citations::{lines_of, locate, squash, CitationStatus, CorpusIndex};
 use crate::tasks::pipeline::{Pipeline, Rule};
 use crate::tasks::run::{fit_windows, messages, Caller, Step, TaskError, TaskEvent, Timings, Usage};
+use crate::tasks::sweep::{Rates, SweepPlan};
 
 const AUDIT_TEMPLATE: &str = include_str!("../../prompts/audit.txt");
 
@@ -307,29 +308,41 @@ pub fn audit(
     let model = engine.model_id().to_owned();
     let constrained = engine.capabilities().json_schema;
     let index = CorpusIndex::new(&docs);
-    let mut caller_params = opts.generate.clone();
     let mut reports = Vec::new();
     let mut raw: Vec<(usize, RawFinding)> = Vec::new();
-    let mut usage = Usage::default();
-    let mut prefill_ms = 0;
-    for (i, w) in windows.iter().enumerate() {
+    // Each window's answer is held to a schema naming its own files; the
+    // windows go to the engine together, as many at once as it takes.
+    let params: Vec<GenerateParams> = windows
+        .iter()
+        .map(|w| GenerateParams {
+            json_schema: Some(window_schema(pipeline, &w.paths(&blocks), opts.max_findings)),
+            ..opts.generate.clone()
+        })
+        .collect();
+    let msgs: Vec<Vec<ChatMessage>> = windows
+        .iter()
+        .map(|w| messages(&system, &w.render(&blocks, &salt), &task))
+        .collect();
+    let calls: Vec<Call<'_>> = msgs
+        .iter()
+        .zip(&params)
+        .map(|(m, p)| Call { messages: m, params: p })
+        .collect();
+    if calls.len() > 1 {
+        let plan = SweepPlan::new(Step::Audit, &*engine, &calls, &Rates::default())?;
+        on_event(TaskEvent::Plan(&plan));
+    }
+    let mut caller = Caller {
+        engine: &mut *engine,
+        params: &opts.generate,
+        on_event: &mut *on_event,
+        usage: Usage::default(),
+        prefill_ms: 0,
+    };
+    let outcomes = caller.call_each_with(&calls, Step::Audit, 0, calls.len());
+    let (usage, prefill_ms) = (caller.usage, caller.prefill_ms);
+    for (i, (w, outcome)) in windows.iter().zip(outcomes).enumerate() {
         let paths = w.paths(&blocks);
-        caller_params.json_schema = Some(window_schema(pipeline, &paths, opts.max_findings));
-        let mut caller = Caller {
-            engine: &mut *engine,
-            params: &caller_params,
-            on_event: &mut *on_event,
-            usage: Usage::default(),
-            prefill_ms: 0,
-        };
-        let msgs = messages(&system, &w.render(&blocks, &salt), &task);
-        let outcome = caller.call(&msgs, Step::Audit, i, windows.len(), false);
-        usage.prompt_tokens += caller.usage.prompt_tokens;
-        usage.completion_tokens += caller.usage.completion_tokens;
-        usage.total_tokens += caller.usage.total_tokens;
-        usage.calls += caller.usage.calls;
-        usage.kv += caller.usage.kv;
-        prefill_ms += caller.prefill_ms;
         let mut report = AuditWindow {
             documents: paths.iter().map(|p| (*p).to_owned()).collect(),
             tokens: w.tokens,

@@ -541,6 +541,7 @@ impl<'a> Worker<'a> {
             },
             pipeline: pipeline.clone(),
             schema: schema.clone(),
+            ..AskOptions::default()
         })
     }
 

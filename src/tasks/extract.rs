@@ -20,9 +20,9 @@ use serde_json::Value;
 use crate::anchor::Anchor;
 use crate::corpus::{Corpus, StoredDocument};
 use crate::document::DocumentKind;
-use crate::engine::{Engine, GenerateParams};
+use crate::engine::{Call, Engine, GenerateParams};
 use crate::ingest::ocr::{union, OcrLine};
-use crate::prompt::preamble;
+use crate::prompt::{preamble, ChatMessage};
 use crate::tasks::citations::{locate, squash};
 use crate::tasks::run::{document_blocks, messages, Caller, Step, TaskError, TaskEvent, Usage};
 use crate::tasks::schema::{parse_object, ExtractSchema};
@@ -127,73 +127,99 @@ pub fn extract(
     params.json_schema = Some(schema.for_generation());
     let mut results = Vec::new();
     let of = units.len();
-    for (i, unit) in units.iter().enumerate() {
+    // As many units at once as the engine takes; each group's results are
+    // reported in order before the next group starts.
+    let group = engine.slots().max(1);
+    for (g, chunk) in units.chunks(group).enumerate() {
+        let first = g * group;
         let started = Instant::now();
-        let mut result = Extraction {
-            path: unit.doc.path.clone(),
-            page: unit.page,
-            data: None,
-            valid: false,
-            errors: Vec::new(),
-            fields: Vec::new(),
-            constrained,
-            usage: Usage::default(),
-            ms: 0,
-        };
-        let has_text = unit.doc.segments.iter().any(|s| !s.text.trim().is_empty());
-        let block = document_blocks(std::slice::from_ref(&unit.doc), &salt, corpus, &*engine)?
-            .pop()
-            .expect("one block per document");
-        if has_text || !block.images.is_empty() {
-            let msgs = messages(&system, &block.render_content(), &task);
-            let needed = engine.count_chat_tokens(&msgs)? + params.max_tokens;
-            if needed > context {
-                result.errors.push(format!(
-                    "the document needs {needed} tokens with its answer, more than the context's {context}{}",
-                    if opts.per_page || unit.page.is_some() {
-                        ""
-                    } else {
-                        "; try --per-page"
-                    }
-                ));
-            } else {
-                let mut caller = Caller {
-                    engine: &mut *engine,
-                    params: &params,
-                    on_event: &mut *on_event,
-                    usage: Usage::default(),
-                    prefill_ms: 0,
-                };
-                match caller.call(&msgs, Step::Extract, i, of, false) {
-                    Ok(g) => match parse_object(&g.text) {
-                        Some(data) => {
-                            result.errors = schema.errors(&data);
-                            result.valid = result.errors.is_empty();
-                            result.fields = trace(&data, unit);
-                            result.data = Some(data);
+        let mut pending: Vec<(Extraction, Option<Vec<ChatMessage>>)> = Vec::new();
+        for unit in chunk {
+            let mut result = Extraction {
+                path: unit.doc.path.clone(),
+                page: unit.page,
+                data: None,
+                valid: false,
+                errors: Vec::new(),
+                fields: Vec::new(),
+                constrained,
+                usage: Usage::default(),
+                ms: 0,
+            };
+            let has_text = unit.doc.segments.iter().any(|s| !s.text.trim().is_empty());
+            let block = document_blocks(std::slice::from_ref(&unit.doc), &salt, corpus, &*engine)?
+                .pop()
+                .expect("one block per document");
+            let mut call = None;
+            if has_text || !block.images.is_empty() {
+                let msgs = messages(&system, &block.render_content(), &task);
+                let needed = engine.count_chat_tokens(&msgs)? + params.max_tokens;
+                if needed > context {
+                    result.errors.push(format!(
+                        "the document needs {needed} tokens with its answer, more than the context's {context}{}",
+                        if opts.per_page || unit.page.is_some() {
+                            ""
+                        } else {
+                            "; try --per-page"
                         }
-                        None => result.errors.push(format!(
-                            "the model's answer is not a JSON object{}",
-                            if constrained {
-                                ""
-                            } else {
-                                " (this engine cannot constrain it)"
+                    ));
+                } else {
+                    call = Some(msgs);
+                }
+            } else {
+                result.errors.push(
+                    "no text to extract from (OCR found none; an engine with vision could read the image itself)"
+                        .to_owned(),
+                );
+            }
+            pending.push((result, call));
+        }
+        let calls: Vec<Call<'_>> = pending
+            .iter()
+            .filter_map(|(_, m)| m.as_deref())
+            .map(|m| Call {
+                messages: m,
+                params: &params,
+            })
+            .collect();
+        let mut caller = Caller {
+            engine: &mut *engine,
+            params: &params,
+            on_event: &mut *on_event,
+            usage: Usage::default(),
+            prefill_ms: 0,
+        };
+        let mut answers = caller.call_each_with(&calls, Step::Extract, first, of).into_iter();
+        drop(calls);
+        for ((mut result, call), unit) in pending.into_iter().zip(chunk) {
+            if call.is_some() {
+                match answers.next().expect("one answer per call") {
+                    Ok(g) => {
+                        result.usage = Usage::of(&g);
+                        match parse_object(&g.text) {
+                            Some(data) => {
+                                result.errors = schema.errors(&data);
+                                result.valid = result.errors.is_empty();
+                                result.fields = trace(&data, unit);
+                                result.data = Some(data);
                             }
-                        )),
-                    },
+                            None => result.errors.push(format!(
+                                "the model's answer is not a JSON object{}",
+                                if constrained {
+                                    ""
+                                } else {
+                                    " (this engine cannot constrain it)"
+                                }
+                            )),
+                        }
+                    }
                     Err(e) => result.errors.push(e.to_string()),
                 }
-                result.usage = caller.usage;
             }
-        } else {
-            result.errors.push(
-                "no text to extract from (OCR found none; an engine with vision could read the image itself)"
-                    .to_owned(),
-            );
+            result.ms = started.elapsed().as_millis() as u64;
+            on_result(&result);
+            results.push(result);
         }
-        result.ms = started.elapsed().as_millis() as u64;
-        on_result(&result);
-        results.push(result);
     }
     Ok(results)
 }

@@ -5,7 +5,8 @@
 //! errors, messages, window fitting); `ask` answers a question over every
 //! window of the corpus (map, then reduce) and checks the answer's
 //! citations; `audit`, `extract`, `chat` and `batch` are the other tasks, and
-//! `needle` measures how well a model reads a corpus;
+//! `needle` measures how well a model reads a corpus; `sweep` plans a task
+//! of many windows before it runs;
 //! `pipeline` and `schema` are what audits and extractions are held to, and
 //! `access` what a caller may name. Prompts come from `prompts/`.
 //! Never renders reports: results are plain data for `report`.
@@ -25,3 +26,4 @@ pub mod run;
 pub mod schema;
 pub mod sources;
 pub mod stability;
+pub mod sweep;

@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 use crate::corpus::{Corpus, CorpusError, StoredDocument};
-use crate::engine::{Engine, EngineError, EngineEvent, GenerateParams, Generation, KvUse};
+use crate::engine::{Call, EachEvent, Engine, EngineError, EngineEvent, GenerateParams, Generation, KvUse};
 use crate::prompt::{
     place_images, plan_windows, render_document, BlockTokens, ChatMessage, Content, DocumentBlock, PieceTooLarge, Role,
     Window,
@@ -22,7 +22,7 @@ use crate::prompt::{
 const FIT_MARGIN: u32 = 16;
 
 /// Progress and output while a task runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum TaskEvent<'a> {
     /// A model call begins: which step, and which window of how many.
     Step {
@@ -37,6 +37,22 @@ pub enum TaskEvent<'a> {
     },
     /// A piece of the final answer.
     Answer(&'a str),
+    /// A sweep of several calls begins (its `Step`s may then overlap, and
+    /// `Prefill` counts the whole sweep's prompt tokens).
+    Sweep {
+        step: Step,
+        of: usize,
+        prompt_tokens: u64,
+    },
+    /// A call of a sweep ended; `done` of `of` have.
+    Done {
+        step: Step,
+        index: usize,
+        of: usize,
+        done: usize,
+    },
+    /// What a sweep will do, said before it starts.
+    Plan(&'a crate::tasks::sweep::SweepPlan),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -82,6 +98,25 @@ pub struct Timings {
     pub total_ms: u64,
 }
 
+impl Timings {
+    /// The final answer's `g` timings, with `ttft_ms` and `prefill_ms` as
+    /// given and `total_ms` from `started`.
+    #[must_use]
+    pub fn of_answer(g: &Generation, ttft_ms: u64, prefill_ms: u64, started: std::time::Instant) -> Self {
+        Self {
+            ttft_ms,
+            prefill_ms,
+            decode_ms: g.decode_ms,
+            decode_tokens_per_s: if g.decode_ms > 0 {
+                f64::from(g.completion_tokens) * 1000.0 / g.decode_ms as f64
+            } else {
+                0.0
+            },
+            total_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
     #[error(transparent)]
@@ -102,6 +137,8 @@ pub enum TaskError {
     TooLargeForChat { windows: usize },
     #[error("no file in the corpus is one the {0} pipeline reads ({1}); check the path, or use another --pipeline")]
     NoPipelineFiles(String, String),
+    #[error("the corpus takes {windows} windows of this engine's context, over --max-windows {limit}; narrow it (--include GLOB, --exclude GLOB, a --pipeline) or raise the limit")]
+    TooManyWindows { windows: usize, limit: usize },
     #[error("{notes} notes of {tokens} tokens cannot be combined within this engine's context")]
     NotesTooLarge { notes: usize, tokens: u32 },
 }
@@ -162,13 +199,126 @@ impl Caller<'_, '_, '_> {
             EngineEvent::Text(t) if stream => on_event(TaskEvent::Answer(t)),
             EngineEvent::Text(_) => {}
         })?;
-        self.usage.prompt_tokens += u64::from(g.prompt_tokens);
-        self.usage.completion_tokens += u64::from(g.completion_tokens);
-        self.usage.total_tokens = self.usage.prompt_tokens + self.usage.completion_tokens;
-        self.usage.calls += 1;
-        self.usage.kv += g.kv;
-        self.prefill_ms += g.prefill_ms;
+        self.book(&g);
         Ok(g)
+    }
+
+    fn book(&mut self, g: &Generation) {
+        self.usage.add(&Usage::of(g));
+        self.prefill_ms += g.prefill_ms;
+    }
+
+    /// Independent calls (a sweep's windows), as many at once as the
+    /// engine has slots ([`Engine::generate_each`]); results in the order
+    /// of `msgs`, each call's failure its own. With more than one call,
+    /// `Prefill` events count the whole sweep's tokens.
+    pub fn call_each(&mut self, msgs: &[Vec<ChatMessage>], step: Step) -> Vec<Result<Generation, TaskError>> {
+        let params = self.params;
+        let calls: Vec<Call<'_>> = msgs.iter().map(|m| Call { messages: m, params }).collect();
+        self.call_each_with(&calls, step, 0, calls.len())
+    }
+
+    /// [`Caller::call_each`] with each call's own settings; the calls are
+    /// numbered from `first` of `of_all` in their `Step` events (a task that
+    /// sends its calls in groups).
+    pub fn call_each_with(
+        &mut self,
+        calls: &[Call<'_>],
+        step: Step,
+        first: usize,
+        of_all: usize,
+    ) -> Vec<Result<Generation, TaskError>> {
+        let of = calls.len();
+        let mut counts = Vec::with_capacity(of);
+        for c in calls {
+            match self.engine.count_chat_tokens(c.messages) {
+                Ok(n) => counts.push(n),
+                Err(e) => return calls.iter().map(|_| Err(TaskError::Engine(clone_error(&e)))).collect(),
+            }
+        }
+        let total: u64 = counts.iter().map(|&n| u64::from(n)).sum();
+        let on_event = &mut *self.on_event;
+        if of > 1 {
+            on_event(TaskEvent::Sweep {
+                step,
+                of,
+                prompt_tokens: total,
+            });
+        }
+        let mut read = vec![0u32; of];
+        let mut done = 0usize;
+        let results = self.engine.generate_each(calls, &mut |i, e| match e {
+            EachEvent::Started => on_event(TaskEvent::Step {
+                step,
+                index: first + i,
+                of: of_all,
+                prompt_tokens: counts[i],
+            }),
+            EachEvent::Engine(EngineEvent::Prefill { done: d, total: t }) if of == 1 => {
+                on_event(TaskEvent::Prefill { done: d, total: t });
+            }
+            EachEvent::Engine(EngineEvent::Prefill { done: d, .. }) => {
+                read[i] = d.min(counts[i]);
+                on_event(TaskEvent::Prefill {
+                    done: read.iter().sum(),
+                    total: u32::try_from(total).unwrap_or(u32::MAX),
+                });
+            }
+            EachEvent::Engine(EngineEvent::Text(_)) => {}
+            EachEvent::Finished(_) => {
+                done += 1;
+                if of > 1 {
+                    read[i] = counts[i];
+                    on_event(TaskEvent::Prefill {
+                        done: read.iter().sum(),
+                        total: u32::try_from(total).unwrap_or(u32::MAX),
+                    });
+                    on_event(TaskEvent::Done {
+                        step,
+                        index: i,
+                        of,
+                        done,
+                    });
+                }
+            }
+        });
+        results
+            .into_iter()
+            .map(|r| {
+                let g = r?;
+                self.book(&g);
+                Ok(g)
+            })
+            .collect()
+    }
+}
+
+/// An engine error for each of several calls that all failed for one
+/// reason (the error type is not `Clone`).
+fn clone_error(e: &EngineError) -> EngineError {
+    EngineError::Inference(e.to_string())
+}
+
+impl Usage {
+    /// One generation's usage.
+    #[must_use]
+    pub fn of(g: &Generation) -> Self {
+        Self {
+            prompt_tokens: u64::from(g.prompt_tokens),
+            completion_tokens: u64::from(g.completion_tokens),
+            total_tokens: u64::from(g.prompt_tokens) + u64::from(g.completion_tokens),
+            calls: 1,
+            kv: g.kv,
+        }
+    }
+
+    /// Adds another's counts to these.
+    pub fn add(&mut self, other: &Self) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens = self.prompt_tokens + self.completion_tokens;
+        self.calls += other.calls;
+        self.kv += other.kv;
     }
 }
 

@@ -322,6 +322,12 @@ impl Engine for LlamaCppEngine {
         self.kv.tiers()
     }
 
+    fn kv_held(&self, messages: &[ChatMessage]) -> Option<u32> {
+        let read = self.tokenize_chat(messages).ok()?;
+        let prefix = sequence::token_ids(&read.tokens[..read.prefix]);
+        Some(self.kv.held(&prefix, 1) as u32)
+    }
+
     fn generate_forked(
         &mut self,
         conversations: &[Vec<ChatMessage>],

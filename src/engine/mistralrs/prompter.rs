@@ -291,7 +291,7 @@ impl HfPrompter {
 
 /// The tokenizer of a Hugging Face model folder (tokenizer.json), for
 /// counting without loading the weights.
-pub fn folder_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer + Send>, EngineError> {
+pub fn folder_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer + Send + Sync>, EngineError> {
     Ok(Box::new(HfPrompter::load(dir, &[])?))
 }
 

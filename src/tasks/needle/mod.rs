@@ -262,8 +262,7 @@ fn run_trial(
     let opts = AskOptions {
         question: needle.question.clone(),
         generate: generate.clone(),
-        pipeline: None,
-        schema: None,
+        ..AskOptions::default()
     };
     let started = Instant::now();
     let result = ask(stack, engine, &opts, &mut |e| on_event(NeedleEvent::Task(e)))?;

@@ -5,7 +5,9 @@
 //! `response_format` JSON schema, timeouts, retries with backoff on 429,
 //! 5xx and broken connections, and least-loaded dispatch across several
 //! endpoints: a request goes to the healthy endpoint with the fewest
-//! requests in flight, and an endpoint that fails rests for a while.
+//! requests in flight per slot, and an endpoint that fails rests for a
+//! while. Independent calls (a sweep's windows) run at once, as many as
+//! the servers have slots (`each.rs`).
 //!
 //! Token counts come from a local tokenizer (a GGUF's vocabulary): exact
 //! when it is the served model's, an estimate otherwise; the server's own
@@ -17,10 +19,17 @@
 //! Never fetches anything but the endpoints it is given, and never shows a
 //! piece of an answer twice across a failover.
 
+mod each;
+mod endpoints;
+#[cfg(test)]
+mod tests;
+
 use std::io::{BufRead, BufReader};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use endpoints::{acquire, get_json, served_context};
+pub use endpoints::{list_models, Endpoint, ServedModel, DEFAULT_SLOTS};
 
 use serde_json::{json, Value};
 
@@ -39,8 +48,6 @@ const ESTIMATE_MARGIN: f64 = 0.10;
 const MAX_RETRY_AFTER_SECONDS: u64 = 60;
 /// Context assumed when neither the user nor the server says.
 const DEFAULT_CONTEXT: u32 = 8192;
-/// How long an endpoint rests after a failure before it is tried again.
-const REST: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct OpenAiOptions {
@@ -58,6 +65,9 @@ pub struct OpenAiOptions {
     pub retries: u32,
     /// First backoff; doubles per attempt up to 8 s.
     pub backoff: Duration,
+    /// Requests each server is given at once; default: what the server
+    /// reports, else [`DEFAULT_SLOTS`].
+    pub slots: Option<u32>,
     /// The served model reads images: they go in as data URLs where they
     /// stand, budgeted at Llama 4's tile cost.
     pub vision: bool,
@@ -74,108 +84,29 @@ impl Default for OpenAiOptions {
             connect_timeout: Duration::from_secs(10),
             retries: 4,
             backoff: Duration::from_millis(250),
+            slots: None,
             vision: false,
         }
     }
 }
 
-/// One server, with what dispatch needs to know about it.
-#[derive(Debug)]
-pub struct Endpoint {
-    pub url: String,
-    in_flight: AtomicU32,
-    served: AtomicU64,
-    failures: AtomicU64,
-    resting_until: Mutex<Option<Instant>>,
-}
-
-impl Endpoint {
-    fn new(url: &str) -> Self {
-        let trimmed = url.trim_end_matches('/');
-        let url = if trimmed.ends_with("/v1") {
-            trimmed.to_owned()
-        } else {
-            format!("{trimmed}/v1")
-        };
-        Self {
-            url,
-            in_flight: AtomicU32::new(0),
-            served: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            resting_until: Mutex::new(None),
-        }
-    }
-
-    fn resting(&self) -> bool {
-        self.resting_until
-            .lock()
-            .is_ok_and(|r| r.is_some_and(|t| Instant::now() < t))
-    }
-
-    fn rest(&self) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut r) = self.resting_until.lock() {
-            *r = Some(Instant::now() + REST);
-        }
-    }
-
-    /// Requests answered, and failures, so far.
-    #[must_use]
-    pub fn stats(&self) -> (u64, u64) {
-        (
-            self.served.load(Ordering::Relaxed),
-            self.failures.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// The least-loaded endpoint that is not resting (all resting: the
-/// least-loaded of all, so a run never stalls on a pause).
-fn pick(endpoints: &[Endpoint], avoid: Option<usize>) -> usize {
-    let load = |i: usize| {
-        let e = &endpoints[i];
-        (
-            e.resting() || Some(i) == avoid,
-            e.in_flight.load(Ordering::Relaxed),
-            e.served.load(Ordering::Relaxed),
-        )
-    };
-    (0..endpoints.len()).min_by_key(|&i| load(i)).unwrap_or(0)
-}
-
-/// A request that holds its endpoint's in-flight count until dropped.
-struct InFlight<'a>(&'a Endpoint);
-
-impl<'a> InFlight<'a> {
-    fn new(e: &'a Endpoint) -> Self {
-        e.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(e)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 pub struct OpenAiEngine {
-    endpoints: Vec<Endpoint>,
+    endpoints: Vec<std::sync::Arc<Endpoint>>,
     agent: ureq::Agent,
     model: String,
     api_key: Option<String>,
     context_length: u32,
-    tokenizer: Box<dyn Tokenizer + Send>,
+    tokenizer: Box<dyn Tokenizer + Send + Sync>,
     exact_counts: bool,
     model_id: String,
     options: OpenAiOptions,
     /// Sampling extensions (`repeat_penalty`, `repetition_penalty`) are
     /// sent until a server refuses them.
-    send_extensions: bool,
+    send_extensions: AtomicBool,
     /// `response_format` as OpenAI spells it (`json_schema`) until a server
     /// refuses it; then the older `json_object` with a `schema`, which
     /// llama-cpp-python and others read.
-    schema_as_json_object: bool,
+    schema_as_json_object: AtomicBool,
 }
 
 impl std::fmt::Debug for OpenAiEngine {
@@ -197,6 +128,9 @@ enum Attempt {
     RetryAfter(String, Duration),
     /// The request itself is wrong (4xx): retrying cannot help.
     Fatal(String),
+    /// The server cut this answer short for another request: ask again
+    /// at once (the server is well).
+    Again(String),
 }
 
 impl OpenAiEngine {
@@ -206,7 +140,7 @@ impl OpenAiEngine {
     /// is the served model's own.
     pub fn connect(
         options: OpenAiOptions,
-        tokenizer: Box<dyn Tokenizer + Send>,
+        tokenizer: Box<dyn Tokenizer + Send + Sync>,
         exact: bool,
     ) -> Result<Self, EngineError> {
         if options.endpoints.is_empty() {
@@ -220,12 +154,13 @@ impl OpenAiEngine {
             .http_status_as_error(false)
             .build();
         let agent = ureq::Agent::new_with_config(config);
-        let endpoints: Vec<Endpoint> = options.endpoints.iter().map(|u| Endpoint::new(u)).collect();
+        let endpoints: Vec<std::sync::Arc<Endpoint>> = options.endpoints.iter().map(|u| Endpoint::shared(u)).collect();
         let mut listed: Option<Value> = None;
         let mut errors = Vec::new();
         for e in &endpoints {
             match get_json(&agent, &format!("{}/models", e.url), options.api_key.as_deref()) {
                 Ok(v) => {
+                    e.settle_slots(&agent, options.api_key.as_deref(), options.slots, &v);
                     listed.get_or_insert(v);
                 }
                 Err(why) => {
@@ -273,8 +208,8 @@ impl OpenAiEngine {
             exact_counts: exact,
             model_id,
             options,
-            send_extensions: true,
-            schema_as_json_object: false,
+            send_extensions: AtomicBool::new(true),
+            schema_as_json_object: AtomicBool::new(false),
         })
     }
 
@@ -292,7 +227,7 @@ impl OpenAiEngine {
     }
 
     #[must_use]
-    pub fn endpoints(&self) -> &[Endpoint] {
+    pub fn endpoints(&self) -> &[std::sync::Arc<Endpoint>] {
         &self.endpoints
     }
 
@@ -307,7 +242,7 @@ impl OpenAiEngine {
             "seed": params.seed,
         });
         if let Some(schema) = &params.json_schema {
-            body["response_format"] = if self.schema_as_json_object {
+            body["response_format"] = if self.schema_as_json_object.load(Ordering::Relaxed) {
                 json!({"type": "json_object", "schema": schema})
             } else {
                 json!({
@@ -316,7 +251,7 @@ impl OpenAiEngine {
                 })
             };
         }
-        if self.send_extensions && (params.repeat_penalty - 1.0).abs() > f32::EPSILON {
+        if self.send_extensions.load(Ordering::Relaxed) && (params.repeat_penalty - 1.0).abs() > f32::EPSILON {
             body["repeat_penalty"] = json!(params.repeat_penalty);
             body["repetition_penalty"] = json!(params.repeat_penalty);
         }
@@ -340,7 +275,6 @@ impl OpenAiEngine {
         on_event: &mut dyn FnMut(EngineEvent<'_>),
     ) -> Result<Generation, Attempt> {
         let endpoint = &self.endpoints[i];
-        let _guard = InFlight::new(endpoint);
         let mut req = self
             .agent
             .post(&format!("{}/chat/completions", endpoint.url))
@@ -453,9 +387,20 @@ impl OpenAiEngine {
                 endpoint.url
             )));
         }
+        if !stopped && finish.is_none() && endpoint.busy() > 1 {
+            // An answer ended without saying why while another request
+            // was waiting: llama-cpp-python cuts the answer it is giving
+            // short when another arrives (unless started with
+            // --interrupt_requests false). One request at a time from now.
+            endpoint.set_slots(1, "an answer cut short for another request");
+            return Err(Attempt::Again(format!(
+                "{}: the server ended an answer without a finish reason when another request arrived; sending it one request at a time",
+                endpoint.url
+            )));
+        }
         let held = filter.flush().to_owned();
         emit(&held, &mut produced, shown)?;
-        endpoint.served.fetch_add(1, Ordering::Relaxed);
+        endpoint.served_one();
         let text = filter.text().to_owned();
         let now = Instant::now();
         let first = first_token.unwrap_or(now);
@@ -488,16 +433,17 @@ impl OpenAiEngine {
     /// spellings `body` used; if so, the next request leaves it out (some
     /// servers answer 500 to a request they cannot parse). Each spelling
     /// is given up at most once per engine.
-    fn refused_spelling(&mut self, body: &Value, detail: &str) -> bool {
-        if !self.schema_as_json_object && body.get("response_format").is_some() && detail.contains("response_format") {
-            self.schema_as_json_object = true;
+    fn refused_spelling(&self, body: &Value, detail: &str) -> bool {
+        // A body spells what the flags said when it was made, so a refused
+        // spelling is given up once whichever request saw it first.
+        if body["response_format"]["type"] == "json_schema" && detail.contains("response_format") {
+            self.schema_as_json_object.store(true, Ordering::Relaxed);
             return true;
         }
-        if self.send_extensions
-            && body.get("repeat_penalty").is_some()
+        if body.get("repeat_penalty").is_some()
             && (detail.contains("repeat_penalty") || detail.contains("repetition_penalty"))
         {
-            self.send_extensions = false;
+            self.send_extensions.store(false, Ordering::Relaxed);
             return true;
         }
         false
@@ -550,72 +496,6 @@ fn data_url(bytes: &[u8]) -> String {
     )
 }
 
-/// The context a server reports for a model in its `/models` list: vLLM
-/// and SGLang say `max_model_len`, llama-server `meta.n_ctx_train`.
-fn served_context(entry: &Value) -> Option<u32> {
-    entry["max_model_len"]
-        .as_u64()
-        .or_else(|| entry["meta"]["n_ctx_train"].as_u64())
-        .or_else(|| entry["context_length"].as_u64())
-        .and_then(|c| u32::try_from(c).ok())
-}
-
-/// A model an endpoint serves, as its `/models` list describes it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ServedModel {
-    pub endpoint: String,
-    pub id: String,
-    /// The context the server reports, when it does.
-    pub context_length: Option<u32>,
-}
-
-/// Every model each endpoint lists; an endpoint that does not answer is
-/// an error naming it.
-#[must_use]
-pub fn list_models(endpoints: &[String], api_key: Option<&str>) -> Vec<Result<Vec<ServedModel>, String>> {
-    let config = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(15)))
-        .http_status_as_error(false)
-        .build();
-    let agent = ureq::Agent::new_with_config(config);
-    endpoints
-        .iter()
-        .map(|u| {
-            let e = Endpoint::new(u);
-            let listed =
-                get_json(&agent, &format!("{}/models", e.url), api_key).map_err(|why| format!("{}: {why}", e.url))?;
-            Ok(listed["data"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|m| {
-                            Some(ServedModel {
-                                endpoint: e.url.clone(),
-                                id: m["id"].as_str()?.to_owned(),
-                                context_length: served_context(m),
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default())
-        })
-        .collect()
-}
-
-fn get_json(agent: &ureq::Agent, url: &str, key: Option<&str>) -> Result<Value, String> {
-    let mut req = agent.get(url);
-    if let Some(key) = key {
-        req = req.header("Authorization", &format!("Bearer {key}"));
-    }
-    let resp = req.call().map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let text = resp.into_body().read_to_string().map_err(|e| e.to_string())?;
-    if status != 200 {
-        return Err(format!("HTTP {status}: {}", text.chars().take(200).collect::<String>()));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
-}
-
 impl Tokenizer for OpenAiEngine {
     fn tokenizer_id(&self) -> &str {
         self.tokenizer.tokenizer_id()
@@ -655,16 +535,48 @@ impl Engine for OpenAiEngine {
         params: &GenerateParams,
         on_event: &mut dyn FnMut(EngineEvent<'_>),
     ) -> Result<Generation, EngineError> {
+        self.generate_shared(messages, params, on_event)
+    }
+    fn slots(&self) -> usize {
+        self.endpoints.iter().map(|e| e.slots() as usize).sum::<usize>().max(1)
+    }
+    fn generate_each(
+        &mut self,
+        calls: &[super::Call<'_>],
+        on_event: &mut dyn FnMut(usize, super::EachEvent<'_>),
+    ) -> Vec<Result<Generation, EngineError>> {
+        each::generate_each(self, calls, on_event)
+    }
+}
+
+impl OpenAiEngine {
+    /// [`Engine::generate`] on a shared engine: several run at once.
+    fn generate_shared(
+        &self,
+        messages: &[ChatMessage],
+        params: &GenerateParams,
+        on_event: &mut dyn FnMut(EngineEvent<'_>),
+    ) -> Result<Generation, EngineError> {
         let started = Instant::now();
         let mut shown = String::new();
         let mut last: Option<usize> = None;
         let mut errors = Vec::new();
         let mut tries = 0u32;
         loop {
-            let i = pick(&self.endpoints, last);
+            let (i, guard) = acquire(&self.endpoints, last);
             let body = self.request_body(messages, params);
-            match self.attempt(i, messages, &body, params, started, &mut shown, on_event) {
+            let outcome = self.attempt(i, messages, &body, params, started, &mut shown, on_event);
+            drop(guard);
+            match outcome {
                 Ok(g) => return Ok(g),
+                Err(Attempt::Again(detail)) => {
+                    tracing::warn!("{detail}");
+                    errors.push(detail);
+                    if tries >= self.options.retries {
+                        return Err(EngineError::Inference(errors.join("; ")));
+                    }
+                    tries += 1;
+                }
                 Err(Attempt::Fatal(detail) | Attempt::Retry(detail) | Attempt::RetryAfter(detail, _))
                     if self.refused_spelling(&body, &detail) =>
                 {
@@ -721,234 +633,5 @@ impl OpenAiEngine {
         std::thread::sleep(wait);
         *tries += 1;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A loopback stand-in for a server that lists one model and answers
-    /// every chat request with `pieces` as server-sent events, then
-    /// `[DONE]` if `finish`, else a cut connection; with `throttle`, the
-    /// first chat request gets a 429 with `Retry-After: 1`. Returns its
-    /// base URL.
-    /// A whole HTTP request: headers, then as many body bytes as they
-    /// announce. (Answering after a partial read and closing would reset
-    /// the connection while the client still sends, which a loaded machine
-    /// turns into a spurious connection error.)
-    fn read_request(stream: &mut std::net::TcpStream) -> String {
-        use std::io::Read;
-        let mut data = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            let n = stream.read(&mut buf).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            data.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&data);
-            if let Some(end) = text.find("\r\n\r\n") {
-                let length = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse::<usize>().ok())?
-                    })
-                    .unwrap_or(0);
-                if data.len() >= end + 4 + length {
-                    break;
-                }
-            }
-        }
-        String::from_utf8_lossy(&data).into_owned()
-    }
-
-    fn canned(pieces: &'static [&'static str], finish: bool, throttle: bool) -> String {
-        canned_recording(pieces, finish, throttle, std::sync::Arc::default())
-    }
-
-    /// [`canned`], keeping each chat request's body in `seen`.
-    fn canned_recording(
-        pieces: &'static [&'static str],
-        finish: bool,
-        throttle: bool,
-        seen: std::sync::Arc<Mutex<Vec<String>>>,
-    ) -> String {
-        use std::io::Write;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        std::thread::spawn(move || {
-            let mut throttle = throttle;
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let request = read_request(&mut stream);
-                if !request.starts_with("GET") {
-                    if let Some((_, body)) = request.split_once("\r\n\r\n") {
-                        seen.lock().unwrap().push(body.to_owned());
-                    }
-                }
-                if !request.starts_with("GET") && std::mem::take(&mut throttle) {
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy"
-                    );
-                    continue;
-                }
-                let (kind, body) = if request.starts_with("GET") {
-                    ("application/json", r#"{"data":[{"id":"canned"}]}"#.to_owned())
-                } else {
-                    let mut body: String = pieces
-                        .iter()
-                        .map(|p| format!("data: {}\n\n", json!({"choices": [{"delta": {"content": p}}]})))
-                        .collect();
-                    if finish {
-                        body.push_str("data: [DONE]\n\n");
-                    }
-                    ("text/event-stream", body)
-                };
-                // A cut stream claims more bytes than it sends.
-                let length = body.len() + if finish || kind != "text/event-stream" { 0 } else { 100 };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n{body}"
-                );
-            }
-        });
-        url
-    }
-
-    use crate::prompt::Words;
-
-    fn engine_over(urls: &[String]) -> OpenAiEngine {
-        let options = OpenAiOptions {
-            endpoints: urls.to_vec(),
-            backoff: Duration::from_millis(1),
-            ..OpenAiOptions::default()
-        };
-        OpenAiEngine::connect(options, Box::new(Words), true).unwrap()
-    }
-
-    fn run(e: &mut OpenAiEngine) -> (Result<Generation, EngineError>, String) {
-        let mut shown = String::new();
-        let messages = [ChatMessage::new(super::super::Role::User, "q")];
-        let r = e.generate(&messages, &GenerateParams::default(), &mut |ev| {
-            if let EngineEvent::Text(t) = ev {
-                shown.push_str(t);
-            }
-        });
-        (r, shown)
-    }
-
-    #[test]
-    fn images_go_to_a_server_that_reads_them_as_data_urls_between_the_text() {
-        use base64::Engine as _;
-        let mut png = Vec::new();
-        image::DynamicImage::ImageRgb8(image::RgbImage::new(672, 336))
-            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .unwrap();
-        let mut c = crate::prompt::Content::text("Scan follows:\n");
-        c.push_image(std::sync::Arc::new(super::super::PromptImage {
-            bytes: png.clone(),
-            width: 672,
-            height: 336,
-            label: "scan.pdf#page=1".into(),
-        }));
-        c.push_str("\nEnd of scan.");
-        let messages = [
-            c.into_message(super::super::Role::System),
-            ChatMessage::new(super::super::Role::User, "q"),
-        ];
-        let seen = std::sync::Arc::default();
-        let url = canned_recording(&["ok"], true, false, std::sync::Arc::clone(&seen));
-        let mut e = engine_over(&[url]);
-        assert!(
-            !e.capabilities().vision,
-            "only when the user says the model reads images"
-        );
-        assert_eq!(e.image_tokens(672, 336), None);
-        e.options.vision = true;
-        assert!(e.capabilities().vision);
-        // Budgeted at Llama 4's cost: two tiles and the global one.
-        let text_only = [
-            ChatMessage::new(super::super::Role::System, "Scan follows:\n\nEnd of scan."),
-            messages[1].clone(),
-        ];
-        assert_eq!(
-            e.count_chat_tokens(&messages).unwrap(),
-            e.count_chat_tokens(&text_only).unwrap() + 437
-        );
-        e.generate(&messages, &GenerateParams::default(), &mut |_| {}).unwrap();
-        let body: Value = serde_json::from_str(&seen.lock().unwrap()[0]).unwrap();
-        let content = &body["messages"][0]["content"];
-        assert_eq!(content[0], json!({"type": "text", "text": "Scan follows:\n"}));
-        assert_eq!(content[1]["type"], "image_url");
-        let url = content[1]["image_url"]["url"].as_str().unwrap();
-        let data = url.strip_prefix("data:image/png;base64,").expect(url);
-        assert_eq!(base64::engine::general_purpose::STANDARD.decode(data).unwrap(), png);
-        assert_eq!(content[2], json!({"type": "text", "text": "\nEnd of scan."}));
-        assert_eq!(body["messages"][1]["content"], "q", "text-only messages stay strings");
-    }
-
-    #[test]
-    fn a_retry_that_agrees_continues_the_answer_without_repeating_it() {
-        let cut = canned(&["The port ", "is "], false, false);
-        let whole = canned(&["The port ", "is ", "8412."], true, false);
-        let mut e = engine_over(&[cut, whole]);
-        let (g, shown) = run(&mut e);
-        assert_eq!(g.unwrap().text, "The port is 8412.");
-        assert_eq!(shown, "The port is 8412.");
-        assert_eq!(e.endpoints()[0].stats(), (0, 1));
-    }
-
-    #[test]
-    fn a_retry_that_answers_differently_is_an_error_not_a_splice() {
-        let cut = canned(&["The port ", "is "], false, false);
-        let other = canned(&["Backups run ", "nightly."], true, false);
-        let mut e = engine_over(&[cut, other]);
-        let (g, shown) = run(&mut e);
-        let err = g.unwrap_err().to_string();
-        assert!(err.contains("answered differently"), "{err}");
-        assert_eq!(shown, "The port is ");
-    }
-
-    #[test]
-    fn a_lone_throttled_server_is_waited_for_as_it_asks() {
-        let busy = canned(&["ok"], true, true);
-        let mut e = engine_over(&[busy]);
-        let started = std::time::Instant::now();
-        let (g, _) = run(&mut e);
-        assert_eq!(g.unwrap().text, "ok");
-        assert!(
-            started.elapsed() >= Duration::from_secs(1),
-            "Retry-After: 1 was honoured"
-        );
-    }
-
-    #[test]
-    fn endpoint_urls_end_in_v1() {
-        assert_eq!(Endpoint::new("http://h:8000").url, "http://h:8000/v1");
-        assert_eq!(Endpoint::new("http://h:8000/v1/").url, "http://h:8000/v1");
-    }
-
-    #[test]
-    fn dispatch_prefers_the_least_loaded_endpoint_that_is_not_resting() {
-        let e = [
-            Endpoint::new("http://a"),
-            Endpoint::new("http://b"),
-            Endpoint::new("http://c"),
-        ];
-        assert_eq!(pick(&e, None), 0);
-        let a = InFlight::new(&e[0]);
-        assert_eq!(pick(&e, None), 1);
-        let _b = InFlight::new(&e[1]);
-        e[2].rest();
-        // c is resting: a and b are busy alike, a comes first.
-        assert_eq!(pick(&e, None), 0);
-        // After a failure on a, the other busy one.
-        assert_eq!(pick(&e, Some(0)), 1);
-        drop(a);
-        assert_eq!(pick(&e, None), 0);
     }
 }

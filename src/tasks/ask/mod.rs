@@ -7,25 +7,32 @@
 //!
 //! Never prints: progress goes out as events, the result as a value.
 
+mod many;
+mod reduce;
+
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::corpus::{Corpus, StoredDocument};
-use crate::engine::{Engine, EngineEvent, GenerateParams, KvUse};
+use crate::engine::{Call, Engine, GenerateParams, KvUse};
 use crate::limits::MAX_QUESTION_BYTES;
-use crate::prompt::{count_units, data_block, order_documents, preamble, ChatMessage, Content, DocumentBlock, Window};
+use crate::prompt::{count_units, order_documents, preamble, ChatMessage, Content, DocumentBlock, Window};
 use crate::tasks::citations::{
     attribute, cites_any, question_lines, resolve_written, Citation, CitationStatus, CorpusIndex,
 };
 use crate::tasks::pipeline::Pipeline;
 use crate::tasks::run::{document_blocks, fit_windows, messages, Caller, Step, TaskError, TaskEvent, Timings, Usage};
 use crate::tasks::schema::ExtractSchema;
+use crate::tasks::sweep::{Rates, SweepPlan};
 
-const ASK_TEMPLATE: &str = include_str!("../../prompts/ask.txt");
-const MAP_TEMPLATE: &str = include_str!("../../prompts/ask_map.txt");
-const REDUCE_TEMPLATE: &str = include_str!("../../prompts/ask_reduce.txt");
-const RECHECK_TEMPLATE: &str = include_str!("../../prompts/ask_recheck.txt");
+const ASK_TEMPLATE: &str = include_str!("../../../prompts/ask.txt");
+const MAP_TEMPLATE: &str = include_str!("../../../prompts/ask_map.txt");
+const REDUCE_TEMPLATE: &str = include_str!("../../../prompts/ask_reduce.txt");
+const RECHECK_TEMPLATE: &str = include_str!("../../../prompts/ask_recheck.txt");
+
+pub use many::ask_many;
+use reduce::{notes_body, reduce_until_fits};
 
 /// Said between a first answer and the answer asked again.
 const RECHECK_NOTE: &str =
@@ -55,6 +62,11 @@ pub struct AskOptions {
     /// The answer is JSON for this schema (constrained where the engine
     /// can; validated after in all cases).
     pub schema: Option<ExtractSchema>,
+    /// A corpus of more windows is refused, with the plan, before any
+    /// model call.
+    pub max_windows: Option<usize>,
+    /// The rates earlier sweeps measured, for the plan's time estimate.
+    pub rates: Rates,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,6 +110,9 @@ pub struct AskResult {
     /// those lines. `answer` is then the second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recheck: Option<Recheck>,
+    /// The sweep's plan, when the corpus took more than one window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<SweepPlan>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -248,6 +263,43 @@ fn prepare(corpus: &mut Corpus, engine: &dyn Engine, opts: &AskOptions) -> Resul
     })
 }
 
+impl Prepared {
+    /// Each window's map prompt.
+    fn map_messages(&self) -> Vec<Vec<ChatMessage>> {
+        self.windows
+            .iter()
+            .map(|w| messages(&self.system, &w.render(&self.blocks, &self.salt), &self.map_task))
+            .collect()
+    }
+}
+
+/// What asking `opts.question` would do, without calling the model: the
+/// windows' map calls when the corpus takes several, else the one answer.
+pub fn plan(corpus: &mut Corpus, engine: &dyn Engine, opts: &AskOptions) -> Result<SweepPlan, TaskError> {
+    let p = prepare(corpus, engine, opts)?;
+    if p.windows.len() < 2 {
+        return sweep_plan(
+            engine,
+            Step::Answer,
+            &[p.answer_messages()],
+            p.answer_params(),
+            &opts.rates,
+        );
+    }
+    sweep_plan(engine, Step::Map, &p.map_messages(), &p.params, &opts.rates)
+}
+
+fn sweep_plan(
+    engine: &dyn Engine,
+    step: Step,
+    msgs: &[Vec<ChatMessage>],
+    params: &GenerateParams,
+    rates: &Rates,
+) -> Result<SweepPlan, TaskError> {
+    let calls: Vec<Call<'_>> = msgs.iter().map(|m| Call { messages: m, params }).collect();
+    Ok(SweepPlan::new(step, engine, &calls, rates)?)
+}
+
 /// Answers `opts.question` over `corpus` with `engine`.
 pub fn ask(
     corpus: &mut Corpus,
@@ -255,6 +307,12 @@ pub fn ask(
     opts: &AskOptions,
     on_event: &mut dyn FnMut(TaskEvent<'_>),
 ) -> Result<AskResult, TaskError> {
+    let prepared = prepare(corpus, &*engine, opts)?;
+    let map_msgs = if prepared.windows.len() > 1 {
+        prepared.map_messages()
+    } else {
+        Vec::new()
+    };
     let Prepared {
         started,
         docs,
@@ -262,7 +320,6 @@ pub fn ask(
         salt,
         system,
         ask_task,
-        map_task,
         reduce_task,
         windows,
         mut reports,
@@ -270,7 +327,21 @@ pub fn ask(
         model,
         params,
         json_params,
-    } = prepare(corpus, &*engine, opts)?;
+        ..
+    } = prepared;
+    let plan = if map_msgs.is_empty() {
+        None
+    } else {
+        let plan = sweep_plan(&*engine, Step::Map, &map_msgs, &params, &opts.rates)?;
+        on_event(TaskEvent::Plan(&plan));
+        if let Some(limit) = opts.max_windows.filter(|&l| plan.windows > l) {
+            return Err(TaskError::TooManyWindows {
+                windows: plan.windows,
+                limit,
+            });
+        }
+        Some(plan)
+    };
     let mut caller = Caller {
         engine,
         params: &params,
@@ -286,13 +357,9 @@ pub fn ask(
         )
     } else {
         let mut notes: Vec<String> = Vec::new();
-        for (i, w) in windows.iter().enumerate() {
-            let msgs = messages(&system, &w.render(&blocks, &salt), &map_task);
-            let text = caller
-                .call(&msgs, Step::Map, i, windows.len(), false)?
-                .text
-                .trim()
-                .to_owned();
+        let mapped = caller.call_each(&map_msgs, Step::Map);
+        for (i, g) in mapped.into_iter().enumerate() {
+            let text = g?.text.trim().to_owned();
             if !is_nothing(&text) {
                 let in_window: Vec<StoredDocument> = docs
                     .iter()
@@ -317,7 +384,7 @@ pub fn ask(
                 ..Timings::default()
             };
             let usage = caller.usage;
-            return Ok(finish(
+            let mut result = finish(
                 &docs,
                 opts,
                 NOT_FOUND.to_owned(),
@@ -326,7 +393,9 @@ pub fn ask(
                 timings,
                 engine_name,
                 model,
-            ));
+            );
+            result.plan = plan;
+            return Ok(result);
         }
         if let (true, [only]) = (opts.schema.is_none(), notes.as_slice()) {
             // One window holds the answer: its notes are the answer, and a
@@ -340,7 +409,9 @@ pub fn ask(
             };
             let answer = only.clone();
             let usage = caller.usage;
-            return Ok(finish(&docs, opts, answer, usage, reports, timings, engine_name, model));
+            let mut result = finish(&docs, opts, answer, usage, reports, timings, engine_name, model);
+            result.plan = plan;
+            return Ok(result);
         }
         let notes = reduce_until_fits(&mut caller, &system, &salt, notes, &reduce_task)?;
         (
@@ -365,20 +436,11 @@ pub fn ask(
             });
         }
     }
-    let timings = Timings {
-        ttft_ms: before_final + g.ttft_ms,
-        prefill_ms: caller.prefill_ms,
-        decode_ms: g.decode_ms,
-        decode_tokens_per_s: if g.decode_ms > 0 {
-            f64::from(g.completion_tokens) * 1000.0 / g.decode_ms as f64
-        } else {
-            0.0
-        },
-        total_ms: started.elapsed().as_millis() as u64,
-    };
+    let timings = Timings::of_answer(&g, before_final + g.ttft_ms, caller.prefill_ms, started);
     let usage = caller.usage;
     let mut result = finish(&docs, opts, g.text, usage, reports, timings, engine_name, model);
     result.recheck = recheck;
+    result.plan = plan;
     Ok(result)
 }
 
@@ -423,139 +485,6 @@ fn answer_citations(answer: &str, question: &str, index: &CorpusIndex<'_>) -> Ve
     citations
 }
 
-/// Whether two answers can be generated together: the same sampling,
-/// limits, stops and schema.
-fn same_generation(a: &GenerateParams, b: &GenerateParams) -> bool {
-    a.max_tokens == b.max_tokens
-        && a.temperature.to_bits() == b.temperature.to_bits()
-        && a.seed == b.seed
-        && a.repeat_penalty.to_bits() == b.repeat_penalty.to_bits()
-        && a.stop == b.stop
-        && a.json_schema == b.json_schema
-}
-
-/// Answers several questions over one corpus. Those whose corpus fits one
-/// window and that are answered with the same settings go to the engine
-/// together ([`Engine::generate_forked`]): the corpus is read (or
-/// restored) once and every question forks its KV. The others are asked
-/// one by one. Results come in the order of `opts`.
-pub fn ask_many(
-    corpus: &mut Corpus,
-    engine: &mut dyn Engine,
-    opts: &[AskOptions],
-    on_event: &mut dyn FnMut(TaskEvent<'_>),
-) -> Vec<Result<AskResult, TaskError>> {
-    let mut results: Vec<Option<Result<AskResult, TaskError>>> = opts.iter().map(|_| None).collect();
-    let mut together: Vec<(usize, Prepared)> = Vec::new();
-    for (i, o) in opts.iter().enumerate() {
-        match prepare(corpus, &*engine, o) {
-            Ok(p) if p.windows.len() == 1 => together.push((i, p)),
-            Ok(_) => results[i] = Some(ask(corpus, engine, o, on_event)),
-            Err(e) => results[i] = Some(Err(e)),
-        }
-    }
-    while !together.is_empty() {
-        let params = together[0].1.answer_params().clone();
-        let (group, rest): (Vec<_>, Vec<_>) = together
-            .into_iter()
-            .partition(|(_, p)| same_generation(p.answer_params(), &params));
-        together = rest;
-        let conversations: Vec<Vec<ChatMessage>> = group.iter().map(|(_, p)| p.answer_messages()).collect();
-        let of = group.len();
-        let mut first_event = true;
-        let forked = engine.generate_forked(&conversations, &params, &mut |_, e| {
-            if let EngineEvent::Prefill { done, total } = e {
-                if std::mem::take(&mut first_event) {
-                    on_event(TaskEvent::Step {
-                        step: Step::Answer,
-                        index: 0,
-                        of,
-                        prompt_tokens: total,
-                    });
-                }
-                on_event(TaskEvent::Prefill { done, total });
-            }
-        });
-        match forked {
-            Ok(generations) => {
-                for ((i, p), g) in group.into_iter().zip(generations) {
-                    let usage = Usage {
-                        prompt_tokens: u64::from(g.prompt_tokens),
-                        completion_tokens: u64::from(g.completion_tokens),
-                        total_tokens: u64::from(g.prompt_tokens) + u64::from(g.completion_tokens),
-                        calls: 1,
-                        kv: g.kv,
-                    };
-                    let timings = Timings {
-                        ttft_ms: g.ttft_ms,
-                        prefill_ms: g.prefill_ms,
-                        decode_ms: g.decode_ms,
-                        decode_tokens_per_s: if g.decode_ms > 0 {
-                            f64::from(g.completion_tokens) * 1000.0 / g.decode_ms as f64
-                        } else {
-                            0.0
-                        },
-                        total_ms: p.started.elapsed().as_millis() as u64,
-                    };
-                    // The same check as a question asked alone, one by one.
-                    let window = p.windows[0].render(&p.blocks, &p.salt);
-                    let (g, usage, recheck) = match (
-                        opts[i].schema.is_none(),
-                        recheck_messages(&p.docs, &p.system, &window, &opts[i].question, &g.text),
-                    ) {
-                        (true, Some((msgs, lines))) => {
-                            let mut caller = Caller {
-                                engine: &mut *engine,
-                                params: &params,
-                                on_event: &mut *on_event,
-                                usage,
-                                prefill_ms: 0,
-                            };
-                            match caller.call(&msgs, Step::Recheck, 0, 1, false) {
-                                Ok(second) => (
-                                    second,
-                                    caller.usage,
-                                    Some(Recheck {
-                                        first_answer: g.text,
-                                        lines,
-                                    }),
-                                ),
-                                Err(e) => {
-                                    results[i] = Some(Err(e));
-                                    continue;
-                                }
-                            }
-                        }
-                        _ => (g, usage, None),
-                    };
-                    let mut result = finish(
-                        &p.docs,
-                        &opts[i],
-                        g.text,
-                        usage,
-                        p.reports,
-                        timings,
-                        p.engine_name,
-                        p.model,
-                    );
-                    result.recheck = recheck;
-                    results[i] = Some(Ok(result));
-                }
-            }
-            // Asked one by one, each failure is its own.
-            Err(_) => {
-                for (i, _) in group {
-                    results[i] = Some(ask(corpus, engine, &opts[i], on_event));
-                }
-            }
-        }
-    }
-    results
-        .into_iter()
-        .map(|r| r.expect("every question is answered or failed"))
-        .collect()
-}
-
 /// The system message holding a whole corpus, for a chat that names one:
 /// the preamble and every document, laid out as `ask` lays them out (so
 /// the two share a KV prefix). The corpus must fit one window with room
@@ -576,77 +505,6 @@ pub fn corpus_message(corpus: &mut Corpus, engine: &dyn Engine, answer_tokens: u
     }
     let mut msgs = messages(&system, &windows[0].render(&blocks, &salt), "");
     Ok(msgs.remove(0))
-}
-
-/// Map notes laid out as data blocks, like documents (they quote the
-/// corpus, so they get the same boundary protection).
-fn notes_body(notes: &[String], salt: &str) -> String {
-    // One data block holding a numbered list: the notes quote the corpus,
-    // so they stay inside a salted boundary, but as one block; given one
-    // block per note, the default model echoed the block format instead of
-    // answering.
-    let list: String = notes
-        .iter()
-        .enumerate()
-        .map(|(i, note)| format!("{}. {}\n", i + 1, note.trim()))
-        .collect();
-    data_block("notes from every part of the corpus", &list, salt)
-}
-
-/// While all notes together do not fit one prompt, combine them in groups
-/// that do (each group's answer becomes a note of the next round).
-fn reduce_until_fits(
-    caller: &mut Caller<'_, '_, '_>,
-    system: &str,
-    salt: &str,
-    mut notes: Vec<String>,
-    task: &str,
-) -> Result<Vec<String>, TaskError> {
-    let context = caller.engine.capabilities().context_length;
-    let answer = caller.params.max_tokens;
-    let fits = |engine: &dyn Engine, group: &[String]| -> Result<bool, TaskError> {
-        Ok(
-            engine.count_chat_tokens(&messages(system, &Content::text(notes_body(group, salt)), task))? + answer
-                <= context,
-        )
-    };
-    while !fits(&*caller.engine, &notes)? {
-        let mut groups: Vec<Vec<String>> = Vec::new();
-        let mut current: Vec<String> = Vec::new();
-        for note in notes.drain(..) {
-            current.push(note);
-            if current.len() > 1 && !fits(&*caller.engine, &current)? {
-                let last = current.pop().expect("pushed above");
-                groups.push(std::mem::take(&mut current));
-                current.push(last);
-            }
-        }
-        groups.push(current);
-        if groups.iter().any(|g| g.len() == 1) && groups.len() == 1 {
-            let tokens = caller.engine.count_chat_tokens(&messages(
-                system,
-                &Content::text(notes_body(&groups[0], salt)),
-                task,
-            ))?;
-            return Err(TaskError::NotesTooLarge { notes: 1, tokens });
-        }
-        let rounds = groups.len();
-        for (i, group) in groups.iter().enumerate() {
-            let msgs = messages(system, &Content::text(notes_body(group, salt)), task);
-            let text = caller
-                .call(&msgs, Step::Reduce, i, rounds, false)?
-                .text
-                .trim()
-                .to_owned();
-            if !is_nothing(&text) {
-                notes.push(text);
-            }
-        }
-        if notes.is_empty() {
-            notes.push(NOT_FOUND.to_owned());
-        }
-    }
-    Ok(notes)
 }
 
 /// Whether a map step said its window holds nothing relevant.
@@ -698,5 +556,6 @@ fn finish(
         engine,
         model,
         recheck: None,
+        plan: None,
     }
 }
