@@ -13,11 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pdfwrite import write_pdf  # noqa: E402
-
-
-def escape(s):
-    return s.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+from pdfwrite import escape, write_pdf  # noqa: E402
 
 
 def main():

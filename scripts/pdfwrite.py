@@ -1,6 +1,11 @@
 """The byte layout every PDF the fixture scripts write shares: numbered
 objects, the cross-reference table, and the trailer. Used by
-make-text-pdf.py and make-scanned-pdf.py."""
+make-text-pdf.py, make-scanned-pdf.py and make-layout-pdfs.py."""
+
+
+def escape(s):
+    """`s` as the body of a PDF literal string."""
+    return s.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
 def write_pdf(path, objects, root, trailer_extra=b""):

@@ -73,8 +73,8 @@ pub const MAX_PDF_BYTES: u64 = 64 * 1024 * 1024;
 /// the rest as skipped, so a mistaken `scout ingest /` cannot fill the disk.
 pub const MAX_CORPUS_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
-/// pdf-extract has no time limit of its own and some broken PDFs make it
-/// spin; past this the document is reported as timed out and the run goes on.
+/// The PDF parsers have no time limit of their own and some broken PDFs make
+/// them spin; past this the document is reported as timed out and the run goes on.
 pub const PDF_EXTRACT_SECONDS: u64 = 30;
 
 /// A text segment is at most this many lines: small enough that a window can

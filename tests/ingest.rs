@@ -354,6 +354,44 @@ fn pdf_bookmarks_become_sections_and_encrypted_pdfs_a_clear_error() {
 }
 
 #[test]
+fn encrypted_pdfs_open_with_the_empty_password_or_the_one_in_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |password: Option<&str>| {
+        let corpus = dir.path().join(format!("c-{}.db", password.unwrap_or("none")));
+        let mut cmd = scout(dir.path());
+        cmd.args(["ingest", "--no-tokens", "--json", "--corpus"])
+            .arg(&corpus)
+            .arg(data("pdf-encryption"))
+            .env_remove(scout::ingest::pdf::PASSWORD_VAR);
+        if let Some(p) = password {
+            cmd.env(scout::ingest::pdf::PASSWORD_VAR, p);
+        }
+        cmd.output().unwrap()
+    };
+    // RC4 40/128 and AES 128/256 with an empty user password: read.
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(2), "one file needs a password");
+    let s = json(&out);
+    assert_eq!(s["by_kind"]["pdf"], 4, "{s:#}");
+    assert_eq!(s["skipped"]["pdf_encrypted"], 1, "{s:#}");
+    assert!(
+        s["skips"][0]["detail"].as_str().unwrap().contains("SCOUT_PDF_PASSWORD"),
+        "{s:#}"
+    );
+    let wrong = json(&run(Some("guess")));
+    assert!(
+        wrong["skips"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not open it"),
+        "{wrong:#}"
+    );
+    let right = run(Some("s3cret"));
+    assert_eq!(right.status.code(), Some(0), "{}", text(&right.stderr));
+    assert_eq!(json(&right)["by_kind"]["pdf"], 5);
+}
+
+#[test]
 fn without_tesseract_images_are_kept_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("c.db");

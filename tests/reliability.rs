@@ -137,19 +137,19 @@ fn r06_a_file_over_the_size_cap_is_skipped_before_reading() {
     );
 }
 
-/// Case 10: a PDF that makes the text extractor panic (a content stream
-/// that uses a font the page does not have): caught in the worker, the
-/// document typed `pdf_panic`, exit 2, the rest ingested.
+/// Case 10: a PDF that made pdf-extract panic (a content stream that uses
+/// a font the page does not have). `pdf_oxide` reads it; its page has so
+/// little text that pdf-extract is asked too, panics, and the panic is
+/// caught: the document is read, nothing stops.
 #[test]
-fn r10_a_pdf_that_panics_the_extractor_is_a_typed_failure() {
+fn r10_a_pdf_that_panicked_pdf_extract_is_read_and_the_panic_caught() {
     let (_dir, root) = tree();
     let bytes = one_page_pdf(b"BT /F9 12 Tf 72 700 Td (x) Tj ET", "", &[]);
     std::fs::write(root.join("panics.pdf"), bytes).unwrap();
     let (code, s, _) = ingest(&root, &[]);
-    assert_eq!(code, Some(2));
-    assert_eq!(s["documents"], 1, "ok.txt is still read: {s:#}");
-    assert_eq!(s["skipped"]["pdf_panic"], 1, "{s:#}");
-    assert!(skip_detail(&s, "pdf_panic").starts_with("parser panicked"), "{s:#}");
+    assert_eq!(code, Some(0), "{s:#}");
+    assert_eq!(s["documents"], 2, "ok.txt and the PDF: {s:#}");
+    assert!(s["skips"].as_array().unwrap().is_empty(), "{s:#}");
 }
 
 /// Case 11: a page that is its own parent (the fuzzer found that it sent

@@ -15,7 +15,7 @@ fuzz_target!(
     init: {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if std::thread::current().name() != Some("pdf-extract") {
+            if std::thread::current().name() != Some("pdf-parser") {
                 default(info);
                 std::process::abort();
             }

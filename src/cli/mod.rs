@@ -197,6 +197,9 @@ struct WalkArgs {
     #[arg(long)]
     keep_secrets: bool,
     /// Seconds one PDF may take to parse before it is reported as timed out.
+    /// (Encrypted PDFs open with the empty password, as in a viewer; for one
+    /// that needs a password, put it in the environment variable
+    /// `SCOUT_PDF_PASSWORD`, never on the command line, where `ps` shows it.)
     #[arg(long, value_name = "SECONDS", default_value_t = crate::limits::PDF_EXTRACT_SECONDS)]
     pdf_timeout: u64,
     /// Milliseconds the outline parser (tree-sitter) may spend on one source file; past

@@ -3,7 +3,7 @@
 //! as JPEG as they are or wrapped as PNG.
 //!
 //! In: a checked lopdf document. Out: [`Structure`].
-//! Never extracts page text (pdf-extract does).
+//! Never extracts page text (`text` does).
 
 use super::checks::deref;
 use super::BLANK_PAGE;
@@ -19,19 +19,27 @@ pub(super) struct Structure {
     pub(super) scans: Vec<(u32, Result<Vec<u8>, String>)>,
 }
 
+/// Why a text-less page has no image to read: lopdf, which takes images
+/// out, does not find the page.
+const UNLISTED_PAGE: &str = "lopdf does not find this page to take its image out";
+
 pub(super) fn structure(doc: &lopdf::Document, textless_pages: &[u32]) -> Structure {
     let page_ids = doc.get_pages();
     let scans = textless_pages
         .iter()
-        .filter_map(|&n| {
-            let id = page_ids.get(&n)?;
+        .map(|&n| {
+            // A page the text extractors found where lopdf's page tree has
+            // none (a damaged file): counted, its image out of reach.
+            let Some(id) = page_ids.get(&n) else {
+                return (n, Err(UNLISTED_PAGE.to_owned()));
+            };
             let images = doc.get_page_images(*id).unwrap_or_default();
             // Neither text nor an image: a blank page, or one whose content
             // a damaged file lost. Counted, never passed over in silence.
             let Some(largest) = images.iter().max_by_key(|i| i.width.max(0) * i.height.max(0)) else {
-                return Some((n, Err(BLANK_PAGE.to_owned())));
+                return (n, Err(BLANK_PAGE.to_owned()));
             };
-            Some((n, page_image(largest, MAX_SCAN_PIXELS)))
+            (n, page_image(largest, MAX_SCAN_PIXELS))
         })
         .collect();
     let toc = bookmarks(doc, &page_ids);

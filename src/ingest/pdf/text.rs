@@ -1,0 +1,258 @@
+//! Page text: `pdf_oxide` first, pdf-extract for what `pdf_oxide` cannot read.
+//!
+//! `pdf_oxide` reads each page on its own, in reading order (columns one after
+//! the other), with encryption (RC4 40/128, AES 128/256) and predefined CJK
+//! character maps. A page where it detects a table is written as Markdown, the table
+//! as a Markdown table. pdf-extract, which reads the whole document at once, is
+//! the fallback: for a document `pdf_oxide` cannot open or count the pages of,
+//! and for a page `pdf_oxide` errs or panics on or finds next to no text on,
+//! where pdf-extract finds more. Both run under `catch_unwind`: a panic in
+//! either is a fact about this file, never the end of the run.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use pdf_oxide::converters::ConversionOptions;
+use pdf_oxide::document::PdfDocument;
+
+/// The environment variable that holds the password of encrypted PDFs that
+/// an empty password does not open. An environment variable, never an
+/// argument: arguments show in `ps`.
+pub const PASSWORD_VAR: &str = "SCOUT_PDF_PASSWORD";
+
+/// Why no text came out of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextFailure {
+    /// Encrypted, and neither the empty password nor the one given opens it.
+    Locked(String),
+    /// Neither extractor could read it.
+    Unreadable(String),
+    /// Neither extractor could read it, and one of them panicked.
+    Panicked(String),
+}
+
+/// The text of every page of the PDF in `bytes`, in page order. A page
+/// with fewer than `thin` visible characters from `pdf_oxide` is offered to
+/// pdf-extract too.
+pub fn page_texts(bytes: &[u8], password: Option<&str>, thin: usize) -> Result<Vec<String>, TextFailure> {
+    let mut fallback = Fallback::new(bytes, password);
+    let doc = match catch_unwind(AssertUnwindSafe(|| PdfDocument::from_bytes(bytes.to_vec()))) {
+        Ok(Ok(doc)) => doc,
+        Ok(Err(e)) => return fallback.whole(&format!("pdf_oxide: {e}")),
+        Err(panic) => return fallback.whole(&format!("pdf_oxide panicked: {}", crate::panic_message(panic.as_ref()))),
+    };
+    if doc.is_encrypted() {
+        unlock(&doc, password)?;
+    }
+    if let Err(why) = check_page_tree(&doc) {
+        // Not a tree as pdf_oxide reads it: pdf-extract's reading (behind
+        // lopdf's own page-tree check) or a typed failure, never the walk.
+        return fallback.whole(&why);
+    }
+    let count = match catch_unwind(AssertUnwindSafe(|| doc.page_count())) {
+        Ok(Ok(n)) if n > 0 => n,
+        Ok(Ok(_)) => return fallback.whole("pdf_oxide found no pages"),
+        // Encrypted, though the trailer pdf_oxide read first did not say so.
+        Ok(Err(pdf_oxide::error::Error::EncryptedPdf)) => {
+            return fallback
+                .whole("pdf_oxide: encrypted")
+                .map_err(|_| TextFailure::Locked(locked_message(password)));
+        }
+        Ok(Err(e)) => return fallback.whole(&format!("pdf_oxide: {e}")),
+        Err(panic) => return fallback.whole(&format!("pdf_oxide panicked: {}", crate::panic_message(panic.as_ref()))),
+    };
+    let mut pages = Vec::with_capacity(count);
+    for index in 0..count {
+        let text = catch_unwind(AssertUnwindSafe(|| page_text(&doc, index)))
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let text = if visible(&text) < thin {
+            match fallback.page(index, count) {
+                Some(other) if visible(&other) > visible(&text) => other,
+                _ => text,
+            }
+        } else {
+            text
+        };
+        pages.push(text);
+    }
+    Ok(pages)
+}
+
+/// One page's text; a page with a table `pdf_oxide` takes for a real grid is
+/// written as Markdown, so the table stays a table.
+fn page_text(doc: &PdfDocument, index: usize) -> pdf_oxide::error::Result<String> {
+    let text = doc.extract_text(index)?;
+    if !may_hold_a_table(&text) {
+        return Ok(text);
+    }
+    let grids = doc
+        .extract_tables(index)
+        .map(|t| t.iter().any(pdf_oxide::structure::Table::is_real_grid));
+    if !matches!(grids, Ok(true)) {
+        return Ok(text);
+    }
+    let options = ConversionOptions {
+        extract_tables: true,
+        ..ConversionOptions::default()
+    };
+    match doc.to_markdown(index, &options) {
+        Ok(markdown) if markdown.lines().any(is_table_rule) => Ok(markdown),
+        _ => Ok(text),
+    }
+}
+
+/// Whether a page's plain text has room for a table: two rows of two
+/// cells at least. The table detection it guards is not cheap.
+fn may_hold_a_table(text: &str) -> bool {
+    text.lines()
+        .filter(|line| line.split_whitespace().nth(1).is_some())
+        .nth(1)
+        .is_some()
+}
+
+/// A Markdown table's rule under its header: `|---|---|`.
+fn is_table_rule(line: &str) -> bool {
+    let line = line.trim();
+    line.starts_with('|') && line.contains("---") && line.chars().all(|c| matches!(c, '|' | '-' | ':' | ' '))
+}
+
+/// Intermediate nodes of a page tree past this many: refused.
+const MAX_PAGE_TREE_NODES: usize = 1 << 20;
+
+/// Whether a page tree (as `pdf_oxide` reads it, with its rebuilt
+/// cross-reference table) reaches a node of kids twice; such a document is
+/// left to pdf-extract. `pdf_oxide`
+/// counts pages by walking the tree to a depth of 50 without remembering
+/// where it has been: a node listed twice among its own kids made that walk
+/// take 2^50 steps (the fuzzer's find, `fuzz/seeds/pdf/kids-twice.pdf`).
+/// lopdf's check in `checks` cannot see this when lopdf cannot load the file.
+fn check_page_tree(doc: &PdfDocument) -> Result<(), String> {
+    let Some(root) = doc.catalog().ok().and_then(|c| {
+        c.as_dict()
+            .and_then(|d| d.get("Pages"))
+            .and_then(pdf_oxide::object::Object::as_reference)
+    }) else {
+        return Ok(());
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![root];
+    while let Some(node) = stack.pop() {
+        let Ok(object) = doc.load_object(node) else { continue };
+        let Some(kids) = object.as_dict().and_then(|d| d.get("Kids")).and_then(|k| k.as_array()) else {
+            continue; // a page, or a node without kids
+        };
+        if !seen.insert(node) {
+            return Err(format!(
+                "cyclic page tree: the node of kids {} {} R is reached twice",
+                node.id, node.gen
+            ));
+        }
+        if seen.len() > MAX_PAGE_TREE_NODES {
+            return Err(format!("page tree of more than {MAX_PAGE_TREE_NODES} nodes"));
+        }
+        stack.extend(kids.iter().filter_map(pdf_oxide::object::Object::as_reference));
+    }
+    Ok(())
+}
+
+/// Opens an encrypted document: `pdf_oxide` has tried the empty password
+/// already; where that did not open it, the password given is tried. The
+/// password applies to the files that need one, so one run can read those
+/// and the files an empty password opens alike.
+fn unlock(doc: &PdfDocument, password: Option<&str>) -> Result<(), TextFailure> {
+    if doc.is_authenticated() {
+        return Ok(());
+    }
+    let Some(password) = password else {
+        return Err(TextFailure::Locked(locked_message(None)));
+    };
+    match doc.authenticate(password.as_bytes()) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(TextFailure::Locked(locked_message(Some(password)))),
+        Err(e) => Err(TextFailure::Locked(format!(
+            "encrypted PDF that scout cannot decrypt: {e}"
+        ))),
+    }
+}
+
+/// What a locked document needs, given the password tried (if any).
+fn locked_message(password: Option<&str>) -> String {
+    if password.is_some() {
+        format!("encrypted PDF: the password in {PASSWORD_VAR} does not open it")
+    } else {
+        format!("encrypted PDF that needs a password (the empty one does not open it); set {PASSWORD_VAR} to it")
+    }
+}
+
+/// Non-whitespace characters.
+pub(super) fn visible(text: &str) -> usize {
+    text.chars().filter(|c| !c.is_whitespace()).count()
+}
+
+/// pdf-extract over the whole document, run at most once, when first needed.
+struct Fallback<'a> {
+    bytes: &'a [u8],
+    password: Option<&'a str>,
+    pages: Option<Result<Vec<String>, String>>,
+}
+
+impl<'a> Fallback<'a> {
+    fn new(bytes: &'a [u8], password: Option<&'a str>) -> Self {
+        Self {
+            bytes,
+            password,
+            pages: None,
+        }
+    }
+
+    fn run(&mut self) -> &Result<Vec<String>, String> {
+        let (bytes, password) = (self.bytes, self.password);
+        self.pages.get_or_insert_with(|| {
+            let attempt = |password: Option<&str>| {
+                catch_unwind(AssertUnwindSafe(|| match password {
+                    Some(p) => pdf_extract::extract_text_from_mem_by_pages_encrypted(bytes, p),
+                    None => pdf_extract::extract_text_from_mem_by_pages(bytes),
+                }))
+            };
+            let outcome = match password {
+                Some(p) => match attempt(Some(p)) {
+                    Ok(Ok(pages)) => Ok(Ok(pages)),
+                    _ => attempt(None),
+                },
+                None => attempt(None),
+            };
+            match outcome {
+                Ok(Ok(pages)) => Ok(pages),
+                Ok(Err(e)) => Err(format!("pdf-extract: {e}")),
+                Err(panic) => Err(format!(
+                    "pdf-extract panicked: {}",
+                    crate::panic_message(panic.as_ref())
+                )),
+            }
+        })
+    }
+
+    /// Page `index` of `count` by pdf-extract, where it sees as many pages.
+    fn page(&mut self, index: usize, count: usize) -> Option<String> {
+        match self.run() {
+            Ok(pages) if pages.len() == count => pages.get(index).cloned(),
+            _ => None,
+        }
+    }
+
+    /// The whole document by pdf-extract, after `pdf_oxide` failed as `why`.
+    fn whole(&mut self, why: &str) -> Result<Vec<String>, TextFailure> {
+        match self.run() {
+            // Pages without text are still pages: scans, for OCR.
+            Ok(pages) if !pages.is_empty() => Ok(pages.clone()),
+            Ok(_) => Err(TextFailure::Unreadable(format!(
+                "{why}; pdf-extract found no pages either"
+            ))),
+            Err(e) if e.contains("panicked") || why.contains("panicked") => {
+                Err(TextFailure::Panicked(format!("{why}; {e}")))
+            }
+            Err(e) => Err(TextFailure::Unreadable(format!("{why}; {e}"))),
+        }
+    }
+}
