@@ -67,19 +67,10 @@ fn truncated_and_bad_xref_pdfs_are_typed_errors_or_recovered() {
     ))
     .unwrap();
     let limit = Duration::from_secs(10);
-    let summary = |r: &Result<PdfContent, PdfFailure>| match r {
-        Ok(c) => format!(
-            "{} pages, {:?}",
-            c.pages.len(),
-            c.pages.iter().map(|p| visible(&p.text)).collect::<Vec<_>>()
-        ),
-        Err(e) => format!("{:?}: {}", e.reason, e.detail),
-    };
     // Cut in half: pdf_oxide rebuilds the cross-reference table and
     // recovers the first page, which is whole. Each case is read or a
     // typed `pdf_error`, never a panic.
     let cut = extract_pages("cut.pdf", good[..good.len() / 2].to_vec(), limit);
-    eprintln!("cut: {}", summary(&cut));
     // startxref pointing past the end of the file.
     let at = good.windows(9).rposition(|w| w == b"startxref").unwrap();
     let end = at + 10 + good[at + 10..].iter().position(|&b| b == b'\n').unwrap();
@@ -87,7 +78,6 @@ fn truncated_and_bad_xref_pdfs_are_typed_errors_or_recovered() {
     bad.extend_from_slice(b"startxref\n999999");
     bad.extend_from_slice(&good[end..]);
     let xref = extract_pages("xref.pdf", bad, limit);
-    eprintln!("xref: {}", summary(&xref));
     // Every xref offset 1,000 bytes off.
     let table = good.windows(5).position(|w| w == b"xref\n").unwrap();
     let mut shifted = good.clone();
@@ -102,7 +92,6 @@ fn truncated_and_bad_xref_pdfs_are_typed_errors_or_recovered() {
     }
     assert_ne!(shifted, good);
     let shifted = extract_pages("shifted.pdf", shifted, limit);
-    eprintln!("shifted: {}", summary(&shifted));
     for r in [&cut, &xref, &shifted] {
         if let Err(e) = r {
             assert_eq!(e.reason, SkipReason::PdfError, "{e:?}");

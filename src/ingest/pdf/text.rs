@@ -37,35 +37,45 @@ pub fn page_texts(bytes: &[u8], password: Option<&str>, thin: usize) -> Result<V
     let mut fallback = Fallback::new(bytes, password);
     let doc = match catch_unwind(AssertUnwindSafe(|| PdfDocument::from_bytes(bytes.to_vec()))) {
         Ok(Ok(doc)) => doc,
-        Ok(Err(e)) => return fallback.whole(&format!("pdf_oxide: {e}")),
-        Err(panic) => return fallback.whole(&format!("pdf_oxide panicked: {}", crate::panic_message(panic.as_ref()))),
+        Ok(Err(e)) => return fallback.whole(&format!("pdf_oxide: {e}"), false),
+        Err(panic) => return fallback.whole(&oxide_panic(panic.as_ref()), true),
     };
     if doc.is_encrypted() {
         unlock(&doc, password)?;
     }
-    if let Err(why) = check_page_tree(&doc) {
+    if let Err(why) = check_oxide_page_tree(&doc) {
         // Not a tree as pdf_oxide reads it: pdf-extract's reading (behind
         // lopdf's own page-tree check) or a typed failure, never the walk.
-        return fallback.whole(&why);
+        return fallback.whole(&why, false);
     }
     let count = match catch_unwind(AssertUnwindSafe(|| doc.page_count())) {
         Ok(Ok(n)) if n > 0 => n,
-        Ok(Ok(_)) => return fallback.whole("pdf_oxide found no pages"),
+        Ok(Ok(_)) => return fallback.whole("pdf_oxide found no pages", false),
         // Encrypted, though the trailer pdf_oxide read first did not say so.
         Ok(Err(pdf_oxide::error::Error::EncryptedPdf)) => {
             return fallback
-                .whole("pdf_oxide: encrypted")
+                .whole("pdf_oxide: encrypted", false)
                 .map_err(|_| TextFailure::Locked(locked_message(password)));
         }
-        Ok(Err(e)) => return fallback.whole(&format!("pdf_oxide: {e}")),
-        Err(panic) => return fallback.whole(&format!("pdf_oxide panicked: {}", crate::panic_message(panic.as_ref()))),
+        Ok(Err(e)) => return fallback.whole(&format!("pdf_oxide: {e}"), false),
+        Err(panic) => return fallback.whole(&oxide_panic(panic.as_ref()), true),
     };
     let mut pages = Vec::with_capacity(count);
     for index in 0..count {
-        let text = catch_unwind(AssertUnwindSafe(|| page_text(&doc, index)))
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        // A page pdf_oxide errs or panics on is left to pdf-extract below;
+        // where that finds nothing either, it is a text-less page, counted
+        // as a blank or scanned page by the caller.
+        let text = match catch_unwind(AssertUnwindSafe(|| page_text(&doc, index))) {
+            Ok(Ok(text)) => text,
+            Ok(Err(e)) => {
+                tracing::warn!("pdf_oxide could not read page {}: {e}", index + 1);
+                String::new()
+            }
+            Err(panic) => {
+                tracing::warn!("page {}: {}", index + 1, oxide_panic(panic.as_ref()));
+                String::new()
+            }
+        };
         let text = if visible(&text) < thin {
             match fallback.page(index, count) {
                 Some(other) if visible(&other) > visible(&text) => other,
@@ -127,7 +137,7 @@ const MAX_PAGE_TREE_NODES: usize = 1 << 20;
 /// where it has been: a node listed twice among its own kids made that walk
 /// take 2^50 steps (the fuzzer's find, `fuzz/seeds/pdf/kids-twice.pdf`).
 /// lopdf's check in `checks` cannot see this when lopdf cannot load the file.
-fn check_page_tree(doc: &PdfDocument) -> Result<(), String> {
+fn check_oxide_page_tree(doc: &PdfDocument) -> Result<(), String> {
     let Some(root) = doc.catalog().ok().and_then(|c| {
         c.as_dict()
             .and_then(|d| d.get("Pages"))
@@ -176,6 +186,11 @@ fn unlock(doc: &PdfDocument, password: Option<&str>) -> Result<(), TextFailure> 
     }
 }
 
+/// How a `pdf_oxide` panic is reported.
+fn oxide_panic(panic: &(dyn std::any::Any + Send)) -> String {
+    format!("pdf_oxide panicked: {}", crate::panic_message(panic))
+}
+
 /// What a locked document needs, given the password tried (if any).
 fn locked_message(password: Option<&str>) -> String {
     if password.is_some() {
@@ -190,11 +205,17 @@ pub(super) fn visible(text: &str) -> usize {
     text.chars().filter(|c| !c.is_whitespace()).count()
 }
 
+/// Why pdf-extract gave no pages, and whether it panicked.
+struct FallbackFailure {
+    detail: String,
+    panicked: bool,
+}
+
 /// pdf-extract over the whole document, run at most once, when first needed.
 struct Fallback<'a> {
     bytes: &'a [u8],
     password: Option<&'a str>,
-    pages: Option<Result<Vec<String>, String>>,
+    pages: Option<Result<Vec<String>, FallbackFailure>>,
 }
 
 impl<'a> Fallback<'a> {
@@ -206,7 +227,7 @@ impl<'a> Fallback<'a> {
         }
     }
 
-    fn run(&mut self) -> &Result<Vec<String>, String> {
+    fn run(&mut self) -> &Result<Vec<String>, FallbackFailure> {
         let (bytes, password) = (self.bytes, self.password);
         self.pages.get_or_insert_with(|| {
             let attempt = |password: Option<&str>| {
@@ -224,11 +245,14 @@ impl<'a> Fallback<'a> {
             };
             match outcome {
                 Ok(Ok(pages)) => Ok(pages),
-                Ok(Err(e)) => Err(format!("pdf-extract: {e}")),
-                Err(panic) => Err(format!(
-                    "pdf-extract panicked: {}",
-                    crate::panic_message(panic.as_ref())
-                )),
+                Ok(Err(e)) => Err(FallbackFailure {
+                    detail: format!("pdf-extract: {e}"),
+                    panicked: false,
+                }),
+                Err(panic) => Err(FallbackFailure {
+                    detail: format!("pdf-extract panicked: {}", crate::panic_message(panic.as_ref())),
+                    panicked: true,
+                }),
             }
         })
     }
@@ -241,18 +265,17 @@ impl<'a> Fallback<'a> {
         }
     }
 
-    /// The whole document by pdf-extract, after `pdf_oxide` failed as `why`.
-    fn whole(&mut self, why: &str) -> Result<Vec<String>, TextFailure> {
+    /// The whole document by pdf-extract, after `pdf_oxide` failed as `why`
+    /// (`oxide_panicked`: by panicking).
+    fn whole(&mut self, why: &str, oxide_panicked: bool) -> Result<Vec<String>, TextFailure> {
         match self.run() {
             // Pages without text are still pages: scans, for OCR.
             Ok(pages) if !pages.is_empty() => Ok(pages.clone()),
             Ok(_) => Err(TextFailure::Unreadable(format!(
                 "{why}; pdf-extract found no pages either"
             ))),
-            Err(e) if e.contains("panicked") || why.contains("panicked") => {
-                Err(TextFailure::Panicked(format!("{why}; {e}")))
-            }
-            Err(e) => Err(TextFailure::Unreadable(format!("{why}; {e}"))),
+            Err(e) if e.panicked || oxide_panicked => Err(TextFailure::Panicked(format!("{why}; {}", e.detail))),
+            Err(e) => Err(TextFailure::Unreadable(format!("{why}; {}", e.detail))),
         }
     }
 }
