@@ -55,10 +55,16 @@ pub const MAX_PDF_BOOKMARKS: usize = 100_000;
 /// text extractors follow them by recursion (real documents nest a few).
 pub const MAX_PDF_FORM_DEPTH: usize = 64;
 
-/// The disk tier of the KV cache: saved prompt prefixes past this are
-/// removed, least recently used first (the default model's KV for a full
-/// 8k context is about 190 MB).
+/// The disk tier of the KV cache where the cache folder's free space cannot
+/// be read: saved prompt prefixes past this are removed, least recently
+/// used first (the default model's KV for a full 8k context is about
+/// 190 MB). Otherwise the tier takes a quarter of the free space, up to
+/// [`KV_DISK_MAX_BYTES`].
 pub const KV_DISK_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+/// The most the disk tier takes by default, however much is free: 256 GiB
+/// hold about 1.4M tokens of Llama 4 Scout's KV at bf16.
+pub const KV_DISK_MAX_BYTES: u64 = 256 * 1024 * 1024 * 1024;
 
 /// Address space a PDF worker process may use: far more than any sane PDF
 /// needs, far less than the machine has, so a decompression bomb fails

@@ -2,18 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::util::{data, json, model, scout, text};
-
-fn ask(cache: &std::path::Path, source: &std::path::Path, question: &str, extra: &[&str]) -> std::process::Output {
-    scout(cache)
-        .args(["ask", "--json", "--threads", "1", "--model"])
-        .arg(model())
-        .args(extra)
-        .arg(source)
-        .arg(question)
-        .output()
-        .unwrap()
-}
+use crate::util::{ask, data, json, model, scout, text};
 
 fn valid_paths(result: &serde_json::Value) -> Vec<String> {
     result["citations"]
@@ -325,53 +314,6 @@ fn a_quantized_kv_cache_in_host_memory_still_finds_the_needle() {
 }
 
 #[test]
-fn a_second_question_restores_the_corpus_kv_from_disk_and_answers_the_same() {
-    let dir = tempfile::tempdir().unwrap();
-    let q = "What is the vault unseal phrase?";
-    let run = |extra: &[&str]| {
-        let out = ask(dir.path(), &data("needle"), q, extra);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        (json(&out), text(&out.stderr))
-    };
-    let (cold, _) = run(&[]);
-    assert_eq!(cold["kv"]["restored_tokens"], 0);
-    assert!(
-        cold["kv"]["saved_bytes"].as_u64().unwrap() > 1_000_000,
-        "{:#}",
-        cold["kv"]
-    );
-    let (warm, _) = run(&[]);
-    let restored = warm["kv"]["restored_tokens"].as_u64().unwrap();
-    let prefilled = warm["kv"]["prefilled_tokens"].as_u64().unwrap();
-    assert!(restored > 400 && prefilled < 40, "{:#}", warm["kv"]);
-    assert_eq!(restored + prefilled, warm["usage"]["prompt_tokens"].as_u64().unwrap());
-    assert_eq!(
-        warm["answer"], cold["answer"],
-        "greedy output after a restore equals a fresh prefill"
-    );
-    // Another KV type is another key: prefilled, not read into the wrong cache.
-    let (other, _) = run(&["--kv-type", "q8_0"]);
-    assert_eq!(other["kv"]["restored_tokens"], 0);
-    // A damaged state file is found, reported and ignored.
-    for entry in std::fs::read_dir(dir.path().join("kv")).unwrap().flatten() {
-        if entry.path().extension().is_some_and(|x| x == "kv") {
-            let bytes = std::fs::read(entry.path()).unwrap();
-            std::fs::write(entry.path(), &bytes[..bytes.len() / 2]).unwrap();
-        }
-    }
-    let (after, stderr) = run(&[]);
-    assert_eq!(after["kv"]["restored_tokens"], 0, "{stderr}");
-    assert!(stderr.contains("ignored a damaged KV file"), "{stderr}");
-    assert_eq!(after["answer"], cold["answer"]);
-    // --no-kv-cache neither reads nor writes.
-    let (off, _) = run(&["--no-kv-cache"]);
-    assert_eq!(
-        (off["kv"]["restored_tokens"].as_u64(), off["kv"]["saved_bytes"].as_u64()),
-        (Some(0), Some(0))
-    );
-}
-
-#[test]
 fn the_llamacpp_engine_constrains_output_to_a_json_schema() {
     use scout::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions};
     use scout::engine::Engine;
@@ -381,90 +323,6 @@ fn the_llamacpp_engine_constrains_output_to_a_json_schema() {
     let messages = crate::util::port_service_messages();
     let g = e.generate(&messages, &params, &mut |_| {}).unwrap();
     crate::util::assert_port_service_json(&g.text);
-}
-
-/// The host tier: a follow-up in the same process starts from the
-/// prefix's KV kept in memory, and answers exactly as a fresh prefill
-/// does; a corpus whose end changed starts from the whole blocks it shares
-/// with one in memory; under a budget too small for two corpora, the older
-/// one is evicted and read again (never another corpus's KV).
-#[test]
-fn a_follow_up_in_process_reuses_the_prefix_from_memory_and_answers_the_same() {
-    use scout::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions};
-    use scout::engine::{ChatMessage, Engine, GenerateParams, Role};
-    let corpus = |word: &str| {
-        let body: String = (0..60)
-            .map(|i| format!("Line {i}: the warehouse keeps item {i} on shelf {}.\n", i * 7))
-            .collect();
-        format!("{body}The vault unseal phrase is {word}.")
-    };
-    // The same lines after a different first one: no block in common.
-    let unrelated = |word: &str| format!("The vault unseal phrase is {word}.\n{}", corpus(word));
-    let ask = |e: &mut LlamaCppEngine, doc: &str| {
-        let messages = [
-            ChatMessage::new(Role::System, doc),
-            ChatMessage::new(Role::User, "What is the vault unseal phrase?"),
-        ];
-        let params = GenerateParams {
-            max_tokens: 16,
-            ..GenerateParams::default()
-        };
-        e.generate(&messages, &params, &mut |_| {}).unwrap()
-    };
-    let (a, b) = (corpus("amber-falcon-7731"), unrelated("cobalt-heron-2209"));
-    let mut fresh = LlamaCppEngine::load(model(), LlamaCppOptions::default()).unwrap();
-    let reference = ask(&mut fresh, &a);
-    assert_eq!(reference.kv.reused_tokens, 0);
-
-    let options = LlamaCppOptions {
-        kv_host_bytes: 1 << 30,
-        ..LlamaCppOptions::default()
-    };
-    let mut e = LlamaCppEngine::load(model(), options).unwrap();
-    let cold = ask(&mut e, &a);
-    let warm = ask(&mut e, &a);
-    assert_eq!(cold.kv.reused_tokens, 0);
-    assert!(warm.kv.reused_tokens > 400, "{:?}", warm.kv);
-    assert!(warm.kv.prefilled_tokens < 40, "{:?}", warm.kv);
-    assert_eq!(
-        warm.text, reference.text,
-        "greedy output after reuse equals a fresh prefill"
-    );
-    assert_eq!(cold.text, reference.text);
-    // Another corpus is another key: read, not reused.
-    let other = ask(&mut e, &b);
-    assert_eq!(other.kv.reused_tokens, 0);
-    // a with its last line changed shares a's whole blocks of 512 tokens:
-    // those are copied from memory, the rest is read, and the answer is a
-    // fresh prefill's.
-    let edited = corpus("cobalt-heron-2209");
-    let partial = ask(&mut e, &edited);
-    let reused = partial.kv.reused_tokens;
-    assert!(reused >= 512 && reused.is_multiple_of(512), "{:?}", partial.kv);
-    assert_eq!(
-        reused + partial.kv.prefilled_tokens,
-        partial.prompt_tokens,
-        "{:?}",
-        partial.kv
-    );
-    assert_eq!(partial.text, ask(&mut fresh, &edited).text);
-
-    // A budget that holds one prefix: b evicts a, and a is read again.
-    let one = (u64::from(cold.prompt_tokens) * 30_000).max(1);
-    let options = LlamaCppOptions {
-        kv_host_bytes: one,
-        ..LlamaCppOptions::default()
-    };
-    let mut small = LlamaCppEngine::load(model(), options).unwrap();
-    let first = ask(&mut small, &a);
-    let b1 = ask(&mut small, &b);
-    let b2 = ask(&mut small, &b);
-    let again = ask(&mut small, &a);
-    assert_eq!(b1.kv.reused_tokens, 0);
-    assert!(b2.kv.reused_tokens > 400, "the budget holds one prefix: {:?}", b2.kv);
-    assert_eq!((first.kv.evictions, b1.kv.evictions), (0, 1), "b's prefix evicted a's");
-    assert_eq!(again.kv.reused_tokens, 0, "evicted, so read again: {:?}", again.kv);
-    assert_eq!(again.text, first.text);
 }
 
 /// A corpus file of the needle's files and three logs of filler that come

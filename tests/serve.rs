@@ -490,21 +490,36 @@ fn serve_under_load_answers_or_refuses_and_reads_the_corpus_once() {
     );
     assert_eq!(metric(&m, "scout_rejected_total"), refused as u64);
     assert_eq!(metric(&m, "scout_queue_depth"), 0);
-    // The engine's own tier counters: the prefix went into memory once and
-    // every later request found it there. (An engine publishes them after
-    // its answer is sent, so the last one may still be on its way.)
+    // Every call but the first reused the whole corpus prefix, from the
+    // live context that still held it (a resident context) or else from the
+    // host tier, which took it once. (An engine publishes its tier counters
+    // after its answer is sent, so the last one may still be on its way.)
+    let reused_tokens = metric(&m, "scout_kv_reused_tokens_total");
+    assert!(
+        calls > 1 && reused_tokens.is_multiple_of(calls - 1),
+        "{calls} calls: {m}"
+    );
+    let prefix = reused_tokens / (calls - 1);
+    assert!(prefix > 400, "{m}");
+    let from_memory = |m: &str| {
+        metric(m, "scout_kv_resident_tokens_total") + metric(m, "scout_kv_tier_hits_total{tier=\"memory\"}") * prefix
+    };
     let mut m = m;
     for _ in 0..50 {
-        if metric(&m, "scout_kv_tier_hits_total{tier=\"memory\"}") == calls - 1 {
+        if from_memory(&m) == reused_tokens {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
         m = s.call("GET", "/metrics", None, false).1;
     }
     assert_eq!(
-        metric(&m, "scout_kv_tier_hits_total{tier=\"memory\"}"),
-        calls - 1,
+        from_memory(&m),
+        reused_tokens,
         "every call but the first found the corpus in memory: {m}"
+    );
+    assert!(
+        metric(&m, "scout_kv_resident_total") >= 1,
+        "follow-ups read into resident contexts: {m}"
     );
     assert_eq!(metric(&m, "scout_kv_tier_stores_total{tier=\"memory\"}"), 1, "{m}");
     assert_eq!(

@@ -7,6 +7,7 @@ mod attacks;
 mod bench;
 mod cli;
 mod ingest;
+mod kv;
 mod llama4;
 #[cfg(feature = "mistralrs")]
 mod mistralrs;

@@ -21,6 +21,19 @@ pub fn scout(cache: &Path) -> Command {
     cmd
 }
 
+/// `scout ask --json` on the default model, one thread, with `extra`
+/// options.
+pub fn ask(cache: &Path, source: &Path, question: &str, extra: &[&str]) -> std::process::Output {
+    scout(cache)
+        .args(["ask", "--json", "--threads", "1", "--model"])
+        .arg(model())
+        .args(extra)
+        .arg(source)
+        .arg(question)
+        .output()
+        .unwrap()
+}
+
 /// The default model, fetched on first use into the user's real cache so
 /// that it is fetched once per machine, not once per test.
 pub fn model() -> &'static Path {

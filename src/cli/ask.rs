@@ -138,6 +138,7 @@ pub(super) fn run_ask(a: &AskArgs) -> Result<i32> {
                 }
             }
         }
+        TaskEvent::KvKept(k) if verbose => progress.say(&report::sweep::kept_text(k)),
         _ => show_progress(&progress, event),
     });
     progress.clear();
@@ -185,7 +186,10 @@ pub(super) fn show_progress(progress: &Progress, event: TaskEvent<'_>) {
         TaskEvent::Plan(plan) => progress.say(&format!("plan: {}", report::sweep::sweep_text(plan))),
         TaskEvent::Sweep { of, prompt_tokens, .. } => progress.sweep(of, prompt_tokens),
         TaskEvent::Done { index, done, of, .. } => progress.window_done(index, done, of),
-        TaskEvent::Answer(_) => {}
+        // Every window kept is said under --verbose (by the caller); a
+        // window not kept always.
+        TaskEvent::KvKept(k) if !k.all_kept() => progress.say(&report::sweep::kept_text(k)),
+        TaskEvent::KvKept(_) | TaskEvent::Answer(_) => {}
     }
 }
 

@@ -141,7 +141,11 @@ pub(super) fn run_batch_cli(a: &BatchArgs) -> Result<i32> {
     ));
     let progress = Progress::jobs(a.quiet, jobs.len());
     let make_worker = || -> Result<Worker<'_>> {
-        let (engine, _) = a.common.model.engine(&a.common.run, &mut |_| {})?;
+        let run = crate::engine::open::RunArgs {
+            resident_contexts: true,
+            ..a.common.run.clone()
+        };
+        let (engine, _) = a.common.model.engine(&run, &mut |_| {})?;
         let mut worker = Worker::new(engine, &open, a.max_tokens);
         worker.fork = a.fork.max(1);
         Ok(worker)

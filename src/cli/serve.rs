@@ -113,7 +113,10 @@ pub(super) fn run_serve(a: &ServeArgs) -> Result<i32> {
     if model.engine == EngineKind::Llamacpp {
         model.model = Some(store::resolve(model.model.as_deref(), &mut say)?);
     }
-    let run = a.common.run.clone();
+    let run = crate::engine::open::RunArgs {
+        resident_contexts: true,
+        ..a.common.run.clone()
+    };
     let factory: std::sync::Arc<crate::server::EngineFactory> =
         std::sync::Arc::new(move || Ok(model.engine(&run, &mut |_| {})?.0));
     let data = a.data.clone().unwrap_or_else(|| store::cache_dir().join("server"));

@@ -98,6 +98,13 @@ pub struct GenerateParams {
     /// Keep this prompt's prefix KV (its corpus) out of the KV tiers'
     /// least-recently-used eviction: a corpus the user keeps resident.
     pub pin_prefix: bool,
+    /// The sweep this call is one window of (set by the task runner): the
+    /// windows' KV is kept on disk as a group, never evicting one another,
+    /// and evicted together.
+    pub kv_group: Option<String>,
+    /// Keep this prompt's prefix KV for later requests (default). Off for
+    /// prompts no later one shares: notes combined for one question.
+    pub keep_prefix: bool,
 }
 
 impl Default for GenerateParams {
@@ -111,6 +118,8 @@ impl Default for GenerateParams {
             json_schema: None,
             cancel: Cancel::default(),
             pin_prefix: false,
+            kv_group: None,
+            keep_prefix: true,
         }
     }
 }
@@ -229,6 +238,17 @@ pub trait Engine: Tokenizer {
     /// whose KV the engine holds and would restore rather than read; `None`
     /// where it cannot tell (a remote server).
     fn kv_held(&self, _messages: &[ChatMessage]) -> Option<u32> {
+        None
+    }
+    /// Bytes of the state this prompt's prefix has in the engine's disk
+    /// tier (0: none); `None` where the engine keeps no disk tier or the
+    /// prefix is too short to keep.
+    fn kv_saved(&self, _messages: &[ChatMessage]) -> Option<u64> {
+        None
+    }
+    /// How the engine keeps prefixes' KV on disk (KV type, bytes per token,
+    /// budget); `None` where it keeps none.
+    fn kv_store(&self) -> Option<crate::kv::budget::KvStore> {
         None
     }
     /// The counters of each KV tier the engine keeps (name, counters), over

@@ -143,19 +143,28 @@ pub struct RunArgs {
     pub no_kv_cache: bool,
     /// llamacpp: memory for corpora's KV kept between requests in this process, in GiB.
     /// A corpus whose KV is larger is not kept in memory (Llama 4 Scout: about 0.19 MB
-    /// per token at f16, so 128k tokens take 24 GiB; `scout plan` says).
+    /// per token at f16, so 128k tokens take 24 GiB; `scout plan` says). `serve` and
+    /// `batch` also keep up to this much in live contexts, where a follow-up over the
+    /// same corpus reads only its question.
     #[arg(long, value_name = "GIB", default_value_t = crate::limits::KV_HOST_BYTES as f64 / GIB)]
     pub kv_host_gib: f64,
-    /// llamacpp: disk space for corpora's KV saved in the cache folder, in GiB; least
-    /// recently used out. A corpus whose KV is larger is not saved.
-    #[arg(long, value_name = "GIB", default_value_t = crate::limits::KV_DISK_BYTES as f64 / GIB)]
-    pub kv_disk_gib: f64,
+    /// llamacpp: disk space for corpora's KV saved in the cache folder, in GiB [default:
+    /// a quarter of the free space there, at most 256 GiB]. Least recently used corpora
+    /// go first, each corpus's windows together; a corpus whose KV does not all fit
+    /// keeps its first windows, and the plan before a sweep says so (and whether
+    /// --kv-type q8_0 would fit).
+    #[arg(long, value_name = "GIB")]
+    pub kv_disk_gib: Option<f64>,
     /// llamacpp: during a long read of the corpus, save its KV so far at least this
     /// often (seconds; 0 after every batch of tokens), so an interrupted read resumes
     /// where it stopped. A later prompt that shares the start of this one (a corpus
     /// with its last files changed) also reuses the saved blocks of 512 tokens.
     #[arg(long, value_name = "SECONDS", default_value_t = crate::limits::KV_CHECKPOINT_SECONDS)]
     pub kv_checkpoint: u64,
+    /// Keep contexts alive between requests (set by `serve` and `batch`, whose
+    /// follow-ups then read only their question), under --kv-host-gib.
+    #[arg(skip)]
+    pub resident_contexts: bool,
 }
 
 pub const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -173,11 +182,16 @@ pub fn engine_options(m: &ModelArgs, run: &RunArgs) -> LlamaCppOptions {
         gpu_layers: run.n_gpu_layers,
         kv_type: run.kv_type,
         kv_on_host: run.kv_on_host,
-        kv_disk: (!run.no_kv_cache).then(|| DiskTier::new(store::kv_dir(), gib_bytes(run.kv_disk_gib))),
+        kv_disk: (!run.no_kv_cache).then(|| DiskTier::sized(store::kv_dir(), run.kv_disk_gib.map(gib_bytes))),
         kv_host_bytes: if run.no_kv_cache { 0 } else { gib_bytes(run.kv_host_gib) },
         kv_checkpoint: Some(std::time::Duration::from_secs(run.kv_checkpoint)),
         decode_forks_together: run.n_gpu_layers > 0,
         mmproj: m.mmproj.clone(),
+        resident_bytes: if run.no_kv_cache || !run.resident_contexts {
+            0
+        } else {
+            gib_bytes(run.kv_host_gib)
+        },
     }
 }
 

@@ -4,6 +4,8 @@
 //! `prefix`: the policy ([`prefix::PrefixCache`]): prefix and block keys,
 //! the choice of what to restore from which tier, checkpoints, saves, pins;
 //! engines implement [`prefix::SequenceKv`] for what only they can do.
+//! `budget`: the disk tier's room (a quarter of the cache folder's free
+//! space by default) and what a corpus's KV takes of it.
 //! `host` and `disk`: the two storage tiers, behind `tier`'s
 //! [`tier::KvTier`] with one test suite run on each. `usage`: what a
 //! generation's KV cost ([`KvUse`]). `plan`: how much memory a model's
@@ -13,6 +15,7 @@
 //! Never parses corpus files and never imports an engine: engines call
 //! into the manager (and `--measure` is run by the CLI).
 
+pub mod budget;
 pub mod disk;
 pub mod host;
 pub mod plan;

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::disk::{DiskTier, Lookup};
+use super::disk::{DiskTier, Lookup, OVER_BUDGET};
 use super::host::HostTier;
 use super::tier::{KvTier, TierCounters};
 use super::usage::KvUse;
@@ -109,6 +109,9 @@ pub struct PrefixPlan {
     /// of its blocks (key, tokens shared, tokens it holds).
     in_memory: Option<(String, usize, usize)>,
     last_checkpoint: Instant,
+    /// The group the prefix's state is stored in on disk (the windows of
+    /// one sweep: see [`DiskTier::store_in`]).
+    group: Option<String>,
 }
 
 impl PrefixPlan {
@@ -119,6 +122,14 @@ impl PrefixPlan {
         let disk = self.on_disk.map_or(0, |(_, tokens)| tokens);
         let memory = self.in_memory.as_ref().map_or(0, |(_, _, held)| *held);
         disk.max(memory)
+    }
+
+    /// Stores the prefix's state in `group` (a sweep's windows, which never
+    /// evict one another and are evicted together).
+    #[must_use]
+    pub fn in_group(mut self, group: Option<String>) -> Self {
+        self.group = group;
+        self
     }
 
     /// Whether the prefix will be kept after its prefill (prefill chunks
@@ -231,6 +242,7 @@ impl<S> PrefixCache<S> {
             on_disk: None,
             in_memory: None,
             last_checkpoint: Instant::now(),
+            group: None,
         };
         let Some(key) = plan.key.as_ref().filter(|_| partial) else {
             return plan;
@@ -268,6 +280,20 @@ impl<S> PrefixCache<S> {
         let disk = plan.on_disk.map_or(0, |(blocks, _)| blocks * KV_BLOCK);
         let memory = plan.in_memory.as_ref().map_or(0, |(_, shared, _)| *shared);
         disk.max(memory)
+    }
+
+    /// Bytes of the state the disk tier holds for `prefix` whole (0: none);
+    /// `None` when there is no disk tier or the prefix is too short to keep.
+    #[must_use]
+    pub fn on_disk(&self, prefix: &[u32], streams: usize) -> Option<u64> {
+        let disk = self.disk.as_ref()?;
+        (prefix.len() >= MIN_SAVED_PREFIX).then(|| disk.state_bytes(&self.prefix_key(prefix, streams)))
+    }
+
+    /// The disk tier, if any (for its budget).
+    #[must_use]
+    pub fn disk(&self) -> Option<&DiskTier> {
+        self.disk.as_ref()
     }
 
     /// Puts as much of `prefix` into the sequence as the tiers hold:
@@ -333,7 +359,14 @@ impl<S> PrefixCache<S> {
             return;
         };
         if tokens.len() < plan.len && tokens.len() >= KV_BLOCK && plan.last_checkpoint.elapsed() >= every {
-            save(disk, seq, &checkpoint_key(key), tokens, &plan.blocks);
+            save(
+                disk,
+                seq,
+                &checkpoint_key(key),
+                tokens,
+                &plan.blocks,
+                plan.group.as_deref(),
+            );
             plan.last_checkpoint = Instant::now();
         }
     }
@@ -345,8 +378,12 @@ impl<S> PrefixCache<S> {
             return;
         };
         if let Some(disk) = &self.disk {
-            kv.saved_bytes = save(disk, seq, key, prefix, &plan.blocks);
             disk.remove(&checkpoint_key(key));
+            match save(disk, seq, key, prefix, &plan.blocks, plan.group.as_deref()) {
+                Saved::Bytes(bytes) => kv.saved_bytes = bytes,
+                Saved::OverBudget => kv.unsaved_tokens = prefix.len() as u32,
+                Saved::Failed => {}
+            }
         }
         self.keep_in_memory(plan, seq, prefix, kv);
     }
@@ -383,21 +420,42 @@ fn checkpoint_key(key: &str) -> String {
     format!("part-{key}")
 }
 
-/// Saves the sequence's KV (exactly `tokens`) to the disk tier under `key`
-/// and links each of its whole blocks to it; returns the bytes written (0
-/// when saving failed: a warning, never an error, since the answer does
-/// not depend on it).
-fn save<S>(disk: &DiskTier, seq: &impl SequenceKv<State = S>, key: &str, tokens: &[u32], blocks: &[String]) -> u64 {
-    match disk.store(key, |path| seq.save(path, tokens)) {
+/// What became of a save.
+enum Saved {
+    Bytes(u64),
+    /// Refused: the disk tier's budget is held by the prefix's own group
+    /// (or by pinned entries).
+    OverBudget,
+    /// The engine or the file system failed (a warning was logged).
+    Failed,
+}
+
+/// Saves the sequence's KV (exactly `tokens`) to the disk tier under `key`,
+/// in `group`, and links each of its whole blocks to it. A failure is a
+/// warning, never an error, since the answer does not depend on it; a
+/// state refused for want of room is the sweep's to report, once.
+fn save<S>(
+    disk: &DiskTier,
+    seq: &impl SequenceKv<State = S>,
+    key: &str,
+    tokens: &[u32],
+    blocks: &[String],
+    group: Option<&str>,
+) -> Saved {
+    match disk.store_in(key, group, |path| seq.save(path, tokens)) {
         Ok(bytes) => {
             for block in &blocks[..(tokens.len() / KV_BLOCK).min(blocks.len())] {
                 disk.link(block, key, tokens.len());
             }
-            bytes
+            Saved::Bytes(bytes)
+        }
+        Err(why) if why.starts_with(OVER_BUDGET) => {
+            tracing::debug!("the prompt's KV was not saved: {why}");
+            Saved::OverBudget
         }
         Err(why) => {
             tracing::warn!("could not save the prompt's KV for later questions: {why}");
-            0
+            Saved::Failed
         }
     }
 }
@@ -561,6 +619,55 @@ mod tests {
             "restored from disk, then kept in memory: {kv:?}"
         );
         assert_eq!(second.tiers()[0].1.hits, 1);
+    }
+
+    /// Issue 24: a sweep whose windows' KV does not all fit the disk
+    /// budget keeps its first windows, and the next sweep in a new process
+    /// restores them instead of having evicted them for its last windows.
+    #[test]
+    fn a_sweep_over_the_disk_budget_keeps_its_first_windows_for_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        // Each window's state is 4 bytes a token: 2,000 tokens are 8,000
+        // bytes, and the cap holds two and a half windows.
+        let windows: Vec<Vec<u32>> = (0..4u32).map(|w| tokens(w * 10_000..w * 10_000 + 2_000)).collect();
+        let sweep = |cache: &mut PrefixCache<Vec<u32>>| -> Vec<KvUse> {
+            windows
+                .iter()
+                .map(|prefix| {
+                    let plan = cache.plan(prefix, 1, true).in_group(Some("sweep-a".to_owned()));
+                    let mut seq = Tokens::default();
+                    let mut kv = KvUse::default();
+                    let done = cache.restore(&plan, &mut seq, prefix, 1 << 20, &mut kv);
+                    seq.0.extend_from_slice(&prefix[done..]);
+                    kv.prefilled_tokens = (prefix.len() - done) as u32;
+                    if done < prefix.len() {
+                        cache.keep(&plan, &seq, prefix, &mut kv);
+                    }
+                    kv
+                })
+                .collect()
+        };
+        let disk = || {
+            PrefixCache::new(
+                "model-f16".into(),
+                0,
+                Some(DiskTier::new(dir.path().to_path_buf(), 20_000)),
+                None,
+            )
+        };
+        let first = sweep(&mut disk());
+        let unsaved: Vec<u32> = first.iter().map(|k| k.unsaved_tokens).collect();
+        assert_eq!(
+            unsaved,
+            [0, 0, 2000, 2000],
+            "the last windows are refused, the first kept"
+        );
+        let second = sweep(&mut disk());
+        let restored: Vec<u32> = second.iter().map(|k| k.restored_tokens).collect();
+        assert_eq!(restored, [2000, 2000, 0, 0], "{second:?}");
+        let c = disk();
+        let held: Vec<Option<u64>> = windows.iter().map(|w| c.on_disk(w, 1)).collect();
+        assert_eq!(held, [Some(8000), Some(8000), Some(0), Some(0)]);
     }
 
     #[test]

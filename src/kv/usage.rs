@@ -26,6 +26,13 @@ pub struct KvUse {
     /// Tokens of this prompt's prefix taken from another sequence of the
     /// same batch (a fork: its KV copied inside the context, no recompute).
     pub forked_tokens: u32,
+    /// Tokens of this prompt's prefix whose KV the disk tier did not keep:
+    /// over its budget (the sweep's other windows or pinned corpora hold
+    /// it). A later question reads them again.
+    pub unsaved_tokens: u32,
+    /// Of `reused_tokens`, those whose KV stayed in a context kept alive
+    /// since an earlier request (no copy at all).
+    pub resident_tokens: u32,
 }
 
 impl std::ops::AddAssign for KvUse {
@@ -37,5 +44,7 @@ impl std::ops::AddAssign for KvUse {
         self.evictions += o.evictions;
         self.offloaded_bytes += o.offloaded_bytes;
         self.forked_tokens += o.forked_tokens;
+        self.unsaved_tokens += o.unsaved_tokens;
+        self.resident_tokens += o.resident_tokens;
     }
 }

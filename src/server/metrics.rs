@@ -46,6 +46,12 @@ struct KvTotals {
     /// batch, and the tokens so shared.
     forks: u64,
     forked_tokens: u64,
+    /// Model calls whose prefix was still in a resident context (no copy),
+    /// and its tokens.
+    resident: u64,
+    resident_tokens: u64,
+    /// Prefix tokens whose KV the disk budget did not keep.
+    unsaved_tokens: u64,
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +91,9 @@ impl Metrics {
             k.offloaded_bytes += kv.offloaded_bytes;
             k.forks += u64::from(kv.forked_tokens > 0);
             k.forked_tokens += u64::from(kv.forked_tokens);
+            k.resident += u64::from(kv.resident_tokens > 0);
+            k.resident_tokens += u64::from(kv.resident_tokens);
+            k.unsaved_tokens += u64::from(kv.unsaved_tokens);
         }
     }
 
@@ -166,6 +175,21 @@ impl Metrics {
             "scout_kv_forked_tokens_total",
             "Prompt tokens shared by forking.",
             m.kv.forked_tokens,
+        );
+        counter(
+            "scout_kv_resident_total",
+            "Model calls whose corpus prefix was still in a context kept alive since an earlier request (no copy).",
+            m.kv.resident,
+        );
+        counter(
+            "scout_kv_resident_tokens_total",
+            "Prompt tokens read from resident contexts.",
+            m.kv.resident_tokens,
+        );
+        counter(
+            "scout_kv_unsaved_tokens_total",
+            "Corpus prefix tokens whose KV the disk budget did not keep.",
+            m.kv.unsaved_tokens,
         );
         counter(
             "scout_kv_evictions_total",

@@ -520,6 +520,7 @@ async fn ask_route(
                         );
                     }
                     TaskEvent::Plan(plan) => send(tx, &cancel, json_event("plan", &json!(plan))),
+                    TaskEvent::KvKept(kept) => send(tx, &cancel, json_event("kv_kept", &json!(kept))),
                     TaskEvent::Sweep { of, prompt_tokens, .. } => send(
                         tx,
                         &cancel,

@@ -53,6 +53,9 @@ pub enum TaskEvent<'a> {
     },
     /// What a sweep will do, said before it starts.
     Plan(&'a crate::tasks::sweep::SweepPlan),
+    /// After a sweep: how much of its windows' KV the engine's disk tier
+    /// keeps for the next question, and why a window's is not kept.
+    KvKept(&'a crate::tasks::sweep::KvKept),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,6 +76,16 @@ pub enum Step {
     Recheck,
 }
 
+impl Step {
+    /// Whether this step's prompt prefix is the corpus (or a window of it),
+    /// which later questions share and whose KV is worth keeping; notes
+    /// combined for one question are not.
+    #[must_use]
+    pub fn prefix_is_corpus(self) -> bool {
+        self != Step::Reduce
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
@@ -88,7 +101,8 @@ pub struct Usage {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Timings {
-    /// From the start of the ask to the first token of the final answer.
+    /// From the start of the ask to the first token of the answer streamed
+    /// (the first answer's, when it is asked again over the matching lines).
     pub ttft_ms: u64,
     /// Prompt processing, summed over all calls.
     pub prefill_ms: u64,
@@ -193,8 +207,12 @@ impl Caller<'_, '_, '_> {
             of,
             prompt_tokens,
         });
+        let params = GenerateParams {
+            keep_prefix: self.params.keep_prefix && step.prefix_is_corpus(),
+            ..self.params.clone()
+        };
         let on_event = &mut *self.on_event;
-        let g = self.engine.generate(msgs, self.params, &mut |e| match e {
+        let g = self.engine.generate(msgs, &params, &mut |e| match e {
             EngineEvent::Prefill { done, total } => on_event(TaskEvent::Prefill { done, total }),
             EngineEvent::Text(t) if stream => on_event(TaskEvent::Answer(t)),
             EngineEvent::Text(_) => {}
@@ -229,6 +247,27 @@ impl Caller<'_, '_, '_> {
         of_all: usize,
     ) -> Vec<Result<Generation, TaskError>> {
         let of = calls.len();
+        // The windows' KV is kept on disk as one group (see
+        // `GenerateParams::kv_group`).
+        let keeps = step.prefix_is_corpus();
+        let group = (of > 1 && keeps).then(|| crate::tasks::sweep::kv_group(self.engine.model_id(), calls));
+        let params: Vec<GenerateParams> = calls
+            .iter()
+            .map(|c| GenerateParams {
+                kv_group: group.clone(),
+                keep_prefix: c.params.keep_prefix && keeps,
+                ..c.params.clone()
+            })
+            .collect();
+        let calls: Vec<Call<'_>> = calls
+            .iter()
+            .zip(&params)
+            .map(|(c, params)| Call {
+                messages: c.messages,
+                params,
+            })
+            .collect();
+        let calls = calls.as_slice();
         let mut counts = Vec::with_capacity(of);
         for c in calls {
             match self.engine.count_chat_tokens(c.messages) {
@@ -282,6 +321,12 @@ impl Caller<'_, '_, '_> {
                 }
             }
         });
+        if of > 1 && keeps {
+            let kv: Vec<Option<KvUse>> = results.iter().map(|r| r.as_ref().ok().map(|g| g.kv)).collect();
+            if let Some(kept) = crate::tasks::sweep::KvKept::after(&*self.engine, calls, &kv) {
+                (self.on_event)(TaskEvent::KvKept(&kept));
+            }
+        }
         results
             .into_iter()
             .map(|r| {

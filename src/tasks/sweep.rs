@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Call, Engine, EngineError};
+use crate::engine::{Call, Engine, EngineError, KvUse};
+use crate::kv::budget::CorpusKv;
 use crate::tasks::run::Step;
 
 /// What a sweep will do, said before it starts.
@@ -40,6 +41,11 @@ pub struct SweepPlan {
     /// Seconds the sweep should take at that rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub estimate_s: Option<f64>,
+    /// The windows' KV against the engine's disk tier: whether it will
+    /// all be kept for the next question; absent where the engine keeps
+    /// no KV on disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv: Option<CorpusKv>,
     /// The engine's key for rates (model and slots).
     #[serde(skip)]
     pub rate_key: String,
@@ -50,8 +56,11 @@ impl SweepPlan {
     pub fn new(step: Step, engine: &dyn Engine, calls: &[Call<'_>], rates: &Rates) -> Result<Self, EngineError> {
         let mut prompt_tokens = 0u64;
         let mut held: Option<u64> = Some(0);
+        let mut counts = Vec::with_capacity(calls.len());
         for c in calls {
-            prompt_tokens += u64::from(engine.count_chat_tokens(c.messages)?);
+            let n = u64::from(engine.count_chat_tokens(c.messages)?);
+            counts.push(n);
+            prompt_tokens += n;
             held = match (held, engine.kv_held(c.messages)) {
                 (Some(sum), Some(n)) => Some(sum + u64::from(n)),
                 _ => None,
@@ -70,6 +79,7 @@ impl SweepPlan {
             dispatch: dispatch_text(engine.backend(), slots, calls.len()),
             measured_rate,
             estimate_s: measured_rate.filter(|r| *r > 0.0).map(|r| to_read as f64 / r),
+            kv: engine.kv_store().map(|store| CorpusKv::new(&store, &counts)),
             rate_key,
         })
     }
@@ -78,6 +88,91 @@ impl SweepPlan {
     #[must_use]
     pub fn to_read(&self) -> u64 {
         self.prompt_tokens - self.held_tokens.unwrap_or(0).min(self.prompt_tokens)
+    }
+}
+
+/// The name a sweep's windows are kept under as one group in the disk
+/// tier: the model and every window's prompt before its last message (the
+/// corpus, not the question), so the next question over the same corpus
+/// and model is the same group, and an edited corpus another.
+#[must_use]
+pub fn kv_group(model_id: &str, calls: &[Call<'_>]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(model_id.as_bytes());
+    for c in calls {
+        let before_last = &c.messages[..c.messages.len().saturating_sub(1)];
+        for m in before_last {
+            h.update(&(m.content.len() as u64).to_le_bytes());
+            h.update(m.content.as_bytes());
+            h.update(&(m.images.len() as u64).to_le_bytes());
+        }
+        h.update(b"\0window");
+    }
+    format!("sweep-{}", &h.finalize().to_hex()[..24])
+}
+
+/// What a sweep's windows left in the engine's disk tier for the next
+/// question, said after the sweep.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KvKept {
+    /// Windows whose prefix the disk tier can keep (long enough).
+    pub windows: usize,
+    /// Of those, the windows whose KV it holds now.
+    pub kept: usize,
+    /// Bytes those hold.
+    pub bytes: u64,
+    /// Windows (numbered from 1) refused for want of room: the sweep's
+    /// other windows, or pinned corpora, hold the budget.
+    pub over_budget: Vec<usize>,
+    /// Windows whose KV was kept or restored and is gone since (evicted
+    /// for another corpus, or removed as damaged), or failed to save.
+    pub not_kept: Vec<usize>,
+    pub budget: u64,
+    pub budget_note: String,
+}
+
+impl KvKept {
+    /// Asks `engine` what it holds of each of `calls` (whose generations'
+    /// KV use is `kv`, `None` for a failed call). `None` where the engine
+    /// keeps no KV on disk.
+    pub fn after(engine: &dyn Engine, calls: &[Call<'_>], kv: &[Option<KvUse>]) -> Option<Self> {
+        let store = engine.kv_store()?;
+        let saved: Vec<Option<u64>> = calls.iter().map(|c| engine.kv_saved(c.messages)).collect();
+        Some(Self::of(&saved, kv, store.budget, store.budget_note))
+    }
+
+    /// From each window's stored bytes (`None`: too short to keep) and
+    /// its generation's KV use.
+    #[must_use]
+    pub fn of(saved: &[Option<u64>], kv: &[Option<KvUse>], budget: u64, budget_note: String) -> Self {
+        let mut k = Self {
+            windows: 0,
+            kept: 0,
+            bytes: 0,
+            over_budget: Vec::new(),
+            not_kept: Vec::new(),
+            budget,
+            budget_note,
+        };
+        for (i, bytes) in saved.iter().enumerate() {
+            let Some(bytes) = *bytes else { continue };
+            k.windows += 1;
+            if bytes > 0 {
+                k.kept += 1;
+                k.bytes += bytes;
+            } else if kv.get(i).copied().flatten().is_some_and(|u| u.unsaved_tokens > 0) {
+                k.over_budget.push(i + 1);
+            } else {
+                k.not_kept.push(i + 1);
+            }
+        }
+        k
+    }
+
+    /// Every window that can be kept is.
+    #[must_use]
+    pub fn all_kept(&self) -> bool {
+        self.kept == self.windows
     }
 }
 
@@ -173,6 +268,7 @@ mod tests {
             dispatch: String::new(),
             measured_rate: None,
             estimate_s: None,
+            kv: None,
             rate_key: "m slots=2".to_owned(),
         };
         let mut r = Rates::load(&path);
@@ -182,6 +278,59 @@ mod tests {
         assert_eq!(Rates::load(&path).get("m slots=4"), None);
         std::fs::write(&path, "not json").unwrap();
         assert_eq!(Rates::load(&path).get("m slots=2"), None);
+    }
+
+    #[test]
+    fn kept_windows_are_told_apart_from_refused_and_evicted_ones() {
+        let refused = KvUse {
+            unsaved_tokens: 4000,
+            ..KvUse::default()
+        };
+        let saved = [Some(100), None, Some(0), Some(0), Some(0), Some(120)];
+        let kv = [
+            None,
+            None,
+            Some(refused),
+            Some(KvUse::default()),
+            None,
+            Some(KvUse::default()),
+        ];
+        let k = KvKept::of(&saved, &kv, 1000, "set".to_owned());
+        assert_eq!(
+            (k.windows, k.kept, k.bytes),
+            (5, 2, 220),
+            "the second window is too short to keep"
+        );
+        assert_eq!(k.over_budget, vec![3]);
+        assert_eq!(k.not_kept, vec![4, 5], "saved then evicted, and a failed call");
+        assert!(!k.all_kept());
+    }
+
+    #[test]
+    fn a_sweeps_group_is_its_corpus_not_its_question() {
+        use crate::prompt::{ChatMessage, Role};
+        let params = crate::engine::GenerateParams::default();
+        let convo = |corpus: &str, question: &str| {
+            vec![
+                ChatMessage::new(Role::System, corpus),
+                ChatMessage::new(Role::User, question),
+            ]
+        };
+        let group = |windows: &[Vec<ChatMessage>]| {
+            let calls: Vec<Call<'_>> = windows
+                .iter()
+                .map(|m| Call {
+                    messages: m,
+                    params: &params,
+                })
+                .collect();
+            kv_group("model", &calls)
+        };
+        let a = group(&[convo("w1", "who?"), convo("w2", "who?")]);
+        assert_eq!(a, group(&[convo("w1", "why?"), convo("w2", "why?")]));
+        assert_ne!(a, group(&[convo("w1", "who?"), convo("w2 edited", "who?")]));
+        assert_ne!(a, group(&[convo("w1w2", "who?")]));
+        assert!(a.starts_with("sweep-") && a.len() == 30);
     }
 
     #[test]

@@ -5,17 +5,40 @@
 //!
 //! Never decides what KV to keep: `kv::prefix` does; this runs the model.
 
+use std::sync::Arc;
 use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
 
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
 use super::answer::{grammar_of, Answer};
 use super::mtmd::Prompt;
+use super::resident::Resident;
 use super::sequence::{token_ids, Sequence0};
 use super::{
     backend, ChatMessage, EngineError, EngineEvent, GenerateParams, Generation, KvUse, LlamaCppEngine, PREFILL_BATCH,
 };
+use crate::kv::prefix::PrefixPlan;
+
+/// Follow-ups over a resident context may ask a longer question than the
+/// first: a context kept for them gets this many tokens more.
+const RESIDENT_HEADROOM: u32 = 512;
+
+/// One request's prompt, as [`LlamaCppEngine::read_and_answer`] reads it.
+#[derive(Clone, Copy)]
+struct Request<'r> {
+    read: &'r Prompt,
+    /// The prompt's prefix (everything before the last message), as ids.
+    prefix: &'r [u32],
+    /// Tokens the context has room for.
+    capacity: u32,
+    /// The context is a resident one holding the prefix already.
+    from_resident: bool,
+    grammar: Option<&'r str>,
+    started: Instant,
+}
 
 impl LlamaCppEngine {
     /// [`Engine::generate_forked`] for prompts that share their first
@@ -192,26 +215,88 @@ impl LlamaCppEngine {
         let prefix = token_ids(&prompt[..prefix_len]);
         // What the tiers hold of the prefix (everything before the
         // question): whole, or the first blocks of another prompt's.
-        let mut plan = self.kv.plan(&prefix, 1, true);
+        let mut plan = self.kv.plan(&prefix, 1, true).in_group(params.kv_group.clone());
         self.pin(plan.key.as_deref(), params);
-        // Allocate only the context this request needs (rounded up), not
-        // the model's whole trained length; a stored state that holds
-        // more tokens than this prompt needs must fit to be loaded.
-        let n_ctx = (n_prompt + params.max_tokens)
-            .max(plan.context_needed() as u32)
-            .div_ceil(256)
-            * 256;
-        let capacity = n_ctx.min(self.context_length);
-        let ctx_params = self.context_params(capacity);
-        let mut ctx = self
-            .model
-            .new_context(backend()?, ctx_params)
-            .map_err(|e| EngineError::Inference(format!("could not create a context of {n_ctx} tokens: {e}")))?;
+        // A context still holding this prefix from an earlier request
+        // (resident contexts: `scout serve`, `scout batch`), else a new one.
+        let needed = n_prompt + params.max_tokens;
+        let resident_key = plan
+            .key
+            .clone()
+            .filter(|_| self.resident().enabled() && params.keep_prefix);
+        let taken = resident_key.as_deref().and_then(|k| self.resident().take(k, needed));
+        let from_resident = taken.is_some();
+        let (mut context, capacity) = if let Some(found) = taken {
+            found
+        } else {
+            // Allocate only the context this request needs (rounded up),
+            // not the model's whole trained length; a stored state that
+            // holds more tokens than this prompt needs must fit to be
+            // loaded; a context kept for follow-ups gets room for a longer
+            // question.
+            let headroom = if resident_key.is_some() { RESIDENT_HEADROOM } else { 0 };
+            let n_ctx = (needed + headroom).max(plan.context_needed() as u32).div_ceil(256) * 256;
+            let capacity = n_ctx.min(self.context_length);
+            let ctx_params = self.context_params(capacity);
+            let backend = backend()?;
+            let context = Resident::try_new(Arc::clone(&self.model), |model| {
+                model.new_context(backend, ctx_params).map_err(|e| {
+                    EngineError::Inference(format!("could not create a context of {capacity} tokens: {e}"))
+                })
+            })?;
+            (context, capacity)
+        };
+        let request = Request {
+            read: &read,
+            prefix: &prefix,
+            capacity,
+            from_resident,
+            grammar: grammar.as_deref(),
+            started,
+        };
+        let result =
+            context.with_dependent_mut(|_, ctx| self.read_and_answer(ctx, &request, &mut plan, params, on_event));
+        if let (Ok(_), Some(key)) = (&result, resident_key) {
+            let bytes = u64::from(capacity) * self.kv_bytes_per_token();
+            self.resident().put(key, context, capacity, bytes, params.pin_prefix);
+        }
+        result
+    }
 
+    /// Reads `request`'s prompt into `ctx` (its prefix from the resident
+    /// context, the KV-cache manager's tiers, or prefilled, saving and
+    /// checkpointing as it goes) and decodes the answer.
+    fn read_and_answer(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        request: &Request<'_>,
+        plan: &mut PrefixPlan,
+        params: &GenerateParams,
+        on_event: &mut dyn FnMut(EngineEvent<'_>),
+    ) -> Result<Generation, EngineError> {
+        let Request {
+            read,
+            prefix,
+            capacity,
+            from_resident,
+            grammar,
+            started,
+        } = *request;
+        let (prompt, prefix_len) = (&read.tokens[..], read.prefix);
+        let n_prompt = prompt.len() as u32;
         let mut kv = KvUse::default();
-        let mut done = self
-            .kv
-            .restore(&plan, &mut Sequence0(&mut ctx), &prefix, capacity as usize, &mut kv);
+        let mut done = if from_resident {
+            // Sequence 0 holds the prefix, then the last question and
+            // answer: cut back to the prefix.
+            ctx.clear_kv_cache_seq(Some(0), Some(prefix_len as u32), None)
+                .map_err(|e| EngineError::Inference(format!("cutting a resident context back to its prefix: {e}")))?;
+            kv.reused_tokens = prefix_len as u32;
+            kv.resident_tokens = prefix_len as u32;
+            prefix_len
+        } else {
+            self.kv
+                .restore(plan, &mut Sequence0(ctx), prefix, capacity as usize, &mut kv)
+        };
         // KV from another prompt may end inside an image, which is read
         // whole: back to its start.
         let whole = read.unsplit(done);
@@ -222,7 +307,7 @@ impl LlamaCppEngine {
             kv.restored_tokens = kv.restored_tokens.min(whole as u32);
             done = whole;
         }
-        let keep_prefix = plan.keeps() && done < prefix_len;
+        let keep_prefix = plan.keeps() && params.keep_prefix && done < prefix_len;
         let mut batch = LlamaBatch::new(PREFILL_BATCH, 1);
         on_event(EngineEvent::Prefill {
             done: done as u32,
@@ -236,14 +321,14 @@ impl LlamaCppEngine {
                 (done + PREFILL_BATCH).min(prompt.len())
             };
             params.cancel.check()?;
-            let end = read.read(&mut ctx, self.vision.as_mut(), &mut batch, done, limit, 0)?;
+            let end = read.read(ctx, self.vision.as_mut(), &mut batch, done, limit, 0)?;
             kv.prefilled_tokens += (end - done) as u32;
             done = end;
             if keep_prefix && done < prefix_len {
-                self.kv.checkpoint(&mut plan, &Sequence0(&mut ctx), &prefix[..done]);
+                self.kv.checkpoint(plan, &Sequence0(ctx), &prefix[..done]);
             }
             if done == prefix_len && keep_prefix {
-                self.kv.keep(&plan, &Sequence0(&mut ctx), &prefix, &mut kv);
+                self.kv.keep(plan, &Sequence0(ctx), prefix, &mut kv);
             }
             on_event(EngineEvent::Prefill {
                 done: done as u32,
@@ -252,11 +337,11 @@ impl LlamaCppEngine {
         }
         let prefill_ms = started.elapsed().as_millis() as u64;
 
-        let mut answer = Answer::new(&self.model, grammar.as_deref(), params, started)?;
+        let mut answer = Answer::new(&self.model, grammar, params, started)?;
         let decode_start = Instant::now();
         let mut pos = prompt.len() as i32;
         let mut logits_index = batch.n_tokens() - 1;
-        while let Some(token) = answer.step(&self.model, &ctx, logits_index, params, &mut |t| {
+        while let Some(token) = answer.step(&self.model, ctx, logits_index, params, &mut |t| {
             on_event(EngineEvent::Text(t));
         })? {
             batch.clear();

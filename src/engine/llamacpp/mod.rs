@@ -20,7 +20,7 @@
 
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -31,6 +31,7 @@ use llama_cpp_2::SeqState;
 mod answer;
 mod generate;
 mod mtmd;
+mod resident;
 mod sequence;
 mod template;
 mod tokenizer;
@@ -98,6 +99,10 @@ pub struct LlamaCppOptions {
     /// The vision model's multimodal projector (its `mmproj` GGUF): images
     /// in the prompt are read through it; `None`: text only.
     pub mmproj: Option<std::path::PathBuf>,
+    /// Bytes of KV in contexts kept alive between requests, each holding a
+    /// corpus prefix, so a follow-up reads only its question (no copy from
+    /// the host tier); 0: none (a one-shot command has no follow-ups).
+    pub resident_bytes: u64,
 }
 
 impl Default for LlamaCppOptions {
@@ -113,6 +118,7 @@ impl Default for LlamaCppOptions {
             kv_checkpoint: Some(std::time::Duration::from_secs(crate::limits::KV_CHECKPOINT_SECONDS)),
             decode_forks_together: false,
             mmproj: None,
+            resident_bytes: 0,
         }
     }
 }
@@ -131,6 +137,26 @@ pub enum KvType {
 }
 
 impl KvType {
+    /// The name `--kv-type` takes.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+            KvType::Q4_0 => "q4_0",
+        }
+    }
+
+    /// Bytes one element takes: q8_0 stores 32 in 34 bytes, q4_0 in 18.
+    #[must_use]
+    pub fn bytes_per_element(self) -> f64 {
+        match self {
+            KvType::F16 => 2.0,
+            KvType::Q8_0 => 34.0 / 32.0,
+            KvType::Q4_0 => 18.0 / 32.0,
+        }
+    }
+
     fn ggml(self) -> KvCacheType {
         match self {
             KvType::F16 => KvCacheType::F16,
@@ -140,11 +166,29 @@ impl KvType {
     }
 }
 
+/// K and V elements one token's KV takes over all layers: 2 x layers x KV
+/// heads x head size (the GGUF's key length, else the embedding over the
+/// heads).
+fn kv_elements_per_token(model: &LlamaModel) -> u64 {
+    let head = model
+        .meta_val_str("general.architecture")
+        .ok()
+        .and_then(|arch| model.meta_val_str(&format!("{arch}.attention.key_length")).ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| u64::try_from(model.n_embd()).unwrap_or(0) / u64::from(model.n_head().max(1)));
+    2 * u64::from(model.n_layer()) * u64::from(model.n_head_kv()) * head
+}
+
 /// A GGUF model loaded for generation.
 pub struct LlamaCppEngine {
     /// Before `model`: the projector refers to it and is dropped first.
     vision: Option<Vision>,
-    model: LlamaModel,
+    /// Shared with the resident contexts, which borrow it.
+    model: Arc<LlamaModel>,
+    /// Contexts kept between requests, each holding a corpus prefix (a
+    /// mutex only to be `Sync`: a context may be sent, not shared; requests
+    /// hold the engine mutably and use `get_mut`).
+    resident: std::sync::Mutex<resident::Pool<resident::Resident>>,
     fast: Option<ByteBpe>,
     template: LlamaChatTemplate,
     /// The chat template trims each message's content.
@@ -187,6 +231,28 @@ fn load(path: &Path, params: &LlamaModelParams) -> Result<LlamaModel, EngineErro
 }
 
 impl LlamaCppEngine {
+    /// Bytes one token's KV takes in this engine's KV type.
+    fn kv_bytes_per_token(&self) -> u64 {
+        (kv_elements_per_token(&self.model) as f64 * self.options.kv_type.bytes_per_element()).ceil() as u64
+    }
+
+    /// Follow-ups answered from a resident context so far.
+    #[must_use]
+    pub fn resident_hits(&self) -> u64 {
+        self.resident
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .hits
+    }
+
+    /// The resident contexts, for a request (which holds the engine
+    /// mutably: no lock is waited on).
+    fn resident(&mut self) -> &mut resident::Pool<resident::Resident> {
+        self.resident
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Pins the prefix `key` in both tiers when the request asks for it.
     fn pin(&mut self, key: Option<&str>, params: &GenerateParams) {
         if let (Some(key), true) = (key, params.pin_prefix) {
@@ -244,7 +310,8 @@ impl LlamaCppEngine {
         let trims_content = trims_content(&model, &template)?;
         Ok(Self {
             vision,
-            model,
+            model: Arc::new(model),
+            resident: std::sync::Mutex::new(resident::Pool::new(options.resident_bytes)),
             fast: fast_counter(path),
             template,
             trims_content,
@@ -326,6 +393,28 @@ impl Engine for LlamaCppEngine {
         let read = self.tokenize_chat(messages).ok()?;
         let prefix = sequence::token_ids(&read.tokens[..read.prefix]);
         Some(self.kv.held(&prefix, 1) as u32)
+    }
+
+    fn kv_saved(&self, messages: &[ChatMessage]) -> Option<u64> {
+        let read = self.tokenize_chat(messages).ok()?;
+        self.kv.on_disk(&sequence::token_ids(&read.tokens[..read.prefix]), 1)
+    }
+
+    fn kv_store(&self) -> Option<crate::kv::budget::KvStore> {
+        let disk = self.kv.disk()?;
+        let elements = kv_elements_per_token(&self.model) as f64;
+        Some(crate::kv::budget::KvStore {
+            kv_type: self.options.kv_type.name().to_owned(),
+            bytes_per_token: elements * self.options.kv_type.bytes_per_element(),
+            smaller: (self.options.kv_type == KvType::F16).then(|| {
+                (
+                    KvType::Q8_0.name().to_owned(),
+                    elements * KvType::Q8_0.bytes_per_element(),
+                )
+            }),
+            budget: crate::kv::tier::KvTier::budget(disk),
+            budget_note: disk.cap_note().to_owned(),
+        })
     }
 
     fn generate_forked(

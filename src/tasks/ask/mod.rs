@@ -424,6 +424,9 @@ pub fn ask(
         caller.params = p;
     }
     let mut g = caller.call(&final_messages, step, 0, 1, true)?;
+    // The first answer's first token is the first the user sees, even when
+    // the question is asked again below.
+    let ttft_ms = before_final + g.ttft_ms;
     let mut recheck = None;
     if step == Step::Answer && opts.schema.is_none() {
         let window = windows[0].render(&blocks, &salt);
@@ -436,7 +439,7 @@ pub fn ask(
             });
         }
     }
-    let timings = Timings::of_answer(&g, before_final + g.ttft_ms, caller.prefill_ms, started);
+    let timings = Timings::of_answer(&g, ttft_ms, caller.prefill_ms, started);
     let usage = caller.usage;
     let mut result = finish(&docs, opts, g.text, usage, reports, timings, engine_name, model);
     result.recheck = recheck;

@@ -15,6 +15,13 @@
 //! kept. Temporary files a killed process left are removed when a tier
 //! opens the folder.
 //!
+//! An entry may belong to a group (the windows of one corpus's sweep): a
+//! group's entries never evict one another, and a group is evicted whole.
+//! A sweep whose windows do not all fit then keeps its first windows and
+//! refuses the rest, instead of evicting its own first windows for its
+//! last ones (after which the next question would read every window
+//! again).
+//!
 //! The checksum detects accidents (a crash mid-write, a full disk, a stray
 //! edit), not tampering: whoever can write the folder can write a matching
 //! checksum. Keep the cache folder private to the user who runs scout.
@@ -42,6 +49,8 @@ pub struct DiskTier {
     counters: Arc<Mutex<TierCounters>>,
     /// Keys never evicted (pinned in this process), shared by clones.
     pinned: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// How the cap was chosen, for `--verbose`.
+    cap_note: Arc<str>,
 }
 
 impl DiskTier {
@@ -52,12 +61,32 @@ impl DiskTier {
             cap_bytes,
             counters: Arc::default(),
             pinned: Arc::default(),
+            cap_note: Arc::from("set by --kv-disk-gib"),
         };
         let freed = tier.remove_stale_temporaries();
         if freed > 0 {
             tracing::info!("removed {freed} bytes of KV files a killed scout left half-written");
         }
         tier
+    }
+
+    /// A tier in `dir` capped at `cap_bytes`, or by default at a quarter
+    /// of the free space there ([`super::budget::disk_budget`]).
+    #[must_use]
+    pub fn sized(dir: PathBuf, cap_bytes: Option<u64>) -> Self {
+        let mut tier = Self::new(dir, cap_bytes.unwrap_or(0));
+        if cap_bytes.is_none() {
+            let (cap, note) = super::budget::disk_budget(&tier.dir, KvTier::bytes(&tier));
+            tier.cap_bytes = cap;
+            tier.cap_note = Arc::from(note);
+        }
+        tier
+    }
+
+    /// How the cap was chosen (`a quarter of the 49.2 GiB free there`).
+    #[must_use]
+    pub fn cap_note(&self) -> &str {
+        &self.cap_note
     }
 
     fn count(&self, f: impl FnOnce(&mut TierCounters)) {
@@ -123,6 +152,37 @@ impl DiskTier {
     /// under `key`. Returns the bytes stored. A state larger than the whole
     /// cap is not kept (and evicts nothing).
     pub fn store(&self, key: &str, write: impl FnOnce(&Path) -> Result<u64, String>) -> Result<u64, String> {
+        self.store_in(key, None, write)
+    }
+
+    /// [`DiskTier::store`] for an entry of `group` (see the module's
+    /// notes): entries of the same group are not evicted for it; when they
+    /// and the pinned entries leave no room, it is not kept, and the error
+    /// says so ([`OVER_BUDGET`] starts it).
+    pub fn store_in(
+        &self,
+        key: &str,
+        group: Option<&str>,
+        write: impl FnOnce(&Path) -> Result<u64, String>,
+    ) -> Result<u64, String> {
+        let group = group.filter(|g| valid_group(g));
+        if let Some(g) = group {
+            // The group's other entries fill the cap already: refused
+            // before the engine writes a state only to see it removed.
+            let (held, _) = self.group_bytes(g);
+            let own = if self.group_of(key).as_deref() == Some(g) {
+                std::fs::metadata(self.kv_path(key)).map_or(0, |m| m.len())
+            } else {
+                0
+            };
+            if held.saturating_sub(own) >= self.cap_bytes {
+                return Err(format!(
+                    "{OVER_BUDGET}: the disk tier's cap of {} bytes is held by {} bytes of this corpus's other windows",
+                    self.cap_bytes,
+                    held.saturating_sub(own)
+                ));
+            }
+        }
         // Private to its user when scout makes it: a state file is handed to
         // llama.cpp, and its checksum guards against accidents, not
         // tampering (see docs/RELIABILITY.md, case 29).
@@ -159,7 +219,8 @@ impl DiskTier {
             }
             std::fs::rename(&tmp, self.kv_path(key)).map_err(|e| e.to_string())?;
             let sum_tmp = self.dir.join(format!("{key}.{}.sumtmp", std::process::id()));
-            std::fs::write(&sum_tmp, format!("{SUM_FORMAT} {hash} {bytes}\n")).map_err(|e| e.to_string())?;
+            let tag = group.map_or(String::new(), |g| format!(" {g}"));
+            std::fs::write(&sum_tmp, format!("{SUM_FORMAT} {hash} {bytes}{tag}\n")).map_err(|e| e.to_string())?;
             std::fs::rename(&sum_tmp, self.sum_path(key)).map_err(|e| e.to_string())?;
             Ok(bytes)
         });
@@ -168,12 +229,25 @@ impl DiskTier {
         }
         let bytes = result?;
         self.count(|c| c.stores += 1);
-        self.evict_to_cap(key);
+        if let Err(why) = self.evict_to_cap(key, group) {
+            self.remove(key);
+            return Err(why);
+        }
         Ok(bytes)
     }
 
     fn link_path(&self, block: &str) -> PathBuf {
         self.dir.join(format!("{block}.link"))
+    }
+
+    /// Bytes of the state stored under `key` (not verified); 0 when none.
+    #[must_use]
+    pub fn state_bytes(&self, key: &str) -> u64 {
+        if self.has(key) {
+            std::fs::metadata(self.kv_path(key)).map_or(0, |m| m.len())
+        } else {
+            0
+        }
     }
 
     /// Whether an entry is stored under `key` (not yet verified).
@@ -251,6 +325,21 @@ impl DiskTier {
         freed
     }
 
+    /// The group entry `key` was stored in, if any.
+    fn group_of(&self, key: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.sum_path(key)).ok()?;
+        text.split_whitespace().nth(3).map(str::to_owned)
+    }
+
+    /// Bytes the entries of `group` hold now, and how many entries.
+    #[must_use]
+    pub fn group_bytes(&self, group: &str) -> (u64, usize) {
+        self.entries()
+            .iter()
+            .filter(|e| self.group_of(&e.2).as_deref() == Some(group))
+            .fold((0, 0), |(b, n), e| (b + e.1, n + 1))
+    }
+
     /// The stored states: modification time (last use), bytes, key.
     fn entries(&self) -> Vec<(std::time::SystemTime, u64, String)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
@@ -271,24 +360,70 @@ impl DiskTier {
         self.pinned.lock().unwrap_or_else(PoisonError::into_inner).contains(key)
     }
 
-    /// Removes least recently used entries, never `kept` (just stored) or
-    /// a pinned one, until the folder is under its cap.
-    fn evict_to_cap(&self, kept: &str) {
-        let mut files = self.entries();
+    /// Removes least recently used entries until the folder is under its
+    /// cap: never `kept` (just stored), a pinned entry or one of `group`;
+    /// an entry of another group goes with its whole group. Errs (with
+    /// [`OVER_BUDGET`]) when what may not go leaves no room.
+    fn evict_to_cap(&self, kept: &str, group: Option<&str>) -> Result<(), String> {
+        let mut files: Vec<_> = self
+            .entries()
+            .into_iter()
+            .map(|(used, bytes, key)| {
+                let g = self.group_of(&key);
+                (used, bytes, key, g)
+            })
+            .collect();
         files.sort();
-        let mut total: u64 = files.iter().map(|f| f.1).sum::<u64>() + self.temporary_bytes();
-        for (_, bytes, key) in files.iter().filter(|f| f.2 != kept && !self.is_pinned(&f.2)) {
+        let temporary = self.temporary_bytes();
+        let mut total: u64 = files.iter().map(|f| f.1).sum::<u64>() + temporary;
+        let stays = |f: &(std::time::SystemTime, u64, String, Option<String>)| {
+            f.2 == kept || self.is_pinned(&f.2) || (group.is_some() && f.3.as_deref() == group)
+        };
+        // What may not go leaves no room: refused before anything else is
+        // evicted for it.
+        let fixed: u64 = files.iter().filter(|f| stays(f)).map(|f| f.1).sum::<u64>() + temporary;
+        if fixed > self.cap_bytes {
+            let own: u64 = files.iter().filter(|f| f.2 != kept && stays(f)).map(|f| f.1).sum();
+            return Err(format!(
+                "{OVER_BUDGET}: the disk tier's cap of {} bytes is held by {own} bytes of this corpus's other windows and pinned entries",
+                self.cap_bytes
+            ));
+        }
+        let mut gone = std::collections::HashSet::new();
+        for victim in files.iter().filter(|f| !stays(f)) {
             if total <= self.cap_bytes {
                 break;
             }
-            self.remove(key);
-            self.count(|c| c.evictions += 1);
-            total -= bytes;
+            if gone.contains(&victim.2) {
+                continue;
+            }
+            // A group goes whole: what is left of it would be read again
+            // anyway, with the rest.
+            for f in files
+                .iter()
+                .filter(|f| f.2 == victim.2 || (victim.3.is_some() && f.3 == victim.3 && !self.is_pinned(&f.2)))
+            {
+                if gone.insert(f.2.clone()) {
+                    self.remove(&f.2);
+                    self.count(|c| c.evictions += 1);
+                    total -= f.1;
+                }
+            }
         }
+        Ok(())
     }
 }
 
-/// The checksum file's format: `v2 HASH LENGTH`.
+/// How the error of a state refused for want of room starts.
+pub const OVER_BUDGET: &str = "over the disk budget";
+
+/// A group name is one word of the checksum file: letters, digits, `-`.
+fn valid_group(g: &str) -> bool {
+    !g.is_empty() && g.len() <= 64 && g.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// The checksum file's format: `v2 HASH LENGTH [GROUP]` (a file without
+/// a group is of an entry stored alone).
 const SUM_FORMAT: &str = "v2";
 
 fn parse_sum(text: &str) -> Option<(&str, u64)> {
@@ -370,138 +505,4 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(bytes: &'static [u8]) -> impl FnOnce(&Path) -> Result<u64, String> {
-        move |p| {
-            std::fs::write(p, bytes).map_err(|e| e.to_string())?;
-            Ok(bytes.len() as u64)
-        }
-    }
-
-    #[test]
-    fn the_disk_tier_keeps_the_tier_contract() {
-        let dir = tempfile::tempdir().unwrap();
-        let n = std::cell::Cell::new(0);
-        crate::kv::tier::tests::contract(
-            &|cap| {
-                n.set(n.get() + 1);
-                DiskTier::new(dir.path().join(n.get().to_string()), cap)
-            },
-            &|v, bytes| {
-                Box::new(move |p: &Path| {
-                    std::fs::write(p, vec![v; bytes as usize]).map_err(|e| e.to_string())?;
-                    Ok(bytes)
-                })
-            },
-            &|path| std::fs::read(path).unwrap()[0],
-            // Recency is the file's modification time.
-            &|| std::thread::sleep(std::time::Duration::from_millis(20)),
-        );
-    }
-
-    #[test]
-    fn stored_entries_come_back_and_damaged_ones_never_do() {
-        let dir = tempfile::tempdir().unwrap();
-        let tier = DiskTier::new(dir.path().join("kv"), 1 << 20);
-        assert_eq!(tier.lookup("a"), Lookup::Miss);
-        assert_eq!(tier.store("a", write(b"state of a")).unwrap(), 10);
-        assert_eq!(tier.lookup("a"), Lookup::Hit(dir.path().join("kv/a.kv")));
-        let mode =
-            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("kv")).unwrap().permissions());
-        assert_eq!(mode & 0o777, 0o700, "the folder scout made is its user's alone");
-        // Truncated: detected, removed, then a plain miss.
-        std::fs::write(dir.path().join("kv/a.kv"), b"state").unwrap();
-        assert!(matches!(tier.lookup("a"), Lookup::Corrupt(_)));
-        assert_eq!(tier.lookup("a"), Lookup::Miss);
-        // A failed write leaves nothing behind.
-        assert!(tier.store("b", |_| Err("engine said no".into())).is_err());
-        assert_eq!(tier.lookup("b"), Lookup::Miss);
-        assert_eq!(std::fs::read_dir(dir.path().join("kv")).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn links_lead_to_stored_states_and_die_with_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let tier = DiskTier::new(dir.path().to_path_buf(), 1 << 20);
-        assert_eq!(tier.linked("b1"), None);
-        tier.store("state", write(b"kv")).unwrap();
-        tier.link("b1", "state", 1024);
-        tier.link("b2", "state", 1024);
-        assert_eq!(tier.linked("b2"), Some(("state".to_owned(), 1024)));
-        tier.link("b2", "other", 512);
-        assert_eq!(tier.linked("b2"), None, "a link to a missing state is no link");
-        assert!(!dir.path().join("b2.link").exists(), "and is removed");
-        tier.remove("state");
-        assert_eq!(tier.linked("b1"), None);
-    }
-
-    /// Reliability case 29: on a nearly full disk a state file came out 3 KB
-    /// short, was hashed and checked in, and every later load of it aborted
-    /// the process inside llama.cpp. A short file is never checked in now,
-    /// and a file whose length is not the one recorded is never offered.
-    #[test]
-    fn a_state_written_short_is_never_checked_in() {
-        let dir = tempfile::tempdir().unwrap();
-        let tier = DiskTier::new(dir.path().to_path_buf(), 1 << 20);
-        let short = tier.store("a", |p| {
-            std::fs::write(p, vec![7u8; 1000]).map_err(|e| e.to_string())?;
-            Ok(4096) // what the engine meant to write
-        });
-        assert!(short.unwrap_err().contains("1000 bytes where 4096"));
-        assert_eq!(tier.lookup("a"), Lookup::Miss);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left behind");
-        // Cut after it was checked in, with a checksum made to match: the
-        // recorded length still catches it before any engine reads it.
-        tier.store("b", write(b"0123456789")).unwrap();
-        let kv = dir.path().join("b.kv");
-        std::fs::write(&kv, b"01234").unwrap();
-        let hash = hash_file(&kv).unwrap();
-        let sum = std::fs::read_to_string(dir.path().join("b.sum")).unwrap();
-        std::fs::write(
-            dir.path().join("b.sum"),
-            sum.replacen(parse_sum(&sum).unwrap().0, &hash, 1),
-        )
-        .unwrap();
-        assert!(matches!(tier.lookup("b"), Lookup::Corrupt(why) if why.contains("5 bytes where 10")));
-        // A checksum file of the older format (the hash alone) is not trusted.
-        tier.store("c", write(b"xyz")).unwrap();
-        std::fs::write(dir.path().join("c.sum"), hash_file(&dir.path().join("c.kv")).unwrap()).unwrap();
-        assert!(matches!(tier.lookup("c"), Lookup::Corrupt(_)));
-    }
-
-    /// Reliability case 34: saves killed mid-write left `*.tmp` files (211 MB
-    /// after three kills) that the cap did not count and nothing removed.
-    #[test]
-    fn temporaries_of_dead_processes_are_removed_and_live_ones_counted() {
-        let dir = tempfile::tempdir().unwrap();
-        // A process id that is not running: past the kernel's largest.
-        let dead = dir.path().join("k1.4194999.tmp");
-        std::fs::write(&dead, vec![0u8; 500]).unwrap();
-        std::fs::write(dir.path().join("k2.4194999.sumtmp"), b"x").unwrap();
-        let mine = dir.path().join(format!("k3.{}.tmp", std::process::id()));
-        std::fs::write(&mine, vec![0u8; 300]).unwrap();
-        let tier = DiskTier::new(dir.path().to_path_buf(), 1000);
-        assert!(!dead.exists() && !dir.path().join("k2.4194999.sumtmp").exists());
-        assert!(mine.exists(), "a running process's file stays");
-        assert_eq!(tier.temporary_bytes(), 300);
-        // 300 temporary + 600 + 600 do not fit 1,000: the older state goes.
-        tier.store("s1", |p| {
-            std::fs::write(p, vec![1u8; 600])
-                .map(|()| 600)
-                .map_err(|e| e.to_string())
-        })
-        .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        tier.store("s2", |p| {
-            std::fs::write(p, vec![2u8; 600])
-                .map(|()| 600)
-                .map_err(|e| e.to_string())
-        })
-        .unwrap();
-        assert!(!tier.has("s1") && tier.has("s2"));
-        assert_eq!(temporary_owner("abc.123.linktmp"), Some(123));
-        assert_eq!(temporary_owner("abc.kv"), None);
-    }
-}
+mod tests;
