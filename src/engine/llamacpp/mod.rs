@@ -185,6 +185,9 @@ pub struct LlamaCppEngine {
     vision: Option<Vision>,
     /// Shared with the resident contexts, which borrow it.
     model: Arc<LlamaModel>,
+    /// K and V elements one token's KV takes over all layers (read from
+    /// the model once, at load).
+    kv_elements: u64,
     /// Contexts kept between requests, each holding a corpus prefix (a
     /// mutex only to be `Sync`: a context may be sent, not shared; requests
     /// hold the engine mutably and use `get_mut`).
@@ -233,7 +236,7 @@ fn load(path: &Path, params: &LlamaModelParams) -> Result<LlamaModel, EngineErro
 impl LlamaCppEngine {
     /// Bytes one token's KV takes in this engine's KV type.
     fn kv_bytes_per_token(&self) -> u64 {
-        (kv_elements_per_token(&self.model) as f64 * self.options.kv_type.bytes_per_element()).ceil() as u64
+        (self.kv_elements as f64 * self.options.kv_type.bytes_per_element()).ceil() as u64
     }
 
     /// Follow-ups answered from a resident context so far.
@@ -310,6 +313,7 @@ impl LlamaCppEngine {
         let trims_content = trims_content(&model, &template)?;
         Ok(Self {
             vision,
+            kv_elements: kv_elements_per_token(&model),
             model: Arc::new(model),
             resident: std::sync::Mutex::new(resident::Pool::new(options.resident_bytes)),
             fast: fast_counter(path),
@@ -402,7 +406,7 @@ impl Engine for LlamaCppEngine {
 
     fn kv_store(&self) -> Option<crate::kv::budget::KvStore> {
         let disk = self.kv.disk()?;
-        let elements = kv_elements_per_token(&self.model) as f64;
+        let elements = self.kv_elements as f64;
         Some(crate::kv::budget::KvStore {
             kv_type: self.options.kv_type.name().to_owned(),
             bytes_per_token: elements * self.options.kv_type.bytes_per_element(),
