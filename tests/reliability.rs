@@ -560,12 +560,13 @@ fn r18_an_injected_instruction_stays_data_and_the_audit_still_reports() {
     ingest_repo();
 
     let mut corpus = scout::corpus::Corpus::open(&corpus_path).unwrap();
-    let opts = AuditOptions {
-        pipeline: scout::tasks::pipeline::Pipeline::load("security", &scout::tasks::access::Access::Anywhere).unwrap(),
-        generate: scout::engine::GenerateParams::default(),
-        max_findings: 5,
-    };
-    let report = audit(&mut corpus, &mut Gullible, &opts, &mut |_| {}).unwrap();
+    let opts = AuditOptions::new(
+        scout::tasks::pipeline::Pipeline::load("security", &scout::tasks::access::Access::Anywhere).unwrap(),
+        scout::engine::GenerateParams::default(),
+        5,
+    )
+    .unwrap();
+    let report = audit(&mut corpus, Some(&mut Gullible), &opts, &mut |_| {}).unwrap();
     let report = serde_json::to_value(&report).unwrap();
     assert_eq!(report["files_audited"], 2, "{report:#}");
     let findings = report["findings"].as_array().unwrap();

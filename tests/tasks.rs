@@ -109,18 +109,43 @@ fn audit_writes_every_format_and_checks_every_finding() {
         }
         assert!(f["windows"].as_array().unwrap().iter().all(|w| w == 0));
     }
-    // Recorded, not asserted: how many planted issues the model found.
+    // Recorded, not asserted: how many planted issues were found, and how
+    // the model judged the rules' candidates.
     eprintln!(
-        "audit: {} findings, {} verified (7 planted issues)",
+        "audit: {} findings, {} verified (7 planted issues); tiers {}",
         findings.len(),
-        planted_found
+        planted_found,
+        report["summary"]["by_tier"]
     );
 
     let sarif: Value = serde_json::from_str(&std::fs::read_to_string(&sarif).unwrap()).unwrap();
     assert_valid(&schema(&data("sarif/sarif-schema-2.1.0.json")), &sarif, "the SARIF log");
     let run = &sarif["runs"][0];
     assert_eq!(run["tool"]["driver"]["name"], "scout");
-    assert_eq!(run["results"].as_array().unwrap().len(), findings.len());
+    // Unverified findings stay out of SARIF, and never rank above info.
+    let unverified: Vec<&Value> = findings.iter().filter(|f| f["tier"] == "unverified").collect();
+    assert!(unverified.iter().all(|f| f["severity"] == "info"), "{unverified:#?}");
+    assert_eq!(
+        run["results"].as_array().unwrap().len(),
+        findings.len() - unverified.len()
+    );
+    assert!(run["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["properties"]["tier"] != "unverified"));
+    // Findings come best tier first; the planted injection is found by the
+    // structural rules at its line whatever the model says.
+    let order = ["confirmed", "verified", "candidate", "unverified"];
+    let ranks: Vec<usize> = findings
+        .iter()
+        .map(|f| order.iter().position(|t| f["tier"] == *t).unwrap())
+        .collect();
+    assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
+    assert!(findings.iter().any(|f| f["rule_id"] == "injection"
+        && f["anchor"]["path"].as_str().unwrap().ends_with("app/db.py")
+        && f["anchor"]["line_start"] == 9
+        && f["verified"] == true));
     assert!(run["originalUriBaseIds"]["%SRCROOT%"]["uri"]
         .as_str()
         .unwrap()

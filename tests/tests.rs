@@ -4,6 +4,7 @@
 
 mod ask;
 mod attacks;
+mod audit;
 mod bench;
 mod cli;
 mod ingest;

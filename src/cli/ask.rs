@@ -190,6 +190,7 @@ pub(super) fn show_progress(progress: &Progress, event: TaskEvent<'_>) {
         // window not kept always.
         TaskEvent::KvKept(k) if !k.all_kept() => progress.say(&report::sweep::kept_text(k)),
         TaskEvent::KvKept(_) | TaskEvent::Answer(_) => {}
+        TaskEvent::Rules(stats) => progress.say(&report::audit::rules_text(stats)),
     }
 }
 

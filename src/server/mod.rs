@@ -521,6 +521,7 @@ async fn ask_route(
                     }
                     TaskEvent::Plan(plan) => send(tx, &cancel, json_event("plan", &json!(plan))),
                     TaskEvent::KvKept(kept) => send(tx, &cancel, json_event("kv_kept", &json!(kept))),
+                    TaskEvent::Rules(stats) => send(tx, &cancel, json_event("rules", &json!(stats))),
                     TaskEvent::Sweep { of, prompt_tokens, .. } => send(
                         tx,
                         &cancel,
@@ -586,17 +587,18 @@ async fn audit_route(
     let app2 = Arc::clone(&app);
     let v = on_engine(&app, move |engine, cancel| {
         let mut corpus = app2.corpora.open(&id)?;
-        let opts = AuditOptions {
+        let opts = AuditOptions::new(
             pipeline,
-            generate: GenerateParams {
+            GenerateParams {
                 max_tokens: body.max_tokens.unwrap_or(1536),
                 repeat_penalty: 1.0,
                 cancel,
                 ..GenerateParams::default()
             },
-            max_findings: body.max_findings.unwrap_or(8).max(1),
-        };
-        let r = audit(&mut corpus, engine, &opts, &mut |_| {}).map_err(task_error)?;
+            body.max_findings.unwrap_or(8),
+        )
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+        let r = audit(&mut corpus, Some(engine), &opts, &mut |_| {}).map_err(task_error)?;
         app2.metrics
             .generation(r.usage.prompt_tokens, r.usage.completion_tokens, r.kv);
         Ok(serde_json::to_value(&r).unwrap_or(Value::Null))

@@ -612,12 +612,13 @@ impl<'a> Worker<'a> {
                 max_tokens,
             } => {
                 let corpus = Self::corpus(&mut self.corpus, self.open, source, false)?;
-                let opts = AuditOptions {
-                    pipeline: pipeline.clone(),
-                    generate: generate(*max_tokens, 1536, 1.0),
-                    max_findings: max_findings.unwrap_or(8).max(1),
-                };
-                serde_json::to_value(audit(corpus, engine, &opts, quiet).map_err(|e| e.to_string())?)
+                let opts = AuditOptions::new(
+                    pipeline.clone(),
+                    generate(*max_tokens, 1536, 1.0),
+                    max_findings.unwrap_or(8),
+                )
+                .map_err(|e| e.to_string())?;
+                serde_json::to_value(audit(corpus, Some(engine), &opts, quiet).map_err(|e| e.to_string())?)
             }
             JobSpec::Extract {
                 source,

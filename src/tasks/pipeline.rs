@@ -32,6 +32,11 @@ pub struct Rule {
     pub severity: String,
     pub title: String,
     pub description: String,
+    /// Structural rules for it, in ast-grep's YAML rule format (several
+    /// documents, `---` between them): their matches are candidates of
+    /// this rule.
+    #[serde(default, skip_serializing)]
+    pub ast_grep: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +52,8 @@ struct PipelineFile {
     exclude: Vec<String>,
     severities: Vec<String>,
     instructions: String,
+    #[serde(default)]
+    structural_rules: Option<String>,
     rules: Vec<Rule>,
 }
 
@@ -64,6 +71,9 @@ pub struct Pipeline {
     pub severities: Vec<String>,
     pub instructions: String,
     pub rules: Vec<Rule>,
+    /// The rule set shipped with scout whose structural rules the audit
+    /// runs (`pipelines/rules/NAME/`).
+    pub structural_rules: Option<String>,
     /// Where it came from: `built-in` or the file's path.
     pub source: String,
     include: Vec<PathGlob>,
@@ -209,6 +219,7 @@ impl Pipeline {
             severities: file.severities,
             instructions: file.instructions.trim().to_owned(),
             rules: file.rules,
+            structural_rules: file.structural_rules,
             source: source.to_owned(),
         })
     }

@@ -56,6 +56,8 @@ pub enum TaskEvent<'a> {
     /// After a sweep: how much of its windows' KV the engine's disk tier
     /// keeps for the next question, and why a window's is not kept.
     KvKept(&'a crate::tasks::sweep::KvKept),
+    /// An audit's structural rules ran over its files.
+    Rules(&'a crate::tasks::audit::ScanStats),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

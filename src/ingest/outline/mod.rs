@@ -158,7 +158,13 @@ fn symbols(
     if parser.set_language(grammar).is_err() {
         return Ok((Vec::new(), false));
     }
-    let mut past_limit = |_: &tree_sitter::ParseState| started.elapsed() > limit;
+    let mut past_limit = |_: &tree_sitter::ParseState| {
+        if started.elapsed() > limit {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    };
     let tree = parser
         .parse_with_options(
             &mut |offset, _| if offset < bytes.len() { &bytes[offset..] } else { &[] },

@@ -1,0 +1,240 @@
+//! The model's pass of an audit: the files window by window, each
+//! window's answer held to a schema naming its own files, rules and
+//! candidates, with the candidates listed after the files.
+
+use serde_json::{json, Value};
+
+use super::triage::{self, WindowCandidates};
+use super::{
+    check, AuditError, AuditOptions, AuditWindow, Candidate, RawFinding, Verdict, AUDIT_TEMPLATE, MAX_PATH_ENUM,
+};
+use crate::corpus::{Corpus, StoredDocument};
+use crate::engine::{Call, Engine, GenerateParams};
+use crate::prompt::{count_units, preamble, render_document, ChatMessage, DocumentBlock};
+use crate::tasks::citations::CorpusIndex;
+use crate::tasks::pipeline::Pipeline;
+use crate::tasks::run::{fit_windows, messages, Caller, Step, TaskEvent, Usage};
+use crate::tasks::sweep::{Rates, SweepPlan};
+
+/// The task text for a pipeline.
+fn task_text(p: &Pipeline, max_findings: u32) -> String {
+    AUDIT_TEMPLATE
+        .replace("{instructions}", &p.instructions)
+        .replace("{rules}", &p.rules_text())
+        .replace("{severities}", &p.severities.join(", "))
+        .replace("{max_findings}", &max_findings.to_string())
+}
+
+/// The JSON schema the model's answer for one window is constrained to.
+#[must_use]
+pub fn window_schema(p: &Pipeline, paths: &[&str], max_findings: u32, candidates: &[String]) -> Value {
+    let path = if paths.len() <= MAX_PATH_ENUM {
+        json!({"type": "string", "enum": paths})
+    } else {
+        json!({"type": "string"})
+    };
+    let mut properties = serde_json::Map::new();
+    let mut required = Vec::new();
+    // Candidates are judged first, before the model's own findings.
+    if !candidates.is_empty() {
+        properties.insert("verdicts".to_owned(), triage::verdicts_schema(candidates, &path));
+        required.push("verdicts");
+    }
+    required.push("findings");
+    properties.insert("findings".to_owned(), findings_schema(p, &path, max_findings));
+    json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false
+    })
+}
+
+fn findings_schema(p: &Pipeline, path: &Value, max_findings: u32) -> Value {
+    json!({
+                "type": "array",
+                "maxItems": max_findings,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "rule": {"type": "string", "enum": p.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>()},
+                        "path": path,
+                        "line_start": {"type": "integer", "minimum": 1},
+                        "line_end": {"type": "integer", "minimum": 1},
+                        "evidence": {"type": "string", "maxLength": 200},
+                        "severity": {"type": "string", "enum": p.severities},
+                        "title": {"type": "string", "maxLength": 100},
+                        "explanation": {"type": "string", "maxLength": 300},
+                        "fix": {"type": "string", "maxLength": 200}
+                    },
+                    "required": ["rule", "path", "line_start", "line_end", "evidence", "severity", "title", "explanation", "fix"],
+                    "additionalProperties": false
+                }
+    })
+}
+
+/// What the model's pass gave.
+#[derive(Default)]
+pub(super) struct ModelRead {
+    pub raw: Vec<(usize, RawFinding)>,
+    /// Verdicts on candidates, by index into the candidate list.
+    pub verdicts: Vec<(usize, Verdict)>,
+    pub windows: Vec<AuditWindow>,
+    pub usage: Usage,
+    pub prefill_ms: u64,
+    pub engine: String,
+    pub model: String,
+}
+
+/// The model reads the files window by window, with each window's
+/// candidates to judge listed after its files.
+pub(super) fn read_with_model(
+    corpus: &mut Corpus,
+    engine: &mut dyn Engine,
+    opts: &AuditOptions,
+    docs: &[StoredDocument],
+    candidates: &[Candidate],
+    index: &CorpusIndex<'_>,
+    on_event: &mut dyn FnMut(TaskEvent<'_>),
+) -> Result<ModelRead, AuditError> {
+    let pipeline = &opts.pipeline;
+    let salt = corpus.salt().to_owned();
+    let blocks: Vec<DocumentBlock> = docs.iter().map(|d| render_document(d, &salt)).collect();
+    let counts = count_units(&blocks, corpus, &*engine)?;
+    let system = preamble(&salt);
+    let task = task_text(pipeline, opts.max_findings);
+    // Room for the candidates' list and verdicts, as many as a window may
+    // judge (fewer when the whole corpus has fewer).
+    let most_judged = candidates.len().min(opts.max_candidates as usize) as u32;
+    let windows = fit_windows(
+        &*engine,
+        &blocks,
+        &counts,
+        &system,
+        &salt,
+        &task,
+        opts.generate.max_tokens + triage::reserve(most_judged),
+    )?;
+    let constrained = engine.capabilities().json_schema;
+    let mut read = ModelRead {
+        engine: engine.backend().to_owned(),
+        model: engine.model_id().to_owned(),
+        ..ModelRead::default()
+    };
+    let judged: Vec<WindowCandidates> = windows
+        .iter()
+        .map(|w| WindowCandidates::of(candidates, &w.paths(&blocks), opts.max_candidates as usize))
+        .collect();
+    // Each window's answer is held to a schema naming its own files and
+    // candidates; the windows go to the engine together, as many at once
+    // as it takes.
+    let params: Vec<GenerateParams> = windows
+        .iter()
+        .zip(&judged)
+        .map(|(w, j)| GenerateParams {
+            json_schema: Some(window_schema(pipeline, &w.paths(&blocks), opts.max_findings, &j.ids())),
+            max_tokens: opts.generate.max_tokens + triage::reserve(j.judged.len() as u32),
+            ..opts.generate.clone()
+        })
+        .collect();
+    let msgs: Vec<Vec<ChatMessage>> = windows
+        .iter()
+        .zip(&judged)
+        .map(|(w, j)| {
+            messages(
+                &system,
+                &w.render(&blocks, &salt),
+                &(task.clone() + &j.text(candidates)),
+            )
+        })
+        .collect();
+    let calls: Vec<Call<'_>> = msgs
+        .iter()
+        .zip(&params)
+        .map(|(m, p)| Call { messages: m, params: p })
+        .collect();
+    if calls.len() > 1 {
+        let plan = SweepPlan::new(Step::Audit, &*engine, &calls, &Rates::default())?;
+        on_event(TaskEvent::Plan(&plan));
+    }
+    let mut caller = Caller {
+        engine: &mut *engine,
+        params: &opts.generate,
+        on_event: &mut *on_event,
+        usage: Usage::default(),
+        prefill_ms: 0,
+    };
+    let outcomes = caller.call_each_with(&calls, Step::Audit, 0, calls.len());
+    (read.usage, read.prefill_ms) = (caller.usage, caller.prefill_ms);
+    for (i, ((w, outcome), j)) in windows.iter().zip(outcomes).zip(&judged).enumerate() {
+        let paths = w.paths(&blocks);
+        let mut report = AuditWindow {
+            documents: paths.iter().map(|p| (*p).to_owned()).collect(),
+            tokens: w.tokens,
+            findings: 0,
+            candidates: j.all,
+            judged: j.judged.len(),
+            truncated: false,
+            error: None,
+        };
+        match outcome {
+            Ok(g) => match check::parse_findings(&g.text) {
+                Some((found, truncated)) => {
+                    report.findings = found.findings.len();
+                    report.truncated = truncated;
+                    read.verdicts.extend(j.verdicts(&found.verdicts, i, index));
+                    read.raw.extend(found.findings.into_iter().map(|f| (i, f)));
+                }
+                None => {
+                    report.error = Some(format!(
+                        "the model's answer is not the findings JSON{}: {}",
+                        if constrained {
+                            ""
+                        } else {
+                            " (this engine cannot constrain it)"
+                        },
+                        check::excerpt(&g.text)
+                    ));
+                }
+            },
+            Err(e) => report.error = Some(e.to_string()),
+        }
+        read.windows.push(report);
+    }
+    Ok(read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_schema_names_only_real_rules_and_paths() {
+        let p = Pipeline::load("security", &crate::tasks::access::Access::Anywhere).unwrap();
+        let s = window_schema(&p, &["a.py", "b.rs"], 5, &[]);
+        let item = &s["properties"]["findings"]["items"]["properties"];
+        assert_eq!(item["path"]["enum"], json!(["a.py", "b.rs"]));
+        assert_eq!(item["rule"]["enum"].as_array().unwrap().len(), p.rules.len());
+        assert_eq!(s["properties"]["findings"]["maxItems"], 5);
+        // Properties keep the order a model should write them in.
+        let keys: Vec<&String> = item.as_object().unwrap().keys().collect();
+        assert_eq!(keys[..4], ["rule", "path", "line_start", "line_end"]);
+        let many: Vec<String> = (0..=MAX_PATH_ENUM).map(|i| format!("f{i}.py")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let s = window_schema(&p, &many, 5, &[]);
+        assert!(s["properties"]["findings"]["items"]["properties"]["path"]["enum"].is_null());
+        // Candidates to judge: one verdict each, before the findings.
+        let ids = vec!["C1".to_owned(), "C2".to_owned()];
+        let s = window_schema(&p, &["a.py"], 5, &ids);
+        let keys: Vec<&String> = s["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["verdicts", "findings"]);
+        assert_eq!(s["required"], json!(["verdicts", "findings"]));
+        let v = &s["properties"]["verdicts"];
+        assert_eq!((v["minItems"].as_u64(), v["maxItems"].as_u64()), (Some(2), Some(2)));
+        assert_eq!(v["items"]["properties"]["candidate"]["enum"], json!(ids));
+        assert_eq!(
+            v["items"]["properties"]["source"]["items"]["properties"]["path"]["enum"],
+            json!(["a.py"])
+        );
+    }
+}

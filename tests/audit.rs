@@ -1,0 +1,242 @@
+//! `scout audit`'s structural rules, tiers, fingerprints and `--baseline`
+//! from the CLI. `--rules-only` loads no model, so these run in seconds.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::util::{data, scout, text};
+
+/// The issue's injection, in a copy of the planted-issues repository.
+const USERS_PY: &str = "import sqlite3\n\n\ndef find_user(cursor, name):\n    cursor.execute(\"SELECT * FROM users WHERE name = '%s'\" % name)\n    return cursor.fetchall()\n";
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+fn demo(dir: &Path) -> std::path::PathBuf {
+    let repo = dir.join("demo");
+    copy_dir(&data("audit"), &repo);
+    std::fs::write(repo.join("app/users.py"), USERS_PY).unwrap();
+    repo
+}
+
+fn sarif_ids(path: &Path) -> Vec<String> {
+    let log: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut ids: Vec<String> = log["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["partialFingerprints"]["scoutFindingId/v1"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn rules_alone_find_the_injection_at_its_line_with_every_tier_labelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = demo(dir.path());
+    let out = scout(dir.path())
+        .args(["audit", "--rules-only", "--json"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("--rules-only: no model"), "{stderr}");
+    assert!(stderr.contains("structural rules over 6 files"), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["model_read"], false);
+    assert_eq!(report["engine"], "none");
+    let findings = report["findings"].as_array().unwrap();
+    let injection = findings
+        .iter()
+        .find(|f| f["anchor"]["path"].as_str().unwrap().ends_with("app/users.py"))
+        .expect("the injection is found");
+    assert_eq!(injection["rule_id"], "injection");
+    assert_eq!(injection["anchor"]["line_start"], 5);
+    assert_eq!(injection["verified"], true);
+    assert_eq!(injection["tier"], "candidate");
+    assert_eq!(injection["rule_match"]["check"], "python-sql-built-from-strings");
+    // Six of the seven planted issues are rule-shaped (tests/data/audit/README.md;
+    // a missing authorization check is not): each found at its line.
+    for (path, line, rule) in [
+        ("app/db.py", 9, "injection"),
+        ("app/files.py", 8, "path-traversal"),
+        ("app/files.py", 14, "command-injection"),
+        ("app/session.py", 8, "unsafe-deserialization"),
+        ("app/auth.py", 7, "weak-crypto"),
+        ("native/copy.c", 6, "memory-safety"),
+    ] {
+        assert!(
+            findings
+                .iter()
+                .any(|f| f["anchor"]["path"].as_str().unwrap().ends_with(path)
+                    && f["anchor"]["line_start"] == line
+                    && f["rule_id"] == rule),
+            "{path}:{line} {rule} not found: {findings:#?}"
+        );
+    }
+    assert!(findings
+        .iter()
+        .all(|f| f["tier"] == "candidate" && f["windows"] == Value::Array(vec![])));
+    // The terminal lists them labelled; --fail-on counts rule matches.
+    let out = scout(dir.path())
+        .args(["audit", "--rules-only", "--fail-on", "critical"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.lines().next().unwrap().starts_with("[candidate]"), "{stdout}");
+    assert!(
+        stdout.contains("(0 confirmed, 0 verified, 7 candidate, 0 unverified)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn fingerprints_survive_ten_lines_added_above_and_a_baseline_reports_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = demo(dir.path());
+    let (before, after, again) = (
+        dir.path().join("a.sarif"),
+        dir.path().join("b.sarif"),
+        dir.path().join("c.sarif"),
+    );
+    let audit = |args: &[&std::ffi::OsStr]| {
+        let out = scout(dir.path())
+            .args(["audit", "--rules-only", "--quiet"])
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        out
+    };
+    audit(&["--sarif".as_ref(), before.as_os_str()]);
+    // Ten lines at the top of every file (comments in each language).
+    for rel in [
+        "app/db.py",
+        "app/files.py",
+        "app/session.py",
+        "app/auth.py",
+        "app/users.py",
+        "native/copy.c",
+    ] {
+        let path = repo.join(rel);
+        let comment = if Path::new(rel).extension().is_some_and(|e| e == "c") {
+            "// added\n"
+        } else {
+            "# added\n"
+        };
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, comment.repeat(10) + &text).unwrap();
+    }
+    audit(&["--sarif".as_ref(), after.as_os_str()]);
+    let ids = sarif_ids(&before);
+    assert_eq!(ids.len(), 7);
+    assert_eq!(sarif_ids(&after), ids, "every finding keeps its fingerprint");
+    let log: Value = serde_json::from_str(&std::fs::read_to_string(&after).unwrap()).unwrap();
+    assert!(log["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["locations"][0]["physicalLocation"]["region"]["startLine"]
+            .as_u64()
+            .unwrap()
+            > 10));
+    // With the first run as the baseline, nothing is new.
+    let out = audit(&[
+        "--baseline".as_ref(),
+        before.as_os_str(),
+        "--sarif".as_ref(),
+        again.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(sarif_ids(&again).is_empty());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["findings"].as_array().unwrap().len(), 0);
+    assert_eq!(report["baseline"]["known"], 7);
+    // A new injection is the one finding reported.
+    std::fs::write(
+        repo.join("app/orders.py"),
+        "def find(cursor, order):\n    cursor.execute(\"DELETE FROM orders WHERE id = \" + order)\n",
+    )
+    .unwrap();
+    let out = audit(&["--baseline".as_ref(), before.as_os_str(), "--json".as_ref()]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert!(findings[0]["anchor"]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("app/orders.py"));
+}
+
+#[test]
+fn rules_from_a_folder_run_and_a_broken_one_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = demo(dir.path());
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("mine.yml"),
+        "id: no-fetchall\nlanguage: python\nmessage: every row read\nmetadata: {scout-rule: missing-auth}\nrule:\n  pattern: $C.fetchall()\n",
+    )
+    .unwrap();
+    let out = scout(dir.path())
+        .args(["audit", "--rules-only", "--json", "--rules"])
+        .arg(&rules)
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["rule_match"]["check"] == "no-fetchall" && f["anchor"]["line_start"] == 6));
+    std::fs::write(
+        rules.join("broken.yml"),
+        "id: x\nlanguage: python\nrule:\n  kind: [call\n",
+    )
+    .unwrap();
+    let out = scout(dir.path())
+        .args(["audit", "--rules-only", "--rules"])
+        .arg(&rules)
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("broken.yml:"), "{stderr}");
+    // A pipeline without structural rules cannot run them alone.
+    let out = scout(dir.path())
+        .args(["audit", "--rules-only", "--pipeline", "licenses"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no structural rules"),
+        "{}",
+        text(&out.stderr)
+    );
+}
