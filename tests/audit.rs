@@ -240,3 +240,121 @@ fn rules_from_a_folder_run_and_a_broken_one_is_a_clear_error() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn diff_reports_only_the_findings_on_lines_changed_since_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = demo(dir.path());
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "commit.gpgsign=false",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "first"]);
+    // A second injection appended to a file that already has one.
+    let users = repo.join("app/users.py");
+    let before = std::fs::read_to_string(&users).unwrap();
+    std::fs::write(
+        &users,
+        format!("{before}\n\ndef drop_user(cursor, name):\n    cursor.execute(\"DELETE FROM users WHERE name = '\" + name + \"'\")\n"),
+    )
+    .unwrap();
+    let out = scout(dir.path())
+        .args(["audit", "--rules-only", "--json", "--diff", "HEAD"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--diff HEAD: 1 changed file"),
+        "{}",
+        text(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0]["anchor"]["line_start"], 10);
+    assert_eq!(report["diff"]["rev"], "HEAD");
+    assert_eq!(report["diff"]["files"], 1);
+    // A ref that is not a commit, and a source that is not one folder.
+    let out = scout(dir.path())
+        .args(["audit", "--rules-only", "--diff", "no-such-ref"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--diff no-such-ref: not a commit"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = scout(dir.path())
+        .args(["audit", "--rules-only", "--diff", "HEAD"])
+        .arg(repo.join("app/users.py"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("give one folder"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn bench_audit_plants_twins_in_a_copy_and_its_counts_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = demo(dir.path());
+    let files_before = std::fs::read_dir(repo.join("app")).unwrap().count();
+    let run = |seed: &str| {
+        let out = scout(dir.path())
+            .args([
+                "bench", "audit", "--modes", "rules", "--twins", "12", "--json", "--quiet", "--seed", seed,
+            ])
+            .arg(&repo)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let b = run("5");
+    let truth = b["truth"].as_array().unwrap();
+    assert_eq!(truth.len(), 12);
+    assert_eq!(truth.iter().filter(|t| t["vulnerable"] == true).count(), 6);
+    let mode = &b["modes"][0];
+    assert_eq!(mode["mode"], "rules");
+    let count = |s: &Value| {
+        ["tp", "fn", "fp", "tn"]
+            .iter()
+            .map(|k| s[*k].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(count(&mode["all"]), 12);
+    let per_cwe: u64 = mode["per_cwe"].as_array().unwrap().iter().map(count).sum();
+    assert_eq!(per_cwe, 12);
+    assert_eq!(mode["results"].as_array().unwrap().len(), 12);
+    // The planted files are Python and C, beside the tree's own (its languages).
+    assert!(truth.iter().all(|t| {
+        let p = Path::new(t["path"].as_str().unwrap());
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        p.starts_with("app") && ext == "py" || p.starts_with("native") && ext == "c"
+    }));
+    // The same seed, the same twins; the source untouched; no corpus left behind.
+    assert_eq!(run("5")["truth"], b["truth"]);
+    assert_eq!(std::fs::read_dir(repo.join("app")).unwrap().count(), files_before);
+    let corpora = dir.path().join("corpora");
+    let left: Vec<_> = std::fs::read_dir(&corpora)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -14,6 +14,7 @@ use super::{open_sources, say, show_progress, Progress, TaskArgs};
 use crate::engine::GenerateParams;
 use crate::report;
 use crate::tasks::access::Access;
+use crate::tasks::audit::diff::ChangedLines;
 use crate::tasks::audit::{apply_baseline, audit, baseline_ids, AuditOptions, RuleSet};
 use crate::tasks::pipeline::Pipeline;
 use crate::tasks::sources::check_sources;
@@ -24,6 +25,7 @@ Examples:
   scout audit ./my-repo
   scout audit ./my-repo --pipeline code-review --md review.md
   scout audit ./my-repo --sarif scout.sarif --html report.html --fail-on high
+  scout audit ./my-repo --diff origin/main --baseline main.sarif --fail-on high
   scout audit my-repo.scout.db --pipeline my-rules.toml --out report.json
 
 Built-in pipelines: security (CWE-named checks), code-review, licenses. A pipeline is a
@@ -86,6 +88,11 @@ pub(super) struct AuditArgs {
     /// List unverified findings with the rest (Markdown, HTML) and put them in SARIF.
     #[arg(long)]
     pub(super) show_unverified: bool,
+    /// Report only findings on lines changed since this git revision (committed, staged,
+    /// unstaged and new files). The files stay whole in the prompt; windows with no changed
+    /// file are not read. One folder source, in a git working tree.
+    #[arg(long, value_name = "REF")]
+    pub(super) diff: Option<String>,
     /// Leave out findings an earlier run's SARIF already has (by fingerprint): only new
     /// findings are reported, written and counted for --fail-on.
     #[arg(long, value_name = "OLD.sarif")]
@@ -130,6 +137,11 @@ pub(super) fn run_audit(a: &AuditArgs) -> Result<i32> {
         );
     }
     let baseline = a.baseline.as_ref().map(|p| read_baseline(p)).transpose()?;
+    let diff = match (&a.diff, a.sources.as_slice()) {
+        (None, _) => None,
+        (Some(rev), [folder]) if folder.is_dir() => Some(ChangedLines::since(folder, rev, &folder.to_string_lossy())?),
+        (Some(rev), _) => bail!("--diff {rev}: give one folder (a git working tree) as the source"),
+    };
     let mut say = say(a.quiet);
     let mut engine = if a.rules_only {
         None
@@ -170,6 +182,7 @@ pub(super) fn run_audit(a: &AuditArgs) -> Result<i32> {
         max_findings: a.max_findings.max(1),
         rules: std::sync::Arc::new(rules),
         max_candidates: a.max_candidates,
+        diff,
     };
     let progress = Progress::prefill(a.quiet);
     let result = audit(
@@ -182,6 +195,18 @@ pub(super) fn run_audit(a: &AuditArgs) -> Result<i32> {
     );
     progress.clear();
     let mut report = result?;
+    if let Some(d) = &report.diff {
+        say(&format!(
+            "scout: --diff {}: {} changed file{} ({} range{}); {} window{} with no changed file not read",
+            d.rev,
+            d.files,
+            if d.files == 1 { "" } else { "s" },
+            d.ranges,
+            if d.ranges == 1 { "" } else { "s" },
+            d.windows_skipped,
+            if d.windows_skipped == 1 { "" } else { "s" }
+        ));
+    }
     if let (Some(known), Some(path)) = (&baseline, &a.baseline) {
         apply_baseline(&mut report, known, &path.display().to_string());
         if let Some(b) = &report.baseline {

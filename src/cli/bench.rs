@@ -36,6 +36,12 @@ pub(super) enum BenchCommand {
     /// measure) and loose match (case, spaces and number formatting ignored), so
     /// extraction quality has a number for any model.
     Extract(ExtractBenchArgs),
+    /// Score `scout audit`: plant vulnerable and safe twins (per CWE and language) at
+    /// seeded places in a copy of a real repository, run the audit with the structural
+    /// rules alone, the model alone and both, and print per CWE the true- and
+    /// false-positive rates, Youden index, precision and F1. `--truth` scores an
+    /// external suite the same way.
+    Audit(super::bench_audit::AuditBenchArgs),
 }
 
 #[derive(Debug, Args)]

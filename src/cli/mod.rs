@@ -15,6 +15,7 @@ mod ask;
 mod audit;
 mod batch;
 mod bench;
+mod bench_audit;
 mod config;
 mod extract;
 mod ingest;
@@ -313,6 +314,7 @@ impl Command {
             Command::Pack(a) => (a.quiet(), false),
             Command::Bench(BenchCommand::Needle(a)) => (a.quiet(), false),
             Command::Bench(BenchCommand::Extract(a)) => (a.quiet(), false),
+            Command::Bench(BenchCommand::Audit(a)) => (a.quiet(), false),
             // A server logs each request (RUST_LOG=scout=warn to quiet it).
             Command::Serve(_) => (false, true),
             _ => (false, false),
@@ -359,6 +361,7 @@ pub fn main() -> i32 {
         Command::Bench(BenchCommand::PrefixStability(a)) => run_stability(&a),
         Command::Bench(BenchCommand::Needle(a)) => run_needle(&a),
         Command::Bench(BenchCommand::Extract(a)) => run_extract_bench(&a),
+        Command::Bench(BenchCommand::Audit(a)) => bench_audit::run_audit_bench(&a),
         Command::Config(a) => run_config(&a),
         Command::Completions(a) => run_completions(&a),
         Command::Man(a) => run_man(&a),

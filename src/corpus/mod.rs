@@ -143,6 +143,25 @@ impl StoredDocument {
         }
     }
 
+    /// A code document of one segment, lines 1 to its last (tests build
+    /// their corpora with it).
+    #[must_use]
+    pub fn code(path: &str, text: &str) -> Self {
+        let anchor = crate::anchor::Anchor::Lines {
+            path: path.to_owned(),
+            start: 1,
+            end: text.lines().count() as u32,
+        };
+        Self::with_segments(
+            path,
+            DocumentKind::Code,
+            vec![Segment {
+                anchor,
+                text: text.to_owned(),
+            }],
+        )
+    }
+
     /// Number of lines (text) or pages (PDF) the document has; 0 for images.
     #[must_use]
     pub fn extent(&self) -> u32 {

@@ -5,6 +5,7 @@
 //! was settled before it gets here.
 
 pub mod audit;
+pub mod audit_bench;
 pub mod map;
 pub mod needle;
 pub mod plan;

@@ -14,6 +14,7 @@
 pub mod access;
 pub mod ask;
 pub mod audit;
+pub mod audit_bench;
 pub mod batch;
 pub mod chat;
 pub mod citations;

@@ -36,6 +36,9 @@ pub fn verdict_text(v: &Verdict) -> String {
         VerdictKind::NotJudged => "not judged",
     };
     let mut out = said.to_owned();
+    if v.verdict == VerdictKind::Dismissed && !v.dismisses() {
+        out.push_str(" (citing no line that checks out: the match stands)");
+    }
     if !v.reason.is_empty() {
         let _ = write!(out, ": {}", v.reason);
     }
@@ -51,7 +54,12 @@ pub fn verdict_text(v: &Verdict) -> String {
                 )
             })
             .collect();
-        let _ = write!(out, ". Source path: {}", hops.join(" → "));
+        let label = if v.verdict == VerdictKind::Confirmed {
+            "Source path"
+        } else {
+            "Cited"
+        };
+        let _ = write!(out, ". {label}: {}", hops.join(" → "));
     } else if v.verdict == VerdictKind::Confirmed {
         out.push_str(". No source path given");
     }
@@ -307,6 +315,9 @@ pub(super) fn totals(r: &AuditReport) -> String {
         r.files_audited,
         r.files_in_corpus
     );
+    if let Some(d) = &r.diff {
+        let _ = write!(line, ", on lines changed since {} ({} files)", d.rev, d.files);
+    }
     if let Some(b) = &r.baseline {
         let _ = write!(line, ", {} more already in {}", b.known, b.file);
     }
@@ -331,10 +342,12 @@ pub fn text(r: &AuditReport, shown: Shown) -> String {
             continue;
         }
         let cwe = f.cwe.as_deref().map(|c| format!(" {c}")).unwrap_or_default();
-        let dismissed = if f.verdict.as_ref().is_some_and(|v| v.verdict == VerdictKind::Dismissed) {
-            " (the model dismissed it)"
-        } else {
-            ""
+        let dismissed = match &f.verdict {
+            Some(v) if v.dismisses() => " (the model dismissed it)",
+            Some(v) if v.verdict == VerdictKind::Dismissed => {
+                " (the model dismissed it, citing no line that checks out)"
+            }
+            _ => "",
         };
         let _ = writeln!(
             out,

@@ -84,7 +84,11 @@ fn sample() -> AuditReport {
     candidate.verdict = Some(Verdict {
         verdict: VerdictKind::Dismissed,
         reason: "the host is a constant".to_owned(),
-        path: Vec::new(),
+        path: vec![Hop {
+            anchor: "app/run.py:2".to_owned(),
+            evidence: "HOST = \"example.org\"".to_owned(),
+            verified: true,
+        }],
         window: Some(0),
     });
     candidate.windows = Vec::new();
@@ -120,6 +124,7 @@ fn sample() -> AuditReport {
             ms: 12,
         }),
         model_read: true,
+        diff: None,
         baseline: None,
         windows: vec![
             AuditWindow {

@@ -7,10 +7,11 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use crate::anchor::Anchor;
+
 use super::{
     CodeSnippet, EvidenceMatch, Finding, FindingAnchor, Origin, RawFinding, RawFindings, Tier, CODE_LINES, MERGE_GAP,
 };
-use crate::anchor::Anchor;
 use crate::tasks::citations::{lines_of, locate, squash, CitationStatus, CorpusIndex};
 use crate::tasks::pipeline::Pipeline;
 
@@ -271,25 +272,6 @@ pub(super) fn merge(findings: Vec<Finding>, p: &Pipeline) -> Vec<Finding> {
 mod tests {
     use super::*;
     use crate::corpus::StoredDocument;
-    use crate::document::DocumentKind;
-    use crate::document::Segment;
-
-    fn doc(path: &str, text: &str) -> StoredDocument {
-        let lines = text.lines().count() as u32;
-        let anchor = Anchor::Lines {
-            path: path.to_owned(),
-            start: 1,
-            end: lines,
-        };
-        StoredDocument::with_segments(
-            path,
-            DocumentKind::Code,
-            vec![Segment {
-                anchor,
-                text: text.to_owned(),
-            }],
-        )
-    }
 
     fn raw(rule: &str, path: &str, lines: (u32, u32), evidence: &str) -> RawFinding {
         RawFinding {
@@ -309,7 +291,7 @@ mod tests {
 
     #[test]
     fn findings_are_checked_against_the_cited_lines() {
-        let docs = vec![doc("src/app.py", APP)];
+        let docs = vec![StoredDocument::code("src/app.py", APP)];
         let index = CorpusIndex::new(&docs);
         let p = Pipeline::load("security", &crate::tasks::access::Access::Anywhere).unwrap();
         let ok = check(
@@ -378,7 +360,7 @@ mod tests {
 
     #[test]
     fn duplicates_merge_and_the_verified_report_stands() {
-        let docs = vec![doc("src/app.py", APP)];
+        let docs = vec![StoredDocument::code("src/app.py", APP)];
         let index = CorpusIndex::new(&docs);
         let p = Pipeline::load("security", &crate::tasks::access::Access::Anywhere).unwrap();
         let a = check(

@@ -19,6 +19,7 @@
 //! gets a tier (`Tier`): confirmed, verified, candidate, unverified.
 
 mod check;
+pub mod diff;
 mod read;
 pub mod rules;
 mod tiers;
@@ -67,6 +68,9 @@ pub struct AuditOptions {
     /// Most candidates the model judges per window; the rest stay
     /// candidates, marked not judged.
     pub max_candidates: u32,
+    /// Only findings on these lines (`--diff REF`); windows with no changed
+    /// file are not read.
+    pub diff: Option<diff::ChangedLines>,
 }
 
 impl AuditOptions {
@@ -79,12 +83,13 @@ impl AuditOptions {
             max_findings: max_findings.max(1),
             rules,
             max_candidates: DEFAULT_MAX_CANDIDATES,
+            diff: None,
         })
     }
 }
 
 /// Candidates the model judges per window unless told otherwise.
-pub const DEFAULT_MAX_CANDIDATES: u32 = 12;
+pub const DEFAULT_MAX_CANDIDATES: u32 = 8;
 
 /// What the model returns for one window (the constrained schema).
 #[derive(Debug, Deserialize)]
@@ -199,6 +204,15 @@ pub struct Finding {
     pub occurrences: u32,
 }
 
+/// What an audit limited to changed lines covered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiffUse {
+    pub rev: String,
+    pub files: usize,
+    pub ranges: usize,
+    pub windows_skipped: usize,
+}
+
 /// Who found a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -283,6 +297,10 @@ pub struct AuditReport {
     pub rules: Option<ScanStats>,
     /// Whether the model read the files (false: structural rules only).
     pub model_read: bool,
+    /// What `--diff` kept to: the revision, the changed files and ranges,
+    /// and the windows not read for having no changed file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<DiffUse>,
     /// Findings left out because a baseline already had them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<tiers::BaselineUse>,
@@ -347,19 +365,22 @@ pub fn audit(
     }
     order_documents(&mut docs);
     let index = CorpusIndex::new(&docs);
-    let (candidates, scan) = if opts.rules.is_empty() {
+    let (mut candidates, scan) = if opts.rules.is_empty() {
         (Vec::new(), None)
     } else {
         let (found, stats) = opts.rules.scan(&docs);
         on_event(TaskEvent::Rules(&stats));
         (found, Some(stats))
     };
+    if let Some(d) = &opts.diff {
+        candidates.retain(|c| d.touches(&c.path, c.line_start, c.line_end));
+    }
     let mut read = ModelRead::default();
     if let Some(engine) = engine {
         read = read_with_model(corpus, engine, opts, &docs, &candidates, &index, on_event)?;
     }
     let model_read = !read.engine.is_empty();
-    let findings = tiers::join(
+    let mut findings = tiers::join(
         candidates
             .iter()
             .map(|c| tiers::candidate_finding(c, pipeline, &index))
@@ -374,6 +395,9 @@ pub fn audit(
         &read.verdicts,
         pipeline,
     );
+    if let Some(d) = &opts.diff {
+        findings.retain(|f| d.touches(&f.anchor.path, f.anchor.line_start, f.anchor.line_end));
+    }
     let summary = tiers::summarize(&findings, read.windows.iter().filter(|w| w.error.is_some()).count());
     let total_ms = started.elapsed().as_millis() as u64;
     Ok(AuditReport {
@@ -393,6 +417,12 @@ pub fn audit(
         summary,
         rules: scan,
         model_read,
+        diff: opts.diff.as_ref().map(|d| DiffUse {
+            rev: d.rev.clone(),
+            files: d.files.len(),
+            ranges: d.ranges(),
+            windows_skipped: read.windows_skipped,
+        }),
         baseline: None,
         windows: read.windows,
         kv: read.usage.kv,

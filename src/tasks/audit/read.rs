@@ -84,6 +84,8 @@ pub(super) struct ModelRead {
     pub prefill_ms: u64,
     pub engine: String,
     pub model: String,
+    /// Windows not read: no changed file in them (`--diff`).
+    pub windows_skipped: usize,
 }
 
 /// The model reads the files window by window, with each window's
@@ -104,9 +106,10 @@ pub(super) fn read_with_model(
     let system = preamble(&salt);
     let task = task_text(pipeline, opts.max_findings);
     // Room for the candidates' list and verdicts, as many as a window may
-    // judge (fewer when the whole corpus has fewer).
-    let most_judged = candidates.len().min(opts.max_candidates as usize) as u32;
-    let windows = fit_windows(
+    // judge: the same whatever the rules found, so that windows (and their
+    // KV) are cut the same way from one audit to the next.
+    let most_judged = if opts.rules.is_empty() { 0 } else { opts.max_candidates };
+    let mut windows = fit_windows(
         &*engine,
         &blocks,
         &counts,
@@ -121,6 +124,11 @@ pub(super) fn read_with_model(
         model: engine.model_id().to_owned(),
         ..ModelRead::default()
     };
+    if let Some(d) = &opts.diff {
+        let before = windows.len();
+        windows.retain(|w| w.paths(&blocks).iter().any(|p| d.file_changed(p)));
+        read.windows_skipped = before - windows.len();
+    }
     let judged: Vec<WindowCandidates> = windows
         .iter()
         .map(|w| WindowCandidates::of(candidates, &w.paths(&blocks), opts.max_candidates as usize))

@@ -252,31 +252,13 @@ pub fn apply_baseline<S: std::hash::BuildHasher>(report: &mut AuditReport, known
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::anchor::Anchor;
     use crate::corpus::StoredDocument;
-    use crate::document::{DocumentKind, Segment};
     use crate::tasks::access::Access;
     use crate::tasks::audit::check::check;
     use crate::tasks::audit::{Hop, RawFinding};
 
     const DB: &str =
         "import sqlite3\n\n\ndef find(cursor, name):\n    cursor.execute(\"SELECT * FROM t WHERE n = '%s'\" % name)\n";
-
-    fn doc(path: &str, text: &str) -> StoredDocument {
-        let end = text.lines().count() as u32;
-        StoredDocument::with_segments(
-            path,
-            DocumentKind::Code,
-            vec![Segment {
-                anchor: Anchor::Lines {
-                    path: path.to_owned(),
-                    start: 1,
-                    end,
-                },
-                text: text.to_owned(),
-            }],
-        )
-    }
 
     fn raw(rule: &str, lines: (u32, u32), evidence: &str, severity: &str) -> RawFinding {
         serde_json::from_value(serde_json::json!({
@@ -313,7 +295,7 @@ mod tests {
 
     #[test]
     fn tiers_order_findings_and_unverified_ones_never_rank_above_info() {
-        let docs = vec![doc("db.py", DB)];
+        let docs = vec![StoredDocument::code("db.py", DB)];
         let index = CorpusIndex::new(&docs);
         let p = Pipeline::load("security", &Access::Anywhere).unwrap();
         let cand = || vec![candidate_finding(&the_match(), &p, &index)];
@@ -353,6 +335,13 @@ mod tests {
         let out = join(cand(), Vec::new(), &[(0, verdict(VerdictKind::Dismissed, true))], &p);
         assert_eq!(out[0].tier, Tier::Candidate);
         assert!(out[0].gates(), "a dismissed rule match still counts for --fail-on");
+        assert!(verdict(VerdictKind::Dismissed, true).dismisses());
+        // A dismissal citing a line whose quote is not there, or nothing, does
+        // not count as one.
+        assert!(!verdict(VerdictKind::Dismissed, false).dismisses());
+        let mut bare = verdict(VerdictKind::Dismissed, true);
+        bare.path.clear();
+        assert!(!bare.dismisses());
     }
 
     #[test]
@@ -360,7 +349,7 @@ mod tests {
         let p = Pipeline::load("security", &Access::Anywhere).unwrap();
         let shifted = format!("{}{DB}{DB}", "# new line\n".repeat(10));
         let ids = |text: &str| {
-            let docs = vec![doc("db.py", text)];
+            let docs = vec![StoredDocument::code("db.py", text)];
             let index = CorpusIndex::new(&docs);
             let set = crate::tasks::audit::RuleSet::load(&p, &[]).unwrap();
             let (found, _) = set.scan(&docs);

@@ -91,6 +91,14 @@ impl Verdict {
     pub fn confirms(&self) -> bool {
         self.verdict == VerdictKind::Confirmed && self.path_verified()
     }
+
+    /// Dismissed, citing at least one line (what makes it safe) and every
+    /// cited line checking out. A dismissal that cites nothing checkable
+    /// does not overrule a rule's match.
+    #[must_use]
+    pub fn dismisses(&self) -> bool {
+        self.verdict == VerdictKind::Dismissed && !self.path.is_empty() && self.path_verified()
+    }
 }
 
 /// The candidates in one window's files.
@@ -128,9 +136,10 @@ impl WindowCandidates {
         let mut out = String::from(
             "\n\nStructural rules matched the places below in the files above. Judge each one in \
              `verdicts`: `confirmed` when input an attacker controls reaches it, `dismissed` when it \
-             is safe, `uncertain` when the files do not show. In `source`, give the path from where \
-             the untrusted value enters to this place, one step per line cited, with a short quote \
-             copied exactly from that line.\n",
+             is safe, `uncertain` when the files do not show. In `source`, cite lines as file, line \
+             and a short quote copied exactly from that line: for `confirmed`, the path from where \
+             the untrusted value enters to this place, one step per line; for `dismissed`, the line \
+             that makes it safe (a constant, a bound parameter, a check).\n",
         );
         for (n, &i) in self.judged.iter().enumerate() {
             let c = &candidates[i];

@@ -43,3 +43,8 @@ func digest(password string) [16]byte {
 func login(w http.ResponseWriter, sid string) {
 	http.SetCookie(w, &http.Cookie{Name: "session", Value: sid}) // expect: insecure-cookie
 }
+
+func readReport(name string) ([]byte, error) {
+	reportPath := "/srv/reports/" + name
+	return os.ReadFile(reportPath) // expect: path-traversal
+}

@@ -50,3 +50,8 @@ function newToken() {
 function login(res, sid) {
   res.cookie("session", sid); // expect: insecure-cookie
 }
+
+function readReport(name) {
+  const reportPath = "/srv/reports/" + name;
+  return fs.readFileSync(reportPath, "utf8"); // expect: path-traversal
+}

@@ -61,3 +61,9 @@ def new_token():
 
 def login(response, sid):
     response.set_cookie("session", sid)  # expect: insecure-cookie
+
+
+def read_report(name):
+    report_path = "/srv/reports/" + name
+    with open(report_path) as f:  # expect: path-traversal
+        return f.read()

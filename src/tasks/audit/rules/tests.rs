@@ -2,29 +2,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::*;
-use crate::anchor::Anchor;
-use crate::document::{DocumentKind, Segment};
 use crate::tasks::access::Access;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/audit-rules");
-
-fn doc(path: &str, text: &str) -> StoredDocument {
-    let lines = text.lines().count() as u32;
-    let mut d = StoredDocument::with_segments(
-        path,
-        DocumentKind::Code,
-        vec![Segment {
-            anchor: Anchor::Lines {
-                path: path.to_owned(),
-                start: 1,
-                end: lines,
-            },
-            text: text.to_owned(),
-        }],
-    );
-    d.bytes = text.len() as u64;
-    d
-}
 
 fn security() -> Pipeline {
     Pipeline::load("security", &Access::Anywhere).unwrap()
@@ -54,7 +34,7 @@ fn every_shipped_rule_fires_on_its_vulnerable_fixture_and_not_on_its_safe_twin()
     for file in &files {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(file).unwrap();
-        let (found, stats) = rules.scan(&[doc(&name, &text)]);
+        let (found, stats) = rules.scan(&[StoredDocument::code(&name, &text)]);
         assert_eq!(stats.files_scanned, 1, "{name}");
         let want = expected(&text);
         if name.to_ascii_lowercase().starts_with("safe") {
@@ -107,7 +87,7 @@ fn every_shipped_rule_fires_on_its_vulnerable_fixture_and_not_on_its_safe_twin()
 fn the_issue_s_injection_is_a_candidate_at_its_line() {
     let rules = RuleSet::load(&security(), &[]).unwrap();
     let text = "import sqlite3\n\n\ndef find(cursor, name):\n    cursor.execute(\"SELECT * FROM users WHERE name = '%s'\" % name)\n    return cursor.fetchall()\n";
-    let (found, _) = rules.scan(&[doc("app/db.py", text)]);
+    let (found, _) = rules.scan(&[StoredDocument::code("app/db.py", text)]);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].rule, "injection");
     assert_eq!((found[0].line_start, found[0].line_end), (5, 5));
@@ -121,7 +101,7 @@ fn a_rule_that_does_not_parse_names_its_file_and_line() {
         "id: my-eval\nlanguage: python\nmessage: eval\nmetadata: {scout-rule: injection}\nrule:\n  pattern: eval($X)\n";
     std::fs::write(dir.path().join("a.yml"), ok).unwrap();
     let set = RuleSet::load(&security(), &[dir.path().to_path_buf()]).unwrap();
-    let (found, _) = set.scan(&[doc("x.py", "y = 1\nz = eval(y)\n")]);
+    let (found, _) = set.scan(&[StoredDocument::code("x.py", "y = 1\nz = eval(y)\n")]);
     assert!(
         found.iter().any(|c| c.check == "my-eval" && c.line_start == 2),
         "{found:#?}"
@@ -215,7 +195,10 @@ rule:
     let p = Pipeline::parse(toml, "mine.toml").unwrap();
     let set = RuleSet::load(&p, &[]).unwrap();
     assert_eq!(set.len(), 2);
-    let (found, stats) = set.scan(&[doc("a.py", "eval(a)\nexec(b)\n"), doc("b.js", "eval(a)\n")]);
+    let (found, stats) = set.scan(&[
+        StoredDocument::code("a.py", "eval(a)\nexec(b)\n"),
+        StoredDocument::code("b.js", "eval(a)\n"),
+    ]);
     assert_eq!(stats.files_scanned, 1, "no JavaScript rule: the .js file is not parsed");
     assert_eq!(
         found
@@ -230,9 +213,9 @@ rule:
 fn large_files_are_counted_not_parsed() {
     let p = security();
     let set = RuleSet::load(&p, &[]).unwrap();
-    let mut big = doc("big.py", "os.system(x)\n");
+    let mut big = StoredDocument::code("big.py", "os.system(x)\n");
     big.bytes = MAX_FILE_BYTES + 1;
-    let (found, stats) = set.scan(&[big, doc("small.py", "import os\nos.system(x)\n")]);
+    let (found, stats) = set.scan(&[big, StoredDocument::code("small.py", "import os\nos.system(x)\n")]);
     assert_eq!((stats.files_scanned, stats.files_skipped), (1, 1));
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].path, "small.py");
