@@ -55,3 +55,7 @@ function readReport(name) {
   const reportPath = "/srv/reports/" + name;
   return fs.readFileSync(reportPath, "utf8"); // expect: path-traversal
 }
+
+function listDir(name) {
+  return require("child_process").execSync("ls " + name); // expect: command-injection
+}

@@ -137,12 +137,54 @@ pub struct ScanStats {
 #[derive(Default)]
 pub struct RuleSet {
     checks: Vec<Check>,
+    /// The pipeline rule that credentials redacted at ingest are candidates
+    /// of (its CWE-798 rule), when the shipped rules run.
+    secrets_rule: Option<String>,
 }
 
 impl std::fmt::Debug for RuleSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RuleSet").field("rules", &self.len()).finish()
     }
+}
+
+/// The CWE of hard-coded credentials.
+const SECRETS_CWE: &str = "CWE-798";
+/// What ingest writes in place of a credential's value.
+const REDACTED: &str = "[REDACTED";
+
+/// Lines where ingest's secrets scan redacted a credential, as candidates
+/// of `rule` (by document index, for the scan's order).
+fn redacted_secrets(docs: &[StoredDocument], rule: &str) -> Vec<(usize, Candidate)> {
+    let mut out = Vec::new();
+    for (i, doc) in docs.iter().enumerate() {
+        for seg in &doc.segments {
+            let crate::anchor::Anchor::Lines { start, .. } = seg.anchor else {
+                continue;
+            };
+            for (k, line) in seg.text.lines().enumerate() {
+                let Some(at) = line.find(REDACTED) else { continue };
+                let kind = line[at + REDACTED.len()..]
+                    .strip_prefix(':')
+                    .and_then(|rest| rest.split(']').next())
+                    .unwrap_or("credential");
+                let n = start + k as u32;
+                out.push((
+                    i,
+                    Candidate {
+                        rule: rule.to_owned(),
+                        check: "secrets-scan".to_owned(),
+                        message: format!("a {kind} written in the file (redacted when it was read)"),
+                        path: doc.path.clone(),
+                        line_start: n,
+                        line_end: n,
+                        text: line.trim().chars().take(EVIDENCE_CHARS).collect(),
+                    },
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// YAML documents of a file with the line each starts on.
@@ -183,6 +225,13 @@ impl RuleSet {
     /// inline `ast_grep` text, and every `.yml`/`.yaml` file in `dirs`.
     pub fn load(pipeline: &Pipeline, dirs: &[PathBuf]) -> Result<Self, RulesError> {
         let mut set = Self::default();
+        if pipeline.structural_rules.is_some() {
+            set.secrets_rule = pipeline
+                .rules
+                .iter()
+                .find(|r| r.cwe.as_deref() == Some(SECRETS_CWE))
+                .map(|r| r.id.clone());
+        }
         if let Some(name) = &pipeline.structural_rules {
             let files: Vec<_> = SHIPPED.iter().filter(|(s, _, _)| s == name).collect();
             if files.is_empty() {
@@ -325,7 +374,7 @@ impl RuleSet {
 
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.checks.is_empty()
+        self.checks.is_empty() && self.secrets_rule.is_none()
     }
 
     /// Every match of every rule in `docs`, in document order then line
@@ -394,6 +443,9 @@ impl RuleSet {
             }
         });
         let mut found = found.into_inner().expect("scan results");
+        if let Some(rule) = &self.secrets_rule {
+            found.extend(redacted_secrets(docs, rule));
+        }
         found.sort_by(|(a, x), (b, y)| {
             a.cmp(b)
                 .then(x.line_start.cmp(&y.line_start))

@@ -220,3 +220,18 @@ fn large_files_are_counted_not_parsed() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].path, "small.py");
 }
+
+#[test]
+fn credentials_redacted_at_ingest_are_candidates_at_their_lines() {
+    let rules = RuleSet::load(&security(), &[]).unwrap();
+    let env = StoredDocument::code(".env", "DEBUG=1\nAWS_SECRET_ACCESS_KEY=[REDACTED:aws_secret]\n");
+    let (found, _) = rules.scan(&[env]);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!((found[0].rule.as_str(), found[0].line_start), ("hard-coded-secret", 2));
+    assert_eq!(found[0].check, "secrets-scan");
+    assert!(found[0].message.contains("aws_secret"), "{}", found[0].message);
+    // A pipeline without the shipped rules runs no secrets check.
+    let mut p = security();
+    p.structural_rules = None;
+    assert!(RuleSet::load(&p, &[]).unwrap().is_empty());
+}
