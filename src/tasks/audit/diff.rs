@@ -25,7 +25,18 @@ pub struct ChangedLines {
     #[serde(skip)]
     pub prefix: String,
     pub files: BTreeMap<String, Vec<(u32, u32)>>,
+    /// Each changed file's last commit time as of `rev` (seconds), so that
+    /// an edit does not move it to the end of the prompt order (documents
+    /// go least recently changed first): its window is then cut as the
+    /// last audit cut it, and that window's prefix before it is the last
+    /// audit's KV.
+    #[serde(skip)]
+    pub dated: BTreeMap<String, i64>,
 }
+
+/// Past this many changed files their commit times are not looked up (one
+/// `git log` each); they then sort as edited files do.
+const MOST_DATED: usize = 200;
 
 fn git(folder: &Path, rev: &str, args: &[&str]) -> Result<String, DiffError> {
     let fail = |message: String| DiffError::Git {
@@ -102,6 +113,15 @@ impl ChangedLines {
             ],
         )?;
         let mut files = parse_diff(&diff);
+        let mut dated = BTreeMap::new();
+        if files.len() <= MOST_DATED {
+            for path in files.keys() {
+                let out = git(folder, rev, &["log", "-1", "--format=%ct", rev, "--", path])?;
+                if let Ok(t) = out.trim().parse::<i64>() {
+                    dated.insert(path.clone(), t);
+                }
+            }
+        }
         for path in git(folder, rev, &["ls-files", "--others", "--exclude-standard", "--", "."])?.lines() {
             files.insert(path.to_owned(), vec![(1, u32::MAX)]);
         }
@@ -109,6 +129,7 @@ impl ChangedLines {
             rev: rev.to_owned(),
             prefix: prefix.trim_end_matches('/').trim_start_matches("./").to_owned(),
             files,
+            dated,
         })
     }
 
@@ -121,6 +142,12 @@ impl ChangedLines {
         p.strip_prefix(self.prefix.as_str())
             .and_then(|rest| rest.strip_prefix('/'))
             .unwrap_or(p)
+    }
+
+    /// A changed file's last commit time as of the revision.
+    #[must_use]
+    pub fn dated(&self, corpus_path: &str) -> Option<i64> {
+        self.dated.get(self.relative(corpus_path)).copied()
     }
 
     /// Whether the file at `corpus_path` changed at all.
@@ -158,6 +185,7 @@ mod tests {
             rev: "HEAD".to_owned(),
             prefix: "/tmp/repo".to_owned(),
             files,
+            dated: BTreeMap::new(),
         };
         assert!(c.touches("/tmp/repo/app/db.py", 12, 20));
         assert!(!c.touches("/tmp/repo/app/db.py", 4, 10));
@@ -197,6 +225,22 @@ mod tests {
         assert_eq!(c.files["a.py"], vec![(2, 2), (4, 4)]);
         assert!(c.touches(&format!("{prefix}/app/new.py"), 1, 1));
         assert!(!c.touches(&format!("{prefix}/app/a.py"), 3, 3));
+        // The edited file keeps its commit's time; the new one has none.
+        let committed: i64 = String::from_utf8(
+            Command::new("git")
+                .arg("-C")
+                .arg(repo)
+                .args(["log", "-1", "--format=%ct"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+        assert_eq!(c.dated(&format!("{prefix}/app/a.py")), Some(committed));
+        assert_eq!(c.dated(&format!("{prefix}/app/new.py")), None);
         let err = ChangedLines::since(repo, "no-such-ref", "").unwrap_err().to_string();
         assert!(err.starts_with("--diff no-such-ref:"), "{err}");
     }

@@ -363,6 +363,14 @@ pub fn audit(
             reads: pipeline.reads_text(),
         });
     }
+    if let Some(d) = &opts.diff {
+        // Edited files keep their place in the order (see `ChangedLines`).
+        for doc in &mut docs {
+            if let Some(t) = d.dated(&doc.path) {
+                doc.modified = t;
+            }
+        }
+    }
     order_documents(&mut docs);
     let index = CorpusIndex::new(&docs);
     let (mut candidates, scan) = if opts.rules.is_empty() {
