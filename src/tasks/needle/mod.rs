@@ -23,7 +23,7 @@ use crate::corpus::{Corpus, CorpusError, StoredDocument};
 use crate::document::{Document, DocumentKind};
 use crate::engine::{Engine, GenerateParams};
 use crate::ingest::{code_language, split_text, WalkItem};
-use crate::prompt::order_documents;
+use crate::prompt::{order_documents, Tokenizer};
 use crate::tasks::ask::{ask, AskOptions};
 use crate::tasks::citations::cites_any;
 use crate::tasks::ingest::document_tokens;
@@ -180,14 +180,11 @@ pub fn needle_bench(
         cells: Vec::new(),
         trials: Vec::new(),
     };
-    for (length, hay) in &haystacks {
+    for (length, hay) in &mut haystacks {
         let mut stack = Corpus::open(&scratch.join(format!("haystack-{length}.scout.db")))?;
         stack.set_salt(&salt)?;
-        store(&mut stack, &hay.documents)?;
-        let stack_totals: HashMap<String, u64> = document_tokens(&mut stack, &*engine)?
-            .into_iter()
-            .map(|(path, _, n)| (path, n))
-            .collect();
+        let stack_totals = store_within(&mut stack, &*engine, hay, (&docs, &totals), *length)?;
+        let hay = &*hay;
         let built = HaystackReport {
             length: *length,
             tokens: stack_totals.values().sum(),
@@ -230,6 +227,34 @@ pub fn needle_bench(
     }
     report.cells = cells(&report.trials);
     Ok(report)
+}
+
+/// Stores `hay` in `stack` and counts it as a prompt. Lines counted one by
+/// one can come to a little less than the text counted whole (a merge across
+/// a line break, the path in a boundary), so a haystack over `length` is cut
+/// again, shorter by what it went over, until it fits.
+fn store_within(
+    stack: &mut Corpus,
+    tokenizer: &dyn Tokenizer,
+    hay: &mut Haystack,
+    (docs, totals): (&[StoredDocument], &HashMap<String, u64>),
+    length: u64,
+) -> Result<HashMap<String, u64>, NeedleError> {
+    let mut target = length;
+    loop {
+        store(stack, &hay.documents)?;
+        let counted: HashMap<String, u64> = document_tokens(stack, tokenizer)?
+            .into_iter()
+            .map(|(path, _, n)| (path, n))
+            .collect();
+        let tokens: u64 = counted.values().sum();
+        if tokens <= length {
+            return Ok(counted);
+        }
+        target = target.saturating_sub(tokens - length);
+        let have = docs.iter().map(|d| totals.get(&d.path).copied().unwrap_or(0)).sum();
+        *hay = Haystack::cut(docs, totals, target, tokenizer).ok_or(NeedleError::TooShort { length, have })?;
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -355,4 +380,67 @@ fn cells(trials: &[Trial]) -> Vec<Cell> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Words, plus one token for each digit: a salt of digits costs more
+    /// than one of letters, as hex salts of one length tokenize to
+    /// different counts with a real tokenizer.
+    struct Digits;
+
+    impl Tokenizer for Digits {
+        fn tokenizer_id(&self) -> &'static str {
+            "digits"
+        }
+        fn count_tokens(&self, text: &str) -> u32 {
+            (text.split_whitespace().count() + text.chars().filter(char::is_ascii_digit).count()) as u32
+        }
+    }
+
+    #[test]
+    fn a_haystack_that_counts_over_its_length_is_cut_again_until_it_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut source = Corpus::open(&dir.path().join("source.scout.db")).unwrap();
+        source.set_salt("abcdefabcdefabcd").unwrap();
+        let docs: Vec<HayDocument> = ["a.txt", "b.txt"]
+            .iter()
+            .map(|path| HayDocument {
+                path: (*path).to_owned(),
+                kind: DocumentKind::Text,
+                lines: (0..200).map(|_| format!("{path} line\n")).collect(),
+            })
+            .collect();
+        store(&mut source, &docs).unwrap();
+        let docs = source.documents().unwrap();
+        let totals: HashMap<String, u64> = document_tokens(&mut source, &Digits)
+            .unwrap()
+            .into_iter()
+            .map(|(path, _, n)| (path, n))
+            .collect();
+        let length = 1000;
+
+        // Cut by the source's counts, the haystack under the bench's salt
+        // goes over.
+        let salt = "1234567890123456";
+        let mut first = Corpus::open(&dir.path().join("first.scout.db")).unwrap();
+        first.set_salt(salt).unwrap();
+        let cut = Haystack::cut(&docs, &totals, length, &Digits).unwrap();
+        store(&mut first, &cut.documents).unwrap();
+        let over: u64 = document_tokens(&mut first, &Digits).unwrap().iter().map(|d| d.2).sum();
+        assert!(over > length, "the case needs a first cut over the length: {over}");
+
+        let mut stack = Corpus::open(&dir.path().join("stack.scout.db")).unwrap();
+        stack.set_salt(salt).unwrap();
+        let mut hay = cut;
+        let counted = store_within(&mut stack, &Digits, &mut hay, (&docs, &totals), length).unwrap();
+        let tokens: u64 = counted.values().sum();
+        assert!((length * 9 / 10..=length).contains(&tokens), "{tokens} tokens");
+        // What was counted is what is stored.
+        let stored: u64 = document_tokens(&mut stack, &Digits).unwrap().iter().map(|d| d.2).sum();
+        assert_eq!(stored, tokens);
+        assert_eq!(stack.documents().unwrap().len(), hay.documents.len());
+    }
 }
