@@ -29,17 +29,16 @@ Examples:
   scout bench audit ./my-repo --engine openai --endpoint http://gpu:8000/v1 --html audit.html
 
 Twins are small files, one function each, planted in folders that already hold code of
-their language (the tree's languages, drawn by how much of the tree is in each): half vulnerable,
-half their safe twins, which differ only by the fix (bound parameters, an argument list
-instead of a shell, a normalised path checked against its root). Some vulnerable forms
-are ones the shipped rules do not match (a path built in a helper function), so that
-rules alone can miss. A twin counts as
-found when a finding of its rule lands in its file: in `rules` mode a structural match;
-in `model` mode (no rules run) a model finding that is not unverified; in `both` mode a
-confirmed or verified finding, or a rule match the model did not dismiss with a cited
-line that checks out. The same tree
-and seed give the same twins in the same places. The source is copied to a scratch
-folder first and never changed.
+their language (the tree's languages, drawn by how much of the tree is in each): half
+vulnerable, half their safe twins, which differ only by the fix (bound parameters, an
+argument list instead of a shell, a normalised path checked against its root). Some
+vulnerable forms are ones the shipped rules do not match (a path built in a helper
+function), so that rules alone can miss. A twin counts as found when a finding of its
+rule lands in its file: in `rules` mode a structural match; in `model` mode (no rules
+run) a model finding that is not unverified; in `both` mode a confirmed or verified
+finding, or a rule match the model did not dismiss with a cited line that checks out.
+The same tree and seed give the same twins in the same places. The source is copied to
+a scratch folder first and never changed.
 
 --truth FILE scores an external suite instead: JSONL, one line per file,
 {\"path\": \"src/a.py\", \"cwe\": \"CWE-89\", \"vulnerable\": true, \"lines\": [5, 9]}

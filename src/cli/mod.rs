@@ -93,9 +93,10 @@ enum Command {
     Ingest(IngestArgs),
     /// Answer a question over a corpus, or over folders/files read on the fly.
     Ask(AskArgs),
-    /// Audit a repository with a pipeline of rules (security, code-review, licenses, or
-    /// your own TOML): findings with file, lines, severity, CWE and a quote of the code,
-    /// each checked by scout against the files; reports as JSON, SARIF, Markdown, HTML.
+    /// Audit a repository with a pipeline (security, code-review, licenses, or your own
+    /// TOML): structural rules (ast-grep YAML) first, then the model judges their matches and
+    /// reports its own; every finding checked against the files and listed by tier
+    /// (confirmed, verified, candidate, unverified); JSON, SARIF, Markdown, HTML.
     Audit(AuditArgs),
     /// Read fields out of scanned forms, receipts, invoices, PDFs: one JSON object per
     /// document (or page) that validates against a JSON Schema, each field with the page,
