@@ -267,6 +267,37 @@ fn a_project_file_sets_options_the_command_line_overrides() {
         text(&out.stderr)
     );
 
+    // A file found in the repository cannot choose which secret is sent as
+    // the endpoint's key, nor turn redaction off; the same file named with
+    // --config can.
+    for key in ["api-key-env = \"AWS_SECRET_ACCESS_KEY\"", "keep-secrets = true"] {
+        std::fs::write(repo.join("scout.toml"), format!("{key}\n")).unwrap();
+        let name = key.split(' ').next().unwrap();
+        let out = scout(dir.path())
+            .args(["ingest", "--no-tokens", "--corpus"])
+            .arg(dir.path().join("found.db"))
+            .arg(&repo)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        assert!(
+            text(&out.stderr).contains(&format!("`{name}` can only be given on the command line"))
+                && text(&out.stderr).contains("--config FILE"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let out = scout(dir.path())
+        .args(["ingest", "--no-tokens", "--corpus"])
+        .arg(dir.path().join("named.db"))
+        .arg("--config")
+        .arg(repo.join("scout.toml"))
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("keep-secrets"), "{}", text(&out.stderr));
+
     std::fs::write(repo.join("scout.toml"), "exclud = [\"vendor/**\"]\n").unwrap();
     let out = scout(dir.path())
         .args(["ingest", "--corpus"])

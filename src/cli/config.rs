@@ -48,6 +48,15 @@ const NOT_FROM_A_FILE: &[&str] = &[
     "root", // a server's folders
 ];
 
+/// Options only a file the user names (`--config FILE`) may set, not a
+/// `scout.toml` found in a folder scout reads, which may come with a
+/// cloned repository: which environment variable's secret is sent to the
+/// endpoint as its key, whether credentials stay unredacted in what is
+/// sent, links followed out of the tree, and where a server listens.
+/// (The engine, endpoints and KV budgets a team shares stay settable: the
+/// run says on stderr which options came from the file.)
+const NOT_FROM_A_FOUND_FILE: &[&str] = &["api-key-env", "keep-secrets", "follow", "listen"];
+
 #[derive(Debug, Args, Clone)]
 pub struct ConfigArgs {
     /// The command whose options to show.
@@ -85,14 +94,14 @@ pub fn apply(args: Vec<OsString>) -> Result<Applied> {
     if !COMMANDS.contains(&name) || sub.get_flag("no_config") {
         return Ok(unchanged(args));
     }
-    let file = match sub.get_one::<PathBuf>("config") {
-        Some(f) => Some(f.clone()),
-        None => project_file(name, sub),
+    let (file, found) = match sub.get_one::<PathBuf>("config") {
+        Some(f) => (Some(f.clone()), false),
+        None => (project_file(name, sub), true),
     };
     let Some(file) = file else {
         return Ok(unchanged(args));
     };
-    let options = read(&file, name)?;
+    let options = read(&file, name, found)?;
     let mut added = Vec::new();
     let mut from_file = Vec::new();
     let command = Cli::command();
@@ -146,8 +155,9 @@ fn project_file(name: &str, sub: &ArgMatches) -> Option<PathBuf> {
 
 /// The file's options for `command`: its top-level keys, then its
 /// `[command]` table's (which win). Every key must be an option some
-/// command has.
-fn read(file: &Path, command: &str) -> Result<Vec<(String, toml::Value)>> {
+/// command has; a file `found` in a source folder (not named with
+/// `--config`) sets none of [`NOT_FROM_A_FOUND_FILE`].
+fn read(file: &Path, command: &str, found: bool) -> Result<Vec<(String, toml::Value)>> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let table: toml::Table = toml::from_str(&text).map_err(|e| {
         let at = e
@@ -165,6 +175,12 @@ fn read(file: &Path, command: &str) -> Result<Vec<(String, toml::Value)>> {
         let key = key.replace('_', "-");
         if NOT_FROM_A_FILE.contains(&key.as_str()) {
             bail!("{}: `{key}` can only be given on the command line", file.display());
+        }
+        if found && NOT_FROM_A_FOUND_FILE.contains(&key.as_str()) {
+            bail!(
+                "{}: `{key}` can only be given on the command line, in its environment variable, or in a file named with --config FILE (a scout.toml found in a folder scout reads may come with a cloned repository); run with --no-config to read none",
+                file.display()
+            );
         }
         if !known.contains(&key) {
             bail!(
