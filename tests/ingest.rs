@@ -775,6 +775,12 @@ fn prefix_stability_replays_commits_in_both_orders() {
         assert_eq!(c["path_order"], 0.0, "{r:#}");
         // scout's order: z.py first, unchanged; it is most of the tokens.
         assert!(c["scout_order"].as_f64().unwrap() > 0.8, "{r:#}");
+        // By document: every token but the changed file's.
+        let by_document = c["by_document"].as_f64().unwrap();
+        assert!(
+            by_document >= c["scout_order"].as_f64().unwrap() && by_document < 1.0,
+            "{r:#}"
+        );
     }
     // The repository's own working tree was not touched.
     assert_eq!(std::fs::read_to_string(repo.join("a.py")).unwrap(), "HOT = 2\n");

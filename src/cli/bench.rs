@@ -25,7 +25,9 @@ use crate::tasks::sources::check_sources;
 pub(super) enum BenchCommand {
     /// Replay a git repository's last commits and print, for each, the share of the
     /// corpus's prompt tokens before the first changed document (what a KV cache can
-    /// keep), in path order and in scout's order (least recently changed first).
+    /// keep), in path order and in scout's order (least recently changed first), and
+    /// the share in documents left unchanged wherever they sit (what KV kept by
+    /// document could reuse).
     PrefixStability(StabilityArgs),
     /// How well a model reads your corpus: plant generated facts (needles) at chosen
     /// depths of haystacks cut from the corpus's own text at chosen prompt lengths, ask
@@ -71,8 +73,8 @@ pub(super) fn run_stability(a: &StabilityArgs) -> Result<i32> {
     if !a.json {
         writeln!(
             out,
-            "{:<14} {:>8} {:>12} {:>11} {:>12}",
-            "commit", "changed", "tokens", "path order", "scout order"
+            "{:<14} {:>8} {:>12} {:>11} {:>12} {:>12}",
+            "commit", "changed", "tokens", "path order", "scout order", "by document"
         )?;
     }
     let report = crate::tasks::stability::prefix_stability(
@@ -86,12 +88,13 @@ pub(super) fn run_stability(a: &StabilityArgs) -> Result<i32> {
                 // A closed stdout shows at the next write below.
                 let _ = writeln!(
                     out,
-                    "{:<14} {:>8} {:>12} {:>10.1}% {:>11.1}%",
+                    "{:<14} {:>8} {:>12} {:>10.1}% {:>11.1}% {:>11.1}%",
                     c.commit,
                     c.changed_documents,
                     report::thousands(c.total_tokens),
                     c.path_order * 100.0,
-                    c.scout_order * 100.0
+                    c.scout_order * 100.0,
+                    c.by_document * 100.0
                 );
             }
         },
@@ -101,10 +104,11 @@ pub(super) fn run_stability(a: &StabilityArgs) -> Result<i32> {
     } else {
         writeln!(
             out,
-            "median over {} commits: path order {:.1}%, scout's order {:.1}% of the prompt's tokens survive",
+            "median over {} commits: path order {:.1}%, scout's order {:.1}% of the prompt's tokens survive as a prefix; {:.1}% are in documents unchanged (what KV kept by document could reuse)",
             report.commits.len(),
             report.median_path_order * 100.0,
-            report.median_scout_order * 100.0
+            report.median_scout_order * 100.0,
+            report.median_by_document * 100.0
         )?;
     }
     Ok(0)

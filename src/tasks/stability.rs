@@ -5,7 +5,9 @@
 //! each into one corpus (only what changed is read again) and measures,
 //! per commit, the share of the prompt's document tokens that lie before
 //! the first document that changed: once with documents in path order,
-//! once in scout's order (least recently changed first, dated from git).
+//! once in scout's order (least recently changed first, dated from git);
+//! and the share a cache keyed by document would keep (every unchanged
+//! document, wherever it now sits).
 //!
 //! Never touches the repository's working tree: commits are checked out
 //! in a scratch worktree.
@@ -31,6 +33,9 @@ pub struct CommitStability {
     pub path_order: f64,
     /// The same in scout's order.
     pub scout_order: f64,
+    /// Share of tokens in documents the previous commit had unchanged,
+    /// wherever they sit: what KV kept by document could reuse.
+    pub by_document: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +44,7 @@ pub struct StabilityReport {
     pub commits: Vec<CommitStability>,
     pub median_path_order: f64,
     pub median_scout_order: f64,
+    pub median_by_document: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +103,32 @@ fn surviving(before: &[(blake3::Hash, u64)], now: &[(blake3::Hash, u64)]) -> f64
         .zip(now)
         .take_while(|(a, b)| a.0 == b.0)
         .map(|(_, b)| b.1)
+        .sum();
+    if total == 0 {
+        1.0
+    } else {
+        kept as f64 / total as f64
+    }
+}
+
+/// The share of `now`'s tokens in blocks `before` also had, anywhere
+/// (each block of `before` matched at most once).
+fn reusable(before: &[(blake3::Hash, u64)], now: &[(blake3::Hash, u64)]) -> f64 {
+    let total: u64 = now.iter().map(|b| b.1).sum();
+    let mut left: std::collections::HashMap<blake3::Hash, usize> = std::collections::HashMap::new();
+    for b in before {
+        *left.entry(b.0).or_default() += 1;
+    }
+    let kept: u64 = now
+        .iter()
+        .filter(|b| match left.get_mut(&b.0) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        })
+        .map(|b| b.1)
         .sum();
     if total == 0 {
         1.0
@@ -202,6 +234,7 @@ fn replay(
                 total_tokens: by_path.iter().map(|b| b.1).sum(),
                 path_order: surviving(path_before, &by_path),
                 scout_order: surviving(scout_before, &by_scout),
+                by_document: reusable(scout_before, &by_scout),
             };
             on_commit(&row);
             rows.push(row);
@@ -212,6 +245,7 @@ fn replay(
         repository: repo.display().to_string(),
         median_path_order: median(rows.iter().map(|r| r.path_order).collect()),
         median_scout_order: median(rows.iter().map(|r| r.scout_order).collect()),
+        median_by_document: median(rows.iter().map(|r| r.by_document).collect()),
         commits: rows,
     })
 }
@@ -234,6 +268,20 @@ mod tests {
         let grown = [(h("a"), 10), (h("b"), 30), (h("c"), 60), (h("d"), 100)];
         assert!((surviving(&before, &grown) - 0.5).abs() < 1e-9);
         assert!((median(vec![0.2, 0.9, 0.5]) - 0.5).abs() < 1e-9);
+        assert!((median(vec![0.2, 0.4]) - 0.3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn documents_are_reused_wherever_they_moved_and_each_once() {
+        let before = [(h("a"), 10), (h("b"), 30), (h("c"), 60)];
+        // b changed: a and c kept, whatever their place.
+        let now = [(h("a"), 10), (h("c"), 60), (h("B"), 30)];
+        assert!((reusable(&before, &now) - 0.7).abs() < 1e-9);
+        assert!((surviving(&before, &now) - 0.1).abs() < 1e-9);
+        // Two copies now of a block held once before: one is reused.
+        let twice = [(h("a"), 10), (h("a"), 10)];
+        assert!((reusable(&before, &twice) - 0.5).abs() < 1e-9);
+        assert!((reusable(&before, &[]) - 1.0).abs() < 1e-9);
         assert!((median(vec![0.2, 0.4]) - 0.3).abs() < 1e-9);
     }
 }
