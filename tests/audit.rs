@@ -358,3 +358,63 @@ fn bench_audit_plants_twins_in_a_copy_and_its_counts_add_up() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// An audit of several windows plans before it reads: `--dry-run` gives the
+/// plan from a server that fails every request (none is sent), the rules
+/// still run, and `--max-windows` refuses the sweep with exit 2.
+#[test]
+fn an_audit_plans_its_windows_and_max_windows_refuses_a_larger_sweep() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let chats = Arc::new(AtomicUsize::new(0));
+    let url = crate::openai::failing_server(Arc::clone(&chats));
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    for i in 0..3 {
+        let body: String = (0..120)
+            .map(|k| format!("def handler_{i}_{k}(request):\n    return request.args.get('name_{k}')\n\n"))
+            .collect();
+        std::fs::write(repo.join(format!("views{i}.py")), body).unwrap();
+    }
+    std::fs::write(repo.join("users.py"), USERS_PY).unwrap();
+    let run = |extra: &[&str]| {
+        scout(dir.path())
+            .arg("audit")
+            .arg(&repo)
+            .args(["--engine", "openai", "--endpoint", &url, "--tokenizer"])
+            .arg(crate::util::model())
+            .args(["--context", "4096", "--max-tokens", "256"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let windows = v["plan"]["windows"].as_u64().unwrap();
+    assert!(windows >= 2, "{v:#}");
+    assert_eq!(v["plan"]["step"], "audit");
+    assert!(v["plan"]["prompt_tokens"].as_u64().unwrap() > 4096, "{v:#}");
+
+    let out = run(&["--max-windows", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("plan: {windows} windows")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{windows} windows of this engine's context, over --max-windows 1"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("structural rules"), "the rules ran first: {err}");
+    assert_eq!(chats.load(Ordering::Relaxed), 0, "no chat request was sent");
+
+    let out = run(&["--dry-run", "--rules-only"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--rules-only calls no model"),
+        "{}",
+        text(&out.stderr)
+    );
+}

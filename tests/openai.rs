@@ -342,7 +342,7 @@ fn a_sweep_keeps_both_servers_busy_at_once_and_answers_as_one_server_does() {
 
 /// A server that lists a model and answers every chat request with a 500,
 /// counting them.
-fn failing_server(chats: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> String {
+pub(crate) fn failing_server(chats: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());

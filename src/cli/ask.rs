@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
+use super::sweep::{print_plan, rates_path, SweepArgs};
 use super::{open_sources, say, Progress, TaskArgs};
 use crate::engine::GenerateParams;
 use crate::limits::ANSWER_TOKENS;
@@ -51,15 +52,8 @@ pub(super) struct AskArgs {
     /// `schema_errors`.
     #[arg(long, value_name = "NAME|FILE.json")]
     pub(super) schema: Option<String>,
-    /// Print the plan (windows, prompt tokens, what the KV cache holds, how the calls go
-    /// out, a time estimate from the last run of this model and engine) and stop: no
-    /// model call. With --json, the plan as JSON.
-    #[arg(long)]
-    pub(super) dry_run: bool,
-    /// Refuse a corpus of more windows than this, with its plan, before any model call
-    /// (exit 2): a guard against a sweep of hours over a corpus larger than meant.
-    #[arg(long, value_name = "N")]
-    pub(super) max_windows: Option<usize>,
+    #[command(flatten)]
+    pub(super) sweep: SweepArgs,
     /// Print each step's token counts and the usage line on stderr.
     #[arg(long, short)]
     pub(super) verbose: bool,
@@ -99,21 +93,11 @@ pub(super) fn run_ask(a: &AskArgs) -> Result<i32> {
         },
         pipeline,
         schema,
-        max_windows: a.max_windows,
+        max_windows: a.sweep.max_windows,
         rates: Rates::load(&rates_path()),
     };
-    if a.dry_run {
-        let plan = plan(&mut corpus, engine.as_ref(), &opts)?;
-        let mut out = std::io::stdout().lock();
-        if a.json {
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({ "plan": plan }))?
-            )?;
-        } else {
-            writeln!(out, "{}", report::sweep::sweep_text(&plan))?;
-        }
+    if a.sweep.dry_run {
+        print_plan(&plan(&mut corpus, engine.as_ref(), &opts)?, a.json)?;
         return Ok(if ingest_errors > 0 { 2 } else { 0 });
     }
     let stream = !a.json;
@@ -192,11 +176,6 @@ pub(super) fn show_progress(progress: &Progress, event: TaskEvent<'_>) {
         TaskEvent::KvKept(_) | TaskEvent::Answer(_) => {}
         TaskEvent::Rules(stats) => progress.say(&report::audit::rules_text(stats)),
     }
-}
-
-/// Where the rates of earlier runs are kept (see [`Rates`]).
-pub(super) fn rates_path() -> PathBuf {
-    crate::model::store::cache_dir().join("rates.json")
 }
 
 /// What a model call is doing, for the progress line.

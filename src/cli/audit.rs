@@ -10,14 +10,16 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use super::sweep::{print_plan, rates_path, SweepArgs};
 use super::{open_sources, say, show_progress, Progress, TaskArgs};
 use crate::engine::GenerateParams;
 use crate::report;
 use crate::tasks::access::Access;
 use crate::tasks::audit::diff::ChangedLines;
-use crate::tasks::audit::{apply_baseline, audit, baseline_ids, AuditOptions, RuleSet};
+use crate::tasks::audit::{apply_baseline, audit, baseline_ids, plan, AuditOptions, RuleSet};
 use crate::tasks::pipeline::Pipeline;
 use crate::tasks::sources::check_sources;
+use crate::tasks::sweep::Rates;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -27,6 +29,7 @@ Examples:
   scout audit ./my-repo --sarif scout.sarif --html report.html --fail-on high
   scout audit ./my-repo --diff origin/main --baseline main.sarif --fail-on high
   scout audit my-repo.scout.db --pipeline my-rules.toml --out report.json
+  scout audit ./big-repo --dry-run --json       # the plan (windows, tokens, time), no model call
 
 Built-in pipelines: security (CWE-named checks), code-review, licenses. A pipeline is a
 TOML file (see pipelines/security.toml): the files it reads, its instructions, its rules
@@ -103,6 +106,8 @@ pub(super) struct AuditArgs {
     /// Most tokens the model may write per window (its findings JSON).
     #[arg(long, default_value_t = 1536)]
     pub(super) max_tokens: u32,
+    #[command(flatten)]
+    pub(super) sweep: SweepArgs,
     /// Print each step's token counts and the usage line on stderr.
     #[arg(long, short)]
     pub(super) verbose: bool,
@@ -183,7 +188,16 @@ pub(super) fn run_audit(a: &AuditArgs) -> Result<i32> {
         rules: std::sync::Arc::new(rules),
         max_candidates: a.max_candidates,
         diff,
+        max_windows: a.sweep.max_windows,
+        rates: Rates::load(&rates_path()),
     };
+    if a.sweep.dry_run {
+        let Some((engine, _)) = &engine else {
+            bail!("--dry-run: --rules-only calls no model, so there is no sweep to plan");
+        };
+        print_plan(&plan(&mut corpus, engine.as_ref(), &opts)?, a.json)?;
+        return Ok(if ingest_errors > 0 { 2 } else { 0 });
+    }
     let progress = Progress::prefill(a.quiet);
     let result = audit(
         &mut corpus,

@@ -162,6 +162,8 @@ pub(super) fn run_audit_bench(a: &AuditBenchArgs) -> Result<i32> {
             },
             max_candidates: crate::tasks::audit::DEFAULT_MAX_CANDIDATES,
             diff: None,
+            max_windows: None,
+            rates: crate::tasks::sweep::Rates::default(),
         };
         say(&format!("scout: audit, mode {}", mode.label()));
         let progress = Progress::prefill(a.quiet);

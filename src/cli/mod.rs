@@ -26,6 +26,7 @@ mod plan;
 mod progress;
 mod serve;
 mod shell;
+mod sweep;
 
 use std::path::PathBuf;
 

@@ -67,7 +67,7 @@ impl SweepPlan {
             };
         }
         let slots = engine.slots();
-        let rate_key = rate_key(engine);
+        let rate_key = rate_key(engine, step);
         let measured_rate = rates.get(&rate_key);
         let to_read = prompt_tokens - held.unwrap_or(0).min(prompt_tokens);
         Ok(Self {
@@ -190,10 +190,11 @@ fn dispatch_text(backend: &str, slots: usize, calls: usize) -> String {
     }
 }
 
-/// The key rates are kept under: the engine's model identity and its slots
-/// (another model, or another number of servers, measures anew).
-fn rate_key(engine: &dyn Engine) -> String {
-    format!("{} slots={}", engine.model_id(), engine.slots())
+/// The key rates are kept under: the engine's model identity, its slots
+/// and the step (another model, another number of servers, or an audit's
+/// longer answers after a question's notes, measures anew).
+fn rate_key(engine: &dyn Engine, step: Step) -> String {
+    format!("{} slots={} step={step:?}", engine.model_id(), engine.slots())
 }
 
 /// The last measured sweep rate per engine, kept in a JSON file.

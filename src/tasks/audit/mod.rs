@@ -39,6 +39,7 @@ use crate::prompt::order_documents;
 use crate::tasks::citations::{CitationStatus, CorpusIndex};
 use crate::tasks::pipeline::{Pipeline, Rule};
 use crate::tasks::run::{TaskError, TaskEvent, Timings, Usage};
+use crate::tasks::sweep::{Rates, SweepPlan};
 
 pub use read::window_schema;
 pub use rules::{Candidate, RuleSet, RulesError, ScanStats};
@@ -71,6 +72,11 @@ pub struct AuditOptions {
     /// Only findings on these lines (`--diff REF`); windows with no changed
     /// file are not read.
     pub diff: Option<diff::ChangedLines>,
+    /// Refuse a sweep of more windows than this, before any model call.
+    pub max_windows: Option<usize>,
+    /// The rates of earlier sweeps, for the plan's estimate; the sweep's
+    /// own rate is recorded in them.
+    pub rates: Rates,
 }
 
 impl AuditOptions {
@@ -84,6 +90,8 @@ impl AuditOptions {
             rules,
             max_candidates: DEFAULT_MAX_CANDIDATES,
             diff: None,
+            max_windows: None,
+            rates: Rates::default(),
         })
     }
 }
@@ -338,15 +346,20 @@ impl From<crate::engine::EngineError> for AuditError {
     }
 }
 
-/// Audits the files of `corpus` that `opts.pipeline` reads: structural
-/// rules first, then the model (`engine`; `None` runs the rules alone).
-pub fn audit(
+/// The files an audit reads, in prompt order, and what the structural
+/// rules found in them.
+struct Selected {
+    docs: Vec<StoredDocument>,
+    files_in_corpus: usize,
+    candidates: Vec<Candidate>,
+    scan: Option<ScanStats>,
+}
+
+fn select(
     corpus: &mut Corpus,
-    engine: Option<&mut dyn Engine>,
     opts: &AuditOptions,
     on_event: &mut dyn FnMut(TaskEvent<'_>),
-) -> Result<AuditReport, AuditError> {
-    let started = Instant::now();
+) -> Result<Selected, AuditError> {
     let pipeline = &opts.pipeline;
     let all = corpus.documents()?;
     if all.is_empty() {
@@ -372,7 +385,6 @@ pub fn audit(
         }
     }
     order_documents(&mut docs);
-    let index = CorpusIndex::new(&docs);
     let (mut candidates, scan) = if opts.rules.is_empty() {
         (Vec::new(), None)
     } else {
@@ -383,6 +395,38 @@ pub fn audit(
     if let Some(d) = &opts.diff {
         candidates.retain(|c| d.touches(&c.path, c.line_start, c.line_end));
     }
+    Ok(Selected {
+        docs,
+        files_in_corpus,
+        candidates,
+        scan,
+    })
+}
+
+/// What auditing with `engine` would do (`--dry-run`): the structural
+/// rules run, the model is not called.
+pub fn plan(corpus: &mut Corpus, engine: &dyn Engine, opts: &AuditOptions) -> Result<SweepPlan, AuditError> {
+    let s = select(corpus, opts, &mut |_| {})?;
+    read::plan_read(corpus, engine, opts, &s.docs, &s.candidates)
+}
+
+/// Audits the files of `corpus` that `opts.pipeline` reads: structural
+/// rules first, then the model (`engine`; `None` runs the rules alone).
+pub fn audit(
+    corpus: &mut Corpus,
+    engine: Option<&mut dyn Engine>,
+    opts: &AuditOptions,
+    on_event: &mut dyn FnMut(TaskEvent<'_>),
+) -> Result<AuditReport, AuditError> {
+    let started = Instant::now();
+    let pipeline = &opts.pipeline;
+    let Selected {
+        docs,
+        files_in_corpus,
+        candidates,
+        scan,
+    } = select(corpus, opts, on_event)?;
+    let index = CorpusIndex::new(&docs);
     let mut read = ModelRead::default();
     if let Some(engine) = engine {
         read = read_with_model(corpus, engine, opts, &docs, &candidates, &index, on_event)?;

@@ -2,6 +2,8 @@
 //! window's answer held to a schema naming its own files, rules and
 //! candidates, with the candidates listed after the files.
 
+use std::time::Instant;
+
 use serde_json::{json, Value};
 
 use super::triage::{self, WindowCandidates};
@@ -10,11 +12,11 @@ use super::{
 };
 use crate::corpus::{Corpus, StoredDocument};
 use crate::engine::{Call, Engine, GenerateParams};
-use crate::prompt::{count_units, preamble, render_document, ChatMessage, DocumentBlock};
+use crate::prompt::{count_units, preamble, render_document, ChatMessage, DocumentBlock, Window};
 use crate::tasks::citations::CorpusIndex;
 use crate::tasks::pipeline::Pipeline;
-use crate::tasks::run::{fit_windows, messages, Caller, Step, TaskEvent, Usage};
-use crate::tasks::sweep::{Rates, SweepPlan};
+use crate::tasks::run::{fit_windows, messages, Caller, Step, TaskError, TaskEvent, Usage};
+use crate::tasks::sweep::SweepPlan;
 
 /// The task text for a pipeline.
 fn task_text(p: &Pipeline, max_findings: u32) -> String {
@@ -88,21 +90,39 @@ pub(super) struct ModelRead {
     pub windows_skipped: usize,
 }
 
-/// The model reads the files window by window, with each window's
-/// candidates to judge listed after its files.
-pub(super) fn read_with_model(
+/// An audit's model calls, made before any is sent: the windows, the
+/// candidates each judges, and each window's messages and settings.
+struct Prepared {
+    blocks: Vec<DocumentBlock>,
+    windows: Vec<Window>,
+    judged: Vec<WindowCandidates>,
+    msgs: Vec<Vec<ChatMessage>>,
+    params: Vec<GenerateParams>,
+    /// Windows not read: no changed file in them (`--diff`).
+    windows_skipped: usize,
+}
+
+impl Prepared {
+    fn calls(&self) -> Vec<Call<'_>> {
+        self.msgs
+            .iter()
+            .zip(&self.params)
+            .map(|(m, p)| Call { messages: m, params: p })
+            .collect()
+    }
+}
+
+fn prepare(
     corpus: &mut Corpus,
-    engine: &mut dyn Engine,
+    engine: &dyn Engine,
     opts: &AuditOptions,
     docs: &[StoredDocument],
     candidates: &[Candidate],
-    index: &CorpusIndex<'_>,
-    on_event: &mut dyn FnMut(TaskEvent<'_>),
-) -> Result<ModelRead, AuditError> {
+) -> Result<Prepared, AuditError> {
     let pipeline = &opts.pipeline;
     let salt = corpus.salt().to_owned();
     let blocks: Vec<DocumentBlock> = docs.iter().map(|d| render_document(d, &salt)).collect();
-    let counts = count_units(&blocks, corpus, &*engine)?;
+    let counts = count_units(&blocks, corpus, engine)?;
     let system = preamble(&salt);
     let task = task_text(pipeline, opts.max_findings);
     // Room for the candidates' list and verdicts, as many as a window may
@@ -110,7 +130,7 @@ pub(super) fn read_with_model(
     // KV) are cut the same way from one audit to the next.
     let most_judged = if opts.rules.is_empty() { 0 } else { opts.max_candidates };
     let mut windows = fit_windows(
-        &*engine,
+        engine,
         &blocks,
         &counts,
         &system,
@@ -118,24 +138,18 @@ pub(super) fn read_with_model(
         &task,
         opts.generate.max_tokens + triage::reserve(most_judged),
     )?;
-    let constrained = engine.capabilities().json_schema;
-    let mut read = ModelRead {
-        engine: engine.backend().to_owned(),
-        model: engine.model_id().to_owned(),
-        ..ModelRead::default()
-    };
+    let mut windows_skipped = 0;
     if let Some(d) = &opts.diff {
         let before = windows.len();
         windows.retain(|w| w.paths(&blocks).iter().any(|p| d.file_changed(p)));
-        read.windows_skipped = before - windows.len();
+        windows_skipped = before - windows.len();
     }
     let judged: Vec<WindowCandidates> = windows
         .iter()
         .map(|w| WindowCandidates::of(candidates, &w.paths(&blocks), opts.max_candidates as usize))
         .collect();
     // Each window's answer is held to a schema naming its own files and
-    // candidates; the windows go to the engine together, as many at once
-    // as it takes.
+    // candidates.
     let params: Vec<GenerateParams> = windows
         .iter()
         .zip(&judged)
@@ -156,15 +170,71 @@ pub(super) fn read_with_model(
             )
         })
         .collect();
-    let calls: Vec<Call<'_>> = msgs
-        .iter()
-        .zip(&params)
-        .map(|(m, p)| Call { messages: m, params: p })
-        .collect();
-    if calls.len() > 1 {
-        let plan = SweepPlan::new(Step::Audit, &*engine, &calls, &Rates::default())?;
+    Ok(Prepared {
+        blocks,
+        windows,
+        judged,
+        msgs,
+        params,
+        windows_skipped,
+    })
+}
+
+/// What the model's pass would do, without calling the model.
+pub(super) fn plan_read(
+    corpus: &mut Corpus,
+    engine: &dyn Engine,
+    opts: &AuditOptions,
+    docs: &[StoredDocument],
+    candidates: &[Candidate],
+) -> Result<SweepPlan, AuditError> {
+    let p = prepare(corpus, engine, opts, docs, candidates)?;
+    Ok(SweepPlan::new(Step::Audit, engine, &p.calls(), &opts.rates)?)
+}
+
+/// The model reads the files window by window, with each window's
+/// candidates to judge listed after its files; the windows go to the
+/// engine together, as many at once as it takes.
+pub(super) fn read_with_model(
+    corpus: &mut Corpus,
+    engine: &mut dyn Engine,
+    opts: &AuditOptions,
+    docs: &[StoredDocument],
+    candidates: &[Candidate],
+    index: &CorpusIndex<'_>,
+    on_event: &mut dyn FnMut(TaskEvent<'_>),
+) -> Result<ModelRead, AuditError> {
+    let prepared = prepare(corpus, &*engine, opts, docs, candidates)?;
+    let Prepared {
+        blocks,
+        windows,
+        judged,
+        windows_skipped,
+        ..
+    } = &prepared;
+    let constrained = engine.capabilities().json_schema;
+    let mut read = ModelRead {
+        engine: engine.backend().to_owned(),
+        model: engine.model_id().to_owned(),
+        windows_skipped: *windows_skipped,
+        ..ModelRead::default()
+    };
+    let calls = prepared.calls();
+    let plan = if calls.len() > 1 {
+        let plan = SweepPlan::new(Step::Audit, &*engine, &calls, &opts.rates)?;
         on_event(TaskEvent::Plan(&plan));
-    }
+        if let Some(limit) = opts.max_windows.filter(|&l| plan.windows > l) {
+            return Err(TaskError::TooManyWindows {
+                windows: plan.windows,
+                limit,
+            }
+            .into());
+        }
+        Some(plan)
+    } else {
+        None
+    };
+    let started = Instant::now();
     let mut caller = Caller {
         engine: &mut *engine,
         params: &opts.generate,
@@ -174,8 +244,13 @@ pub(super) fn read_with_model(
     };
     let outcomes = caller.call_each_with(&calls, Step::Audit, 0, calls.len());
     (read.usage, read.prefill_ms) = (caller.usage, caller.prefill_ms);
-    for (i, ((w, outcome), j)) in windows.iter().zip(outcomes).zip(&judged).enumerate() {
-        let paths = w.paths(&blocks);
+    if let Some(plan) = &plan {
+        // The rate the next plan's estimate is made from.
+        let mut rates = opts.rates.clone();
+        rates.record(plan, plan.to_read(), started.elapsed().as_millis() as u64);
+    }
+    for (i, ((w, outcome), j)) in windows.iter().zip(outcomes).zip(judged).enumerate() {
+        let paths = w.paths(blocks);
         let mut report = AuditWindow {
             documents: paths.iter().map(|p| (*p).to_owned()).collect(),
             tokens: w.tokens,
