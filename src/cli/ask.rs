@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::sweep::{print_plan, rates_path, SweepArgs};
+use super::sweep::{print_plan, SweepArgs};
 use super::{open_sources, say, Progress, TaskArgs};
 use crate::engine::GenerateParams;
 use crate::limits::ANSWER_TOKENS;
@@ -94,7 +94,7 @@ pub(super) fn run_ask(a: &AskArgs) -> Result<i32> {
         pipeline,
         schema,
         max_windows: a.sweep.max_windows,
-        rates: Rates::load(&rates_path()),
+        rates: Rates::in_cache(),
     };
     if a.sweep.dry_run {
         print_plan(&plan(&mut corpus, engine.as_ref(), &opts)?, a.json)?;
@@ -130,11 +130,6 @@ pub(super) fn run_ask(a: &AskArgs) -> Result<i32> {
         return Err(e.into());
     }
     let result = result?;
-    if let Some(plan) = &result.plan {
-        // The rate the next plan's estimate is made from.
-        let mut rates = opts.rates;
-        rates.record(plan, plan.to_read(), result.timings.total_ms);
-    }
     if a.json {
         let mut value = serde_json::to_value(&result)?;
         value["corpus"] = serde_json::Value::String(corpus.path().display().to_string());

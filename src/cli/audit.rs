@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use super::sweep::{print_plan, rates_path, SweepArgs};
+use super::sweep::{print_plan, SweepArgs};
 use super::{open_sources, say, show_progress, Progress, TaskArgs};
 use crate::engine::GenerateParams;
 use crate::report;
@@ -189,7 +189,7 @@ pub(super) fn run_audit(a: &AuditArgs) -> Result<i32> {
         max_candidates: a.max_candidates,
         diff,
         max_windows: a.sweep.max_windows,
-        rates: Rates::load(&rates_path()),
+        rates: Rates::in_cache(),
     };
     if a.sweep.dry_run {
         let Some((engine, _)) = &engine else {

@@ -1,9 +1,7 @@
 //! What the commands that may sweep many windows (`ask`, `audit`) share:
-//! `--dry-run`, `--max-windows`, the plan a dry run prints, and where the
-//! measured rates behind its estimate are kept.
+//! `--dry-run`, `--max-windows` and the plan a dry run prints.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
@@ -37,10 +35,4 @@ pub(super) fn print_plan(plan: &SweepPlan, json: bool) -> Result<()> {
         writeln!(out, "{}", report::sweep::sweep_text(plan))?;
     }
     Ok(())
-}
-
-/// Where the rates of earlier runs are kept (see
-/// [`crate::tasks::sweep::Rates`]).
-pub(super) fn rates_path() -> PathBuf {
-    crate::model::store::cache_dir().join("rates.json")
 }

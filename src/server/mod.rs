@@ -47,6 +47,7 @@ use crate::tasks::extract::{extract, ExtractOptions};
 use crate::tasks::pipeline::Pipeline;
 use crate::tasks::run::TaskEvent;
 use crate::tasks::schema::ExtractSchema;
+use crate::tasks::sweep::Rates;
 
 pub use pool::EngineFactory;
 use pool::Pool;
@@ -488,7 +489,9 @@ async fn ask_route(
         },
         pipeline: pipeline.clone(),
         schema: schema.clone(),
-
+        // Plans estimate from, and sweeps record, the rates the command
+        // line uses.
+        rates: Rates::in_cache(),
         ..AskOptions::default()
     };
     let app2 = Arc::clone(&app);

@@ -541,6 +541,7 @@ impl<'a> Worker<'a> {
             },
             pipeline: pipeline.clone(),
             schema: schema.clone(),
+            rates: crate::tasks::sweep::Rates::in_cache(),
             ..AskOptions::default()
         })
     }

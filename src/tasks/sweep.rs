@@ -221,6 +221,12 @@ impl Rates {
         r
     }
 
+    /// The rates kept in scout's cache folder (`rates.json`).
+    #[must_use]
+    pub fn in_cache() -> Self {
+        Self::load(&crate::model::store::cache_dir().join("rates.json"))
+    }
+
     #[must_use]
     pub fn get(&self, key: &str) -> Option<f64> {
         self.rates.get(key).copied().filter(|r| r.is_finite() && *r > 0.0)

@@ -300,8 +300,22 @@ fn sweep_plan(
     Ok(SweepPlan::new(step, engine, &calls, rates)?)
 }
 
-/// Answers `opts.question` over `corpus` with `engine`.
+/// Answers `opts.question` over `corpus` with `engine`. A sweep's rate is
+/// recorded in `opts.rates`, for the next plan's estimate.
 pub fn ask(
+    corpus: &mut Corpus,
+    engine: &mut dyn Engine,
+    opts: &AskOptions,
+    on_event: &mut dyn FnMut(TaskEvent<'_>),
+) -> Result<AskResult, TaskError> {
+    let result = answer(corpus, engine, opts, on_event)?;
+    if let Some(plan) = &result.plan {
+        opts.rates.clone().record(plan, plan.to_read(), result.timings.total_ms);
+    }
+    Ok(result)
+}
+
+fn answer(
     corpus: &mut Corpus,
     engine: &mut dyn Engine,
     opts: &AskOptions,
