@@ -372,7 +372,7 @@ fn an_audit_plans_its_windows_and_max_windows_refuses_a_larger_sweep() {
     let repo = dir.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     for i in 0..3 {
-        let body: String = (0..120)
+        let body: String = (0..240)
             .map(|k| format!("def handler_{i}_{k}(request):\n    return request.args.get('name_{k}')\n\n"))
             .collect();
         std::fs::write(repo.join(format!("views{i}.py")), body).unwrap();
@@ -384,7 +384,7 @@ fn an_audit_plans_its_windows_and_max_windows_refuses_a_larger_sweep() {
             .arg(&repo)
             .args(["--engine", "openai", "--endpoint", &url, "--tokenizer"])
             .arg(crate::util::model())
-            .args(["--context", "4096", "--max-tokens", "256"])
+            .args(["--context", "8192", "--max-tokens", "256"])
             .args(extra)
             .output()
             .unwrap()
@@ -395,7 +395,7 @@ fn an_audit_plans_its_windows_and_max_windows_refuses_a_larger_sweep() {
     let windows = v["plan"]["windows"].as_u64().unwrap();
     assert!(windows >= 2, "{v:#}");
     assert_eq!(v["plan"]["step"], "audit");
-    assert!(v["plan"]["prompt_tokens"].as_u64().unwrap() > 4096, "{v:#}");
+    assert!(v["plan"]["prompt_tokens"].as_u64().unwrap() > 8192, "{v:#}");
 
     let out = run(&["--max-windows", "1"]);
     assert_eq!(out.status.code(), Some(2));
@@ -417,4 +417,66 @@ fn an_audit_plans_its_windows_and_max_windows_refuses_a_larger_sweep() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Each window keeps room for its candidates' list and verdicts by an
+/// estimate; where the list comes out longer (long paths, long lines), a
+/// window cut full judges fewer candidates instead of overflowing the
+/// context, and the rest stay candidates. The server fails every call, so
+/// no model runs: what is checked is what each window was given to judge.
+#[test]
+fn a_window_whose_candidates_overflow_its_room_judges_fewer() {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    let url = crate::openai::failing_server(Arc::new(AtomicUsize::new(0)));
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let deep = repo.join(
+        "services/an_unusually_long_package_name_for_the_reporting_service/handlers/legacy_compatibility_layer/and_one_more_level_of_nesting_for_good_measure/generated_by_the_code_generator_of_the_platform_team/version_two_of_the_customer_lookup_interfaces",
+    );
+    std::fs::create_dir_all(&deep).unwrap();
+    // Small files, so that windows are cut full, each with three
+    // injections on long lines: more than a window judges.
+    let lookup = |k: usize| {
+        format!(
+            "def lookup_{k}(cursor, customer_name, region_code, account_identifier):\n    cursor.execute(\"SELECT * FROM customers WHERE name = '%s' AND region = '%s' AND id = '%s'\" % (customer_name, region_code, account_identifier))\n"
+        )
+    };
+    for f in 0..12 {
+        let body: String = (0..3).map(|k| lookup(f * 3 + k)).collect();
+        std::fs::write(deep.join(format!("customer_lookup_queries_{f}.py")), body).unwrap();
+    }
+    let out = scout(dir.path())
+        .arg("audit")
+        .arg(&repo)
+        .args(["--engine", "openai", "--endpoint", &url, "--tokenizer"])
+        .arg(crate::util::model())
+        .args([
+            "--context",
+            "4096",
+            "--max-tokens",
+            "128",
+            "--max-candidates",
+            "8",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "every call failed: {}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)));
+    let windows = report["windows"].as_array().unwrap();
+    assert!(windows.len() > 1, "{report:#}");
+    let mut fewer = 0;
+    for w in windows {
+        let (candidates, judged) = (w["candidates"].as_u64().unwrap(), w["judged"].as_u64().unwrap());
+        assert!(judged <= candidates.min(8), "{w:#}");
+        fewer += usize::from(judged < candidates.min(8));
+        assert!(
+            !w["error"].as_str().unwrap().contains("context"),
+            "a window failed at the server, not for want of room: {w:#}"
+        );
+    }
+    assert!(fewer > 0, "a full window judged fewer: {:#}", report["windows"]);
+    // Every match is still reported, judged or not.
+    assert_eq!(report["summary"]["by_tier"]["candidate"], 36, "{:#}", report["summary"]);
 }

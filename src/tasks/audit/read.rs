@@ -144,32 +144,35 @@ fn prepare(
         windows.retain(|w| w.paths(&blocks).iter().any(|p| d.file_changed(p)));
         windows_skipped = before - windows.len();
     }
-    let judged: Vec<WindowCandidates> = windows
-        .iter()
-        .map(|w| WindowCandidates::of(candidates, &w.paths(&blocks), opts.max_candidates as usize))
-        .collect();
-    // Each window's answer is held to a schema naming its own files and
-    // candidates.
-    let params: Vec<GenerateParams> = windows
-        .iter()
-        .zip(&judged)
-        .map(|(w, j)| GenerateParams {
-            json_schema: Some(window_schema(pipeline, &w.paths(&blocks), opts.max_findings, &j.ids())),
-            max_tokens: opts.generate.max_tokens + triage::reserve(j.judged.len() as u32),
+    let context = engine.capabilities().context_length;
+    let mut judged = Vec::with_capacity(windows.len());
+    let mut params = Vec::with_capacity(windows.len());
+    let mut msgs = Vec::with_capacity(windows.len());
+    for w in &windows {
+        let paths = w.paths(&blocks);
+        let mut j = WindowCandidates::of(candidates, &paths, opts.max_candidates as usize);
+        let body = w.render(&blocks, &salt);
+        // The list was given room by an estimate: where its lines (long
+        // paths, long code) come out longer, the window judges fewer
+        // candidates rather than fail (the rest stay candidates).
+        let (m, max_tokens) = loop {
+            let m = messages(&system, &body, &(task.clone() + &j.text(candidates)));
+            let max_tokens = opts.generate.max_tokens + triage::answer_room(j.judged.len());
+            if j.judged.is_empty() || engine.count_chat_tokens(&m)? + max_tokens <= context {
+                break (m, max_tokens);
+            }
+            j.judged.pop();
+        };
+        // Each window's answer is held to a schema naming its own files
+        // and candidates.
+        params.push(GenerateParams {
+            json_schema: Some(window_schema(pipeline, &paths, opts.max_findings, &j.ids())),
+            max_tokens,
             ..opts.generate.clone()
-        })
-        .collect();
-    let msgs: Vec<Vec<ChatMessage>> = windows
-        .iter()
-        .zip(&judged)
-        .map(|(w, j)| {
-            messages(
-                &system,
-                &w.render(&blocks, &salt),
-                &(task.clone() + &j.text(candidates)),
-            )
-        })
-        .collect();
+        });
+        msgs.push(m);
+        judged.push(j);
+    }
     Ok(Prepared {
         blocks,
         windows,
@@ -244,8 +247,9 @@ pub(super) fn read_with_model(
     };
     let outcomes = caller.call_each_with(&calls, Step::Audit, 0, calls.len());
     (read.usage, read.prefill_ms) = (caller.usage, caller.prefill_ms);
-    if let Some(plan) = &plan {
-        // The rate the next plan's estimate is made from.
+    // The rate the next plan's estimate is made from, when every window
+    // was read (a failed call reads nothing and would flatter it).
+    if let Some(plan) = plan.as_ref().filter(|_| outcomes.iter().all(Result::is_ok)) {
         let mut rates = opts.rates.clone();
         rates.record(plan, plan.to_read(), started.elapsed().as_millis() as u64);
     }

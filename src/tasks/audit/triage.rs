@@ -14,16 +14,32 @@ use super::check::quote_in_lines;
 use super::rules::Candidate;
 use crate::tasks::citations::CorpusIndex;
 
-/// Tokens held back per judged candidate: its line in the prompt and its
-/// verdict in the answer.
-const TOKENS_PER_CANDIDATE: u32 = 160;
+/// Tokens held back for the candidates' list: its opening paragraph, and
+/// each judged candidate's line (rule, place, the code's first 120
+/// characters, the rule's message).
+const LIST_TOKENS: u32 = 160;
+const LINE_TOKENS: u32 = 72;
+/// Answer tokens held back per judged candidate, for its verdict.
+const VERDICT_TOKENS: u32 = 112;
 /// Most hops of a source path.
 const MAX_HOPS: u32 = 3;
 
-/// Output and prompt room for `n` candidates.
+/// Prompt and answer room for judging `n` candidates: what a window is
+/// cut to leave free. A window whose list still comes out longer judges
+/// fewer (see `read::prepare`).
 #[must_use]
 pub(super) fn reserve(n: u32) -> u32 {
-    n * TOKENS_PER_CANDIDATE
+    if n == 0 {
+        0
+    } else {
+        LIST_TOKENS + n * (LINE_TOKENS + VERDICT_TOKENS)
+    }
+}
+
+/// Answer room for `n` verdicts.
+#[must_use]
+pub(super) fn answer_room(n: usize) -> u32 {
+    n as u32 * VERDICT_TOKENS
 }
 
 #[derive(Debug, Clone, Deserialize)]
