@@ -397,3 +397,47 @@ fn a_dry_run_plans_without_a_model_call_and_max_windows_refuses_a_larger_sweep()
         "no chat request was sent"
     );
 }
+
+/// `scout extract` plans its documents too: `--dry-run` calls no model,
+/// `--max-windows` refuses a larger extraction with exit 2.
+#[test]
+fn an_extraction_plans_its_documents_and_max_windows_refuses_more() {
+    let chats = std::sync::Arc::default();
+    let url = failing_server(std::sync::Arc::clone(&chats));
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        scout(dir.path())
+            .arg("extract")
+            .arg(crate::util::data("receipts"))
+            .args([
+                "--schema",
+                "receipt",
+                "--engine",
+                "openai",
+                "--endpoint",
+                &url,
+                "--tokenizer",
+            ])
+            .arg(model())
+            .args(["--context", "4096"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v = crate::util::json(&out);
+    // Two receipts, the folder's README and its truth file.
+    assert_eq!(v["plan"]["windows"], 4, "{v:#}");
+    assert_eq!(v["plan"]["step"], "extract", "{v:#}");
+    let out = run(&["--max-windows", "3"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("plan: 4 documents or pages"), "{err}");
+    assert!(err.contains("takes 4 model calls (one per document"), "{err}");
+    assert_eq!(
+        chats.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no chat request was sent"
+    );
+}

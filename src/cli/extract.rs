@@ -9,12 +9,14 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use super::sweep::{print_plan, SweepArgs};
 use super::{open_sources, say, show_progress, Progress, TaskArgs};
 use crate::engine::GenerateParams;
 use crate::tasks::access::Access;
-use crate::tasks::extract::{extract, ExtractOptions};
+use crate::tasks::extract::{extract, plan, ExtractOptions};
 use crate::tasks::schema::ExtractSchema;
 use crate::tasks::sources::check_sources;
+use crate::tasks::sweep::Rates;
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -23,6 +25,7 @@ Examples:
   scout extract invoices/ --schema invoice --jsonl invoices.jsonl
   scout extract forms.pdf --schema form --per-page
   scout extract receipts/ --schema my-schema.json
+  scout extract scans/ --schema receipt --dry-run   # the plan: documents, tokens, time
 
 Built-in schemas: receipt (company, date, address, total), invoice (numbers, parties,
 amounts, line items), form (every labelled field as key and value). Any JSON Schema whose
@@ -52,6 +55,8 @@ pub(super) struct ExtractArgs {
     /// Most tokens the model may write per object.
     #[arg(long, default_value_t = 768)]
     pub(super) max_tokens: u32,
+    #[command(flatten)]
+    pub(super) sweep: SweepArgs,
     /// No progress on stderr.
     #[arg(long, short)]
     pub(super) quiet: bool,
@@ -69,6 +74,8 @@ pub(super) fn extract_options(max_tokens: u32, per_page: bool) -> ExtractOptions
             ..GenerateParams::default()
         },
         per_page,
+        max_windows: None,
+        rates: Rates::in_cache(),
     }
 }
 
@@ -85,7 +92,16 @@ pub(super) fn run_extract(a: &ExtractArgs) -> Result<i32> {
     if !engine.capabilities().json_schema {
         say("scout: this engine cannot constrain output to the schema; each object is validated after");
     }
-    let opts = extract_options(a.max_tokens, a.per_page);
+    let opts = ExtractOptions {
+        max_windows: a.sweep.max_windows,
+        ..extract_options(a.max_tokens, a.per_page)
+    };
+    if a.sweep.dry_run {
+        // The plan goes to stdout as JSON when the objects would (no
+        // --jsonl file), as text otherwise.
+        print_plan(&plan(&mut corpus, engine.as_ref(), &schema, &opts)?, a.jsonl.is_none())?;
+        return Ok(if ingest_errors > 0 { 2 } else { 0 });
+    }
     let mut sink: Box<dyn Write> = match &a.jsonl {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,

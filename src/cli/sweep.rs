@@ -16,8 +16,9 @@ pub(super) struct SweepArgs {
     /// model call. With --json, the plan as JSON.
     #[arg(long)]
     pub(super) dry_run: bool,
-    /// Refuse a corpus of more windows than this, with its plan, before any model call
-    /// (exit 2): a guard against a sweep of hours over a corpus larger than meant.
+    /// Refuse a sweep of more windows than this (for extract: documents or pages), with
+    /// its plan, before any model call (exit 2): a guard against a sweep of hours over a
+    /// corpus larger than meant.
     #[arg(long, value_name = "N")]
     pub(super) max_windows: Option<usize>,
 }

@@ -16,6 +16,7 @@ pub fn sweep_text(plan: &SweepPlan) -> String {
         (Step::Answer, _) => "1 window (the whole corpus in one prompt)".to_owned(),
         (Step::Map, n) => format!("{n} windows (each read for its notes, then the notes combined)"),
         (Step::Audit, n) => format!("{n} windows, each checked against the pipeline's rules"),
+        (Step::Extract, n) => format!("{n} documents or pages, one object each"),
         (_, n) => format!("{n} calls"),
     };
     let held = match plan.held_tokens {
@@ -29,7 +30,7 @@ pub fn sweep_text(plan: &SweepPlan) -> String {
             duration_text(s),
             thousands(rate.round() as u64)
         ),
-        _ => "time unknown (no run of this model, engine and slots measured yet)".to_owned(),
+        _ => "time unknown (no run of this model, engine, slots and step measured yet)".to_owned(),
     };
     let kv = plan
         .kv
@@ -103,6 +104,9 @@ pub fn kept_text(k: &KvKept) -> String {
             "; not kept, evicted for other corpora or not saved (see warnings): {}",
             windows_text(&k.not_kept)
         );
+    }
+    if !k.failed.is_empty() {
+        let _ = write!(text, "; not read, their calls failed: {}", windows_text(&k.failed));
     }
     text
 }
@@ -205,6 +209,7 @@ mod tests {
             bytes: 4 << 30,
             over_budget: vec![21, 22, 23, 24, 25],
             not_kept: vec![3],
+            failed: vec![],
             budget: 4 << 30,
             budget_note: "set by --kv-disk-gib".to_owned(),
         };
@@ -214,5 +219,16 @@ mod tests {
              not kept, over the budget: windows 21-25 (raise --kv-disk-gib, or --kv-type q8_0); \
              not kept, evicted for other corpora or not saved (see warnings): window 3"
         );
+        let failed = KvKept {
+            windows: 2,
+            kept: 0,
+            bytes: 0,
+            over_budget: vec![],
+            not_kept: vec![],
+            failed: vec![1, 2],
+            budget: 4 << 30,
+            budget_note: "set".to_owned(),
+        };
+        assert!(kept_text(&failed).ends_with("; not read, their calls failed: windows 1-2"));
     }
 }

@@ -638,6 +638,8 @@ async fn extract_route(
                 ..GenerateParams::default()
             },
             per_page: body.per_page,
+            max_windows: None,
+            rates: Rates::in_cache(),
         };
         let results = extract(&mut corpus, engine, &schema, &opts, &mut |_| {}, &mut |_| {}).map_err(task_error)?;
         for r in &results {

@@ -631,6 +631,8 @@ impl<'a> Worker<'a> {
                 let opts = ExtractOptions {
                     generate: generate(*max_tokens, 768, 1.0),
                     per_page: *per_page,
+                    max_windows: None,
+                    rates: crate::tasks::sweep::Rates::in_cache(),
                 };
                 let objects = extract(corpus, engine, schema, &opts, quiet, &mut |_| {}).map_err(|e| e.to_string())?;
                 let failed = objects.iter().filter(|o| !o.valid).count();

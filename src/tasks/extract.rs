@@ -26,6 +26,7 @@ use crate::prompt::{preamble, ChatMessage};
 use crate::tasks::citations::{locate, squash};
 use crate::tasks::run::{document_blocks, messages, Caller, Step, TaskError, TaskEvent, Usage};
 use crate::tasks::schema::{parse_object, ExtractSchema};
+use crate::tasks::sweep::{Rates, SweepPlan, Tally};
 
 const EXTRACT_TEMPLATE: &str = include_str!("../../prompts/extract.txt");
 
@@ -34,6 +35,11 @@ pub struct ExtractOptions {
     pub generate: GenerateParams,
     /// One object per page of each PDF (and per image), not per document.
     pub per_page: bool,
+    /// Refuse more model calls (documents or pages) than this, before any.
+    pub max_windows: Option<usize>,
+    /// The rates of earlier sweeps, for the plan's estimate; this one's is
+    /// recorded in them.
+    pub rates: Rates,
 }
 
 /// Where one extracted value was read.
@@ -79,16 +85,9 @@ struct Unit {
     ocr: Vec<OcrLine>,
 }
 
-/// Extracts one object per document (per page with `per_page`) of the
-/// corpus, calling `on_result` as each is done.
-pub fn extract(
-    corpus: &mut Corpus,
-    engine: &mut dyn Engine,
-    schema: &ExtractSchema,
-    opts: &ExtractOptions,
-    on_event: &mut dyn FnMut(TaskEvent<'_>),
-    on_result: &mut dyn FnMut(&Extraction),
-) -> Result<Vec<Extraction>, TaskError> {
+/// The units of extraction: each document, or each page of a PDF or image
+/// with `per_page`.
+fn units(corpus: &Corpus, per_page: bool) -> Result<Vec<Unit>, TaskError> {
     let docs = corpus.documents()?;
     if docs.is_empty() {
         return Err(TaskError::EmptyCorpus);
@@ -96,7 +95,7 @@ pub fn extract(
     let mut units = Vec::new();
     for doc in docs {
         let ocr = corpus.ocr_lines(doc.id)?;
-        let pages: Vec<u32> = if opts.per_page && matches!(doc.kind, DocumentKind::Pdf | DocumentKind::Image) {
+        let pages: Vec<u32> = if per_page && matches!(doc.kind, DocumentKind::Pdf | DocumentKind::Image) {
             let mut p: Vec<u32> = doc.segments.iter().filter_map(|s| s.anchor.page()).collect();
             p.dedup();
             p
@@ -118,14 +117,144 @@ pub fn extract(
             }
         }
     }
-    let salt = corpus.salt().to_owned();
-    let system = preamble(&salt);
-    let task = EXTRACT_TEMPLATE.replace("{fields}", schema.fields_text().trim_end());
-    let constrained = engine.capabilities().json_schema;
-    let context = engine.capabilities().context_length;
-    let mut params = opts.generate.clone();
-    params.json_schema = Some(schema.for_generation());
+    Ok(units)
+}
+
+/// What every unit's prompt shares.
+struct Prompting<'a> {
+    salt: String,
+    system: String,
+    task: String,
+    params: GenerateParams,
+    constrained: bool,
+    opts: &'a ExtractOptions,
+}
+
+impl<'a> Prompting<'a> {
+    fn new(corpus: &Corpus, engine: &dyn Engine, schema: &ExtractSchema, opts: &'a ExtractOptions) -> Self {
+        let salt = corpus.salt().to_owned();
+        let mut params = opts.generate.clone();
+        params.json_schema = Some(schema.for_generation());
+        Prompting {
+            system: preamble(&salt),
+            salt,
+            task: EXTRACT_TEMPLATE.replace("{fields}", schema.fields_text().trim_end()),
+            params,
+            constrained: engine.capabilities().json_schema,
+            opts,
+        }
+    }
+
+    /// A unit's result so far, and its messages when it has something to
+    /// read that fits the context (else the result says why not).
+    fn prepare(
+        &self,
+        unit: &Unit,
+        corpus: &mut Corpus,
+        engine: &dyn Engine,
+    ) -> Result<(Extraction, Option<Vec<ChatMessage>>), TaskError> {
+        let mut result = Extraction {
+            path: unit.doc.path.clone(),
+            page: unit.page,
+            data: None,
+            valid: false,
+            errors: Vec::new(),
+            fields: Vec::new(),
+            constrained: self.constrained,
+            usage: Usage::default(),
+            ms: 0,
+        };
+        let has_text = unit.doc.segments.iter().any(|s| !s.text.trim().is_empty());
+        let block = document_blocks(std::slice::from_ref(&unit.doc), &self.salt, corpus, engine)?
+            .pop()
+            .expect("one block per document");
+        let mut call = None;
+        if has_text || !block.images.is_empty() {
+            let msgs = messages(&self.system, &block.render_content(), &self.task);
+            let needed = engine.count_chat_tokens(&msgs)? + self.params.max_tokens;
+            let context = engine.capabilities().context_length;
+            if needed > context {
+                result.errors.push(format!(
+                    "the document needs {needed} tokens with its answer, more than the context's {context}{}",
+                    if self.opts.per_page || unit.page.is_some() {
+                        ""
+                    } else {
+                        "; try --per-page"
+                    }
+                ));
+            } else {
+                call = Some(msgs);
+            }
+        } else {
+            result.errors.push(
+                "no text to extract from (OCR found none; an engine with vision could read the image itself)"
+                    .to_owned(),
+            );
+        }
+        Ok((result, call))
+    }
+}
+
+/// What extracting would do (`--dry-run`), without calling the model: the
+/// units that have something to read, their prompt tokens, the slots and an
+/// estimate. Units are prepared a group at a time, as the extraction does.
+pub fn plan(
+    corpus: &mut Corpus,
+    engine: &dyn Engine,
+    schema: &ExtractSchema,
+    opts: &ExtractOptions,
+) -> Result<SweepPlan, TaskError> {
+    let units = units(corpus, opts.per_page)?;
+    let prompting = Prompting::new(corpus, engine, schema, opts);
+    let mut tally = Tally::default();
+    for chunk in units.chunks(engine.slots().max(1)) {
+        let mut msgs = Vec::new();
+        for unit in chunk {
+            msgs.extend(prompting.prepare(unit, corpus, engine)?.1);
+        }
+        let calls: Vec<Call<'_>> = msgs
+            .iter()
+            .map(|m| Call {
+                messages: m,
+                params: &prompting.params,
+            })
+            .collect();
+        tally.add(engine, &calls)?;
+    }
+    Ok(SweepPlan::of(Step::Extract, engine, &tally, &opts.rates))
+}
+
+/// Extracts one object per document (per page with `per_page`) of the
+/// corpus, calling `on_result` as each is done. More than one unit: the
+/// plan is said first ([`TaskEvent::Plan`]) and held to `max_windows`.
+pub fn extract(
+    corpus: &mut Corpus,
+    engine: &mut dyn Engine,
+    schema: &ExtractSchema,
+    opts: &ExtractOptions,
+    on_event: &mut dyn FnMut(TaskEvent<'_>),
+    on_result: &mut dyn FnMut(&Extraction),
+) -> Result<Vec<Extraction>, TaskError> {
+    let sweep_started = Instant::now();
+    let units = units(corpus, opts.per_page)?;
+    let plan = if units.len() > 1 {
+        let plan = self::plan(corpus, &*engine, schema, opts)?;
+        on_event(TaskEvent::Plan(&plan));
+        if let Some(limit) = opts.max_windows.filter(|&l| plan.windows > l) {
+            return Err(TaskError::TooManyUnits {
+                units: plan.windows,
+                limit,
+            });
+        }
+        Some(plan)
+    } else {
+        None
+    };
+    let prompting = Prompting::new(corpus, &*engine, schema, opts);
+    let params = &prompting.params;
+    let constrained = prompting.constrained;
     let mut results = Vec::new();
+    let mut failed_calls = 0usize;
     let of = units.len();
     // As many units at once as the engine takes; each group's results are
     // reported in order before the next group starts.
@@ -135,56 +264,16 @@ pub fn extract(
         let started = Instant::now();
         let mut pending: Vec<(Extraction, Option<Vec<ChatMessage>>)> = Vec::new();
         for unit in chunk {
-            let mut result = Extraction {
-                path: unit.doc.path.clone(),
-                page: unit.page,
-                data: None,
-                valid: false,
-                errors: Vec::new(),
-                fields: Vec::new(),
-                constrained,
-                usage: Usage::default(),
-                ms: 0,
-            };
-            let has_text = unit.doc.segments.iter().any(|s| !s.text.trim().is_empty());
-            let block = document_blocks(std::slice::from_ref(&unit.doc), &salt, corpus, &*engine)?
-                .pop()
-                .expect("one block per document");
-            let mut call = None;
-            if has_text || !block.images.is_empty() {
-                let msgs = messages(&system, &block.render_content(), &task);
-                let needed = engine.count_chat_tokens(&msgs)? + params.max_tokens;
-                if needed > context {
-                    result.errors.push(format!(
-                        "the document needs {needed} tokens with its answer, more than the context's {context}{}",
-                        if opts.per_page || unit.page.is_some() {
-                            ""
-                        } else {
-                            "; try --per-page"
-                        }
-                    ));
-                } else {
-                    call = Some(msgs);
-                }
-            } else {
-                result.errors.push(
-                    "no text to extract from (OCR found none; an engine with vision could read the image itself)"
-                        .to_owned(),
-                );
-            }
-            pending.push((result, call));
+            pending.push(prompting.prepare(unit, corpus, &*engine)?);
         }
         let calls: Vec<Call<'_>> = pending
             .iter()
             .filter_map(|(_, m)| m.as_deref())
-            .map(|m| Call {
-                messages: m,
-                params: &params,
-            })
+            .map(|m| Call { messages: m, params })
             .collect();
         let mut caller = Caller {
             engine: &mut *engine,
-            params: &params,
+            params,
             on_event: &mut *on_event,
             usage: Usage::default(),
             prefill_ms: 0,
@@ -213,7 +302,10 @@ pub fn extract(
                             )),
                         }
                     }
-                    Err(e) => result.errors.push(e.to_string()),
+                    Err(e) => {
+                        failed_calls += 1;
+                        result.errors.push(e.to_string());
+                    }
                 }
             }
             result.ms = started.elapsed().as_millis() as u64;
@@ -221,10 +313,16 @@ pub fn extract(
             results.push(result);
         }
     }
+    // The rate the next plan's estimate is made from, when every call went
+    // through (a failed call reads nothing and would flatter it).
+    if let Some(plan) = plan.as_ref().filter(|_| failed_calls == 0) {
+        opts.rates
+            .clone()
+            .record(plan, plan.to_read(), sweep_started.elapsed().as_millis() as u64);
+    }
     Ok(results)
 }
 
-/// Every non-empty string or number leaf, with its JSON pointer.
 fn leaves(value: &Value, pointer: &str, out: &mut Vec<(String, Value)>) {
     match value {
         Value::Object(map) => {

@@ -155,6 +155,8 @@ pub enum TaskError {
     NoPipelineFiles(String, String),
     #[error("the corpus takes {windows} windows of this engine's context, over --max-windows {limit}; narrow it (--include GLOB, --exclude GLOB, a --pipeline) or raise the limit")]
     TooManyWindows { windows: usize, limit: usize },
+    #[error("the extraction takes {units} model calls (one per document, or page with --per-page), over --max-windows {limit}; narrow it (--include GLOB, --exclude GLOB) or raise the limit")]
+    TooManyUnits { units: usize, limit: usize },
     #[error("{notes} notes of {tokens} tokens cannot be combined within this engine's context")]
     NotesTooLarge { notes: usize, tokens: u32 },
 }

@@ -54,40 +54,75 @@ pub struct SweepPlan {
 impl SweepPlan {
     /// The plan for `calls` on `engine`, at `rates`' last measured rate.
     pub fn new(step: Step, engine: &dyn Engine, calls: &[Call<'_>], rates: &Rates) -> Result<Self, EngineError> {
-        let mut prompt_tokens = 0u64;
-        let mut held: Option<u64> = Some(0);
-        let mut counts = Vec::with_capacity(calls.len());
-        for c in calls {
-            let n = u64::from(engine.count_chat_tokens(c.messages)?);
-            counts.push(n);
-            prompt_tokens += n;
-            held = match (held, engine.kv_held(c.messages)) {
-                (Some(sum), Some(n)) => Some(sum + u64::from(n)),
-                _ => None,
-            };
-        }
+        let mut tally = Tally::default();
+        tally.add(engine, calls)?;
+        Ok(Self::of(step, engine, &tally, rates))
+    }
+
+    /// The plan for calls counted into `tally` (a task that makes its
+    /// calls group by group).
+    #[must_use]
+    pub fn of(step: Step, engine: &dyn Engine, tally: &Tally, rates: &Rates) -> Self {
+        let prompt_tokens: u64 = tally.counts.iter().sum();
+        let held = tally.held;
         let slots = engine.slots();
         let rate_key = rate_key(engine, step);
         let measured_rate = rates.get(&rate_key);
         let to_read = prompt_tokens - held.unwrap_or(0).min(prompt_tokens);
-        Ok(Self {
+        let calls = tally.counts.len();
+        Self {
             step,
-            windows: calls.len(),
+            windows: calls,
             prompt_tokens,
             held_tokens: held,
             slots,
-            dispatch: dispatch_text(engine.backend(), slots, calls.len()),
+            dispatch: dispatch_text(engine.backend(), slots, calls),
             measured_rate,
             estimate_s: measured_rate.filter(|r| *r > 0.0).map(|r| to_read as f64 / r),
-            kv: engine.kv_store().map(|store| CorpusKv::new(&store, &counts)),
+            // Only a corpus's windows are kept for the next question.
+            kv: engine
+                .kv_store()
+                .filter(|_| step.prefix_is_corpus())
+                .map(|store| CorpusKv::new(&store, &tally.counts)),
             rate_key,
-        })
+        }
     }
 
     /// Prompt tokens the sweep must read (not held in the KV cache).
     #[must_use]
     pub fn to_read(&self) -> u64 {
         self.prompt_tokens - self.held_tokens.unwrap_or(0).min(self.prompt_tokens)
+    }
+}
+
+/// Prompt tokens of a sweep's calls, and how many of them the engine's KV
+/// cache holds (`None` where the engine cannot tell).
+#[derive(Debug, Clone)]
+pub struct Tally {
+    counts: Vec<u64>,
+    held: Option<u64>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            counts: Vec::new(),
+            held: Some(0),
+        }
+    }
+}
+
+impl Tally {
+    /// Counts `calls` in.
+    pub fn add(&mut self, engine: &dyn Engine, calls: &[Call<'_>]) -> Result<(), EngineError> {
+        for c in calls {
+            self.counts.push(u64::from(engine.count_chat_tokens(c.messages)?));
+            self.held = match (self.held, engine.kv_held(c.messages)) {
+                (Some(sum), Some(n)) => Some(sum + u64::from(n)),
+                _ => None,
+            };
+        }
+        Ok(())
     }
 }
 
@@ -127,6 +162,9 @@ pub struct KvKept {
     /// Windows whose KV was kept or restored and is gone since (evicted
     /// for another corpus, or removed as damaged), or failed to save.
     pub not_kept: Vec<usize>,
+    /// Windows whose call failed (nothing read, nothing to keep).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<usize>,
     pub budget: u64,
     pub budget_note: String,
 }
@@ -151,16 +189,20 @@ impl KvKept {
             bytes: 0,
             over_budget: Vec::new(),
             not_kept: Vec::new(),
+            failed: Vec::new(),
             budget,
             budget_note,
         };
         for (i, bytes) in saved.iter().enumerate() {
             let Some(bytes) = *bytes else { continue };
             k.windows += 1;
+            let used = kv.get(i).copied().flatten();
             if bytes > 0 {
                 k.kept += 1;
                 k.bytes += bytes;
-            } else if kv.get(i).copied().flatten().is_some_and(|u| u.unsaved_tokens > 0) {
+            } else if used.is_none() {
+                k.failed.push(i + 1);
+            } else if used.is_some_and(|u| u.unsaved_tokens > 0) {
                 k.over_budget.push(i + 1);
             } else {
                 k.not_kept.push(i + 1);
@@ -169,10 +211,10 @@ impl KvKept {
         k
     }
 
-    /// Every window that can be kept is.
+    /// Every window that was read and can be kept is.
     #[must_use]
     pub fn all_kept(&self) -> bool {
-        self.kept == self.windows
+        self.kept + self.failed.len() == self.windows
     }
 }
 
@@ -309,8 +351,13 @@ mod tests {
             "the second window is too short to keep"
         );
         assert_eq!(k.over_budget, vec![3]);
-        assert_eq!(k.not_kept, vec![4, 5], "saved then evicted, and a failed call");
+        assert_eq!(k.not_kept, vec![4], "saved then evicted");
+        assert_eq!(k.failed, vec![5], "a failed call read nothing to keep");
         assert!(!k.all_kept());
+        // Windows whose calls failed are no fault of the cache's.
+        let k = KvKept::of(&[Some(100), Some(0)], &[None, None], 1000, "set".to_owned());
+        assert_eq!((k.kept, k.failed.clone()), (1, vec![2]));
+        assert!(k.all_kept());
     }
 
     #[test]
