@@ -2,7 +2,8 @@
 //! and share their settings fork the corpus's KV; the others are asked one
 //! by one.
 
-use super::{ask, finish, prepare, recheck_messages, AskOptions, AskResult, Prepared, Recheck};
+use super::recheck::recheck_messages;
+use super::{ask, finish, prepare, AskOptions, AskResult, Prepared, Recheck};
 use crate::corpus::Corpus;
 use crate::engine::{Engine, EngineEvent, GenerateParams};
 use crate::prompt::ChatMessage;

@@ -8,6 +8,7 @@
 //! Never prints: progress goes out as events, the result as a value.
 
 mod many;
+mod recheck;
 mod reduce;
 
 use std::time::Instant;
@@ -18,9 +19,7 @@ use crate::corpus::{Corpus, StoredDocument};
 use crate::engine::{Call, Engine, GenerateParams, KvUse};
 use crate::limits::MAX_QUESTION_BYTES;
 use crate::prompt::{count_units, order_documents, preamble, ChatMessage, Content, DocumentBlock, Window};
-use crate::tasks::citations::{
-    attribute, cites_any, question_lines, resolve_written, Citation, CitationStatus, CorpusIndex,
-};
+use crate::tasks::citations::{attribute, resolve_written, Citation, CitationStatus, CorpusIndex};
 use crate::tasks::pipeline::Pipeline;
 use crate::tasks::run::{document_blocks, fit_windows, messages, Caller, Step, TaskError, TaskEvent, Timings, Usage};
 use crate::tasks::schema::ExtractSchema;
@@ -32,6 +31,7 @@ const REDUCE_TEMPLATE: &str = include_str!("../../../prompts/ask_reduce.txt");
 const RECHECK_TEMPLATE: &str = include_str!("../../../prompts/ask_recheck.txt");
 
 pub use many::ask_many;
+use recheck::{recheck_task, uncited_lines, window_holding};
 use reduce::{notes_body, reduce_until_fits};
 
 /// Said between a first answer and the answer asked again.
@@ -364,8 +364,10 @@ fn answer(
         prefill_ms: 0,
     };
 
-    let (final_messages, step) = if windows.len() == 1 {
-        (
+    // The first answer: one window's, or the windows' notes combined (a
+    // call), or known without one.
+    let first = if windows.len() == 1 {
+        First::Call(
             messages(&system, &windows[0].render(&blocks, &salt), &ask_task),
             Step::Answer,
         )
@@ -389,104 +391,80 @@ fn answer(
             reports[i].notes = Some(text);
         }
         if notes.is_empty() {
-            // No window held anything relevant: the answer is known
-            // without another call.
-            (caller.on_event)(TaskEvent::Answer(NOT_FOUND));
-            let timings = Timings {
-                prefill_ms: caller.prefill_ms,
-                total_ms: started.elapsed().as_millis() as u64,
-                ..Timings::default()
-            };
-            let usage = caller.usage;
-            let mut result = finish(
-                &docs,
-                opts,
-                NOT_FOUND.to_owned(),
-                usage,
-                reports,
-                timings,
-                engine_name,
-                model,
-            );
-            result.plan = plan;
-            return Ok(result);
-        }
-        if let (true, [only]) = (opts.schema.is_none(), notes.as_slice()) {
+            // No window's notes hold anything relevant.
+            First::Known(NOT_FOUND.to_owned(), None)
+        } else if let (true, [only]) = (opts.schema.is_none(), notes.as_slice()) {
             // One window holds the answer: its notes are the answer, and a
             // reduce call would only paraphrase them.
-            (caller.on_event)(TaskEvent::Answer(only));
-            let timings = Timings {
-                ttft_ms: started.elapsed().as_millis() as u64,
-                prefill_ms: caller.prefill_ms,
-                total_ms: started.elapsed().as_millis() as u64,
-                ..Timings::default()
-            };
-            let answer = only.clone();
-            let usage = caller.usage;
-            let mut result = finish(&docs, opts, answer, usage, reports, timings, engine_name, model);
-            result.plan = plan;
-            return Ok(result);
+            First::Known(only.clone(), Some(started.elapsed().as_millis() as u64))
+        } else {
+            let notes = reduce_until_fits(&mut caller, &system, &salt, notes, &reduce_task)?;
+            First::Call(
+                messages(&system, &Content::text(notes_body(&notes, &salt)), &reduce_task),
+                Step::Reduce,
+            )
         }
-        let notes = reduce_until_fits(&mut caller, &system, &salt, notes, &reduce_task)?;
-        (
-            messages(&system, &Content::text(notes_body(&notes, &salt)), &reduce_task),
-            Step::Reduce,
-        )
     };
-    let before_final = started.elapsed().as_millis() as u64;
-    if let Some(p) = &json_params {
-        caller.params = p;
-    }
-    let mut g = caller.call(&final_messages, step, 0, 1, true)?;
-    // The first answer's first token is the first the user sees, even when
-    // the question is asked again below.
-    let ttft_ms = before_final + g.ttft_ms;
+    let (mut answer, mut last, ttft_ms) = match first {
+        First::Known(text, ttft_ms) => {
+            (caller.on_event)(TaskEvent::Answer(&text));
+            (text, None, ttft_ms.unwrap_or_default())
+        }
+        First::Call(msgs, step) => {
+            let before_final = started.elapsed().as_millis() as u64;
+            if let Some(p) = &json_params {
+                caller.params = p;
+            }
+            let g = caller.call(&msgs, step, 0, 1, true)?;
+            // The first answer's first token is the first the user sees,
+            // even when the question is asked again below.
+            let ttft_ms = before_final + g.ttft_ms;
+            (g.text.clone(), Some(g), ttft_ms)
+        }
+    };
+    // When the corpus's lines that match the question are not what the
+    // answer cites, the question is asked again over them, in the window
+    // that holds the first (its corpus part's KV is the first read's).
     let mut recheck = None;
-    if step == Step::Answer && opts.schema.is_none() {
-        let window = windows[0].render(&blocks, &salt);
-        if let Some((msgs, lines)) = recheck_messages(&docs, &system, &window, &opts.question, &g.text) {
+    if opts.schema.is_none() {
+        if let Some(lines) = uncited_lines(&docs, &opts.question, &answer) {
+            let w = window_holding(&windows, &blocks, &lines[0].0).unwrap_or(0);
+            let msgs = messages(
+                &system,
+                &windows[w].render(&blocks, &salt),
+                &recheck_task(&lines, &opts.question),
+            );
             (caller.on_event)(TaskEvent::Answer(RECHECK_NOTE));
-            let first = std::mem::replace(&mut g, caller.call(&msgs, Step::Recheck, 0, 1, true)?);
+            let g = caller.call(&msgs, Step::Recheck, 0, 1, true)?;
             recheck = Some(Recheck {
-                first_answer: first.text,
-                lines,
+                first_answer: std::mem::replace(&mut answer, g.text.clone()),
+                lines: lines.iter().map(|(a, _)| a.to_string()).collect(),
             });
+            last = Some(g);
         }
     }
-    let timings = Timings::of_answer(&g, ttft_ms, caller.prefill_ms, started);
+    let timings = match &last {
+        Some(g) => Timings::of_answer(g, ttft_ms, caller.prefill_ms, started),
+        None => Timings {
+            ttft_ms,
+            prefill_ms: caller.prefill_ms,
+            total_ms: started.elapsed().as_millis() as u64,
+            ..Timings::default()
+        },
+    };
     let usage = caller.usage;
-    let mut result = finish(&docs, opts, g.text, usage, reports, timings, engine_name, model);
+    let mut result = finish(&docs, opts, answer, usage, reports, timings, engine_name, model);
     result.recheck = recheck;
     result.plan = plan;
     Ok(result)
 }
 
-/// A small model may answer beside the point (copy the citation syntax,
-/// cite some other file) though the corpus plainly holds the answer. When
-/// the lines that match the question are not among those `answer` cites,
-/// the prompt that asks again over them (the same prefix: its KV is
-/// reused), and those lines' anchors.
-fn recheck_messages(
-    docs: &[StoredDocument],
-    system: &str,
-    window: &Content,
-    question: &str,
-    answer: &str,
-) -> Option<(Vec<ChatMessage>, Vec<String>)> {
-    let index = CorpusIndex::new(docs);
-    let lines = question_lines(question, &index);
-    let anchors: Vec<_> = lines.iter().map(|(a, _)| a.clone()).collect();
-    if lines.is_empty() || cites_any(&answer_citations(answer, question, &index), &anchors) {
-        return None;
-    }
-    let listed: String = lines.iter().map(|(a, text)| format!("[{a}] {text}\n")).collect();
-    let task = RECHECK_TEMPLATE
-        .replace("{lines}", listed.trim_end())
-        .replace("{question}", question.trim());
-    Some((
-        messages(system, window, &task),
-        anchors.iter().map(ToString::to_string).collect(),
-    ))
+/// How the first answer comes.
+enum First {
+    /// A model call, streamed.
+    Call(Vec<ChatMessage>, Step),
+    /// Known without a call (and when its first token counts as shown).
+    Known(String, Option<u64>),
 }
 
 /// The citations an answer carries: those it writes, and scout's own
