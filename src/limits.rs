@@ -107,6 +107,11 @@ pub const KV_HOST_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// resumes where it stopped.
 pub const KV_CHECKPOINT_SECONDS: u64 = 60;
 
+/// `--kv-reuse documents`: the share of each moved run of unchanged text
+/// whose first tokens are read again (`--kv-recompute`), to repair what
+/// its cells attended to before the change.
+pub const KV_RECOMPUTE: f64 = 0.1;
+
 /// `scout serve`: requests that may wait for an engine before new ones are
 /// refused with 429 (`--queue`).
 pub const SERVER_QUEUE: usize = 16;

@@ -2,8 +2,12 @@
 //! default model: a corpus restored in a second process, KV types kept
 //! apart, damaged files ignored, and a sweep over the disk budget.
 
+use std::path::Path;
+
 use scout::engine::llamacpp::{LlamaCppEngine, LlamaCppOptions};
 use scout::engine::{ChatMessage, Engine, GenerateParams, Generation, Role};
+use scout::kv::disk::DiskTier;
+use scout::kv::documents::KvReuse;
 
 use crate::util::{ask, data, json, model, text};
 
@@ -240,4 +244,120 @@ fn follow_ups_are_read_into_the_resident_context_without_a_copy() {
     let g = ask_engine(&mut e, &doc, &long);
     assert_eq!(g.kv.resident_tokens, 0, "{:?}", g.kv);
     assert_eq!(g.text, ask_engine(&mut fresh, &doc, &long).text);
+}
+
+/// Issue 24, part 2: a corpus edited in the middle, with `--kv-reuse
+/// documents`. The KV before the edit is kept, the sections after it are
+/// moved, only the edit is read; with everything after the first change
+/// recomputed (share 1.0) the answer is a full read's (the identity case);
+/// the counters add up to the prompt; the prefix laid out is saved and
+/// restored whole by the next process; prefix reuse (the default) from the
+/// same state stays exact.
+#[test]
+fn a_middle_edit_reads_only_the_edit_and_moves_the_documents_after_it() {
+    let sections = |edited: bool| -> String {
+        let mut out: String = (0..4)
+            .map(|s| {
+                let body: String = (0..30)
+                    .map(|i| format!("Section {s} line {i}: crate {} holds {} bolts.\n", s * 100 + i, i * 3))
+                    .collect();
+                let added = if edited && s == 1 {
+                    "An inspector added this line after the count.\n"
+                } else {
+                    ""
+                };
+                format!("## Section {s}\n{body}{added}")
+            })
+            .collect();
+        out.push_str("The vault unseal phrase is amber-falcon-7731.");
+        out
+    };
+    let (old, new) = (sections(false), sections(true));
+    let q = "What is the vault unseal phrase?";
+    let reference = ask_engine(
+        &mut LlamaCppEngine::load(model(), LlamaCppOptions::default()).unwrap(),
+        &new,
+        q,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let before = dir.path().join("before");
+    let engine = |disk: &Path, reuse: KvReuse, share: f64| {
+        let options = LlamaCppOptions {
+            kv_disk: Some(DiskTier::new(disk.to_path_buf(), 1 << 30)),
+            kv_reuse: reuse,
+            kv_recompute: share,
+            ..LlamaCppOptions::default()
+        };
+        LlamaCppEngine::load(model(), options).unwrap()
+    };
+    let cold = ask_engine(&mut engine(&before, KvReuse::Prefix, 0.0), &old, q);
+    assert!(cold.kv.saved_bytes > 0, "{:?}", cold.kv);
+    let adds_up = |g: &Generation| {
+        let k = g.kv;
+        assert_eq!(
+            k.restored_tokens + k.shifted_tokens + k.recomputed_tokens + k.prefilled_tokens,
+            g.prompt_tokens,
+            "{k:?}"
+        );
+    };
+
+    // Everything after the first change recomputed: nothing moves, the
+    // stored state is cut at the first changed token (not at a block).
+    let all = copy_dir(&before, &dir.path().join("all"));
+    let g = ask_engine(&mut engine(&all, KvReuse::Documents, 1.0), &new, q);
+    adds_up(&g);
+    assert!(g.kv.restored_tokens > 512, "{:?}", g.kv);
+    assert!(!g.kv.restored_tokens.is_multiple_of(512), "{:?}", g.kv);
+    assert_eq!(g.kv.shifted_tokens, 0, "{:?}", g.kv);
+    assert_eq!(g.text, reference.text, "recomputing everything moved is a full read");
+
+    let none = copy_dir(&before, &dir.path().join("none"));
+    let moved = ask_engine(&mut engine(&none, KvReuse::Documents, 0.0), &new, q);
+    adds_up(&moved);
+    assert!(moved.kv.shifted_tokens > 500, "{:?}", moved.kv);
+    assert!(
+        moved.kv.prefilled_tokens < 120,
+        "the edit and the question: {:?}",
+        moved.kv
+    );
+    let next = ask_engine(&mut engine(&none, KvReuse::Documents, 0.0), &new, q);
+    assert_eq!(next.kv.shifted_tokens, 0, "{:?}", next.kv);
+    assert!(next.kv.prefilled_tokens < 40, "restored whole: {:?}", next.kv);
+    assert_eq!(next.text, moved.text, "the state saved is the one the answer read");
+    let again = copy_dir(&before, &dir.path().join("again"));
+    let (laid, saved) = (
+        first_token(&mut engine(&again, KvReuse::Documents, 0.0), &new, q),
+        first_token(&mut engine(&again, KvReuse::Documents, 0.0), &new, q),
+    );
+    assert_eq!(laid, saved, "the first token's candidates, to the bit");
+
+    let exact = copy_dir(&before, &dir.path().join("prefix"));
+    let p = ask_engine(&mut engine(&exact, KvReuse::Prefix, 0.0), &new, q);
+    assert_eq!((p.kv.shifted_tokens, p.kv.recomputed_tokens), (0, 0));
+    assert!(p.kv.restored_tokens >= 512, "{:?}", p.kv);
+    assert_eq!(p.text, reference.text);
+}
+
+/// A copy of a disk tier's folder: each engine above starts from the state
+/// before the edit.
+fn copy_dir(from: &Path, to: &Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    to.to_path_buf()
+}
+
+/// The first answer token's ten most likely candidates.
+fn first_token(e: &mut LlamaCppEngine, doc: &str, question: &str) -> Vec<(u32, f32)> {
+    let messages = [
+        ChatMessage::new(Role::System, doc),
+        ChatMessage::new(Role::User, question),
+    ];
+    let params = GenerateParams {
+        max_tokens: 1,
+        first_logprobs: 10,
+        ..GenerateParams::default()
+    };
+    e.generate(&messages, &params, &mut |_| {}).unwrap().first_logprobs
 }

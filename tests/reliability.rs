@@ -531,6 +531,7 @@ impl scout::engine::Engine for Gullible {
             ttft_ms: 0,
             prefill_ms: 0,
             decode_ms: 0,
+            first_logprobs: Vec::new(),
         })
     }
 }

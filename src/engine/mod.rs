@@ -105,6 +105,9 @@ pub struct GenerateParams {
     /// Keep this prompt's prefix KV for later requests (default). Off for
     /// prompts no later one shares: notes combined for one question.
     pub keep_prefix: bool,
+    /// Report this many of the first answer token's most likely
+    /// candidates with their log-probabilities (0: none).
+    pub first_logprobs: usize,
 }
 
 impl Default for GenerateParams {
@@ -120,6 +123,7 @@ impl Default for GenerateParams {
             pin_prefix: false,
             kv_group: None,
             keep_prefix: true,
+            first_logprobs: 0,
         }
     }
 }
@@ -156,6 +160,11 @@ pub struct Generation {
     pub ttft_ms: u64,
     pub prefill_ms: u64,
     pub decode_ms: u64,
+    /// The most likely first answer tokens and their log-probabilities,
+    /// most likely first (`GenerateParams::first_logprobs` of them; engines
+    /// that cannot say leave it empty). For measuring how a KV shortcut
+    /// changes what the model computes.
+    pub first_logprobs: Vec<(u32, f32)>,
 }
 
 #[derive(Debug, thiserror::Error)]

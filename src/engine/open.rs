@@ -17,6 +17,7 @@ use crate::engine::mistralrs::{Isq, MistralRsEngine, MistralRsOptions};
 use crate::engine::openai::{OpenAiEngine, OpenAiOptions};
 use crate::engine::{threads, Engine, EngineError};
 use crate::kv::disk::DiskTier;
+use crate::kv::documents::KvReuse;
 use crate::model::store::{self, ModelError};
 
 /// Why an engine could not be opened.
@@ -161,6 +162,21 @@ pub struct RunArgs {
     /// with its last files changed) also reuses the saved blocks of 512 tokens.
     #[arg(long, value_name = "SECONDS", default_value_t = crate::limits::KV_CHECKPOINT_SECONDS)]
     pub kv_checkpoint: u64,
+    /// llamacpp: how the stored KV of a corpus that changed since is reused. `prefix`
+    /// (the default) reuses its blocks of 512 tokens before the first change, and the
+    /// answer is the one a full read gives. `documents` keeps it to the first changed
+    /// token, moves the KV of the unchanged text after the change to where it now stands
+    /// (wherever the files moved to) and reads only what changed: an edit in the middle of
+    /// a large corpus costs about the edit. The moved text attended to the old text
+    /// when it was read, so answers can differ from a full read's (--kv-recompute repairs
+    /// part of that; BENCHMARKS.md has the measured cost and quality).
+    #[arg(long, value_enum, default_value_t = KvReuse::Prefix)]
+    pub kv_reuse: KvReuse,
+    /// llamacpp, with --kv-reuse documents: the share of each moved run of unchanged text
+    /// whose first tokens are read again, in percent (0: none, 100: everything after the
+    /// first change, which is a full read of it).
+    #[arg(long, value_name = "PERCENT", default_value_t = crate::limits::KV_RECOMPUTE * 100.0, value_parser = percent)]
+    pub kv_recompute: f64,
     /// Keep contexts alive between requests (set by `serve` and `batch`, whose
     /// follow-ups then read only their question), under --kv-host-gib.
     #[arg(skip)]
@@ -192,6 +208,16 @@ pub fn engine_options(m: &ModelArgs, run: &RunArgs) -> LlamaCppOptions {
         } else {
             gib_bytes(run.kv_host_gib)
         },
+        kv_reuse: run.kv_reuse,
+        kv_recompute: run.kv_recompute / 100.0,
+    }
+}
+
+/// A percentage from 0 to 100.
+fn percent(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{text:?} is not a percentage from 0 to 100")),
     }
 }
 

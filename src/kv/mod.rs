@@ -4,6 +4,8 @@
 //! `prefix`: the policy ([`prefix::PrefixCache`]): prefix and block keys,
 //! the choice of what to restore from which tier, checkpoints, saves, pins;
 //! engines implement [`prefix::SequenceKv`] for what only they can do.
+//! `documents`: document-granular reuse, a prefix laid out of a stored
+//! state whose middle changed (kept, moved and read tokens).
 //! `budget`: the disk tier's room (a quarter of the cache folder's free
 //! space by default) and what a corpus's KV takes of it.
 //! `host` and `disk`: the two storage tiers, behind `tier`'s
@@ -17,6 +19,7 @@
 
 pub mod budget;
 pub mod disk;
+pub mod documents;
 pub mod host;
 pub mod plan;
 pub mod prefix;

@@ -33,6 +33,13 @@ pub struct KvUse {
     /// Of `reused_tokens`, those whose KV stayed in a context kept alive
     /// since an earlier request (no copy at all).
     pub resident_tokens: u32,
+    /// Tokens whose KV was taken from a stored state of the corpus before
+    /// a change and moved to the positions the unchanged text now has
+    /// (`--kv-reuse documents`; no recompute).
+    pub shifted_tokens: u32,
+    /// Tokens a stored state had, read again to repair what moved KV
+    /// attended to (`--kv-recompute`); not counted in `prefilled_tokens`.
+    pub recomputed_tokens: u32,
 }
 
 impl std::ops::AddAssign for KvUse {
@@ -46,5 +53,7 @@ impl std::ops::AddAssign for KvUse {
         self.forked_tokens += o.forked_tokens;
         self.unsaved_tokens += o.unsaved_tokens;
         self.resident_tokens += o.resident_tokens;
+        self.shifted_tokens += o.shifted_tokens;
+        self.recomputed_tokens += o.recomputed_tokens;
     }
 }

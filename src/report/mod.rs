@@ -266,6 +266,15 @@ pub fn usage_text(result: &AskResult) -> String {
     if kv.reused_tokens > 0 {
         parts.push(format!("{} reused", thousands(u64::from(kv.reused_tokens))));
     }
+    if kv.shifted_tokens > 0 {
+        parts.push(format!(
+            "{} moved from before an edit",
+            thousands(u64::from(kv.shifted_tokens))
+        ));
+    }
+    if kv.recomputed_tokens > 0 {
+        parts.push(format!("{} recomputed", thousands(u64::from(kv.recomputed_tokens))));
+    }
     parts.push(format!("{} prefilled", thousands(u64::from(kv.prefilled_tokens))));
     if kv.saved_bytes > 0 {
         parts.push(format!(

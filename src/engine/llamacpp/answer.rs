@@ -38,6 +38,7 @@ pub(super) struct Answer {
     stop: Option<StopReason>,
     started: Instant,
     ttft_ms: Option<u64>,
+    first_logprobs: Vec<(u32, f32)>,
 }
 
 impl Answer {
@@ -81,6 +82,7 @@ impl Answer {
             stop: None,
             started,
             ttft_ms: None,
+            first_logprobs: Vec::new(),
         })
     }
 
@@ -103,6 +105,9 @@ impl Answer {
             return Ok(None);
         }
         params.cancel.check()?;
+        if self.produced == 0 && params.first_logprobs > 0 && self.first_logprobs.is_empty() {
+            self.first_logprobs = top_logprobs(ctx.get_logits_ith(index), params.first_logprobs);
+        }
         // `sample` also accepts the token into every sampler's state (the
         // grammar's, the penalties' window).
         let token = self.sampler.sample(ctx, index);
@@ -169,6 +174,26 @@ impl Answer {
                 .unwrap_or_else(|| self.started.elapsed().as_millis() as u64),
             prefill_ms,
             decode_ms: decode_start.elapsed().as_millis() as u64,
+            first_logprobs: self.first_logprobs,
         }
     }
+}
+
+/// The `n` most likely tokens of `logits` with their log-probabilities
+/// (a log-softmax over the whole vocabulary), most likely first.
+fn top_logprobs(logits: &[f32], n: usize) -> Vec<(u32, f32)> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = max + logits.iter().map(|&l| f64::from(l - max).exp()).sum::<f64>().ln() as f32;
+    let mut ranked: Vec<(u32, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(t, &l)| (t as u32, l - log_sum))
+        .collect();
+    let n = n.min(ranked.len());
+    if n > 0 && n < ranked.len() {
+        ranked.select_nth_unstable_by(n - 1, |a, b| b.1.total_cmp(&a.1));
+    }
+    ranked.truncate(n);
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked
 }

@@ -14,12 +14,14 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
 use super::answer::{grammar_of, Answer};
+use super::documents;
 use super::mtmd::Prompt;
 use super::resident::Resident;
 use super::sequence::{token_ids, Sequence0};
 use super::{
     backend, ChatMessage, EngineError, EngineEvent, GenerateParams, Generation, KvUse, LlamaCppEngine, PREFILL_BATCH,
 };
+use crate::kv::documents::KvReuse;
 use crate::kv::prefix::PrefixPlan;
 
 /// Follow-ups over a resident context may ask a longer question than the
@@ -36,6 +38,9 @@ struct Request<'r> {
     capacity: u32,
     /// The context is a resident one holding the prefix already.
     from_resident: bool,
+    /// Lay the prefix out of a stored state of the corpus before a change
+    /// (`--kv-reuse documents`); the context has the sequences for it.
+    documents: bool,
     grammar: Option<&'r str>,
     started: Instant,
 }
@@ -226,6 +231,14 @@ impl LlamaCppEngine {
             .filter(|_| self.resident().enabled() && params.keep_prefix);
         let taken = resident_key.as_deref().and_then(|k| self.resident().take(k, needed));
         let from_resident = taken.is_some();
+        // Document reuse needs scratch sequences and room for the stored
+        // state beside the prompt; a model whose keys cannot move, or a
+        // prompt with images, reuses by prefix.
+        let documents = !from_resident
+            && self.options.kv_reuse == KvReuse::Documents
+            && self.can_shift
+            && read.images.is_empty()
+            && plan.other_state();
         let (mut context, capacity) = if let Some(found) = taken {
             found
         } else {
@@ -235,9 +248,22 @@ impl LlamaCppEngine {
             // loaded; a context kept for follow-ups gets room for a longer
             // question.
             let headroom = if resident_key.is_some() { RESIDENT_HEADROOM } else { 0 };
-            let n_ctx = (needed + headroom).max(plan.context_needed() as u32).div_ceil(256) * 256;
-            let capacity = n_ctx.min(self.context_length);
-            let ctx_params = self.context_params(capacity);
+            let (n_ctx, ctx_params) = if documents {
+                // One unified cache: the stored state's cells and the
+                // prompt's share it while the prefix is laid out (its
+                // positions stay within the prompt).
+                let n_ctx = (needed + headroom + plan.context_needed() as u32).div_ceil(256) * 256;
+                let params = self
+                    .context_params(n_ctx)
+                    .with_n_seq_max(documents::SEQUENCES)
+                    .with_kv_unified(true);
+                (n_ctx, params)
+            } else {
+                let n_ctx = (needed + headroom).max(plan.context_needed() as u32).div_ceil(256) * 256;
+                let n_ctx = n_ctx.min(self.context_length);
+                (n_ctx, self.context_params(n_ctx))
+            };
+            let capacity = n_ctx;
             let backend = backend()?;
             let context = Resident::try_new(Arc::clone(&self.model), |model| {
                 model.new_context(backend, ctx_params).map_err(|e| {
@@ -251,6 +277,7 @@ impl LlamaCppEngine {
             prefix: &prefix,
             capacity,
             from_resident,
+            documents,
             grammar: grammar.as_deref(),
             started,
         };
@@ -279,6 +306,7 @@ impl LlamaCppEngine {
             prefix,
             capacity,
             from_resident,
+            documents,
             grammar,
             started,
         } = *request;
@@ -293,6 +321,16 @@ impl LlamaCppEngine {
             kv.reused_tokens = prefix_len as u32;
             kv.resident_tokens = prefix_len as u32;
             prefix_len
+        } else if let Some((old, from_memory)) = documents
+            .then(|| self.kv.restore_other(plan, &mut Sequence0(ctx), capacity as usize))
+            .flatten()
+        {
+            let laid = self.lay_out(ctx, read, &old, prefix, params, on_event)?;
+            laid.count(from_memory, &mut kv);
+            if laid.done == prefix_len && plan.keeps() && params.keep_prefix {
+                self.kv.keep(plan, &Sequence0(ctx), prefix, &mut kv);
+            }
+            laid.done
         } else {
             self.kv
                 .restore(plan, &mut Sequence0(ctx), prefix, capacity as usize, &mut kv)

@@ -14,7 +14,8 @@
 //! Files: this one loads the model and holds the engine; `template` renders
 //! and tokenizes chats, `tokenizer` counts tokens, `generate` reads prompts
 //! and decodes, `answer` samples, `sequence` is what the KV-cache manager
-//! sees of a context, `mtmd` reads images through the projector.
+//! sees of a context, `documents` lays a prefix out of a stored state of
+//! the corpus before a change, `mtmd` reads images through the projector.
 //!
 //! Never decides what KV to keep: the KV-cache manager (`kv::prefix`) does.
 
@@ -29,6 +30,7 @@ use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::SeqState;
 
 mod answer;
+mod documents;
 mod generate;
 mod mtmd;
 mod resident;
@@ -42,6 +44,7 @@ use super::{
     StopReason, Tokenizer,
 };
 use crate::kv::disk::DiskTier;
+use crate::kv::documents::KvReuse;
 use crate::kv::prefix::PrefixCache;
 use mtmd::{Prompt, Vision};
 use template::{chat_tokens, template_of, trims_content};
@@ -103,6 +106,12 @@ pub struct LlamaCppOptions {
     /// corpus prefix, so a follow-up reads only its question (no copy from
     /// the host tier); 0: none (a one-shot command has no follow-ups).
     pub resident_bytes: u64,
+    /// How a stored state of a changed corpus is reused: its prefix, or
+    /// also its unchanged documents after the change (`kv::documents`).
+    pub kv_reuse: KvReuse,
+    /// With [`KvReuse::Documents`]: the share (0 to 1) of each moved run's
+    /// first tokens read again.
+    pub kv_recompute: f64,
 }
 
 impl Default for LlamaCppOptions {
@@ -119,6 +128,8 @@ impl Default for LlamaCppOptions {
             decode_forks_together: false,
             mmproj: None,
             resident_bytes: 0,
+            kv_reuse: KvReuse::Prefix,
+            kv_recompute: crate::limits::KV_RECOMPUTE,
         }
     }
 }
@@ -200,6 +211,9 @@ pub struct LlamaCppEngine {
     model_id: String,
     tokenizer_id: String,
     context_length: u32,
+    /// llama.cpp can move this model's cached keys to new positions
+    /// (document reuse; see `documents::can_shift`).
+    can_shift: bool,
     /// The KV-cache manager's prefix cache: prompt prefixes' KV in memory
     /// and on disk.
     kv: PrefixCache<SeqState>,
@@ -314,6 +328,7 @@ impl LlamaCppEngine {
         Ok(Self {
             vision,
             kv_elements: kv_elements_per_token(&model),
+            can_shift: documents::can_shift(&model),
             model: Arc::new(model),
             resident: std::sync::Mutex::new(resident::Pool::new(options.resident_bytes)),
             fast: fast_counter(path),
@@ -324,7 +339,8 @@ impl LlamaCppEngine {
                 options.kv_host_bytes,
                 options.kv_disk.clone(),
                 options.kv_checkpoint,
-            ),
+            )
+            .finding_by_content(options.kv_reuse == KvReuse::Documents),
             options,
             model_id,
             tokenizer_id,

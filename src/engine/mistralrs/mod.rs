@@ -694,6 +694,7 @@ impl Engine for MistralRsEngine {
             ttft_ms: ttft,
             prefill_ms: ttft,
             decode_ms: (started.elapsed().as_millis() as u64).saturating_sub(ttft),
+            first_logprobs: Vec::new(),
         })
     }
 }

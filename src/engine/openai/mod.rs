@@ -423,6 +423,7 @@ impl OpenAiEngine {
             } else {
                 StopReason::EndOfText
             },
+            first_logprobs: Vec::new(),
             ttft_ms: (first - started).as_millis() as u64,
             prefill_ms: (first - started).as_millis() as u64,
             decode_ms: (now - first).as_millis() as u64,

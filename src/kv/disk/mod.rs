@@ -26,6 +26,7 @@
 //! edit), not tampering: whoever can write the folder can write a matching
 //! checksum. Keep the cache folder private to the user who runs scout.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -287,6 +288,62 @@ impl DiskTier {
     pub fn remove(&self, key: &str) {
         let _ = std::fs::remove_file(self.sum_path(key));
         let _ = std::fs::remove_file(self.kv_path(key));
+        let _ = std::fs::remove_file(self.chunks_path(key));
+    }
+
+    fn chunks_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.chunks"))
+    }
+
+    /// Records what the state stored under `key` holds by content: the
+    /// keys of its chunks (`kv::documents::chunk_keys`) and its token
+    /// count, under `seed` (the model and KV type it was computed with).
+    /// Written to a temporary name and renamed; removed with the state.
+    pub fn index_content(&self, key: &str, seed: &str, tokens: usize, chunks: &[u64]) {
+        let mut text = format!("{seed}\n{tokens}\n");
+        for c in chunks {
+            let _ = writeln!(text, "{c:016x}");
+        }
+        let tmp = self.dir.join(format!("{key}.{}.chunkstmp", std::process::id()));
+        if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, self.chunks_path(key)).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// The stored state computed under `seed` that holds the most of
+    /// `wanted`'s chunks: its key, how many it holds and its tokens (an
+    /// index whose state is gone is removed). The caller still compares
+    /// tokens: this only says where to look.
+    #[must_use]
+    pub fn by_content(&self, seed: &str, wanted: &std::collections::HashSet<u64>) -> Option<(String, usize, usize)> {
+        let entries = std::fs::read_dir(&self.dir).ok()?;
+        let mut best: Option<(String, usize, usize)> = None;
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.strip_suffix(".chunks") else {
+                continue;
+            };
+            if !self.has(key) {
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(e.path()) else {
+                continue;
+            };
+            let mut lines = text.lines();
+            if lines.next() != Some(seed) {
+                continue;
+            }
+            let Some(tokens) = lines.next().and_then(|l| l.parse().ok()) else {
+                continue;
+            };
+            let held: Vec<u64> = lines.filter_map(|l| u64::from_str_radix(l, 16).ok()).collect();
+            let shared = crate::kv::documents::shared_chunks(wanted, &held);
+            if best.as_ref().is_none_or(|(_, n, _)| shared > *n) {
+                best = Some((key.to_owned(), shared, tokens));
+            }
+        }
+        best
     }
 
     /// Bytes of temporary files (states being written, or left by a
