@@ -361,3 +361,53 @@ fn first_token(e: &mut LlamaCppEngine, doc: &str, question: &str) -> Vec<(u32, f
     };
     e.generate(&messages, &params, &mut |_| {}).unwrap().first_logprobs
 }
+
+/// `--kv-reuse documents` through `scout ask`: after a file in the middle
+/// of a folder is edited (its time kept, so it stays where it was), the
+/// next question keeps the KV before the edit, moves the files after it,
+/// and says so in `--json` and `--verbose`; the counters add up over its
+/// calls.
+#[test]
+fn scout_ask_moves_the_kv_of_the_files_after_an_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("notes");
+    std::fs::create_dir(&src).unwrap();
+    for (i, name) in ["a.md", "b.md", "c.md", "d.md"].iter().enumerate() {
+        let body: String = (0..25)
+            .map(|l| format!("Shelf {i}-{l} holds {} crates of bolts.\n", i * 40 + l))
+            .collect();
+        std::fs::write(src.join(name), body).unwrap();
+    }
+    let cache = dir.path().join("cache");
+    let q = "How many crates does shelf 3-7 hold?";
+    let cold = ask(&cache, &src, q, &[]);
+    assert_eq!(cold.status.code(), Some(0), "{}", text(&cold.stderr));
+    let b = src.join("b.md");
+    let time = std::fs::metadata(&b).unwrap().modified().unwrap();
+    let mut body = std::fs::read_to_string(&b).unwrap();
+    body.insert_str(body.len() / 2, "An inspector recounted this shelf.\n");
+    std::fs::write(&b, body).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&b)
+        .unwrap()
+        .set_modified(time)
+        .unwrap();
+    let out = ask(&cache, &src, q, &["--kv-reuse", "documents", "--verbose"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (r, said) = (json(&out), text(&out.stderr));
+    let kv = &r["kv"];
+    let n = |k: &str| kv[k].as_u64().unwrap();
+    assert!(n("shifted_tokens") > 300, "{kv:#}");
+    assert!(n("restored_tokens") > 100, "{kv:#}");
+    assert_eq!(
+        n("restored_tokens")
+            + n("reused_tokens")
+            + n("shifted_tokens")
+            + n("recomputed_tokens")
+            + n("prefilled_tokens"),
+        r["usage"]["prompt_tokens"].as_u64().unwrap(),
+        "{kv:#}"
+    );
+    assert!(said.contains("moved from before an edit"), "{said}");
+}

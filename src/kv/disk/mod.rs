@@ -494,7 +494,7 @@ fn parse_sum(text: &str) -> Option<(&str, u64)> {
 /// The process that writes a temporary file (`KEY.PID.tmp`, `.sumtmp`,
 /// `.linktmp`), from its name.
 fn temporary_owner(name: &str) -> Option<u32> {
-    let stem = ["tmp", "sumtmp", "linktmp"]
+    let stem = ["tmp", "sumtmp", "linktmp", "chunkstmp"]
         .iter()
         .find_map(|ext| name.strip_suffix(ext)?.strip_suffix('.'))?;
     stem.rsplit('.').next()?.parse().ok()
