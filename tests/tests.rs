@@ -18,6 +18,7 @@ mod plan;
 mod reliability;
 mod serve;
 mod serve_access;
+mod serve_page;
 mod serve_sweep;
 mod tasks;
 mod tokens;
