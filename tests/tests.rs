@@ -3,6 +3,7 @@
 //! into the user's cache) and share it.
 
 mod ask;
+mod ask_kv;
 mod attacks;
 mod audit;
 mod bench;
