@@ -256,25 +256,16 @@ pub fn tiers_text(tiers: &[(&str, crate::kv::tier::TierCounters)]) -> Option<Str
 #[must_use]
 pub fn usage_text(result: &AskResult) -> String {
     let kv = &result.kv;
-    let mut parts = Vec::new();
-    if kv.restored_tokens > 0 {
-        parts.push(format!(
-            "{} restored from disk",
-            thousands(u64::from(kv.restored_tokens))
-        ));
-    }
-    if kv.reused_tokens > 0 {
-        parts.push(format!("{} reused", thousands(u64::from(kv.reused_tokens))));
-    }
-    if kv.shifted_tokens > 0 {
-        parts.push(format!(
-            "{} moved from before an edit",
-            thousands(u64::from(kv.shifted_tokens))
-        ));
-    }
-    if kv.recomputed_tokens > 0 {
-        parts.push(format!("{} recomputed", thousands(u64::from(kv.recomputed_tokens))));
-    }
+    let mut parts: Vec<String> = [
+        (kv.restored_tokens, "restored from disk"),
+        (kv.reused_tokens, "reused"),
+        (kv.shifted_tokens, "moved from before an edit"),
+        (kv.recomputed_tokens, "recomputed"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{} {what}", thousands(u64::from(n))))
+    .collect();
     parts.push(format!("{} prefilled", thousands(u64::from(kv.prefilled_tokens))));
     if kv.saved_bytes > 0 {
         parts.push(format!(

@@ -323,6 +323,7 @@ pub fn extract(
     Ok(results)
 }
 
+/// Every non-empty string or number leaf, with its JSON pointer.
 fn leaves(value: &Value, pointer: &str, out: &mut Vec<(String, Value)>) {
     match value {
         Value::Object(map) => {

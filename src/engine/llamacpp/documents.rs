@@ -84,13 +84,20 @@ impl LlamaCppEngine {
         }
         ctx.clear_kv_cache_seq(Some(0), Some(kept), None)
             .map_err(|e| fail("cutting a stored state at the first change", &e))?;
+        let laid = Laid {
+            done: if plan.moves() { prefix.len() } else { plan.kept },
+            kept: plan.kept,
+            shifted: plan.shifted(),
+            recomputed: plan.recomputed(),
+            prefilled: plan.prefilled(),
+        };
         if !plan.moves() {
+            // Nothing to move: the state is cut at the first change, and the
+            // rest read (and counted) as any prefill.
             return Ok(Laid {
-                done: plan.kept,
-                kept: plan.kept,
-                shifted: 0,
                 recomputed: 0,
                 prefilled: 0,
+                ..laid
             });
         }
         let total = read.tokens.len() as u32;
@@ -135,13 +142,7 @@ impl LlamaCppEngine {
         seq.clear();
         seq.set_state(&state)
             .map_err(|e| fail("reading the laid-out KV back in order", &e))?;
-        Ok(Laid {
-            done: prefix.len(),
-            kept: plan.kept,
-            shifted: plan.shifted(),
-            recomputed: plan.recomputed(),
-            prefilled: plan.prefilled(),
-        })
+        Ok(laid)
     }
 }
 

@@ -327,17 +327,24 @@ impl DiskTier {
                 let _ = std::fs::remove_file(e.path());
                 continue;
             }
-            let Ok(text) = std::fs::read_to_string(e.path()) else {
-                continue;
+            let text = match std::fs::read_to_string(e.path()) {
+                Ok(text) => text,
+                Err(why) => {
+                    tracing::warn!("could not read a KV content index ({}): {why}", e.path().display());
+                    continue;
+                }
             };
             let mut lines = text.lines();
             if lines.next() != Some(seed) {
                 continue;
             }
-            let Some(tokens) = lines.next().and_then(|l| l.parse().ok()) else {
+            let tokens = lines.next().and_then(|l| l.parse().ok());
+            let held: Option<Vec<u64>> = lines.map(|l| u64::from_str_radix(l, 16).ok()).collect();
+            let (Some(tokens), Some(held)) = (tokens, held) else {
+                tracing::warn!("removed a damaged KV content index: {}", e.path().display());
+                let _ = std::fs::remove_file(e.path());
                 continue;
             };
-            let held: Vec<u64> = lines.filter_map(|l| u64::from_str_radix(l, 16).ok()).collect();
             let shared = crate::kv::documents::shared_chunks(wanted, &held);
             if best.as_ref().is_none_or(|(_, n, _)| shared > *n) {
                 best = Some((key.to_owned(), shared, tokens));

@@ -269,4 +269,16 @@ fn a_state_is_found_by_content_when_its_first_block_changed() {
     .finding_by_content(true);
     assert!(!other_model.plan(&new, 1, true).other_state());
     assert!(!finding.plan(&tokens(50_000..53_000), 1, true).other_state());
+    // A damaged index is removed, not read in part.
+    let damaged: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "chunks"))
+        .collect();
+    assert_eq!(damaged.len(), 1);
+    let text = std::fs::read_to_string(&damaged[0]).unwrap();
+    std::fs::write(&damaged[0], text.replacen('\n', "\nnot a number\n", 2)).unwrap();
+    assert!(!finding.plan(&new, 1, true).other_state());
+    assert!(!damaged[0].exists());
 }
