@@ -336,6 +336,15 @@ fn a_middle_edit_reads_only_the_edit_and_moves_the_documents_after_it() {
     assert_eq!((p.kv.shifted_tokens, p.kv.recomputed_tokens), (0, 0));
     assert!(p.kv.restored_tokens >= 512, "{:?}", p.kv);
     assert_eq!(p.text, reference.text);
+
+    // An edit in the first block: no block of the stored state matches the
+    // prompt's, so the state is found by its content.
+    let early = old.replacen("Section 0 line 1:", "Section 0 line 1 (recounted):", 1);
+    let found = copy_dir(&before, &dir.path().join("early"));
+    let g = ask_engine(&mut engine(&found, KvReuse::Documents, 0.0), &early, q);
+    adds_up(&g);
+    assert!(g.kv.restored_tokens < 512, "{:?}", g.kv);
+    assert!(g.kv.shifted_tokens > 1000, "{:?}", g.kv);
 }
 
 /// A copy of a disk tier's folder: each engine above starts from the state
