@@ -7,6 +7,7 @@
 //! dropped. A file whose size and modification time match what the corpus
 //! already holds is not read again.
 
+mod images;
 mod replay;
 mod visit;
 
@@ -107,7 +108,18 @@ pub fn walk_batches(
     });
     let corpus_bytes = AtomicU64::new(0);
     let (tx, rx) = mpsc::channel::<Vec<WalkItem>>();
+    let (image_tx, image_rx) = mpsc::channel::<images::Image>();
+    let image_rx = std::sync::Mutex::new(image_rx);
     std::thread::scope(|scope| {
+        let images = opts.ocr_lang.is_some().then_some(image_tx);
+        if images.is_some() {
+            for _ in 0..images::threads(walkers(opts)) {
+                let (tx, image_rx, corpus_bytes) = (tx.clone(), &image_rx, &corpus_bytes);
+                scope.spawn(move || images::read_images(image_rx, opts, corpus_bytes, each_document, &tx));
+            }
+        }
+        // The image threads end when the walk is done: `ctx` holds the
+        // only sender of their queue, and goes with the walk's thread.
         let ctx = Context {
             opts,
             excluded: &excluded,
@@ -115,6 +127,7 @@ pub fn walk_batches(
             excluded_names: &excluded_names,
             corpus_bytes: &corpus_bytes,
             each_document,
+            images,
         };
         let recording = &recording;
         scope.spawn(move || match replay {
@@ -149,6 +162,16 @@ struct Context<'a> {
     excluded_names: &'a [String],
     corpus_bytes: &'a AtomicU64,
     each_document: &'a (dyn Fn(&Document) + Sync),
+    /// Where image files go to be read (see `images`); none with OCR off.
+    images: Option<mpsc::Sender<images::Image>>,
+}
+
+/// The walk's worker threads (`WalkOptions::threads`, 0 for one per core).
+fn walkers(opts: &WalkOptions) -> usize {
+    match opts.threads {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    }
 }
 
 /// The real paths of the files and folders `opts` says never to read
@@ -364,7 +387,7 @@ fn walk_root(
                         Visited::Item(item) | Visited::SkipFolder(item) => {
                             item.paths().next().unwrap_or_default().to_owned()
                         }
-                        Visited::Unchanged(shown) => shown.clone().into_owned(),
+                        Visited::Unchanged(shown) | Visited::Deferred(shown) => shown.clone().into_owned(),
                         Visited::Folder => display_path(v.path),
                     };
                     let entry = Entry::new(v.path, &shown, v.depth, v.ino, v.is_dir, v.is_file, v.is_symlink);
@@ -372,7 +395,7 @@ fn walk_root(
                 }
             }
             match visited {
-                Visited::Folder => WalkState::Continue,
+                Visited::Folder | Visited::Deferred(_) => WalkState::Continue,
                 Visited::Unchanged(shown) => worker.send(WalkItem::Unchanged {
                     path: shown.into_owned(),
                 }),

@@ -45,10 +45,7 @@ pub(super) fn key_for(roots: &[PathBuf], opts: &WalkOptions, excluded: &[PathBuf
 /// Hands the entries of a listing that still holds to the same per-entry
 /// logic as a walk, on as many threads as a walk would use.
 pub(super) fn replay_listing(listing: &Arc<Listing>, ctx: &Context<'_>, tx: &mpsc::Sender<Vec<WalkItem>>) {
-    let threads = match ctx.opts.threads {
-        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-        n => n,
-    };
+    let threads = walkers(ctx.opts);
     // Threads take runs of entries in turn (a changed file read on one
     // does not hold the others up); entries are in path order, so a run
     // lies in few folders.
@@ -92,7 +89,7 @@ pub(super) fn replay_listing(listing: &Arc<Listing>, ctx: &Context<'_>, tx: &mps
                             known: Known::Listed(e.known),
                         };
                         let item = match visit(&v, ctx, &mut folders) {
-                            Visited::Folder => continue,
+                            Visited::Folder | Visited::Deferred(_) => continue,
                             Visited::Unchanged(_) => {
                                 unchanged.push(i as u32);
                                 continue;

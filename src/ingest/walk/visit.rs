@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
+use super::images::is_deferred;
 use super::{display_path, mtime_ns, read_entry, Context, KnownFile, WalkItem};
 use crate::ingest::{Skip, SkipReason};
 
@@ -66,6 +67,9 @@ pub(super) enum Visited<'a> {
     /// A file with the same size and modification time as in the corpus
     /// (by its shown path): not read again.
     Unchanged(Cow<'a, str>),
+    /// An image file handed to the image threads (by its shown path):
+    /// they read it and send its item.
+    Deferred(Cow<'a, str>),
     Item(WalkItem),
 }
 
@@ -127,6 +131,13 @@ pub(super) fn visit<'a>(v: &Visit<'a>, ctx: &Context<'_>, folders: &mut Folders)
             if folders.size_and_time(v.path) == Some((known.bytes, known.mtime_ns)) {
                 ctx.corpus_bytes.fetch_add(known.bytes, Ordering::Relaxed);
                 return Visited::Unchanged(shown);
+            }
+        }
+        if let Some(images) = ctx.images.as_ref().filter(|_| is_deferred(v.path, ctx.opts)) {
+            // Should the image threads be gone (a panic there), the
+            // image is read here.
+            if images.send((v.path.to_path_buf(), shown.clone().into_owned())).is_ok() {
+                return Visited::Deferred(shown);
             }
         }
         read_entry(v.path, shown.into_owned(), ctx.opts, ctx.corpus_bytes)
