@@ -152,7 +152,11 @@ pub fn pack(
         })
         .collect();
     let whole: Vec<String> = items.iter().map(|i| render::whole(format, i, salt)).collect();
-    let outlines: Vec<Option<String>> = docs.iter().map(|d| render::outline(format, d, salt)).collect();
+    // Outlines stand in for documents only to fit a budget.
+    let outlines: Vec<Option<String>> = match options.budget {
+        Some(_) => docs.iter().map(|d| render::outline(format, d, salt)).collect(),
+        None => vec![None; docs.len()],
+    };
     let whole_tokens = count_all(&whole.iter().map(String::as_str).collect::<Vec<_>>(), tokenizer);
     let outline_texts: Vec<&str> = outlines.iter().flatten().map(String::as_str).collect();
     let mut outline_counts = count_all(&outline_texts, tokenizer).into_iter();
@@ -180,7 +184,7 @@ pub fn pack(
         )
     };
     let mut text = assemble(&forms, listed);
-    let mut tokens = u64::from(tokenizer.count_tokens(&text));
+    let mut tokens = text.tokens(tokenizer);
     if let Some(budget) = options.budget.filter(|&b| tokens > b) {
         // Each form's cost with its line in the contents; a document left
         // out costs little (the list names whole folders where it can).
@@ -210,7 +214,7 @@ pub fn pack(
         let mut order: Vec<usize> = (0..docs.len()).collect();
         order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
         forms.fill(Form::LeftOut);
-        let floor = u64::from(tokenizer.count_tokens(&assemble(&forms, listed)));
+        let floor = assemble(&forms, listed).tokens(tokenizer);
         let mut room = budget.saturating_sub(floor);
         let most = (budget / WHOLE_SHARE).max(WHOLE_FLOOR);
         for &i in &order {
@@ -223,7 +227,7 @@ pub fn pack(
             }
         }
         text = assemble(&forms, listed);
-        tokens = u64::from(tokenizer.count_tokens(&text));
+        tokens = text.tokens(tokenizer);
         // The estimate is close, not exact (tokens across the joins, a
         // longer list of what is left out): take the least important
         // still in one step down until the whole output fits.
@@ -259,7 +263,7 @@ pub fn pack(
                 }
             }
             text = assemble(&forms, listed);
-            tokens = u64::from(tokenizer.count_tokens(&text));
+            tokens = text.tokens(tokenizer);
         }
     }
     let groups = left_out_groups(&docs, &forms, &whole_tokens, max_lines);
@@ -287,7 +291,7 @@ pub fn pack(
     let folder = options.images.as_deref().unwrap_or("");
     images.retain(|(name, _): &(String, Vec<u8>)| linked.contains(format!("{folder}/{name}").as_str()));
     Ok(Pack {
-        text,
+        text: text.text,
         tokens,
         documents,
         unlisted,
@@ -308,7 +312,7 @@ fn assemble(
     (whole_tokens, outline_tokens): (&[u64], &[Option<u64>]),
     (listed, max_lines): (usize, usize),
     forms: &[Form],
-) -> String {
+) -> Assembled {
     let kept_tokens = |i: usize| match forms[i] {
         Form::Outline => outline_tokens[i].unwrap_or(0),
         _ => whole_tokens[i],
@@ -349,14 +353,17 @@ fn assemble(
     if format != Format::Plain {
         out.push_str(&toc);
     }
+    let mut known = Vec::with_capacity(kept.len());
     for (n, &i) in kept.iter().enumerate() {
         if n > 0 {
             out.push_str(render::separator(format));
         }
+        let start = out.len();
         match forms[i] {
             Form::Outline => out.push_str(outlines[i].as_deref().unwrap_or_default()),
             _ => out.push_str(&whole[i]),
         }
+        known.push((start..out.len(), kept_tokens(i)));
     }
     out.push_str(render::documents_end(format));
     if format == Format::Plain {
@@ -376,7 +383,39 @@ fn assemble(
         out.push_str(&render::diff(format, d, salt));
     }
     out.push_str(render::end(format));
-    out
+    Assembled { text: out, known }
+}
+
+/// An output, with the places of the documents in it whose counts are
+/// known.
+struct Assembled {
+    text: String,
+    known: Vec<(std::ops::Range<usize>, u64)>,
+}
+
+impl Assembled {
+    /// The output's exact count. Where the tokenizer's counts add up at line
+    /// starts, a document that begins and ends at one counts as already
+    /// counted and only the rest (heading, contents, joins) is counted;
+    /// otherwise the whole text is.
+    fn tokens(&self, tokenizer: &dyn Tokenizer) -> u64 {
+        if !tokenizer.counts_add_at_line_starts() {
+            return u64::from(tokenizer.count_tokens(&self.text));
+        }
+        let bytes = self.text.as_bytes();
+        let (mut rest, mut counted, mut from) = (String::new(), 0, 0);
+        for (range, tokens) in &self.known {
+            if encoding::is_line_start(bytes, range.start) && encoding::is_line_start(bytes, range.end) {
+                rest.push_str(&self.text[from..range.start]);
+                counted += tokens;
+                from = range.end;
+            }
+        }
+        // The pieces of the rest begin and end at line starts too, so
+        // they join into one text whose count is their sum.
+        rest.push_str(&self.text[from..]);
+        counted + u64::from(tokenizer.count_tokens(&rest))
+    }
 }
 
 /// Puts a document's images where they stand: an image file before its

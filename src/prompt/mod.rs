@@ -196,6 +196,14 @@ pub trait Tokenizer: Sync {
     fn counts_are_cheap(&self) -> bool {
         false
     }
+    /// Whether counts add up over text cut after a line break and before a
+    /// printable ASCII character other than `/`: no piece of the
+    /// tokenizer's pre-tokenizer spans such a place, so a text's count is
+    /// the sum of its parts' (true of OpenAI's encodings; not assumed of a
+    /// model's tokenizer).
+    fn counts_add_at_line_starts(&self) -> bool {
+        false
+    }
     /// Tokens an image of this upright size takes in a prompt, when the
     /// engine reads images; `None` when it does not (the layout then puts
     /// the image's OCR text, or a line saying so, in its place).
