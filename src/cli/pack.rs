@@ -17,7 +17,7 @@ use crate::engine::open::load_tokenizer;
 use crate::ingest::display_path;
 use crate::ingest::gitdiff::{changes_since_rev, Change};
 use crate::model::store;
-use crate::pack::{pack, DiffSection, Encoding, Form, Format, PackOptions};
+use crate::pack::{pack_counted, DiffSection, Encoding, Form, Format, PackOptions};
 use crate::prompt::Tokenizer;
 
 const AFTER_HELP: &str = "\
@@ -117,7 +117,7 @@ pub(super) fn run_pack(a: &PackArgs) -> Result<i32> {
         walk.exclude.push(out.clone());
         walk.exclude.push(assets_dir(out));
     }
-    let (corpus, errors) = open_sources(&a.sources, &walk, a.quiet, &mut say)?;
+    let (mut corpus, errors) = open_sources(&a.sources, &walk, a.quiet, &mut say)?;
     let diff = match &a.diff {
         Some(rev) => Some(diff_section(&corpus, &a.sources, rev)?),
         None => None,
@@ -138,9 +138,26 @@ pub(super) fn run_pack(a: &PackArgs) -> Result<i32> {
         images,
     };
     let docs = corpus.documents()?;
-    let packed = pack(docs, corpus.salt(), tokenizer.as_ref(), &options, &mut |d, page| {
-        corpus.page_image(d.id, page).ok().flatten()
-    })?;
+    // A document rendered as in an earlier pack of this corpus, with the
+    // same tokenizer, is not counted again.
+    let tokenizer_id = tokenizer.tokenizer_id().to_owned();
+    let known = |hashes: &[String]| {
+        corpus.token_counts(&tokenizer_id, hashes).unwrap_or_else(|e| {
+            tracing::warn!("the corpus's kept token counts could not be read, so every document is counted: {e}");
+            vec![None; hashes.len()]
+        })
+    };
+    let packed = pack_counted(
+        docs,
+        corpus.salt(),
+        tokenizer.as_ref(),
+        &options,
+        &mut |d, page| corpus.page_image(d.id, page).ok().flatten(),
+        &known,
+    )?;
+    if let Err(e) = corpus.store_token_counts(&tokenizer_id, &packed.fresh_counts) {
+        tracing::warn!("the token counts could not be kept for the next pack: {e}");
+    }
     match &a.output {
         Some(out) => {
             std::fs::write(out, &packed.text).with_context(|| format!("writing {}", out.display()))?;

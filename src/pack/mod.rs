@@ -110,6 +110,9 @@ pub struct Pack {
     pub unlisted: Vec<String>,
     /// Images to write beside a Markdown output: (file name, bytes).
     pub images: Vec<(String, Vec<u8>)>,
+    /// The counts this pack made, by the hash of the text counted (see
+    /// [`pack_counted`]).
+    pub fresh_counts: Vec<(String, u32)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,15 +127,34 @@ pub enum PackError {
 /// Gives the stored image bytes of a document's page (1 for an image file).
 pub type ImageLoader<'a> = dyn FnMut(&StoredDocument, u32) -> Option<Vec<u8>> + 'a;
 
+/// Counts kept from earlier packs: given the hashes of rendered texts,
+/// their counts with the pack's tokenizer where known.
+pub type KnownCounts<'a> = dyn Fn(&[String]) -> Vec<Option<u32>> + 'a;
+
 /// Lays out `docs` as one output.
 pub fn pack(
-    mut docs: Vec<StoredDocument>,
+    docs: Vec<StoredDocument>,
     salt: &str,
     tokenizer: &dyn Tokenizer,
     options: &PackOptions,
     load_image: &mut ImageLoader<'_>,
 ) -> Result<Pack, PackError> {
+    pack_counted(docs, salt, tokenizer, options, load_image, &|h| vec![None; h.len()])
+}
+
+/// [`pack`], with the counts of documents rendered as before taken from
+/// `known` instead of counted again; the counts it made are in
+/// [`Pack::fresh_counts`], to keep for the next time.
+pub fn pack_counted(
+    mut docs: Vec<StoredDocument>,
+    salt: &str,
+    tokenizer: &dyn Tokenizer,
+    options: &PackOptions,
+    load_image: &mut ImageLoader<'_>,
+    known: &KnownCounts<'_>,
+) -> Result<Pack, PackError> {
     let format = options.format;
+    let mut fresh_counts = Vec::new();
     order_documents(&mut docs);
     let scores = scores(&docs);
     let mut images = Vec::new();
@@ -157,9 +179,10 @@ pub fn pack(
         Some(_) => docs.iter().map(|d| render::outline(format, d, salt)).collect(),
         None => vec![None; docs.len()],
     };
-    let whole_tokens = count_all(&whole.iter().map(String::as_str).collect::<Vec<_>>(), tokenizer);
+    let whole_texts: Vec<&str> = whole.iter().map(String::as_str).collect();
+    let whole_tokens = count_known(&whole_texts, tokenizer, known, &mut fresh_counts);
     let outline_texts: Vec<&str> = outlines.iter().flatten().map(String::as_str).collect();
-    let mut outline_counts = count_all(&outline_texts, tokenizer).into_iter();
+    let mut outline_counts = count_known(&outline_texts, tokenizer, known, &mut fresh_counts).into_iter();
     let outline_tokens: Vec<Option<u64>> = outlines
         .iter()
         .map(|o| o.as_ref().and_then(|_| outline_counts.next()))
@@ -296,6 +319,7 @@ pub fn pack(
         documents,
         unlisted,
         images,
+        fresh_counts,
     })
 }
 
@@ -468,6 +492,32 @@ fn place_images(
         images.push((name, bytes));
     }
     placed
+}
+
+/// Token counts of `texts`: those `known` has (by the hash of the text),
+/// the others counted and added to `fresh`.
+fn count_known(
+    texts: &[&str],
+    tokenizer: &dyn Tokenizer,
+    known: &KnownCounts<'_>,
+    fresh: &mut Vec<(String, u32)>,
+) -> Vec<u64> {
+    let hashes: Vec<String> = texts
+        .iter()
+        .map(|t| blake3::hash(t.as_bytes()).to_hex().to_string())
+        .collect();
+    let mut counts = known(&hashes);
+    if counts.len() != texts.len() {
+        counts = vec![None; texts.len()];
+    }
+    let missing: Vec<usize> = (0..texts.len()).filter(|&i| counts[i].is_none()).collect();
+    let missing_texts: Vec<&str> = missing.iter().map(|&i| texts[i]).collect();
+    for (&i, n) in missing.iter().zip(count_all(&missing_texts, tokenizer)) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        counts[i] = Some(n);
+        fresh.push((hashes[i].clone(), n));
+    }
+    counts.into_iter().map(|c| u64::from(c.unwrap_or(0))).collect()
 }
 
 /// Token counts of many texts, on every core.

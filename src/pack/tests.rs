@@ -337,3 +337,30 @@ fn images_stand_before_their_page_as_links_to_files() {
     assert!(p.text[..at].contains("TOTAL 12.50"));
     assert!(p.text[at..].contains("[page 2]\nthank you"));
 }
+
+#[test]
+fn counts_kept_from_a_pack_serve_the_next_and_give_the_same_output() {
+    for budget in [None, Some(400)] {
+        let o = options(Format::Markdown, budget);
+        let first = pack(corpus(), SALT, &Encoding::O200k, &o, &mut |_, _| None).unwrap();
+        assert!(!first.fresh_counts.is_empty());
+        let kept: std::collections::HashMap<String, u32> = first.fresh_counts.iter().cloned().collect();
+        let asked = std::cell::Cell::new(0);
+        let known = |hashes: &[String]| {
+            asked.set(asked.get() + hashes.len());
+            hashes.iter().map(|h| kept.get(h).copied()).collect()
+        };
+        let second = pack_counted(corpus(), SALT, &Encoding::O200k, &o, &mut |_, _| None, &known).unwrap();
+        assert!(asked.get() > 0);
+        assert!(second.fresh_counts.is_empty(), "{:?}", second.fresh_counts);
+        assert_eq!((second.text, second.tokens), (first.text, first.tokens));
+        assert_eq!(second.documents, first.documents);
+    }
+    // The counts are taken as given: a wrong one shows in the output.
+    let o = options(Format::Markdown, None);
+    let p = pack_counted(corpus(), SALT, &Encoding::O200k, &o, &mut |_, _| None, &|h| {
+        vec![Some(7); h.len()]
+    })
+    .unwrap();
+    assert!(p.documents.iter().all(|d| d.tokens == 7));
+}
