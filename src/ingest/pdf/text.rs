@@ -107,9 +107,43 @@ fn page_text(doc: &PdfDocument, index: usize) -> pdf_oxide::error::Result<String
         ..ConversionOptions::default()
     };
     match doc.to_markdown(index, &options) {
-        Ok(markdown) if markdown.lines().any(is_table_rule) => Ok(markdown),
+        Ok(markdown) if markdown.lines().any(is_table_rule) && keeps_words(&markdown, &text) => Ok(markdown),
         _ => Ok(text),
     }
+}
+
+/// Share of the plain text's words a Markdown rendering of the page must
+/// keep.
+const KEPT_WORDS: f64 = 0.95;
+
+/// Whether the Markdown rendering of a page keeps what its plain text
+/// says: its words, give or take the Markdown marks (it may hold more: the
+/// Markdown path finds text the plain one drops on some pages). A grid that
+/// is no real table (a drawing's title block, a form) comes out of the
+/// table detection with cells run together (`DATED:<Drawn` for `DATED:`
+/// and `<Drawn`) or words cut in two; such a page keeps its plain text.
+fn keeps_words(markdown: &str, text: &str) -> bool {
+    fn words(s: &str) -> std::collections::HashMap<String, usize> {
+        let mut counts = std::collections::HashMap::new();
+        for line in s.lines().filter(|l| !is_table_rule(l)) {
+            let line: String = line
+                .chars()
+                .map(|c| if matches!(c, '|' | '*' | '#' | '\\') { ' ' } else { c })
+                .collect();
+            for w in line.split_whitespace() {
+                *counts.entry(w.to_owned()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+    let (md, plain) = (words(markdown), words(text));
+    let total = plain.values().sum::<usize>().max(1) as f64;
+    let shared: usize = plain
+        .iter()
+        .map(|(w, n)| (*n).min(md.get(w).copied().unwrap_or(0)))
+        .sum();
+    let shared = shared as f64;
+    shared / total >= KEPT_WORDS
 }
 
 /// Whether a page's plain text has room for a table: two rows of two
@@ -277,5 +311,24 @@ impl<'a> Fallback<'a> {
             Err(e) if e.panicked || oxide_panicked => Err(TextFailure::Panicked(format!("{why}; {}", e.detail))),
             Err(e) => Err(TextFailure::Unreadable(format!("{why}; {}", e.detail))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keeps_words;
+
+    #[test]
+    fn a_table_is_kept_only_when_it_keeps_the_pages_words() {
+        let plain = "Item Quantity Price\nWidget 4 2.50\nBearing 3 9.10\n";
+        let table = "| Item | Quantity | Price |\n|---|---|---|\n| Widget | 4 | 2.50 |\n| Bearing | 3 | 9.10 |\n";
+        assert!(keeps_words(table, plain));
+        // More than the plain text found is fine (the Markdown path reads
+        // some text the plain one drops).
+        assert!(keeps_words(&format!("## WhitePoint [ 1.0 ]\n\n{table}"), plain));
+        // A title block read as a grid runs cells together.
+        let plain = "DATED:\n<Drawn By>\nDATED:\n<Checked By>\nDRAWING NO:\nPCB\n";
+        let glued = "| DATED:<Drawn By> | DRAWING NO:PCB |\n|---|---|\n| DATED:<Checked By> | |\n";
+        assert!(!keeps_words(glued, plain));
     }
 }
