@@ -2,9 +2,9 @@
 //!
 //! In: image bytes. Out: lines (text, bounding box, mean word confidence)
 //! grouped into blocks, from tesseract's TSV output. tesseract runs as a
-//! child process on one thread, under a time limit, and is killed past it. When tesseract
-//! is not installed, OCR is reported unavailable and the image is kept
-//! without text (counted, never dropped).
+//! child process on one thread, under a time limit, and is killed past it.
+//! When tesseract is not installed, OCR is reported unavailable and the
+//! image is kept without text (counted, never dropped).
 
 use std::process::Command;
 use std::time::Duration;

@@ -75,25 +75,10 @@ impl Tokenizer for Encoding {
             return self.bpe().count(text) as u32;
         }
         let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        let parts = split_at_pieces(text, text.len().div_ceil(threads * 4));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..threads.min(parts.len()))
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut n = 0;
-                        while let Some(part) = parts.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
-                            n += self.bpe().count(part);
-                        }
-                        n
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().expect("counting tokens panicked"))
-                .sum::<usize>() as u32
-        })
+        let parts = split_at_pieces(text, text.len().div_ceil(threads));
+        super::on_every_core(&parts, &|part| self.bpe().count(part) as u64)
+            .into_iter()
+            .sum::<u64>() as u32
     }
 
     fn counts_are_cheap(&self) -> bool {

@@ -522,18 +522,18 @@ fn count_known(
 
 /// Token counts of many texts, on every core.
 fn count_all(texts: &[&str], tokenizer: &dyn Tokenizer) -> Vec<u64> {
+    on_every_core(texts, &|t| u64::from(tokenizer.count_tokens(t)))
+}
+
+/// `count` of each of `texts`, in their order, the texts shared out among
+/// the cores in runs.
+fn on_every_core(texts: &[&str], count: &(dyn Fn(&str) -> u64 + Sync)) -> Vec<u64> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let chunk = texts.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = texts
             .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|t| u64::from(tokenizer.count_tokens(t)))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|part| scope.spawn(move || part.iter().map(|t| count(t)).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()
