@@ -180,19 +180,24 @@ fn questions_over_one_corpus_fork_its_kv_and_answer_as_alone() {
         .map(|c| fresh.generate(c, &params, &mut |_| {}).unwrap())
         .collect();
 
+    // The forked answers, and the text each streamed.
+    let forked_and_streamed = |e: &mut LlamaCppEngine| {
+        let mut streamed = vec![String::new(); conversations.len()];
+        let forked = e
+            .generate_forked(&conversations, &params, &mut |i, ev| {
+                if let EngineEvent::Text(t) = ev {
+                    streamed[i].push_str(t);
+                }
+            })
+            .unwrap();
+        (forked, streamed)
+    };
     let options = LlamaCppOptions {
         kv_host_bytes: 1 << 30,
         ..LlamaCppOptions::default()
     };
     let mut e = LlamaCppEngine::load(model(), options).unwrap();
-    let mut streamed = vec![String::new(); 3];
-    let forked = e
-        .generate_forked(&conversations, &params, &mut |i, ev| {
-            if let EngineEvent::Text(t) = ev {
-                streamed[i].push_str(t);
-            }
-        })
-        .unwrap();
+    let (forked, streamed) = forked_and_streamed(&mut e);
     assert_eq!(forked.len(), 3);
     let prompt = |i: usize| alone[i].prompt_tokens;
     for (i, g) in forked.iter().enumerate() {
@@ -236,14 +241,7 @@ fn questions_over_one_corpus_fork_its_kv_and_answer_as_alone() {
         ..LlamaCppOptions::default()
     };
     let mut together = LlamaCppEngine::load(model(), options).unwrap();
-    let mut streamed = vec![String::new(); 3];
-    let side_by_side = together
-        .generate_forked(&conversations, &params, &mut |i, ev| {
-            if let EngineEvent::Text(t) = ev {
-                streamed[i].push_str(t);
-            }
-        })
-        .unwrap();
+    let (side_by_side, streamed) = forked_and_streamed(&mut together);
     for (i, g) in side_by_side.iter().enumerate() {
         assert_eq!(g.text, streamed[i], "question {i}");
         assert_eq!(g.prompt_tokens, prompt(i));

@@ -10,7 +10,7 @@ use scout::engine::llamacpp::LlamaCppTokenizer;
 use scout::engine::openai::{OpenAiEngine, OpenAiOptions};
 use scout::engine::{ChatMessage, Engine, EngineEvent, GenerateParams, Role};
 
-use crate::util::{model, scout, text};
+use crate::util::{free_port, model, scout, text};
 
 fn server_python() -> PathBuf {
     let dir = std::env::var_os("SCOUT_TEST_SERVER_DIR").map_or_else(
@@ -39,11 +39,7 @@ impl Server {
             "no test server at {}: run scripts/setup --test",
             python.display()
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(&python)
             .args(["-m", "llama_cpp.server", "--host", "127.0.0.1", "--n_ctx", "8192"])
@@ -226,11 +222,7 @@ fn two_endpoints_share_the_work_and_one_dying_mid_answer_loses_nothing() {
 
 #[test]
 fn no_endpoint_up_is_a_clear_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let out = scout(dir.path())
         .args(["ask", "examples/demo", "What port?", "--engine", "openai"])

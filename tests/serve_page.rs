@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::serve::Serve;
+use crate::util::free_port;
 
 /// A minimal `WebDriver` client (the W3C protocol over HTTP) for the page test.
 struct Browser {
@@ -20,13 +21,15 @@ struct Browser {
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// A `WebDriver` reply's `value`.
+fn value(reply: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Value {
+    let text = reply.unwrap().into_body().read_to_string().unwrap();
+    serde_json::from_str::<Value>(&text).unwrap()["value"].clone()
+}
+
 impl Browser {
     fn start() -> Browser {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let tmp = tempfile::tempdir().unwrap();
         let driver = std::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -67,28 +70,16 @@ impl Browser {
     }
 
     fn post(&self, path: &str, body: &Value) -> Value {
-        let text = self
-            .agent
-            .post(&format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .send(body.to_string())
-            .unwrap()
-            .into_body()
-            .read_to_string()
-            .unwrap();
-        serde_json::from_str::<Value>(&text).unwrap()["value"].clone()
+        value(
+            self.agent
+                .post(&format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .send(body.to_string()),
+        )
     }
 
     fn get(&self, path: &str) -> Value {
-        let text = self
-            .agent
-            .get(&format!("{}{path}", self.base))
-            .call()
-            .unwrap()
-            .into_body()
-            .read_to_string()
-            .unwrap();
-        serde_json::from_str::<Value>(&text).unwrap()["value"].clone()
+        value(self.agent.get(&format!("{}{path}", self.base)).call())
     }
 
     /// The first element matching `css`, once there is one.

@@ -72,6 +72,15 @@ pub fn ingest(cache: &Path, corpus: &Path, source: &Path, extra: &[&str]) -> Out
         .unwrap()
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on (it was free a moment ago).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
