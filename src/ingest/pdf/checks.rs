@@ -1,7 +1,8 @@
 //! Checks a loaded PDF passes before any extractor reads it: bounds on
 //! objects and inflated stream bytes (a decompression bomb is refused from a
-//! count, never inflated whole), a page tree without cycles, and form
-//! `XObjects` that neither draw themselves nor nest without end.
+//! count, never inflated whole) and a page tree without cycles; and, before
+//! pdf-extract reads it, form `XObjects` that neither draw themselves nor
+//! nest without end.
 //!
 //! In: a lopdf document. Out: `Ok`, or why it is refused.
 //! Never extracts text.

@@ -8,10 +8,11 @@
 //! `scout pdf-worker` child process, killed at the limit.)
 //!
 //! Files: this one runs the extraction (in a worker or on a thread);
-//! `checks` refuses bombs, cyclic page trees and cyclic forms before any
-//! extractor reads the file; `text` takes each page's text out (`pdf_oxide`,
-//! pdf-extract as its fallback); `structure` reads bookmarks, the title,
-//! encryption and scanned pages' images with lopdf.
+//! `checks` refuses bombs and cyclic page trees before any extractor reads
+//! the file, and cyclic forms before pdf-extract does; `text` takes each
+//! page's text out (`pdf_oxide`, pdf-extract as its fallback); `structure`
+//! reads bookmarks, the title, encryption and scanned pages' images with
+//! lopdf.
 //!
 //! Never lets one PDF stop the run: every failure is a typed skip.
 
@@ -190,9 +191,13 @@ pub fn extract_pages_with(
                 if let Some(doc) = doc.as_ref() {
                     check_bounds(doc, PdfBounds::default()).map_err(|why| (SkipReason::PdfBomb, why))?;
                     check_page_tree(doc).map_err(|why| (SkipReason::PdfError, why))?;
-                    check_forms(doc).map_err(|why| (SkipReason::PdfError, why))?;
                 }
-                let text = page_texts(&bytes, password.as_deref(), SCAN_TEXT_CHARS);
+                // pdf-extract follows forms by recursion, so a document whose
+                // forms draw themselves is kept from it; `pdf_oxide` bounds
+                // its own depth. The check inflates and parses every form, so
+                // it runs only if pdf-extract is needed.
+                let forms_checked = || doc.as_ref().map_or(Ok(()), check_forms);
+                let text = page_texts(&bytes, password.as_deref(), SCAN_TEXT_CHARS, &forms_checked);
                 let textless: Vec<u32> = text.as_ref().map_or_else(
                     |_| Vec::new(),
                     |pages| {

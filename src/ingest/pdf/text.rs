@@ -32,9 +32,17 @@ pub enum TextFailure {
 
 /// The text of every page of the PDF in `bytes`, in page order. A page
 /// with fewer than `thin` visible characters from `pdf_oxide` is offered to
-/// pdf-extract too.
-pub fn page_texts(bytes: &[u8], password: Option<&str>, thin: usize) -> Result<Vec<String>, TextFailure> {
-    let mut fallback = Fallback::new(bytes, password);
+/// pdf-extract too, once `fallback_safe` has said the document is one it can
+/// read without overflowing its stack (`Err`: why not; pdf-extract is not
+/// run then). The check runs only when pdf-extract is needed: `pdf_oxide`
+/// bounds its own recursion, and on most documents it reads every page.
+pub fn page_texts(
+    bytes: &[u8],
+    password: Option<&str>,
+    thin: usize,
+    fallback_safe: &dyn Fn() -> Result<(), String>,
+) -> Result<Vec<String>, TextFailure> {
+    let mut fallback = Fallback::new(bytes, password, fallback_safe);
     let doc = match catch_unwind(AssertUnwindSafe(|| PdfDocument::from_bytes(bytes.to_vec()))) {
         Ok(Ok(doc)) => doc,
         Ok(Err(e)) => return fallback.whole(&format!("pdf_oxide: {e}"), false),
@@ -245,25 +253,34 @@ struct FallbackFailure {
     panicked: bool,
 }
 
-/// pdf-extract over the whole document, run at most once, when first needed.
+/// pdf-extract over the whole document, run at most once, when first needed,
+/// and only on a document `safe` passes.
 struct Fallback<'a> {
     bytes: &'a [u8],
     password: Option<&'a str>,
+    safe: &'a dyn Fn() -> Result<(), String>,
     pages: Option<Result<Vec<String>, FallbackFailure>>,
 }
 
 impl<'a> Fallback<'a> {
-    fn new(bytes: &'a [u8], password: Option<&'a str>) -> Self {
+    fn new(bytes: &'a [u8], password: Option<&'a str>, safe: &'a dyn Fn() -> Result<(), String>) -> Self {
         Self {
             bytes,
             password,
+            safe,
             pages: None,
         }
     }
 
     fn run(&mut self) -> &Result<Vec<String>, FallbackFailure> {
-        let (bytes, password) = (self.bytes, self.password);
+        let (bytes, password, safe) = (self.bytes, self.password, self.safe);
         self.pages.get_or_insert_with(|| {
+            if let Err(detail) = safe() {
+                return Err(FallbackFailure {
+                    detail,
+                    panicked: false,
+                });
+            }
             let attempt = |password: Option<&str>| {
                 catch_unwind(AssertUnwindSafe(|| match password {
                     Some(p) => pdf_extract::extract_text_from_mem_by_pages_encrypted(bytes, p),
