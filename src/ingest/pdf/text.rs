@@ -124,34 +124,55 @@ fn page_text(doc: &PdfDocument, index: usize) -> pdf_oxide::error::Result<String
 /// keep.
 const KEPT_WORDS: f64 = 0.95;
 
-/// Whether the Markdown rendering of a page keeps what its plain text
-/// says: its words, give or take the Markdown marks (it may hold more: the
-/// Markdown path finds text the plain one drops on some pages). A grid that
-/// is no real table (a drawing's title block, a form) comes out of the
-/// table detection with cells run together (`DATED:<Drawn` for `DATED:`
-/// and `<Drawn`) or words cut in two; such a page keeps its plain text.
-fn keeps_words(markdown: &str, text: &str) -> bool {
-    fn words(s: &str) -> std::collections::HashMap<String, usize> {
-        let mut counts = std::collections::HashMap::new();
-        for line in s.lines().filter(|l| !is_table_rule(l)) {
-            let line: String = line
-                .chars()
-                .map(|c| if matches!(c, '|' | '*' | '#' | '\\') { ' ' } else { c })
-                .collect();
-            for w in line.split_whitespace() {
-                *counts.entry(w.to_owned()).or_insert(0) += 1;
-            }
+/// Share of a Markdown rendering's table words that may come again
+/// outside its tables.
+const REPEATED_TABLE_WORDS: f64 = 0.5;
+
+/// Words of Markdown text, give or take its marks, counted.
+fn markdown_words<'a>(lines: impl Iterator<Item = &'a str>) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for line in lines.filter(|l| !is_table_rule(l)) {
+        let line: String = line
+            .chars()
+            .map(|c| if matches!(c, '|' | '*' | '#' | '\\') { ' ' } else { c })
+            .collect();
+        for w in line.split_whitespace() {
+            *counts.entry(w.to_owned()).or_insert(0) += 1;
         }
-        counts
     }
-    let (md, plain) = (words(markdown), words(text));
+    counts
+}
+
+/// How many of `want`'s words `have` holds, counted with repeats.
+fn shared_words(
+    want: &std::collections::HashMap<String, usize>,
+    have: &std::collections::HashMap<String, usize>,
+) -> usize {
+    want.iter()
+        .map(|(w, n)| (*n).min(have.get(w).copied().unwrap_or(0)))
+        .sum()
+}
+
+/// Whether the Markdown rendering of a page says what its plain text says,
+/// once. It must keep the plain text's words, give or take the Markdown
+/// marks (it may hold more: the Markdown path finds text the plain one drops
+/// on some pages). A grid that is no real table (a drawing's title block, a
+/// form) comes out of the table detection with cells run together
+/// (`DATED:<Drawn` for `DATED:` and `<Drawn`) or words cut in two; and a
+/// rendering may give a table and then its text again as a paragraph. Such
+/// a page keeps its plain text.
+fn keeps_words(markdown: &str, text: &str) -> bool {
+    let plain = markdown_words(text.lines());
     let total = plain.values().sum::<usize>().max(1) as f64;
-    let shared: usize = plain
-        .iter()
-        .map(|(w, n)| (*n).min(md.get(w).copied().unwrap_or(0)))
-        .sum();
-    let shared = shared as f64;
-    shared / total >= KEPT_WORDS
+    if (shared_words(&plain, &markdown_words(markdown.lines())) as f64) / total < KEPT_WORDS {
+        return false;
+    }
+    let in_table = |l: &&str| l.trim_start().starts_with('|');
+    let table = markdown_words(markdown.lines().filter(in_table));
+    let rest = markdown_words(markdown.lines().filter(|l| !in_table(l)));
+    let table_total = table.values().sum::<usize>().max(1) as f64;
+    let repeated = shared_words(&table, &rest) as f64 / table_total;
+    repeated < REPEATED_TABLE_WORDS
 }
 
 /// Whether a page's plain text has room for a table: two rows of two
@@ -336,7 +357,7 @@ mod tests {
     use super::keeps_words;
 
     #[test]
-    fn a_table_is_kept_only_when_it_keeps_the_pages_words() {
+    fn a_table_is_kept_only_when_it_keeps_the_pages_words_once() {
         let plain = "Item Quantity Price\nWidget 4 2.50\nBearing 3 9.10\n";
         let table = "| Item | Quantity | Price |\n|---|---|---|\n| Widget | 4 | 2.50 |\n| Bearing | 3 | 9.10 |\n";
         assert!(keeps_words(table, plain));
@@ -347,5 +368,14 @@ mod tests {
         let plain = "DATED:\n<Drawn By>\nDATED:\n<Checked By>\nDRAWING NO:\nPCB\n";
         let glued = "| DATED:<Drawn By> | DRAWING NO:PCB |\n|---|---|\n| DATED:<Checked By> | |\n";
         assert!(!keeps_words(glued, plain));
+        // A table, then its text again as a paragraph (pdf.js's
+        // issue2074.pdf); prose after a table may share a few of its words.
+        let plain = "German Ae: \u{c4}\nGerman Oe: \u{d6}\nPowered by TCPDF\n";
+        let twice = "| German | Ae: \u{c4} |\n|---|---|\n| German | Oe: \u{d6} |\n| Powered by TCPDF | |\n\n\
+                     German Ae: \u{c4} German Oe: \u{d6}\n";
+        assert!(!keeps_words(twice, plain));
+        let plain = "Item Quantity Price\nWidget 4 2.50\nBearing 3 9.10\nEach Widget ships in 4 days\n";
+        let after = format!("{table}\nEach Widget ships in 4 days\n");
+        assert!(keeps_words(&after, plain));
     }
 }
