@@ -199,9 +199,10 @@ pub(super) fn run_needle(a: &NeedleArgs) -> Result<i32> {
     };
     let cells = opts.lengths.len() * opts.depths.len() * opts.kinds.len();
     say(&format!(
-        "scout: {} questions ({cells} cells of {} needles), {engine_line}",
+        "scout: {} questions ({cells} cells of {} needle{}), {engine_line}",
         cells * opts.needles,
-        opts.needles
+        opts.needles,
+        if opts.needles == 1 { "" } else { "s" }
     ));
     let scratch = tempfile::tempdir().context("making a scratch folder for the haystacks")?;
     let progress = Progress::prefill(a.quiet);
