@@ -196,6 +196,7 @@ pub(super) fn run_needle(a: &NeedleArgs) -> Result<i32> {
             max_tokens: a.max_tokens,
             ..GenerateParams::default()
         },
+        rates: crate::tasks::sweep::Rates::in_cache(),
     };
     let cells = opts.lengths.len() * opts.depths.len() * opts.kinds.len();
     say(&format!(

@@ -269,6 +269,13 @@ impl Rates {
         Self::load(&crate::model::store::cache_dir().join("rates.json"))
     }
 
+    /// These rates as their file holds them now (what later sweeps have
+    /// recorded since they were loaded); a copy when they have no file.
+    #[must_use]
+    pub fn reloaded(&self) -> Self {
+        self.path.as_deref().map_or_else(|| self.clone(), Self::load)
+    }
+
     #[must_use]
     pub fn get(&self, key: &str) -> Option<f64> {
         self.rates.get(key).copied().filter(|r| r.is_finite() && *r > 0.0)
@@ -322,8 +329,15 @@ mod tests {
         };
         let mut r = Rates::load(&path);
         assert_eq!(r.get("m slots=2"), None);
+        let before = r.clone();
         r.record(&plan, 3000, 1500);
         assert_eq!(Rates::load(&path).get("m slots=2"), Some(2000.0));
+        assert_eq!(
+            before.reloaded().get("m slots=2"),
+            Some(2000.0),
+            "what was recorded since"
+        );
+        assert_eq!(Rates::default().reloaded().get("m slots=2"), None);
         assert_eq!(Rates::load(&path).get("m slots=4"), None);
         std::fs::write(&path, "not json").unwrap();
         assert_eq!(Rates::load(&path).get("m slots=2"), None);

@@ -28,6 +28,7 @@ use crate::tasks::ask::{ask, AskOptions};
 use crate::tasks::citations::cites_any;
 use crate::tasks::ingest::document_tokens;
 use crate::tasks::run::{TaskError, TaskEvent};
+use crate::tasks::sweep::Rates;
 pub use plant::NeedleKind;
 use plant::{usable, HayDocument, Haystack, Needle};
 
@@ -42,6 +43,9 @@ pub struct NeedleOptions {
     pub needles: usize,
     pub seed: u64,
     pub generate: GenerateParams,
+    /// The rates earlier sweeps measured: each question's plan estimates its
+    /// time from them, and each question's sweep records its own.
+    pub rates: Rates,
 }
 
 /// One question asked: where its needle was, what came back.
@@ -208,7 +212,7 @@ pub fn needle_bench(
                         &stack_totals,
                         &needle,
                         (*length, depth),
-                        &opts.generate,
+                        opts,
                         on_event,
                     )?;
                     report.trials.push(trial);
@@ -265,7 +269,7 @@ fn run_trial(
     totals: &HashMap<String, u64>,
     needle: &Needle,
     (length, depth): (u64, u32),
-    generate: &GenerateParams,
+    opts: &NeedleOptions,
     on_event: &mut dyn FnMut(NeedleEvent<'_>),
 ) -> Result<Trial, NeedleError> {
     let place = hay.place(depth);
@@ -284,13 +288,14 @@ fn run_trial(
         .map(|d| totals.get(&d.path).copied().unwrap_or(0))
         .sum::<u64>()
         + own_share(hay, totals, place);
-    let opts = AskOptions {
+    let ask_opts = AskOptions {
         question: needle.question.clone(),
-        generate: generate.clone(),
+        generate: opts.generate.clone(),
+        rates: opts.rates.reloaded(),
         ..AskOptions::default()
     };
     let started = Instant::now();
-    let result = ask(stack, engine, &opts, &mut |e| on_event(NeedleEvent::Task(e)))?;
+    let result = ask(stack, engine, &ask_opts, &mut |e| on_event(NeedleEvent::Task(e)))?;
     let seconds = started.elapsed().as_secs_f64();
     let anchor = Anchor::Lines {
         path: path.clone(),
