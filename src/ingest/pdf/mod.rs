@@ -130,11 +130,11 @@ pub fn extract(
 /// stdout. Memory is capped first, so a decompression bomb fails here.
 #[must_use]
 pub fn worker_main(path: &str, seconds: u64, max_memory_bytes: u64) -> i32 {
-    // The parsers' panics are caught and become typed results. One line
+    // The parsers' panics are caught and become typed results. One log line
     // each, never a backtrace: with RUST_BACKTRACE set, symbolizing one took
     // about 0.4 s of CPU, more than reading most PDFs. The parent quotes the
-    // last line when the worker dies.
-    std::panic::set_hook(Box::new(|info| eprintln!("pdf-worker: {info}")));
+    // last line of the worker's stderr when it dies.
+    std::panic::set_hook(Box::new(|info| tracing::warn!("pdf-worker: {info}")));
     #[cfg(unix)]
     if let Err(e) = rlimit::setrlimit(rlimit::Resource::AS, max_memory_bytes, max_memory_bytes) {
         tracing::warn!("pdf-worker: could not cap memory: {e}");
