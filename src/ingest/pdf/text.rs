@@ -162,14 +162,18 @@ fn shared_words(
 /// rendering may give a table and then its text again as a paragraph. Such
 /// a page keeps its plain text.
 fn keeps_words(markdown: &str, text: &str) -> bool {
-    let plain = markdown_words(text.lines());
-    let total = plain.values().sum::<usize>().max(1) as f64;
-    if (shared_words(&plain, &markdown_words(markdown.lines())) as f64) / total < KEPT_WORDS {
-        return false;
-    }
     let in_table = |l: &&str| l.trim_start().starts_with('|');
     let table = markdown_words(markdown.lines().filter(in_table));
     let rest = markdown_words(markdown.lines().filter(|l| !in_table(l)));
+    let mut all = rest.clone();
+    for (w, n) in &table {
+        *all.entry(w.clone()).or_insert(0) += n;
+    }
+    let plain = markdown_words(text.lines());
+    let total = plain.values().sum::<usize>().max(1) as f64;
+    if (shared_words(&plain, &all) as f64) / total < KEPT_WORDS {
+        return false;
+    }
     let table_total = table.values().sum::<usize>().max(1) as f64;
     let repeated = shared_words(&table, &rest) as f64 / table_total;
     repeated < REPEATED_TABLE_WORDS
