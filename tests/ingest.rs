@@ -964,33 +964,25 @@ fn pdf_with_a_missing_font() -> Vec<u8> {
 
 /// A parser's panic in the PDF worker is one line on its stderr, never a
 /// backtrace, whatever `RUST_BACKTRACE` says (symbolizing one took about 0.4 s
-/// of CPU, more than reading most PDFs), and the file is still read.
+/// of CPU, more than reading most PDFs), and the file is still read; the
+/// same worker then reads the next document it is given.
 #[test]
 fn a_parser_panic_in_the_pdf_worker_is_one_line_without_a_backtrace() {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_scout"))
-        .args([
-            "pdf-worker",
-            "--path",
-            "m.pdf",
-            "--seconds",
-            "20",
-            "--max-memory",
-            "4000000000",
-        ])
+        .args(["pdf-worker", "--max-memory", "4000000000"])
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&pdf_with_a_missing_font())
-        .unwrap();
+    let pdf = pdf_with_a_missing_font();
+    let mut request = format!("{{\"path\":\"m.pdf\",\"seconds\":20,\"bytes\":{}}}\n", pdf.len()).into_bytes();
+    request.extend_from_slice(&pdf);
+    // Two documents, one after the other, then the end of input.
+    child.stdin.take().unwrap().write_all(&request.repeat(2)).unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -999,6 +991,12 @@ fn a_parser_panic_in_the_pdf_worker_is_one_line_without_a_backtrace() {
         "pdf-extract was asked and panicked: {stderr}"
     );
     assert!(!stderr.contains("stack backtrace"), "{stderr}");
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(result["Ok"]["pages"].as_array().map(Vec::len), Some(1), "{result}");
+    let answers: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(answers.len(), 2, "one answer line per document");
+    for result in answers {
+        assert_eq!(result["Ok"]["pages"].as_array().map(Vec::len), Some(1), "{result}");
+    }
 }

@@ -37,7 +37,7 @@ use crate::corpus::Corpus;
 use crate::engine::open::{ModelArgs, RunArgs};
 use crate::ingest::history::HistoryOptions;
 use crate::ingest::image::Decorative;
-use crate::ingest::pdf::PdfIsolation;
+use crate::ingest::pdf::{PdfIsolation, WorkerPool};
 use crate::ingest::WalkOptions;
 use crate::limits::Limits;
 use crate::model::store;
@@ -130,18 +130,15 @@ enum Command {
     Config(config::ConfigArgs),
     /// Print the manual page (`scout man | man -l -`), or write one page per command with --out.
     Man(ManArgs),
-    /// Internal: parse one PDF from stdin in this process and print the result as JSON
-    /// (scout runs this for every PDF, so a crash or hang in the parser is contained).
+    /// Internal: parse the PDFs given on stdin one after another and print each result as a
+    /// JSON line (scout reads PDFs in these processes, so a crash or hang in the parser is
+    /// contained).
     #[command(hide = true)]
     PdfWorker(PdfWorkerArgs),
 }
 
 #[derive(Debug, Args)]
 struct PdfWorkerArgs {
-    #[arg(long)]
-    path: String,
-    #[arg(long)]
-    seconds: u64,
     #[arg(long)]
     max_memory: u64,
 }
@@ -251,11 +248,13 @@ impl WalkArgs {
                 ),
                 ..Decorative::default()
             }),
-            // Each PDF is parsed in a child scout, so a hang is killed and a
+            // PDFs are parsed in child scouts, so a hang is killed and a
             // crash stays there; without a path to ourselves, on a thread.
-            pdf_isolation: std::env::current_exe().map_or(PdfIsolation::Thread, |exe| PdfIsolation::Process {
-                exe,
-                max_memory_bytes: crate::limits::PDF_WORKER_MEMORY_BYTES,
+            pdf_isolation: std::env::current_exe().map_or(PdfIsolation::Thread, |exe| {
+                PdfIsolation::Process(std::sync::Arc::new(WorkerPool::new(
+                    exe,
+                    crate::limits::PDF_WORKER_MEMORY_BYTES,
+                )))
             }),
             limits: Limits {
                 max_file_bytes: self.max_file_size,
@@ -367,7 +366,7 @@ pub fn main() -> i32 {
         Command::Config(a) => run_config(&a),
         Command::Completions(a) => run_completions(&a),
         Command::Man(a) => run_man(&a),
-        Command::PdfWorker(a) => Ok(crate::ingest::pdf::worker_main(&a.path, a.seconds, a.max_memory)),
+        Command::PdfWorker(a) => Ok(crate::ingest::pdf::worker_main(a.max_memory)),
     };
     match result {
         Ok(code) => code,

@@ -152,6 +152,9 @@ pub fn ingest_while_loading<'t>(
         summary.tokens = tokens_of(corpus, tok, summary.documents)?;
     }
     summary.peak_rss = crate::corpus::PeakRss::now();
+    // The PDF workers are done with: ended here, not left to exit with
+    // this process.
+    opts.pdf_isolation.stop_workers();
     // The known files and the listing of a large tree take a millisecond
     // to free: not on the way to the answer.
     drop_in_background(opts);

@@ -4,10 +4,11 @@
 //! its own thread behind `catch_unwind` and waited for with a time limit; a
 //! panic or a timeout becomes a typed per-document outcome and the run goes
 //! on. (A timed-out thread cannot be killed from inside the process; it is
-//! left to finish on its own, which is why the CLI runs each PDF in a
-//! `scout pdf-worker` child process, killed at the limit.)
+//! left to finish on its own, which is why the CLI reads PDFs in
+//! `scout pdf-worker` child processes, killed at the limit.)
 //!
-//! Files: this one runs the extraction (in a worker or on a thread);
+//! Files: this one runs the extraction (through a worker or on a thread);
+//! `pool` keeps the worker processes, each reading one PDF after another;
 //! `checks` refuses bombs and cyclic page trees before any extractor reads
 //! the file, and cyclic forms before pdf-extract does; `text` takes each
 //! page's text out (`pdf_oxide`, pdf-extract as its fallback); `structure`
@@ -17,13 +18,12 @@
 //! Never lets one PDF stop the run: every failure is a typed skip.
 
 mod checks;
+mod pool;
 mod structure;
 mod text;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
@@ -32,13 +32,13 @@ use serde::{Deserialize, Serialize};
 use crate::anchor::Anchor;
 pub use checks::PdfBounds;
 use checks::{check_bounds, check_forms, check_page_tree};
+pub use pool::{worker_main, WorkerPool};
 #[cfg(test)]
 use structure::{bookmarks, page_image};
 use structure::{structure, Structure};
 pub use text::PASSWORD_VAR;
 use text::{page_texts, visible, TextFailure};
 
-use super::child::{self, ChildError};
 use super::outline::Symbol;
 use super::{Segment, SkipReason};
 
@@ -70,14 +70,21 @@ pub enum PdfIsolation {
     /// (the thread cannot be killed). For library use and tests.
     #[default]
     Thread,
-    /// In a child process (`exe pdf-worker`): a hang is killed at the time
-    /// limit, memory is capped, a crash in the parser stays in the child.
-    Process { exe: PathBuf, max_memory_bytes: u64 },
+    /// In child processes (`exe pdf-worker`), each reading one PDF after
+    /// another: a hang is killed at the time limit, memory is capped, a
+    /// crash in the parser stays in the child.
+    Process(Arc<WorkerPool>),
 }
 
-/// Extra seconds the parent waits beyond the worker's own limit, so the
-/// worker reports its timeout itself when it can.
-const WORKER_GRACE_SECONDS: u64 = 3;
+impl PdfIsolation {
+    /// Ends the worker processes waiting for a document (see
+    /// [`WorkerPool::stop_idle`]); for the end of a walk.
+    pub fn stop_workers(&self) {
+        if let Self::Process(workers) = self {
+            workers.stop_idle();
+        }
+    }
+}
 
 /// Stack of the thread that runs the PDF parsers.
 const PDF_PARSER_STACK_BYTES: usize = 256 * 1024 * 1024;
@@ -90,69 +97,9 @@ pub fn extract(
     limit: Duration,
     isolation: &PdfIsolation,
 ) -> Result<PdfContent, PdfFailure> {
-    let PdfIsolation::Process { exe, max_memory_bytes } = isolation else {
-        return extract_pages(path, bytes, limit);
-    };
-    let mut cmd = Command::new(exe);
-    cmd.args(["pdf-worker", "--path", path, "--seconds"])
-        .arg(limit.as_secs().max(1).to_string())
-        .arg("--max-memory")
-        .arg(max_memory_bytes.to_string());
-    let died = |detail: String| PdfFailure {
-        reason: SkipReason::PdfPanic,
-        detail,
-    };
-    match child::run(&mut cmd, &bytes, limit + Duration::from_secs(WORKER_GRACE_SECONDS)) {
-        Err(ChildError::Timeout) => Err(PdfFailure {
-            reason: SkipReason::PdfTimeout,
-            detail: format!("the parser was killed after {} s", limit.as_secs()),
-        }),
-        Err(ChildError::Spawn(e) | ChildError::Wait(e)) => Err(died(format!("could not run the PDF worker: {e}"))),
-        Ok(done) if !done.status.success() => {
-            let last = done
-                .stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("no message");
-            Err(died(format!(
-                "the parser process died ({}; it may have hit its {} MiB memory cap): {last}",
-                done.status,
-                max_memory_bytes / 1_048_576
-            )))
-        }
-        Ok(done) => serde_json::from_slice::<Result<PdfContent, PdfFailure>>(&done.stdout)
-            .unwrap_or_else(|e| Err(died(format!("unreadable answer from the PDF worker: {e}")))),
-    }
-}
-
-/// The worker process: reads a PDF on stdin, writes the result as JSON on
-/// stdout. Memory is capped first, so a decompression bomb fails here.
-#[must_use]
-pub fn worker_main(path: &str, seconds: u64, max_memory_bytes: u64) -> i32 {
-    // The parsers' panics are caught and become typed results. One log line
-    // each, never a backtrace: with RUST_BACKTRACE set, symbolizing one took
-    // about 0.4 s of CPU, more than reading most PDFs. The parent quotes the
-    // last line of the worker's stderr when it dies.
-    std::panic::set_hook(Box::new(|info| tracing::warn!("pdf-worker: {info}")));
-    #[cfg(unix)]
-    if let Err(e) = rlimit::setrlimit(rlimit::Resource::AS, max_memory_bytes, max_memory_bytes) {
-        tracing::warn!("pdf-worker: could not cap memory: {e}");
-    }
-    #[cfg(not(unix))]
-    let _ = max_memory_bytes;
-    let mut bytes = Vec::new();
-    if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
-        tracing::error!("pdf-worker: reading stdin: {e}");
-        return 2;
-    }
-    let result = extract_pages(path, bytes, Duration::from_secs(seconds));
-    match serde_json::to_writer(std::io::stdout().lock(), &result) {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!("pdf-worker: writing the result: {e}");
-            2
-        }
+    match isolation {
+        PdfIsolation::Thread => extract_pages(path, bytes, limit),
+        PdfIsolation::Process(workers) => workers.extract(path, &bytes, limit),
     }
 }
 

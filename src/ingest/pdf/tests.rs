@@ -357,10 +357,7 @@ fn stand_in_worker(dir: &std::path::Path, script: &str) -> PdfIsolation {
     let exe = dir.join("worker.sh");
     std::fs::write(&exe, format!("#!/bin/sh\n{script}\n")).unwrap();
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    PdfIsolation::Process {
-        exe,
-        max_memory_bytes: 1 << 30,
-    }
+    PdfIsolation::Process(std::sync::Arc::new(WorkerPool::new(exe, 1 << 30)))
 }
 
 #[cfg(unix)]
@@ -377,7 +374,7 @@ fn a_hung_worker_is_killed_and_reported_as_a_timeout() {
     .unwrap_err();
     assert_eq!(err.reason, SkipReason::PdfTimeout);
     assert!(
-        started.elapsed() < Duration::from_secs(1 + WORKER_GRACE_SECONDS + 3),
+        started.elapsed() < Duration::from_secs(1 + pool::WORKER_GRACE_SECONDS + 3),
         "killed, not waited for"
     );
 }
