@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use mistralrs::core::{RequestMessage, TokenSource};
 use mistralrs::{
-    Constraint, CustomLogitsProcessor, GgufModelBuilder, IsqType, Model, ModelBuilder, NormalRequest, Request,
-    Response, SamplingParams, StopTokens, Tensor,
+    Constraint, CustomLogitsProcessor, IsqType, Model, ModelBuilder, NormalRequest, Request, Response, SamplingParams,
+    StopTokens, Tensor,
 };
 
 mod folder;
@@ -301,7 +301,7 @@ impl MistralRsEngine {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut builder = GgufModelBuilder::new(dir.to_string_lossy(), vec![file.clone()])
+        let mut builder = mistralrs::GgufModelBuilder::new(dir.to_string_lossy(), vec![file.clone()])
             .with_token_source(TokenSource::None)
             .with_max_num_seqs(1)
             .with_prefix_cache_n(prefix_cache);
@@ -398,7 +398,9 @@ impl MistralRsEngine {
             .ok_or_else(|| EngineError::Inference("no image in the request".into()))?;
         let prompter = match &self.prompter {
             Prompter::Folder(p) if p.llama4_vision => p,
-            _ => return Err(super::no_vision(first)),
+            Prompter::Folder(_) => return Err(super::no_vision(first)),
+            #[cfg(feature = "llamacpp")]
+            Prompter::Gguf(_) => return Err(super::no_vision(first)),
         };
         let (messages, broken) = prompter.neutralized(messages);
         let texts = prompter.llama4_vision_messages(&messages);
