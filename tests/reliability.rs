@@ -315,10 +315,9 @@ fn r17_a_parse_past_its_time_limit_falls_back_to_plain_text() {
 /// every job has exactly one result.
 #[test]
 fn r25_ctrl_c_mid_batch_then_resume_loses_and_repeats_nothing() {
-    // Enough jobs that the interrupt lands mid-batch: a follow-up over a
-    // resident corpus takes a fraction of a second, and six were once all
-    // done before the signal arrived.
-    const JOBS: usize = 30;
+    // Three runs of forked asks (four at a time): the interrupt comes
+    // after the first run's results, while the second is being answered.
+    const JOBS: usize = 3 * 4;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("docs");
     std::fs::create_dir(&root).unwrap();
@@ -335,7 +334,7 @@ fn r25_ctrl_c_mid_batch_then_resume_loses_and_repeats_nothing() {
     std::fs::write(&jobs_path, jobs).unwrap();
     let out_path = dir.path().join("out.jsonl");
     let run = |resume: bool| {
-        let mut cmd = scout(dir.path());
+        let mut cmd = crate::util::scout_interruptible(dir.path());
         cmd.args(["batch"])
             .arg(&jobs_path)
             .arg("--out")

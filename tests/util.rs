@@ -12,13 +12,28 @@ pub fn data(rel: &str) -> PathBuf {
 /// corpora never leak between tests), run from the crate root.
 pub fn scout(cache: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_scout"));
+    isolated(&mut cmd, cache);
+    cmd
+}
+
+/// [`scout`] started with Ctrl-C (SIGINT) at its default action. A suite
+/// started in the background by a shell without job control (`cmd &` in a
+/// script, or under `nohup`) ignores SIGINT, and every process it starts
+/// inherits that: a test that interrupts scout would find it running on.
+pub fn scout_interruptible(cache: &Path) -> Command {
+    let mut cmd = Command::new("env");
+    cmd.arg("--default-signal=INT").arg(env!("CARGO_BIN_EXE_scout"));
+    isolated(&mut cmd, cache);
+    cmd
+}
+
+fn isolated(cmd: &mut Command, cache: &Path) {
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("SCOUT_CACHE_DIR", cache)
         .env_remove("SCOUT_MODEL")
         .env_remove("SCOUT_THREADS")
         .env_remove("SCOUT_ENGINE")
         .env_remove("SCOUT_API_KEY");
-    cmd
 }
 
 /// `scout ask --json` on the default model, one thread, with `extra`
