@@ -11,7 +11,9 @@
 //! `pool` keeps the worker processes, each reading one PDF after another;
 //! `checks` refuses bombs and cyclic page trees before any extractor reads
 //! the file, and cyclic forms before pdf-extract does; `text` takes each
-//! page's text out (`pdf_oxide`, pdf-extract as its fallback); `structure`
+//! page's text out (`pdf_oxide`, pdf-extract as its fallback); `shown`
+//! bounds the glyphs a page can show, so pdf-extract is spared pages that
+//! hold next to no text; `structure`
 //! reads bookmarks, the title, encryption and scanned pages' images with
 //! lopdf.
 //!
@@ -19,6 +21,7 @@
 
 mod checks;
 mod pool;
+mod shown;
 mod structure;
 mod text;
 
@@ -36,8 +39,10 @@ pub use pool::{worker_main, WorkerPool};
 #[cfg(test)]
 use structure::{bookmarks, page_image};
 use structure::{structure, Structure};
+#[cfg(test)]
+use text::Fallback;
 pub use text::PASSWORD_VAR;
-use text::{page_texts, visible, TextFailure};
+use text::{page_texts, visible, FallbackChecks, TextFailure};
 
 use super::outline::Symbol;
 use super::{Segment, SkipReason};
@@ -149,7 +154,11 @@ pub fn extract_pages_with(
                 // its own depth. The check inflates and parses every form, so
                 // it runs only if pdf-extract is needed.
                 let forms_checked = || doc.as_ref().map_or(Ok(()), check_forms);
-                let text = page_texts(&bytes, password.as_deref(), SCAN_TEXT_CHARS, &forms_checked);
+                let checks = FallbackChecks {
+                    safe: &forms_checked,
+                    doc: doc.as_ref(),
+                };
+                let text = page_texts(&bytes, password.as_deref(), SCAN_TEXT_CHARS, &checks);
                 let textless: Vec<u32> = text.as_ref().map_or_else(
                     |_| Vec::new(),
                     |pages| {

@@ -30,19 +30,28 @@ pub enum TextFailure {
     Panicked(String),
 }
 
+/// What pdf-extract, the fallback, needs of a document: `safe` says
+/// whether it can read the document without overflowing its stack (`Err`:
+/// why not; pdf-extract is not run then), asked only when pdf-extract is
+/// about to run; `doc` is the document as lopdf loaded it, if it could.
+pub struct FallbackChecks<'a> {
+    pub safe: &'a dyn Fn() -> Result<(), String>,
+    pub doc: Option<&'a lopdf::Document>,
+}
+
 /// The text of every page of the PDF in `bytes`, in page order. A page
 /// with fewer than `thin` visible characters from `pdf_oxide` is offered to
-/// pdf-extract too, once `fallback_safe` has said the document is one it can
-/// read without overflowing its stack (`Err`: why not; pdf-extract is not
-/// run then). The check runs only when pdf-extract is needed: `pdf_oxide`
-/// bounds its own recursion, and on most documents it reads every page.
+/// pdf-extract too, where the page's strings could hold more visible
+/// glyphs than `pdf_oxide` found and `checks.safe` passes the document. The checks run only when pdf-extract
+/// is needed: `pdf_oxide` bounds its own recursion, and on most documents
+/// it reads every page.
 pub fn page_texts(
     bytes: &[u8],
     password: Option<&str>,
     thin: usize,
-    fallback_safe: &dyn Fn() -> Result<(), String>,
+    checks: &FallbackChecks<'_>,
 ) -> Result<Vec<String>, TextFailure> {
-    let mut fallback = Fallback::new(bytes, password, fallback_safe);
+    let mut fallback = Fallback::new(bytes, password, checks);
     let doc = match catch_unwind(AssertUnwindSafe(|| PdfDocument::from_bytes(bytes.to_vec()))) {
         Ok(Ok(doc)) => doc,
         Ok(Err(e)) => return fallback.whole(&format!("pdf_oxide: {e}"), false),
@@ -84,7 +93,7 @@ pub fn page_texts(
                 String::new()
             }
         };
-        let text = if visible(&text) < thin {
+        let text = if visible(&text) < thin && fallback.may_find_more(index, count, visible(&text)) {
             match fallback.page(index, count) {
                 Some(other) if visible(&other) > visible(&text) => other,
                 _ => text,
@@ -273,34 +282,68 @@ pub(super) fn visible(text: &str) -> usize {
 }
 
 /// Why pdf-extract gave no pages, and whether it panicked.
-struct FallbackFailure {
+pub(super) struct FallbackFailure {
     detail: String,
     panicked: bool,
 }
 
-/// pdf-extract over the whole document, run at most once, when first needed,
-/// and only on a document `safe` passes.
-struct Fallback<'a> {
+/// pdf-extract, run only when first needed and only on a document
+/// `checks.safe` passes: page by page over the document lopdf has loaded
+/// (when it is not encrypted), else over the whole document at once.
+pub(super) struct Fallback<'a> {
     bytes: &'a [u8],
     password: Option<&'a str>,
-    safe: &'a dyn Fn() -> Result<(), String>,
-    pages: Option<Result<Vec<String>, FallbackFailure>>,
+    checks: &'a FallbackChecks<'a>,
+    safe: Option<Result<(), String>>,
+    /// lopdf's pages by number, read when first needed.
+    page_ids: std::cell::OnceCell<std::collections::BTreeMap<u32, lopdf::ObjectId>>,
+    pub(super) pages: Option<Result<Vec<String>, FallbackFailure>>,
 }
 
 impl<'a> Fallback<'a> {
-    fn new(bytes: &'a [u8], password: Option<&'a str>, safe: &'a dyn Fn() -> Result<(), String>) -> Self {
+    pub(super) fn new(bytes: &'a [u8], password: Option<&'a str>, checks: &'a FallbackChecks<'a>) -> Self {
         Self {
             bytes,
             password,
-            safe,
+            checks,
+            safe: None,
+            page_ids: std::cell::OnceCell::new(),
             pages: None,
         }
     }
 
+    /// Page `index` of `count` as lopdf reads it, where lopdf loaded the
+    /// document and finds as many pages.
+    fn lopdf_page(&self, index: usize, count: usize) -> Option<(&'a lopdf::Document, lopdf::ObjectId)> {
+        let doc = self.checks.doc?;
+        let ids = self.page_ids.get_or_init(|| doc.get_pages());
+        if ids.len() != count {
+            return None;
+        }
+        Some((doc, *ids.get(&(index as u32 + 1))?))
+    }
+
+    /// Whether pdf-extract could find more than `found` visible characters
+    /// on page `index` of `count`: unknown where lopdf cannot read the page,
+    /// else whether its strings hold more visible glyphs than that.
+    fn may_find_more(&self, index: usize, count: usize, found: usize) -> bool {
+        self.lopdf_page(index, count)
+            .and_then(|(doc, id)| super::shown::page_glyphs(doc, id))
+            .is_none_or(|glyphs| glyphs > found)
+    }
+
+    /// Whether pdf-extract may read the document (asked once).
+    fn safe(&mut self) -> Result<(), String> {
+        let checks = self.checks;
+        self.safe.get_or_insert_with(|| (checks.safe)()).clone()
+    }
+
+    /// The whole document by pdf-extract, read once.
     fn run(&mut self) -> &Result<Vec<String>, FallbackFailure> {
-        let (bytes, password, safe) = (self.bytes, self.password, self.safe);
+        let safe = if self.pages.is_none() { self.safe() } else { Ok(()) };
+        let (bytes, password) = (self.bytes, self.password);
         self.pages.get_or_insert_with(|| {
-            if let Err(detail) = safe() {
+            if let Err(detail) = safe {
                 return Err(FallbackFailure {
                     detail,
                     panicked: false,
@@ -334,7 +377,37 @@ impl<'a> Fallback<'a> {
     }
 
     /// Page `index` of `count` by pdf-extract, where it sees as many pages.
-    fn page(&mut self, index: usize, count: usize) -> Option<String> {
+    pub(super) fn page(&mut self, index: usize, count: usize) -> Option<String> {
+        if let Some((doc, id)) = self.lopdf_page(index, count).filter(|(doc, _)| !doc.is_encrypted()) {
+            self.safe().ok()?;
+            // pdf-extract reads one page of the document lopdf has loaded:
+            // neither a second parse nor the pages pdf_oxide read well.
+            let read = catch_unwind(AssertUnwindSafe(|| {
+                let mut text = String::new();
+                let mut output = pdf_extract::PlainTextOutput::new(&mut text);
+                pdf_extract::output_doc_page(doc, &mut output, index as u32 + 1).map(|()| text)
+            }));
+            return match read {
+                Ok(Ok(text)) => Some(text),
+                Ok(Err(e)) => {
+                    tracing::debug!(
+                        "pdf-extract could not read page {} ({} {} R): {e}",
+                        index + 1,
+                        id.0,
+                        id.1
+                    );
+                    None
+                }
+                Err(panic) => {
+                    tracing::warn!(
+                        "page {}: pdf-extract panicked: {}",
+                        index + 1,
+                        crate::panic_message(panic.as_ref())
+                    );
+                    None
+                }
+            };
+        }
         match self.run() {
             Ok(pages) if pages.len() == count => pages.get(index).cloned(),
             _ => None,
