@@ -321,4 +321,6 @@ fn normalise_page_text(text: &str) -> String {
 }
 
 #[cfg(test)]
+mod fallback_tests;
+#[cfg(test)]
 mod tests;
