@@ -17,9 +17,9 @@ fn a_pages_string_bytes_bound_its_text() {
         let none = || Ok(());
         let checks = FallbackChecks {
             safe: &none,
-            doc: Some(&doc),
+            doc: &|| Some(&doc),
         };
-        let pages = page_texts(&bytes, None, SCAN_TEXT_CHARS, &checks).unwrap();
+        let pages = page_texts(&bytes, None, SCAN_TEXT_CHARS, &checks).unwrap().pages;
         for (n, id) in doc.get_pages() {
             let glyphs = shown::page_glyphs(&doc, id).unwrap();
             // A table's Markdown marks are scout's, not the page's.
@@ -73,9 +73,9 @@ fn pdf_extract_reads_only_thin_pages_that_could_hold_more() {
     let doc = lopdf::Document::load_mem(&bytes).unwrap();
     let checks = FallbackChecks {
         safe: &counted,
-        doc: Some(&doc),
+        doc: &|| Some(&doc),
     };
-    let pages = page_texts(&bytes, None, SCAN_TEXT_CHARS, &checks).unwrap();
+    let pages = page_texts(&bytes, None, SCAN_TEXT_CHARS, &checks).unwrap().pages;
     assert_eq!(pages[0].trim(), "Hi");
     assert_eq!(asked.get(), 0, "pdf-extract was asked for a page of two glyphs");
     // Forty glyphs drawn where no page shows them: thin for pdf_oxide,
@@ -88,7 +88,7 @@ fn pdf_extract_reads_only_thin_pages_that_could_hold_more() {
     let doc = lopdf::Document::load_mem(&bytes).unwrap();
     let checks = FallbackChecks {
         safe: &counted,
-        doc: Some(&doc),
+        doc: &|| Some(&doc),
     };
     page_texts(&bytes, None, SCAN_TEXT_CHARS, &checks).unwrap();
     // Whether pdf_oxide keeps text off the page is its own choice; where it
@@ -110,7 +110,7 @@ fn pdf_extract_reads_only_thin_pages_that_could_hold_more() {
     let whole = pdf_extract::extract_text_from_mem_by_pages(&handbook).unwrap();
     let checks = FallbackChecks {
         safe: &counted,
-        doc: Some(&doc),
+        doc: &|| Some(&doc),
     };
     let mut fallback = Fallback::new(&handbook, None, &checks);
     for (i, page) in whole.iter().enumerate() {

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::anchor::Anchor;
 pub use checks::PdfBounds;
-use checks::{check_bounds, check_forms, check_page_tree};
+use checks::{check_bounds, check_forms, check_page_tree, inflation_bounded};
 pub use pool::{worker_main, WorkerPool};
 #[cfg(test)]
 use structure::{bookmarks, page_image};
@@ -140,37 +140,45 @@ pub fn extract_pages_with(
         .stack_size(PDF_PARSER_STACK_BYTES)
         .spawn(move || {
             let outcome = catch_unwind(AssertUnwindSafe(|| {
-                // lopdf reads the document once, for the bounds and the
-                // structure; a document it cannot read may still give text.
-                let doc = catch_unwind(AssertUnwindSafe(|| lopdf::Document::load_mem(&bytes).ok()))
-                    .ok()
-                    .flatten();
-                if let Some(doc) = doc.as_ref() {
-                    check_bounds(doc, PdfBounds::default()).map_err(|why| (SkipReason::PdfBomb, why))?;
-                    check_page_tree(doc).map_err(|why| (SkipReason::PdfError, why))?;
+                // lopdf reads the document for its bounds and structure, and
+                // for pdf-extract: at once where the file is large enough to
+                // hold a decompression bomb, else only when first needed.
+                let lopdf = Lopdf::new(&bytes);
+                if !inflation_bounded(bytes.len() as u64, PdfBounds::default()) {
+                    lopdf.get()?;
                 }
                 // pdf-extract follows forms by recursion, so a document whose
                 // forms draw themselves is kept from it; `pdf_oxide` bounds
                 // its own depth. The check inflates and parses every form, so
                 // it runs only if pdf-extract is needed.
-                let forms_checked = || doc.as_ref().map_or(Ok(()), check_forms);
+                let forms_checked = || match lopdf.get() {
+                    Ok(doc) => doc.map_or(Ok(()), check_forms),
+                    Err((_, why)) => Err(why),
+                };
+                let loaded = || lopdf.get().ok().flatten();
                 let checks = FallbackChecks {
                     safe: &forms_checked,
-                    doc: doc.as_ref(),
+                    doc: &loaded,
                 };
                 let text = page_texts(&bytes, password.as_deref(), SCAN_TEXT_CHARS, &checks);
                 let textless: Vec<u32> = text.as_ref().map_or_else(
                     |_| Vec::new(),
-                    |pages| {
-                        (1..=pages.len() as u32)
-                            .filter(|&n| visible(&pages[n as usize - 1]) < SCAN_TEXT_CHARS)
+                    |texts| {
+                        (1..=texts.pages.len() as u32)
+                            .filter(|&n| visible(&texts.pages[n as usize - 1]) < SCAN_TEXT_CHARS)
                             .collect()
                     },
                 );
+                // A document whose every page has text and that names no
+                // outline and no title has nothing more for lopdf to read.
+                let plain = text.as_ref().is_ok_and(|t| !t.structured) && textless.is_empty() && !lopdf.tried();
+                if plain {
+                    return Ok((text, Some(Structure::default())));
+                }
                 // Structure is best effort: a PDF whose outline lopdf cannot
                 // read still gets its text.
-                let structure = doc
-                    .as_ref()
+                let structure = lopdf
+                    .get()?
                     .and_then(|doc| catch_unwind(AssertUnwindSafe(|| structure(doc, &textless))).ok())
                     .or_else(|| {
                         // lopdf could not read what the text extractors did: the
@@ -202,7 +210,7 @@ pub fn extract_pages_with(
             scans,
         },
     ) = match rx.recv_timeout(time_limit) {
-        Ok(Ok(Ok((Ok(pages), structure)))) => (pages, structure.unwrap_or_default()),
+        Ok(Ok(Ok((Ok(texts), structure)))) => (texts.pages, structure.unwrap_or_default()),
         Ok(Ok(Err((reason, detail)))) => return Err(PdfFailure { reason, detail }),
         Ok(Ok(Ok((Err(failure), structure)))) => {
             let encrypted = structure.is_some_and(|s| s.encrypted);
@@ -247,6 +255,48 @@ pub fn extract_pages_with(
         title,
         scans,
     })
+}
+
+/// lopdf's reading of a document, loaded when first needed (a panic in
+/// lopdf is a document it cannot read) and refused, with the reason, when it
+/// is past the bounds or its page tree has a cycle: nothing reads a
+/// document lopdf loaded before these checks pass.
+struct Lopdf<'b> {
+    bytes: &'b [u8],
+    loaded: std::cell::OnceCell<Result<Option<lopdf::Document>, (SkipReason, String)>>,
+}
+
+impl<'b> Lopdf<'b> {
+    fn new(bytes: &'b [u8]) -> Self {
+        Self {
+            bytes,
+            loaded: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The checked document (`None`: lopdf cannot read it), or why it is
+    /// refused.
+    fn get(&self) -> Result<Option<&lopdf::Document>, (SkipReason, String)> {
+        let loaded = self.loaded.get_or_init(|| {
+            let doc = catch_unwind(AssertUnwindSafe(|| lopdf::Document::load_mem(self.bytes).ok()))
+                .ok()
+                .flatten();
+            if let Some(doc) = doc.as_ref() {
+                check_bounds(doc, PdfBounds::default()).map_err(|why| (SkipReason::PdfBomb, why))?;
+                check_page_tree(doc).map_err(|why| (SkipReason::PdfError, why))?;
+            }
+            Ok(doc)
+        });
+        match loaded {
+            Ok(doc) => Ok(doc.as_ref()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// Whether lopdf has read the document (or tried to).
+    fn tried(&self) -> bool {
+        self.loaded.get().is_some()
+    }
 }
 
 /// Why a document gave no text, typed. A document lopdf sees is encrypted

@@ -221,9 +221,9 @@ fn form_xobjects_that_draw_themselves_are_kept_from_pdf_extract() {
     };
     let fallback = FallbackChecks {
         safe: &counted,
-        doc: Some(&doc),
+        doc: &|| Some(&doc),
     };
-    let pages = page_texts(&bytes, None, SCAN_TEXT_CHARS, &fallback).unwrap();
+    let pages = page_texts(&bytes, None, SCAN_TEXT_CHARS, &fallback).unwrap().pages;
     assert_eq!((pages.len(), checks.get()), (1, 1), "{pages:?}");
     let content = extract_pages("f.pdf", bytes.clone(), Duration::from_secs(20)).unwrap();
     assert_eq!(content.pages.len(), 1);
@@ -234,7 +234,7 @@ fn form_xobjects_that_draw_themselves_are_kept_from_pdf_extract() {
     ))
     .unwrap();
     checks.set(0);
-    let pages = page_texts(&handbook, None, SCAN_TEXT_CHARS, &fallback).unwrap();
+    let pages = page_texts(&handbook, None, SCAN_TEXT_CHARS, &fallback).unwrap().pages;
     assert_eq!((pages.len(), checks.get()), (2, 0));
 
     // Page resources {A, B, I}; `forms` gives each form's content and

@@ -33,10 +33,19 @@ pub enum TextFailure {
 /// What pdf-extract, the fallback, needs of a document: `safe` says
 /// whether it can read the document without overflowing its stack (`Err`:
 /// why not; pdf-extract is not run then), asked only when pdf-extract is
-/// about to run; `doc` is the document as lopdf loaded it, if it could.
+/// about to run; `doc` gives the document as lopdf loaded it, if it could,
+/// loading it when first asked.
 pub struct FallbackChecks<'a> {
     pub safe: &'a dyn Fn() -> Result<(), String>,
-    pub doc: Option<&'a lopdf::Document>,
+    pub doc: &'a dyn Fn() -> Option<&'a lopdf::Document>,
+}
+
+/// The text of a document's pages, and whether it may have structure for
+/// lopdf to read: an outline or a title (as `pdf_oxide` reads the catalog
+/// and the trailer), or unknown because `pdf_oxide` could not read it.
+pub struct PageTexts {
+    pub pages: Vec<String>,
+    pub structured: bool,
 }
 
 /// The text of every page of the PDF in `bytes`, in page order. A page
@@ -50,12 +59,28 @@ pub fn page_texts(
     password: Option<&str>,
     thin: usize,
     checks: &FallbackChecks<'_>,
-) -> Result<Vec<String>, TextFailure> {
+) -> Result<PageTexts, TextFailure> {
     let mut fallback = Fallback::new(bytes, password, checks);
+    let pages = oxide_page_texts(bytes, password, thin, &mut fallback)?;
+    Ok(pages.unwrap_or_else(|pages| PageTexts {
+        pages,
+        structured: true,
+    }))
+}
+
+/// [`page_texts`] by `pdf_oxide`, page by page (`Ok(Ok)`), or by
+/// pdf-extract over the whole document where `pdf_oxide` cannot read it
+/// (`Ok(Err)`).
+fn oxide_page_texts(
+    bytes: &[u8],
+    password: Option<&str>,
+    thin: usize,
+    fallback: &mut Fallback<'_, '_>,
+) -> Result<Result<PageTexts, Vec<String>>, TextFailure> {
     let doc = match catch_unwind(AssertUnwindSafe(|| PdfDocument::from_bytes(bytes.to_vec()))) {
         Ok(Ok(doc)) => doc,
-        Ok(Err(e)) => return fallback.whole(&format!("pdf_oxide: {e}"), false),
-        Err(panic) => return fallback.whole(&oxide_panic(panic.as_ref()), true),
+        Ok(Err(e)) => return fallback.whole(&format!("pdf_oxide: {e}"), false).map(Err),
+        Err(panic) => return fallback.whole(&oxide_panic(panic.as_ref()), true).map(Err),
     };
     if doc.is_encrypted() {
         unlock(&doc, password)?;
@@ -63,19 +88,20 @@ pub fn page_texts(
     if let Err(why) = check_oxide_page_tree(&doc) {
         // Not a tree as pdf_oxide reads it: pdf-extract's reading (behind
         // lopdf's own page-tree check) or a typed failure, never the walk.
-        return fallback.whole(&why, false);
+        return fallback.whole(&why, false).map(Err);
     }
     let count = match catch_unwind(AssertUnwindSafe(|| doc.page_count())) {
         Ok(Ok(n)) if n > 0 => n,
-        Ok(Ok(_)) => return fallback.whole("pdf_oxide found no pages", false),
+        Ok(Ok(_)) => return fallback.whole("pdf_oxide found no pages", false).map(Err),
         // Encrypted, though the trailer pdf_oxide read first did not say so.
         Ok(Err(pdf_oxide::error::Error::EncryptedPdf)) => {
             return fallback
                 .whole("pdf_oxide: encrypted", false)
+                .map(Err)
                 .map_err(|_| TextFailure::Locked(locked_message(password)));
         }
-        Ok(Err(e)) => return fallback.whole(&format!("pdf_oxide: {e}"), false),
-        Err(panic) => return fallback.whole(&oxide_panic(panic.as_ref()), true),
+        Ok(Err(e)) => return fallback.whole(&format!("pdf_oxide: {e}"), false).map(Err),
+        Err(panic) => return fallback.whole(&oxide_panic(panic.as_ref()), true).map(Err),
     };
     let mut pages = Vec::with_capacity(count);
     for index in 0..count {
@@ -103,7 +129,24 @@ pub fn page_texts(
         };
         pages.push(text);
     }
-    Ok(pages)
+    Ok(Ok(PageTexts {
+        pages,
+        structured: outline_or_title(&doc),
+    }))
+}
+
+/// Whether the catalog names an outline or the trailer's /Info a title;
+/// where either cannot be read, it may.
+fn outline_or_title(doc: &PdfDocument) -> bool {
+    use pdf_oxide::object::Object;
+    let has = |object: &Object, key: &str| object.as_dict().is_none_or(|d| d.contains_key(key));
+    let outline = doc.catalog().map_or(true, |catalog| has(&catalog, "Outlines"));
+    let title = match doc.trailer().as_dict().and_then(|t| t.get("Info")) {
+        None => false,
+        Some(Object::Reference(info)) => doc.load_object(*info).map_or(true, |info| has(&info, "Title")),
+        Some(info) => has(info, "Title"),
+    };
+    outline || title
 }
 
 /// One page's text; a page with a table `pdf_oxide` takes for a real grid is
@@ -222,9 +265,12 @@ fn check_oxide_page_tree(doc: &PdfDocument) -> Result<(), String> {
         return Ok(());
     };
     let mut seen = std::collections::HashSet::new();
+    // Nodes whose /Parent chain is known to end.
+    let mut rooted = std::collections::HashSet::new();
     let mut stack = vec![root];
     while let Some(node) = stack.pop() {
         let Ok(object) = doc.load_object(node) else { continue };
+        check_parent_chain(doc, node, &object, &mut rooted)?;
         let Some(kids) = object.as_dict().and_then(|d| d.get("Kids")).and_then(|k| k.as_array()) else {
             continue; // a page, or a node without kids
         };
@@ -239,6 +285,38 @@ fn check_oxide_page_tree(doc: &PdfDocument) -> Result<(), String> {
         }
         stack.extend(kids.iter().filter_map(pdf_oxide::object::Object::as_reference));
     }
+    Ok(())
+}
+
+/// Refuses a node whose /Parent chain comes back to itself: parsers walk
+/// that chain for inherited attributes. `rooted` holds the nodes whose
+/// chain is known to end, so each node is walked once.
+fn check_parent_chain(
+    doc: &PdfDocument,
+    node: pdf_oxide::object::ObjectRef,
+    object: &pdf_oxide::object::Object,
+    rooted: &mut std::collections::HashSet<pdf_oxide::object::ObjectRef>,
+) -> Result<(), String> {
+    let parent_of = |o: &pdf_oxide::object::Object| {
+        o.as_dict()
+            .and_then(|d| d.get("Parent"))
+            .and_then(pdf_oxide::object::Object::as_reference)
+    };
+    let mut chain = std::collections::HashSet::from([node]);
+    let mut next = parent_of(object);
+    while let Some(parent) = next {
+        if rooted.contains(&parent) {
+            break;
+        }
+        if !chain.insert(parent) || chain.len() > MAX_PAGE_TREE_NODES {
+            return Err(format!(
+                "cyclic page tree: the /Parent chain of object {} {} R loops at object {} {} R",
+                node.id, node.gen, parent.id, parent.gen
+            ));
+        }
+        next = doc.load_object(parent).ok().as_ref().and_then(parent_of);
+    }
+    rooted.extend(chain);
     Ok(())
 }
 
@@ -290,18 +368,18 @@ pub(super) struct FallbackFailure {
 /// pdf-extract, run only when first needed and only on a document
 /// `checks.safe` passes: page by page over the document lopdf has loaded
 /// (when it is not encrypted), else over the whole document at once.
-pub(super) struct Fallback<'a> {
+pub(super) struct Fallback<'a, 'c> {
     bytes: &'a [u8],
     password: Option<&'a str>,
-    checks: &'a FallbackChecks<'a>,
+    checks: &'a FallbackChecks<'c>,
     safe: Option<Result<(), String>>,
     /// lopdf's pages by number, read when first needed.
     page_ids: std::cell::OnceCell<std::collections::BTreeMap<u32, lopdf::ObjectId>>,
     pub(super) pages: Option<Result<Vec<String>, FallbackFailure>>,
 }
 
-impl<'a> Fallback<'a> {
-    pub(super) fn new(bytes: &'a [u8], password: Option<&'a str>, checks: &'a FallbackChecks<'a>) -> Self {
+impl<'a, 'c> Fallback<'a, 'c> {
+    pub(super) fn new(bytes: &'a [u8], password: Option<&'a str>, checks: &'a FallbackChecks<'c>) -> Self {
         Self {
             bytes,
             password,
@@ -314,8 +392,8 @@ impl<'a> Fallback<'a> {
 
     /// Page `index` of `count` as lopdf reads it, where lopdf loaded the
     /// document and finds as many pages.
-    fn lopdf_page(&self, index: usize, count: usize) -> Option<(&'a lopdf::Document, lopdf::ObjectId)> {
-        let doc = self.checks.doc?;
+    fn lopdf_page(&self, index: usize, count: usize) -> Option<(&'c lopdf::Document, lopdf::ObjectId)> {
+        let doc = (self.checks.doc)()?;
         let ids = self.page_ids.get_or_init(|| doc.get_pages());
         if ids.len() != count {
             return None;
