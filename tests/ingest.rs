@@ -934,7 +934,10 @@ fn reingest_token_totals_equal_a_count_from_scratch() {
 /// for the page, and pdf-extract panics on the missing object.
 fn pdf_with_a_missing_font() -> Vec<u8> {
     use std::fmt::Write;
-    let content = "BT /F1 12 Tf 20 100 Td (Hi) Tj ET";
+    // "Hi" on the page, and a line drawn below it, off the page: pdf_oxide
+    // reads two characters, a thin page whose strings could hold more, so
+    // pdf-extract is asked for it, and panics on the missing font.
+    let content = "BT /F1 12 Tf 20 100 Td (Hi) Tj 20 -900 Td (harbourharbourharbour) Tj ET";
     let objects = [
         "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
         "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),

@@ -476,8 +476,9 @@ impl<'a, 'c> Fallback<'a, 'c> {
                     );
                     None
                 }
+                // The worker's panic hook has said it in one line.
                 Err(panic) => {
-                    tracing::warn!(
+                    tracing::debug!(
                         "page {}: pdf-extract panicked: {}",
                         index + 1,
                         crate::panic_message(panic.as_ref())
