@@ -51,7 +51,7 @@ pub(super) fn structure(doc: &lopdf::Document, textless_pages: &[u32]) -> Struct
         .and_then(|id| doc.get_dictionary(id).ok())
         .and_then(|info| info.get(b"Title").ok())
         .and_then(|t| t.as_str().ok())
-        .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+        .map(|b| text_string(b).trim().to_owned())
         .filter(|t| !t.is_empty());
     Structure {
         encrypted: doc.is_encrypted(),

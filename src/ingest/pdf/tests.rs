@@ -317,6 +317,29 @@ fn a_real_pdf_gives_pages_and_title() {
     assert_eq!(c.pages.len(), 2);
     assert_eq!(c.title.as_deref(), Some("scout example"));
     assert!(c.pages[1].text.contains("Priya Raman"));
+
+    // A title in UTF-16 (with its byte-order mark), as many producers
+    // write one with letters outside Latin-1, is read as text.
+    let mut doc = lopdf::Document::load_mem(
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/demo/docs/operations-handbook.pdf"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let title: Vec<u8> = [0xFE, 0xFF]
+        .into_iter()
+        .chain("Für Ärzte – 東京".encode_utf16().flat_map(u16::to_be_bytes))
+        .collect();
+    let info = doc.trailer.get(b"Info").unwrap().as_reference().unwrap();
+    doc.get_dictionary_mut(info)
+        .unwrap()
+        .set("Title", lopdf::Object::String(title, lopdf::StringFormat::Hexadecimal));
+    let mut bytes = Vec::new();
+    doc.save_to(&mut bytes).unwrap();
+    let c = extract_pages("t.pdf", bytes, Duration::from_secs(10)).unwrap();
+    assert_eq!(c.title.as_deref(), Some("Für Ärzte – 東京"));
 }
 
 #[test]
