@@ -9,8 +9,10 @@
 //!
 //! Files: this one runs the extraction (through a worker or on a thread);
 //! `pool` keeps the worker processes, each reading one PDF after another;
-//! `checks` refuses bombs and cyclic page trees before any extractor reads
-//! the file, and cyclic forms before pdf-extract does; `text` takes each
+//! `checks` refuses bombs and cyclic page trees before anything reads
+//! lopdf's parse (a file too small to inflate past the bounds is not
+//! inflated to know; `text` walks `pdf_oxide`'s page tree for cycles
+//! itself), and cyclic forms before pdf-extract reads them; `text` takes each
 //! page's text out (`pdf_oxide`, pdf-extract as its fallback); `shown`
 //! bounds the glyphs a page can show, so pdf-extract is spared pages that
 //! hold next to no text; `structure`

@@ -454,9 +454,14 @@ impl<'a, 'c> Fallback<'a, 'c> {
         })
     }
 
-    /// Page `index` of `count` by pdf-extract, where it sees as many pages.
+    /// Page `index` of `count` by pdf-extract, where it sees as many pages:
+    /// read alone from lopdf's parse where lopdf has one (unencrypted), else
+    /// from pdf-extract's reading of the whole document. A parse whose page
+    /// count differs gives nothing: pdf-extract's own reading would see
+    /// the same pages.
     pub(super) fn page(&mut self, index: usize, count: usize) -> Option<String> {
-        if let Some((doc, id)) = self.lopdf_page(index, count).filter(|(doc, _)| !doc.is_encrypted()) {
+        if (self.checks.doc)().is_some_and(|doc| !doc.is_encrypted()) {
+            let (doc, id) = self.lopdf_page(index, count)?;
             self.safe().ok()?;
             // pdf-extract reads one page of the document lopdf has loaded:
             // neither a second parse nor the pages pdf_oxide read well.
